@@ -1,0 +1,130 @@
+//! Turning SDK errors into store errors and business outcomes.
+//!
+//! `TransactWriteItems` reports why it was cancelled as one reason per item, in request order;
+//! the caller knows which index is which item, so the reasons are interpreted per use case.
+
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::RequestId;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use domain::ports::{CommitError, StoreError, StoreErrorKind};
+use std::error::Error as StdError;
+
+const THROTTLING_CODES: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "ThrottlingException",
+    // Cancellation reason codes use these spellings.
+    "ThrottlingError",
+    "ProvisionedThroughputExceeded",
+];
+
+pub(crate) fn store_error<E>(operation: &'static str, err: SdkError<E, HttpResponse>) -> StoreError
+where
+    E: ProvideErrorMetadata + StdError + Send + Sync + 'static,
+{
+    let kind = match err.code() {
+        Some(code) if THROTTLING_CODES.contains(&code) => StoreErrorKind::Throttled,
+        _ => StoreErrorKind::Other,
+    };
+    let request_id = err.request_id().map(str::to_owned);
+    StoreError::new(kind, operation, err).with_request_id(request_id)
+}
+
+pub(crate) fn is_conditional_check_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
+    err.code() == Some("ConditionalCheckFailedException")
+}
+
+/// One item's fate in a cancelled transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ItemReason {
+    pub code: String,
+    /// Whether DynamoDB returned the item's old image (it exists) for a failed condition.
+    pub item_present: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct CancellationReasons {
+    operation: &'static str,
+    request_id: Option<String>,
+    reasons: Vec<ItemReason>,
+}
+
+pub(crate) enum TransactionOutcome {
+    Cancelled(CancellationReasons),
+    Failed(StoreError),
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("transaction cancelled with unexpected reasons {0:?}")]
+struct UnexpectedCancellation(Vec<ItemReason>);
+
+pub(crate) fn classify_transaction_error(
+    operation: &'static str,
+    err: SdkError<TransactWriteItemsError, HttpResponse>,
+) -> TransactionOutcome {
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
+        let reasons = cancelled
+            .cancellation_reasons()
+            .iter()
+            .map(|r| ItemReason {
+                code: r.code().unwrap_or("None").to_owned(),
+                item_present: r.item().is_some_and(|item| !item.is_empty()),
+            })
+            .collect();
+        return TransactionOutcome::Cancelled(CancellationReasons {
+            operation,
+            request_id: err.request_id().map(str::to_owned),
+            reasons,
+        });
+    }
+    TransactionOutcome::Failed(store_error(operation, err))
+}
+
+impl CancellationReasons {
+    fn code(&self, index: usize) -> Option<&str> {
+        self.reasons.get(index).map(|r| r.code.as_str())
+    }
+
+    fn any(&self, codes: &[&str]) -> bool {
+        self.reasons.iter().any(|r| codes.contains(&r.code.as_str()))
+    }
+
+    fn unexpected(&self, kind: StoreErrorKind) -> CommitError {
+        CommitError::Store(
+            StoreError::new(kind, self.operation, UnexpectedCancellation(self.reasons.clone()))
+                .with_request_id(self.request_id.clone()),
+        )
+    }
+
+    /// Items in order: 0 slot update, 1 reservation put, 2 outbox put, 3 idempotency record (optional).
+    pub(crate) fn for_creation(&self) -> CommitError {
+        const FAILED: &str = "ConditionalCheckFailed";
+        if self.code(3) == Some(FAILED) {
+            return CommitError::IdempotencyKeyTaken;
+        }
+        if self.code(0) == Some(FAILED) {
+            let slot_exists = self.reasons[0].item_present;
+            return if slot_exists { CommitError::SoldOut } else { CommitError::SlotNotFound };
+        }
+        self.common()
+    }
+
+    /// Items in order: 0 reservation put (conditional on version), 1 slot update, 2 outbox put.
+    pub(crate) fn for_cancellation(&self) -> CommitError {
+        if self.code(0) == Some("ConditionalCheckFailed") {
+            return CommitError::ReservationChanged;
+        }
+        self.common()
+    }
+
+    fn common(&self) -> CommitError {
+        if self.any(&["TransactionConflict"]) {
+            return CommitError::Contention;
+        }
+        if self.any(THROTTLING_CODES) {
+            return self.unexpected(StoreErrorKind::Throttled);
+        }
+        self.unexpected(StoreErrorKind::Other)
+    }
+}

@@ -1,0 +1,294 @@
+//! The DynamoDB store. Holds a client and its table names; built once per process.
+
+mod errors;
+pub mod items;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
+use domain::ports::{
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
+    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
+};
+use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
+use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
+use items::{
+    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk, reservation_pk, slot_pk,
+};
+use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
+use std::collections::HashMap;
+use time::{Duration, OffsetDateTime};
+
+
+/// Table names and retention windows, from the function's typed config.
+#[derive(Debug, Clone)]
+pub struct StoreTables {
+    pub reservations_table: String,
+    pub outbox_table: String,
+    /// How long outbox items live before TTL removes them (the relay ignores those removals).
+    pub outbox_retention: Duration,
+    /// How long an Idempotency-Key is remembered.
+    pub idempotency_retention: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct DynamoReservationStore {
+    client: Client,
+    tables: StoreTables,
+}
+
+type Item = HashMap<String, AttributeValue>;
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn serialize<T: serde::Serialize>(operation: &'static str, value: &T) -> Result<Item, StoreError> {
+    to_item(value).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
+}
+
+fn deserialize<T: serde::de::DeserializeOwned>(operation: &'static str, item: Item) -> Result<T, StoreError> {
+    from_item(item).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
+}
+
+/// Builders reject only missing required fields, which is a programming error here; still no panic.
+fn built<T>(operation: &'static str, result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
+    result.map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
+}
+
+impl DynamoReservationStore {
+    pub fn new(client: Client, tables: StoreTables) -> Self {
+        Self { client, tables }
+    }
+
+    pub fn tables(&self) -> &StoreTables {
+        &self.tables
+    }
+
+    fn outbox_put(&self, operation: &'static str, change_event: &domain::EventEnvelope, now: OffsetDateTime) -> Result<TransactWriteItem, StoreError> {
+        let item = serialize(operation, &OutboxItem::new(change_event, now + self.tables.outbox_retention))?;
+        let put = built(
+            operation,
+            Put::builder()
+                .table_name(&self.tables.outbox_table)
+                .set_item(Some(item))
+                .condition_expression("attribute_not_exists(aggregate_id)")
+                .build(),
+        )?;
+        Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    async fn transact(&self, operation: &'static str, items: Vec<TransactWriteItem>) -> Result<(), TransactionOutcome> {
+        // A fresh token per logical attempt: if the SDK retries this very call after a lost
+        // response, DynamoDB recognises the token and does not apply the transaction twice.
+        let token = uuid::Uuid::new_v4().to_string();
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .client_request_token(token)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| classify_transaction_error(operation, err))
+    }
+}
+
+impl SlotStore for DynamoReservationStore {
+    async fn get_slot(&self, slot_id: &SlotId) -> Result<Option<Slot>, StoreError> {
+        const OP: &str = "GetItem(slot)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.reservations_table)
+            .key(PK, s(slot_pk(slot_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        out.item.map(|item| deserialize::<SlotItem>(OP, item).map(SlotItem::into_slot)).transpose()
+    }
+
+    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+        const CREATE: &str = "PutItem(slot)";
+        const RESIZE: &str = "UpdateItem(slot)";
+        let slot = Slot::new(slot_id.clone(), capacity);
+        let created = self
+            .client
+            .put_item()
+            .table_name(&self.tables.reservations_table)
+            .set_item(Some(serialize(CREATE, &SlotItem::new(&slot))?))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match created {
+            Ok(_) => return Ok(SlotWrite::Created(slot)),
+            Err(err) if is_conditional_check_failure(&err) => {}
+            Err(err) => return Err(store_error(CREATE, err).into()),
+        }
+
+        let updated = self
+            .client
+            .update_item()
+            .table_name(&self.tables.reservations_table)
+            .key(PK, s(slot_pk(slot_id)))
+            .update_expression("SET capacity = :capacity, available = :capacity - reserved")
+            .condition_expression("attribute_exists(pk) AND reserved <= :capacity")
+            .expression_attribute_values(":capacity", n(capacity.get()))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match updated {
+            Ok(out) => {
+                let item = out.attributes.unwrap_or_default();
+                Ok(SlotWrite::Updated(deserialize::<SlotItem>(RESIZE, item)?.into_slot()))
+            }
+            Err(err) if is_conditional_check_failure(&err) => {
+                let old = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item.clone(),
+                    _ => None,
+                };
+                let reserved = old
+                    .and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok())
+                    .map(|slot| slot.reserved)
+                    .unwrap_or_default();
+                Err(SlotWriteError::CapacityBelowReserved { requested: capacity.get(), reserved })
+            }
+            Err(err) => Err(store_error(RESIZE, err).into()),
+        }
+    }
+}
+
+impl ReservationStore for DynamoReservationStore {
+    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+        const OP: &str = "GetItem(reservation)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.reservations_table)
+            .key(PK, s(reservation_pk(reservation_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        out.item.map(|item| deserialize::<ReservationItem>(OP, item).map(|i| i.reservation)).transpose()
+    }
+
+    async fn create_reservation(&self, change: &NewReservation) -> Result<(), CommitError> {
+        const OP: &str = "TransactWriteItems(create reservation)";
+        let now = OffsetDateTime::now_utc();
+        let reservation = &change.reservation;
+        let seats = n(reservation.seats.get());
+
+        let take_seats = built(
+            OP,
+            Update::builder()
+                .table_name(&self.tables.reservations_table)
+                .key(PK, s(slot_pk(&reservation.slot_id)))
+                .update_expression("SET reserved = reserved + :seats, available = available - :seats")
+                // A missing slot has no `available`, so this also fails for unknown slots; the
+                // returned old item (or its absence) tells the two apart.
+                .condition_expression("available >= :seats")
+                .expression_attribute_values(":seats", seats)
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .build(),
+        )?;
+        let put_reservation = built(
+            OP,
+            Put::builder()
+                .table_name(&self.tables.reservations_table)
+                .set_item(Some(serialize(OP, &ReservationItem::new(reservation))?))
+                .condition_expression("attribute_not_exists(pk)")
+                .build(),
+        )?;
+        let mut items = vec![
+            TransactWriteItem::builder().update(take_seats).build(),
+            TransactWriteItem::builder().put(put_reservation).build(),
+            self.outbox_put(OP, &change.event, now)?,
+        ];
+        if let Some(record) = &change.idempotency {
+            let item = IdempotencyItem::new(record, now + self.tables.idempotency_retention);
+            let put_record = built(
+                OP,
+                Put::builder()
+                    .table_name(&self.tables.reservations_table)
+                    .set_item(Some(serialize(OP, &item)?))
+                    // An expired record that TTL has not removed yet does not hold the key.
+                    .condition_expression("attribute_not_exists(pk) OR #expires_at < :now")
+                    .expression_attribute_names("#expires_at", EXPIRES_AT)
+                    .expression_attribute_values(":now", n(now.unix_timestamp()))
+                    .build(),
+            )?;
+            items.push(TransactWriteItem::builder().put(put_record).build());
+        }
+
+        match self.transact(OP, items).await {
+            Ok(()) => Ok(()),
+            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_creation()),
+            Err(TransactionOutcome::Failed(err)) => Err(CommitError::Store(err)),
+        }
+    }
+
+    async fn cancel_reservation(&self, change: &Cancellation) -> Result<(), CommitError> {
+        const OP: &str = "TransactWriteItems(cancel reservation)";
+        let now = OffsetDateTime::now_utc();
+        let seats = n(change.current.seats.get());
+
+        let put_cancelled = built(
+            OP,
+            Put::builder()
+                .table_name(&self.tables.reservations_table)
+                .set_item(Some(serialize(OP, &ReservationItem::new(&change.cancelled))?))
+                .condition_expression("version = :expected_version")
+                .expression_attribute_values(":expected_version", n(change.current.version.get()))
+                .build(),
+        )?;
+        let return_seats = built(
+            OP,
+            Update::builder()
+                .table_name(&self.tables.reservations_table)
+                .key(PK, s(slot_pk(&change.current.slot_id)))
+                .update_expression("SET reserved = reserved - :seats, available = available + :seats")
+                .condition_expression("attribute_exists(pk) AND reserved >= :seats")
+                .expression_attribute_values(":seats", seats)
+                .build(),
+        )?;
+        let items = vec![
+            TransactWriteItem::builder().put(put_cancelled).build(),
+            TransactWriteItem::builder().update(return_seats).build(),
+            self.outbox_put(OP, &change.event, now)?,
+        ];
+        match self.transact(OP, items).await {
+            Ok(()) => Ok(()),
+            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_cancellation()),
+            Err(TransactionOutcome::Failed(err)) => Err(CommitError::Store(err)),
+        }
+    }
+}
+
+impl IdempotencyStore for DynamoReservationStore {
+    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        const OP: &str = "GetItem(idempotency record)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.reservations_table)
+            .key(PK, s(idempotency_pk(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        let Some(item) = out.item else { return Ok(None) };
+        let item: IdempotencyItem = deserialize(OP, item)?;
+        if item.expires_at < OffsetDateTime::now_utc().unix_timestamp() {
+            return Ok(None);
+        }
+        Ok(Some(item.into_record()))
+    }
+}

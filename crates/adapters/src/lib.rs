@@ -1,0 +1,11 @@
+//! Storage adapters for the domain's ports.
+//!
+//! [`dynamodb::DynamoReservationStore`] is the production store: every reservation change is one
+//! `TransactWriteItems` spanning the slot, the reservation, the outbox event and the idempotency
+//! record. [`memory::InMemoryStore`] has the same observable semantics for fast unit tests.
+
+pub mod dynamodb;
+pub mod memory;
+
+pub use dynamodb::{DynamoReservationStore, StoreTables};
+pub use memory::InMemoryStore;

@@ -1,0 +1,145 @@
+//! An in-memory store with the DynamoDB store's observable semantics (all-or-nothing commits,
+//! conditions on inventory, version and idempotency key), for unit tests and the OpenAPI
+//! contract test. Failures can be injected to exercise the retry and error paths.
+
+use domain::ports::{
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
+    SlotWrite, SlotWriteError, StoreError,
+};
+use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+type CommitFailure = Box<dyn FnOnce() -> CommitError + Send>;
+
+#[derive(Default)]
+struct State {
+    slots: HashMap<SlotId, Slot>,
+    reservations: HashMap<ReservationId, Reservation>,
+    idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
+    outbox: Vec<EventEnvelope>,
+    injected_commit_failures: VecDeque<CommitFailure>,
+    commit_attempts: usize,
+}
+
+#[derive(Default)]
+pub struct InMemoryStore {
+    state: Mutex<State>,
+}
+
+impl InMemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next commit (create or cancel) fails with this error before touching anything.
+    pub fn fail_next_commit(&self, failure: impl FnOnce() -> CommitError + Send + 'static) {
+        self.lock().injected_commit_failures.push_back(Box::new(failure));
+    }
+
+    /// Every committed outbox event, in commit order.
+    pub fn outbox(&self) -> Vec<EventEnvelope> {
+        self.lock().outbox.clone()
+    }
+
+    pub fn commit_attempts(&self) -> usize {
+        self.lock().commit_attempts
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic in another test thread must not hide this test's result.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl State {
+    fn take_injected_failure(&mut self) -> Option<CommitError> {
+        self.commit_attempts += 1;
+        self.injected_commit_failures.pop_front().map(|f| f())
+    }
+}
+
+impl SlotStore for InMemoryStore {
+    async fn get_slot(&self, slot_id: &SlotId) -> Result<Option<Slot>, StoreError> {
+        Ok(self.lock().slots.get(slot_id).cloned())
+    }
+
+    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+        let mut state = self.lock();
+        match state.slots.get_mut(slot_id) {
+            None => {
+                let slot = Slot::new(slot_id.clone(), capacity);
+                state.slots.insert(slot_id.clone(), slot.clone());
+                Ok(SlotWrite::Created(slot))
+            }
+            Some(slot) if !slot.can_resize_to(capacity) => {
+                Err(SlotWriteError::CapacityBelowReserved { requested: capacity.get(), reserved: slot.reserved })
+            }
+            Some(slot) => {
+                slot.capacity = capacity;
+                Ok(SlotWrite::Updated(slot.clone()))
+            }
+        }
+    }
+}
+
+impl ReservationStore for InMemoryStore {
+    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+        Ok(self.lock().reservations.get(reservation_id).cloned())
+    }
+
+    async fn create_reservation(&self, change: &NewReservation) -> Result<(), CommitError> {
+        let mut state = self.lock();
+        if let Some(failure) = state.take_injected_failure() {
+            return Err(failure);
+        }
+        let reservation = &change.reservation;
+        if let Some(record) = &change.idempotency {
+            if state.idempotency.contains_key(&record.key) {
+                return Err(CommitError::IdempotencyKeyTaken);
+            }
+        }
+        let slot = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
+        if !slot.can_hold(reservation.seats) {
+            return Err(CommitError::SoldOut);
+        }
+        if state.reservations.contains_key(&reservation.reservation_id) {
+            return Err(CommitError::Contention);
+        }
+        // All checks passed: apply every write.
+        if let Some(slot) = state.slots.get_mut(&reservation.slot_id) {
+            slot.reserved += reservation.seats.get();
+        }
+        state.reservations.insert(reservation.reservation_id.clone(), reservation.clone());
+        state.outbox.push(change.event.clone());
+        if let Some(record) = &change.idempotency {
+            state.idempotency.insert(record.key.clone(), record.clone());
+        }
+        Ok(())
+    }
+
+    async fn cancel_reservation(&self, change: &Cancellation) -> Result<(), CommitError> {
+        let mut state = self.lock();
+        if let Some(failure) = state.take_injected_failure() {
+            return Err(failure);
+        }
+        let stored_version = state.reservations.get(&change.current.reservation_id).map(|r| r.version);
+        if stored_version != Some(change.current.version) {
+            return Err(CommitError::ReservationChanged);
+        }
+        let seats = change.current.seats.get();
+        match state.slots.get_mut(&change.current.slot_id) {
+            Some(slot) if slot.reserved >= seats => slot.reserved -= seats,
+            _ => return Err(CommitError::SlotNotFound),
+        }
+        state.reservations.insert(change.cancelled.reservation_id.clone(), change.cancelled.clone());
+        state.outbox.push(change.event.clone());
+        Ok(())
+    }
+}
+
+impl IdempotencyStore for InMemoryStore {
+    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        Ok(self.lock().idempotency.get(key).cloned())
+    }
+}

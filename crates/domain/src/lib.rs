@@ -1,0 +1,17 @@
+//! The reservation domain: identifiers and quantities that validate when they are built, slots,
+//! reservations and their state machine, and the domain events they emit.
+//!
+//! Nothing here knows about AWS or Lambda; adapters translate to and from storage and transport.
+
+pub mod event;
+pub mod ids;
+pub mod ports;
+pub mod reservation;
+pub mod slot;
+pub mod validation;
+
+pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType};
+pub use ids::{EventId, GuestId, IdempotencyKey, ReservationId, SlotId, TraceId};
+pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};
+pub use slot::{Capacity, Seats, Slot};
+pub use validation::ValidationError;

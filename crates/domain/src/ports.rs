@@ -1,0 +1,133 @@
+//! What the application needs from storage, one narrow capability per trait, so each function
+//! gets only the access its IAM policy grants. Adapters implement these; tests use fakes.
+
+use crate::event::EventEnvelope;
+use crate::ids::{IdempotencyKey, ReservationId, SlotId};
+use crate::reservation::Reservation;
+use crate::slot::{Capacity, Slot};
+use std::error::Error as StdError;
+use std::future::Future;
+use time::OffsetDateTime;
+
+type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// Why a store call failed, coarse enough for the caller to choose a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store asked us to slow down (throughput exceeded, request limit): worth a retry later.
+    Throttled,
+    /// Anything else: a bug, a permission problem, a network failure the SDK gave up on.
+    Other,
+}
+
+/// A storage failure that is not a business outcome. Keeps the SDK error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed ({kind:?})")]
+pub struct StoreError {
+    pub kind: StoreErrorKind,
+    pub operation: &'static str,
+    /// The AWS request id, when the service answered, for support cases and log searches.
+    pub aws_request_id: Option<String>,
+    #[source]
+    pub source: BoxError,
+}
+
+impl StoreError {
+    pub fn new(kind: StoreErrorKind, operation: &'static str, source: impl Into<BoxError>) -> Self {
+        Self { kind, operation, aws_request_id: None, source: source.into() }
+    }
+
+    pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
+        self.aws_request_id = request_id;
+        self
+    }
+}
+
+pub enum SlotWrite {
+    Created(Slot),
+    Updated(Slot),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SlotWriteError {
+    #[error("capacity {requested} is below the {reserved} seats already reserved")]
+    CapacityBelowReserved { requested: u32, reserved: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A client's idempotent request and the answer it got, stored with the change it caused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key: IdempotencyKey,
+    /// Hash of the request (method, route, canonical body): tells a retry from a reused key.
+    pub fingerprint: String,
+    pub response_status: u16,
+    pub response_body: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// Everything a new reservation commits at once: inventory, reservation, outbox event, and the
+/// idempotency record when the client sent a key.
+#[derive(Debug, Clone)]
+pub struct NewReservation {
+    pub reservation: Reservation,
+    pub event: EventEnvelope,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// A cancellation commits the successor of `current` (whose version it is conditional on), the
+/// seats back to the slot, and the outbox event, at once.
+#[derive(Debug, Clone)]
+pub struct Cancellation {
+    pub current: Reservation,
+    pub cancelled: Reservation,
+    pub event: EventEnvelope,
+}
+
+/// Why a reservation change did not commit. Nothing of it was written in any of these cases.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    #[error("slot does not exist")]
+    SlotNotFound,
+    #[error("not enough seats left in the slot")]
+    SoldOut,
+    #[error("the reservation changed since it was read")]
+    ReservationChanged,
+    #[error("the idempotency key was used by a request that committed first")]
+    IdempotencyKeyTaken,
+    /// Another transaction touched the same items at the same moment; trying again may succeed.
+    #[error("conflicting concurrent transaction")]
+    Contention,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub trait SlotStore: Send + Sync {
+    fn get_slot(&self, slot_id: &SlotId) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
+
+    /// Creates the slot, or changes its capacity if it exists, never below what is reserved.
+    fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        capacity: Capacity,
+    ) -> impl Future<Output = Result<SlotWrite, SlotWriteError>> + Send;
+}
+
+pub trait ReservationStore: Send + Sync {
+    fn get_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
+
+    fn create_reservation(&self, change: &NewReservation) -> impl Future<Output = Result<(), CommitError>> + Send;
+
+    fn cancel_reservation(&self, change: &Cancellation) -> impl Future<Output = Result<(), CommitError>> + Send;
+}
+
+pub trait IdempotencyStore: Send + Sync {
+    fn get_idempotency_record(
+        &self,
+        key: &IdempotencyKey,
+    ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+}
