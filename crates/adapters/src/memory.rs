@@ -3,8 +3,8 @@
 //! contract test. Failures can be injected to exercise the retry and error paths.
 
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
-    SlotWrite, SlotWriteError, StoreError,
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
+    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError,
 };
 use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
 use std::collections::{HashMap, VecDeque};
@@ -34,7 +34,9 @@ impl InMemoryStore {
 
     /// The next commit (create or cancel) fails with this error before touching anything.
     pub fn fail_next_commit(&self, failure: impl FnOnce() -> CommitError + Send + 'static) {
-        self.lock().injected_commit_failures.push_back(Box::new(failure));
+        self.lock()
+            .injected_commit_failures
+            .push_back(Box::new(failure));
     }
 
     /// Every committed outbox event, in commit order.
@@ -48,7 +50,9 @@ impl InMemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic in another test thread must not hide this test's result.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -64,7 +68,11 @@ impl SlotStore for InMemoryStore {
         Ok(self.lock().slots.get(slot_id).cloned())
     }
 
-    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+    async fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        capacity: Capacity,
+    ) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
         match state.slots.get_mut(slot_id) {
             None => {
@@ -73,7 +81,10 @@ impl SlotStore for InMemoryStore {
                 Ok(SlotWrite::Created(slot))
             }
             Some(slot) if !slot.can_resize_to(capacity) => {
-                Err(SlotWriteError::CapacityBelowReserved { requested: capacity.get(), reserved: slot.reserved })
+                Err(SlotWriteError::CapacityBelowReserved {
+                    requested: capacity.get(),
+                    reserved: slot.reserved,
+                })
             }
             Some(slot) => {
                 slot.capacity = capacity;
@@ -84,7 +95,10 @@ impl SlotStore for InMemoryStore {
 }
 
 impl ReservationStore for InMemoryStore {
-    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+    async fn get_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<Option<Reservation>, StoreError> {
         Ok(self.lock().reservations.get(reservation_id).cloned())
     }
 
@@ -99,7 +113,10 @@ impl ReservationStore for InMemoryStore {
                 return Err(CommitError::IdempotencyKeyTaken);
             }
         }
-        let slot = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
+        let slot = state
+            .slots
+            .get(&reservation.slot_id)
+            .ok_or(CommitError::SlotNotFound)?;
         if !slot.can_hold(reservation.seats) {
             return Err(CommitError::SoldOut);
         }
@@ -110,7 +127,9 @@ impl ReservationStore for InMemoryStore {
         if let Some(slot) = state.slots.get_mut(&reservation.slot_id) {
             slot.reserved += reservation.seats.get();
         }
-        state.reservations.insert(reservation.reservation_id.clone(), reservation.clone());
+        state
+            .reservations
+            .insert(reservation.reservation_id.clone(), reservation.clone());
         state.outbox.push(change.event.clone());
         if let Some(record) = &change.idempotency {
             state.idempotency.insert(record.key.clone(), record.clone());
@@ -123,7 +142,10 @@ impl ReservationStore for InMemoryStore {
         if let Some(failure) = state.take_injected_failure() {
             return Err(failure);
         }
-        let stored_version = state.reservations.get(&change.current.reservation_id).map(|r| r.version);
+        let stored_version = state
+            .reservations
+            .get(&change.current.reservation_id)
+            .map(|r| r.version);
         if stored_version != Some(change.current.version) {
             return Err(CommitError::ReservationChanged);
         }
@@ -132,14 +154,20 @@ impl ReservationStore for InMemoryStore {
             Some(slot) if slot.reserved >= seats => slot.reserved -= seats,
             _ => return Err(CommitError::SlotNotFound),
         }
-        state.reservations.insert(change.cancelled.reservation_id.clone(), change.cancelled.clone());
+        state.reservations.insert(
+            change.cancelled.reservation_id.clone(),
+            change.cancelled.clone(),
+        );
         state.outbox.push(change.event.clone());
         Ok(())
     }
 }
 
 impl IdempotencyStore for InMemoryStore {
-    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn get_idempotency_record(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         Ok(self.lock().idempotency.get(key).cloned())
     }
 }

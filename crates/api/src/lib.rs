@@ -1,0 +1,17 @@
+//! The reservation HTTP API, as one function from request to response.
+//!
+//! [`handle`] is what the Lambda runs (through `lambda_http`) and what the local dev server runs:
+//! it never fails and never panics on input; every error becomes an `application/problem+json`
+//! response with a stable `code`.
+
+pub mod config;
+pub mod handler;
+pub mod problem;
+pub mod request;
+pub mod routes;
+pub mod service;
+
+pub use config::{ApiConfig, ConfigError};
+pub use handler::{App, handle};
+pub use routes::ROUTES;
+pub use service::{ReservationService, RetryPolicy};

@@ -32,8 +32,16 @@ pub struct DomainEvent {
 }
 
 impl DomainEvent {
-    pub fn new(event_type: EventType, reservation: Reservation, occurred_at: OffsetDateTime) -> Self {
-        Self { event_type, reservation, occurred_at }
+    pub fn new(
+        event_type: EventType,
+        reservation: Reservation,
+        occurred_at: OffsetDateTime,
+    ) -> Self {
+        Self {
+            event_type,
+            reservation,
+            occurred_at,
+        }
     }
 
     pub fn version(&self) -> Version {
@@ -48,7 +56,8 @@ impl DomainEvent {
             aggregate_id: self.reservation.reservation_id.clone(),
             version: self.reservation.version,
             occurred_at: self.occurred_at,
-            payload: serde_json::to_value(&self.reservation).expect("a reservation always serializes to JSON"),
+            payload: serde_json::to_value(&self.reservation)
+                .expect("a reservation always serializes to JSON"),
             trace_id,
         }
     }
@@ -95,13 +104,25 @@ mod tests {
             Seats::new(3).unwrap(),
             datetime!(2026-11-24 10:00:00 UTC),
         );
-        let envelope = event.into_envelope(EventId::parse("01JEVT").unwrap(), TraceId::from_header_or_new(Some("t-1")));
+        let envelope = event.into_envelope(
+            EventId::parse("01JEVT").unwrap(),
+            TraceId::from_header_or_new(Some("t-1")),
+        );
         let json = serde_json::to_value(&envelope).unwrap();
         let mut keys: Vec<_> = json.as_object().unwrap().keys().cloned().collect();
         keys.sort();
         assert_eq!(
             keys,
-            ["aggregate_id", "aggregate_type", "event_id", "event_type", "occurred_at", "payload", "trace_id", "version"]
+            [
+                "aggregate_id",
+                "aggregate_type",
+                "event_id",
+                "event_type",
+                "occurred_at",
+                "payload",
+                "trace_id",
+                "version"
+            ]
         );
         assert_eq!(json["event_type"], "ReservationCreated");
         assert_eq!(json["aggregate_type"], "Reservation");

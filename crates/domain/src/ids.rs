@@ -15,7 +15,10 @@ fn check_id(field: &'static str, value: &str, max_len: usize) -> Result<(), Vali
         return Err(ValidationError::new(field, "must not be empty"));
     }
     if value.len() > max_len {
-        return Err(ValidationError::new(field, format!("must be at most {max_len} characters")));
+        return Err(ValidationError::new(
+            field,
+            format!("must be at most {max_len} characters"),
+        ));
     }
     if let Some(bad) = value.chars().find(|c| !is_id_char(*c)) {
         return Err(ValidationError::new(
@@ -113,10 +116,16 @@ impl IdempotencyKey {
             return Err(ValidationError::new(FIELD, "must not be empty"));
         }
         if value.len() > Self::MAX_LEN {
-            return Err(ValidationError::new(FIELD, format!("must be at most {} characters", Self::MAX_LEN)));
+            return Err(ValidationError::new(
+                FIELD,
+                format!("must be at most {} characters", Self::MAX_LEN),
+            ));
         }
         if !value.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ValidationError::new(FIELD, "must be printable ASCII without spaces"));
+            return Err(ValidationError::new(
+                FIELD,
+                "must be printable ASCII without spaces",
+            ));
         }
         Ok(Self(value))
     }
@@ -138,7 +147,11 @@ impl TraceId {
     /// sane, and makes a fresh one otherwise: a bad trace header is never a reason to fail.
     pub fn from_header_or_new(header: Option<&str>) -> Self {
         match header.map(str::trim) {
-            Some(v) if !v.is_empty() && v.len() <= Self::MAX_LEN && v.chars().all(|c| c.is_ascii_graphic()) => {
+            Some(v)
+                if !v.is_empty()
+                    && v.len() <= Self::MAX_LEN
+                    && v.chars().all(|c| c.is_ascii_graphic()) =>
+            {
                 Self(v.to_owned())
             }
             _ => Self::generate(),
@@ -166,7 +179,10 @@ mod tests {
 
     #[test]
     fn slot_id_accepts_url_safe_names() {
-        assert_eq!(SlotId::parse("table-12_2026.06.01:19h").unwrap().as_str(), "table-12_2026.06.01:19h");
+        assert_eq!(
+            SlotId::parse("table-12_2026.06.01:19h").unwrap().as_str(),
+            "table-12_2026.06.01:19h"
+        );
     }
 
     #[test]

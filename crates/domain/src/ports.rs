@@ -34,7 +34,12 @@ pub struct StoreError {
 
 impl StoreError {
     pub fn new(kind: StoreErrorKind, operation: &'static str, source: impl Into<BoxError>) -> Self {
-        Self { kind, operation, aws_request_id: None, source: source.into() }
+        Self {
+            kind,
+            operation,
+            aws_request_id: None,
+            source: source.into(),
+        }
     }
 
     pub fn with_request_id(mut self, request_id: Option<String>) -> Self {
@@ -104,7 +109,10 @@ pub enum CommitError {
 }
 
 pub trait SlotStore: Send + Sync {
-    fn get_slot(&self, slot_id: &SlotId) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
+    fn get_slot(
+        &self,
+        slot_id: &SlotId,
+    ) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
 
     /// Creates the slot, or changes its capacity if it exists, never below what is reserved.
     fn put_slot(
@@ -120,9 +128,15 @@ pub trait ReservationStore: Send + Sync {
         reservation_id: &ReservationId,
     ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
 
-    fn create_reservation(&self, change: &NewReservation) -> impl Future<Output = Result<(), CommitError>> + Send;
+    fn create_reservation(
+        &self,
+        change: &NewReservation,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
 
-    fn cancel_reservation(&self, change: &Cancellation) -> impl Future<Output = Result<(), CommitError>> + Send;
+    fn cancel_reservation(
+        &self,
+        change: &Cancellation,
+    ) -> impl Future<Output = Result<(), CommitError>> + Send;
 }
 
 pub trait IdempotencyStore: Send + Sync {

@@ -61,7 +61,11 @@ pub struct Reservation {
     pub version: Version,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "time::serde::rfc3339::option")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
     pub cancelled_at: Option<OffsetDateTime>,
 }
 
@@ -92,14 +96,21 @@ impl Reservation {
             created_at: truncate_to_millis(now),
             cancelled_at: None,
         };
-        let event = DomainEvent::new(EventType::ReservationCreated, reservation.clone(), reservation.created_at);
+        let event = DomainEvent::new(
+            EventType::ReservationCreated,
+            reservation.clone(),
+            reservation.created_at,
+        );
         (reservation, event)
     }
 
     /// The cancelled successor of this reservation (version + 1), with its event.
     pub fn cancel(&self, now: OffsetDateTime) -> Result<(Self, DomainEvent), NotCancellable> {
         if self.status != ReservationStatus::Confirmed {
-            return Err(NotCancellable { reservation_id: self.reservation_id.clone(), status: self.status });
+            return Err(NotCancellable {
+                reservation_id: self.reservation_id.clone(),
+                status: self.status,
+            });
         }
         let now = truncate_to_millis(now);
         let cancelled = Self {
@@ -117,7 +128,8 @@ impl Reservation {
 /// same value after an RFC 3339 round trip.
 fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     let t = t.to_offset(time::UtcOffset::UTC);
-    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).expect("milliseconds are a valid nanosecond value")
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .expect("milliseconds are a valid nanosecond value")
 }
 
 #[cfg(test)]
@@ -147,7 +159,10 @@ mod tests {
         );
         assert_eq!(reservation.status, ReservationStatus::Confirmed);
         assert_eq!(reservation.version, Version::FIRST);
-        assert_eq!(reservation.created_at, datetime!(2026-11-24 10:00:00.123 UTC));
+        assert_eq!(
+            reservation.created_at,
+            datetime!(2026-11-24 10:00:00.123 UTC)
+        );
         assert_eq!(event.event_type, EventType::ReservationCreated);
         assert_eq!(event.reservation, reservation);
         assert_eq!(event.version(), Version::FIRST);
@@ -159,7 +174,10 @@ mod tests {
         let (cancelled, event) = original.cancel(datetime!(2026-11-24 11:00:00 UTC)).unwrap();
         assert_eq!(cancelled.status, ReservationStatus::Cancelled);
         assert_eq!(cancelled.version.get(), 2);
-        assert_eq!(cancelled.cancelled_at, Some(datetime!(2026-11-24 11:00:00 UTC)));
+        assert_eq!(
+            cancelled.cancelled_at,
+            Some(datetime!(2026-11-24 11:00:00 UTC))
+        );
         assert_eq!(cancelled.seats, original.seats);
         assert_eq!(event.event_type, EventType::ReservationCancelled);
         assert_eq!(event.version().get(), 2);
@@ -167,8 +185,12 @@ mod tests {
 
     #[test]
     fn a_cancelled_reservation_cannot_be_cancelled_again() {
-        let (cancelled, _) = confirmed().cancel(datetime!(2026-11-24 11:00:00 UTC)).unwrap();
-        let err = cancelled.cancel(datetime!(2026-11-24 12:00:00 UTC)).unwrap_err();
+        let (cancelled, _) = confirmed()
+            .cancel(datetime!(2026-11-24 11:00:00 UTC))
+            .unwrap();
+        let err = cancelled
+            .cancel(datetime!(2026-11-24 12:00:00 UTC))
+            .unwrap_err();
         assert_eq!(err.status, ReservationStatus::Cancelled);
     }
 

@@ -13,7 +13,10 @@ impl Capacity {
 
     pub fn new(value: i64) -> Result<Self, ValidationError> {
         if !(0..=i64::from(Self::MAX)).contains(&value) {
-            return Err(ValidationError::new("capacity", format!("must be between 0 and {}", Self::MAX)));
+            return Err(ValidationError::new(
+                "capacity",
+                format!("must be between 0 and {}", Self::MAX),
+            ));
         }
         Ok(Self(value as u32))
     }
@@ -46,7 +49,10 @@ impl Seats {
 
     pub fn new(value: i64) -> Result<Self, ValidationError> {
         if !(1..=i64::from(Self::MAX)).contains(&value) {
-            return Err(ValidationError::new("seats", format!("must be between 1 and {}", Self::MAX)));
+            return Err(ValidationError::new(
+                "seats",
+                format!("must be between 1 and {}", Self::MAX),
+            ));
         }
         Ok(Self(value as u32))
     }
@@ -80,7 +86,11 @@ pub struct Slot {
 
 impl Slot {
     pub fn new(slot_id: SlotId, capacity: Capacity) -> Self {
-        Self { slot_id, capacity, reserved: 0 }
+        Self {
+            slot_id,
+            capacity,
+            reserved: 0,
+        }
     }
 
     pub fn available(&self) -> u32 {
@@ -102,7 +112,11 @@ mod tests {
     use super::*;
 
     fn slot(capacity: i64, reserved: u32) -> Slot {
-        Slot { slot_id: SlotId::parse("s1").unwrap(), capacity: Capacity::new(capacity).unwrap(), reserved }
+        Slot {
+            slot_id: SlotId::parse("s1").unwrap(),
+            capacity: Capacity::new(capacity).unwrap(),
+            reserved,
+        }
     }
 
     #[test]

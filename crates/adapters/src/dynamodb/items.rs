@@ -52,7 +52,11 @@ impl SlotItem {
     }
 
     pub fn into_slot(self) -> Slot {
-        Slot { slot_id: self.slot_id, capacity: self.capacity, reserved: self.reserved }
+        Slot {
+            slot_id: self.slot_id,
+            capacity: self.capacity,
+            reserved: self.reserved,
+        }
     }
 }
 
@@ -84,7 +88,11 @@ pub struct OutboxItem {
 
 impl OutboxItem {
     pub fn new(envelope: &EventEnvelope, expires_at: OffsetDateTime) -> Self {
-        Self { item_type: OUTBOX_ITEM_TYPE.into(), envelope: envelope.clone(), expires_at: expires_at.unix_timestamp() }
+        Self {
+            item_type: OUTBOX_ITEM_TYPE.into(),
+            envelope: envelope.clone(),
+            expires_at: expires_at.unix_timestamp(),
+        }
     }
 }
 

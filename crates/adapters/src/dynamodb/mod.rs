@@ -6,21 +6,24 @@ pub mod items;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
-    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
+    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
 use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
-use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
+use errors::{
+    TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error,
+};
 use items::{
-    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk, reservation_pk, slot_pk,
+    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk,
+    reservation_pk, slot_pk,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use std::collections::HashMap;
 use time::{Duration, OffsetDateTime};
-
 
 /// Table names and retention windows, from the function's typed config.
 #[derive(Debug, Clone)]
@@ -53,12 +56,18 @@ fn serialize<T: serde::Serialize>(operation: &'static str, value: &T) -> Result<
     to_item(value).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(operation: &'static str, item: Item) -> Result<T, StoreError> {
+fn deserialize<T: serde::de::DeserializeOwned>(
+    operation: &'static str,
+    item: Item,
+) -> Result<T, StoreError> {
     from_item(item).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
 /// Builders reject only missing required fields, which is a programming error here; still no panic.
-fn built<T>(operation: &'static str, result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
+fn built<T>(
+    operation: &'static str,
+    result: Result<T, aws_sdk_dynamodb::error::BuildError>,
+) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
@@ -71,8 +80,16 @@ impl DynamoReservationStore {
         &self.tables
     }
 
-    fn outbox_put(&self, operation: &'static str, change_event: &domain::EventEnvelope, now: OffsetDateTime) -> Result<TransactWriteItem, StoreError> {
-        let item = serialize(operation, &OutboxItem::new(change_event, now + self.tables.outbox_retention))?;
+    fn outbox_put(
+        &self,
+        operation: &'static str,
+        change_event: &domain::EventEnvelope,
+        now: OffsetDateTime,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let item = serialize(
+            operation,
+            &OutboxItem::new(change_event, now + self.tables.outbox_retention),
+        )?;
         let put = built(
             operation,
             Put::builder()
@@ -84,7 +101,11 @@ impl DynamoReservationStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    async fn transact(&self, operation: &'static str, items: Vec<TransactWriteItem>) -> Result<(), TransactionOutcome> {
+    async fn transact(
+        &self,
+        operation: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<(), TransactionOutcome> {
         // A fresh token per logical attempt: if the SDK retries this very call after a lost
         // response, DynamoDB recognises the token and does not apply the transaction twice.
         let token = uuid::Uuid::new_v4().to_string();
@@ -111,10 +132,16 @@ impl SlotStore for DynamoReservationStore {
             .send()
             .await
             .map_err(|e| store_error(OP, e))?;
-        out.item.map(|item| deserialize::<SlotItem>(OP, item).map(SlotItem::into_slot)).transpose()
+        out.item
+            .map(|item| deserialize::<SlotItem>(OP, item).map(SlotItem::into_slot))
+            .transpose()
     }
 
-    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+    async fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        capacity: Capacity,
+    ) -> Result<SlotWrite, SlotWriteError> {
         const CREATE: &str = "PutItem(slot)";
         const RESIZE: &str = "UpdateItem(slot)";
         let slot = Slot::new(slot_id.clone(), capacity);
@@ -137,8 +164,12 @@ impl SlotStore for DynamoReservationStore {
             .update_item()
             .table_name(&self.tables.reservations_table)
             .key(PK, s(slot_pk(slot_id)))
-            .update_expression("SET capacity = :capacity, available = :capacity - reserved")
-            .condition_expression("attribute_exists(pk) AND reserved <= :capacity")
+            // `capacity` is a DynamoDB reserved word; every attribute goes through a name placeholder.
+            .update_expression("SET #capacity = :capacity, #available = :capacity - #reserved")
+            .condition_expression("attribute_exists(pk) AND #reserved <= :capacity")
+            .expression_attribute_names("#capacity", "capacity")
+            .expression_attribute_names("#available", "available")
+            .expression_attribute_names("#reserved", "reserved")
             .expression_attribute_values(":capacity", n(capacity.get()))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
@@ -147,7 +178,9 @@ impl SlotStore for DynamoReservationStore {
         match updated {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
-                Ok(SlotWrite::Updated(deserialize::<SlotItem>(RESIZE, item)?.into_slot()))
+                Ok(SlotWrite::Updated(
+                    deserialize::<SlotItem>(RESIZE, item)?.into_slot(),
+                ))
             }
             Err(err) if is_conditional_check_failure(&err) => {
                 let old = match err.as_service_error() {
@@ -158,7 +191,10 @@ impl SlotStore for DynamoReservationStore {
                     .and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok())
                     .map(|slot| slot.reserved)
                     .unwrap_or_default();
-                Err(SlotWriteError::CapacityBelowReserved { requested: capacity.get(), reserved })
+                Err(SlotWriteError::CapacityBelowReserved {
+                    requested: capacity.get(),
+                    reserved,
+                })
             }
             Err(err) => Err(store_error(RESIZE, err).into()),
         }
@@ -166,7 +202,10 @@ impl SlotStore for DynamoReservationStore {
 }
 
 impl ReservationStore for DynamoReservationStore {
-    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+    async fn get_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<Option<Reservation>, StoreError> {
         const OP: &str = "GetItem(reservation)";
         let out = self
             .client
@@ -177,7 +216,9 @@ impl ReservationStore for DynamoReservationStore {
             .send()
             .await
             .map_err(|e| store_error(OP, e))?;
-        out.item.map(|item| deserialize::<ReservationItem>(OP, item).map(|i| i.reservation)).transpose()
+        out.item
+            .map(|item| deserialize::<ReservationItem>(OP, item).map(|i| i.reservation))
+            .transpose()
     }
 
     async fn create_reservation(&self, change: &NewReservation) -> Result<(), CommitError> {
@@ -191,12 +232,18 @@ impl ReservationStore for DynamoReservationStore {
             Update::builder()
                 .table_name(&self.tables.reservations_table)
                 .key(PK, s(slot_pk(&reservation.slot_id)))
-                .update_expression("SET reserved = reserved + :seats, available = available - :seats")
+                .update_expression(
+                    "SET #reserved = #reserved + :seats, #available = #available - :seats",
+                )
                 // A missing slot has no `available`, so this also fails for unknown slots; the
                 // returned old item (or its absence) tells the two apart.
-                .condition_expression("available >= :seats")
+                .condition_expression("#available >= :seats")
+                .expression_attribute_names("#reserved", "reserved")
+                .expression_attribute_names("#available", "available")
                 .expression_attribute_values(":seats", seats)
-                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
                 .build(),
         )?;
         let put_reservation = built(
@@ -244,8 +291,12 @@ impl ReservationStore for DynamoReservationStore {
             OP,
             Put::builder()
                 .table_name(&self.tables.reservations_table)
-                .set_item(Some(serialize(OP, &ReservationItem::new(&change.cancelled))?))
-                .condition_expression("version = :expected_version")
+                .set_item(Some(serialize(
+                    OP,
+                    &ReservationItem::new(&change.cancelled),
+                )?))
+                .condition_expression("#version = :expected_version")
+                .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected_version", n(change.current.version.get()))
                 .build(),
         )?;
@@ -254,8 +305,12 @@ impl ReservationStore for DynamoReservationStore {
             Update::builder()
                 .table_name(&self.tables.reservations_table)
                 .key(PK, s(slot_pk(&change.current.slot_id)))
-                .update_expression("SET reserved = reserved - :seats, available = available + :seats")
-                .condition_expression("attribute_exists(pk) AND reserved >= :seats")
+                .update_expression(
+                    "SET #reserved = #reserved - :seats, #available = #available + :seats",
+                )
+                .condition_expression("attribute_exists(pk) AND #reserved >= :seats")
+                .expression_attribute_names("#reserved", "reserved")
+                .expression_attribute_names("#available", "available")
                 .expression_attribute_values(":seats", seats)
                 .build(),
         )?;
@@ -273,7 +328,10 @@ impl ReservationStore for DynamoReservationStore {
 }
 
 impl IdempotencyStore for DynamoReservationStore {
-    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn get_idempotency_record(
+        &self,
+        key: &IdempotencyKey,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
         const OP: &str = "GetItem(idempotency record)";
         let out = self
             .client
@@ -284,7 +342,9 @@ impl IdempotencyStore for DynamoReservationStore {
             .send()
             .await
             .map_err(|e| store_error(OP, e))?;
-        let Some(item) = out.item else { return Ok(None) };
+        let Some(item) = out.item else {
+            return Ok(None);
+        };
         let item: IdempotencyItem = deserialize(OP, item)?;
         if item.expires_at < OffsetDateTime::now_utc().unix_timestamp() {
             return Ok(None);

@@ -1,0 +1,303 @@
+//! From an HTTP request to an HTTP response: routing, parsing, the use case, and the mapping of
+//! every outcome to a status and body. Shared verbatim by the Lambda and the local dev server.
+
+use crate::problem::{FieldError, Problem};
+use crate::request;
+use crate::routes::{self, RouteError, RouteId};
+use crate::service::{CreateOutcome, ReservationService, ServiceError};
+use domain::ports::{IdempotencyStore, ReservationStore, SlotStore, SlotWrite, StoreErrorKind};
+use domain::{IdempotencyKey, ReservationId, Slot, SlotId, TraceId};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
+use lambda_http::{Body, Request, RequestExt};
+use serde::Serialize;
+use std::error::Error as StdError;
+use tracing::Instrument;
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+pub const REQUEST_ID: &str = "x-request-id";
+
+pub struct App<S> {
+    pub service: ReservationService<S>,
+}
+
+impl<S> App<S> {
+    pub fn new(service: ReservationService<S>) -> Self {
+        Self { service }
+    }
+}
+
+#[derive(Serialize)]
+struct SlotView<'a> {
+    slot_id: &'a SlotId,
+    capacity: u32,
+    reserved: u32,
+    available: u32,
+}
+
+impl<'a> From<&'a Slot> for SlotView<'a> {
+    fn from(slot: &'a Slot) -> Self {
+        Self {
+            slot_id: &slot.slot_id,
+            capacity: slot.capacity.get(),
+            reserved: slot.reserved,
+            available: slot.available(),
+        }
+    }
+}
+
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_string(value).unwrap_or_else(|_| String::from("{}"));
+    raw_json(status, body)
+}
+
+fn raw_json(status: StatusCode, body: String) -> Response<Body> {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::Text(body))
+        .unwrap_or_default()
+}
+
+fn body_bytes(body: &Body) -> &[u8] {
+    match body {
+        Body::Empty => &[],
+        Body::Text(text) => text.as_bytes(),
+        Body::Binary(bytes) => bytes,
+        // Future body kinds: treat as empty rather than fail; parsing will then say what is missing.
+        #[allow(unreachable_patterns)]
+        _ => &[],
+    }
+}
+
+/// The Lambda request id when running in Lambda, API Gateway's when present, a fresh one locally.
+fn request_id(req: &Request) -> String {
+    if let Some(ctx) = req.lambda_context_ref() {
+        return ctx.request_id.clone();
+    }
+    req.headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.chars().all(|c| c.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| ulid::Ulid::new().to_string())
+}
+
+fn trace_id(headers: &HeaderMap) -> TraceId {
+    let header = headers
+        .get("x-amzn-trace-id")
+        .or_else(|| headers.get("traceparent"))
+        .and_then(|v| v.to_str().ok());
+    TraceId::from_header_or_new(header)
+}
+
+/// Handles one request. Infallible by design: errors are answers.
+pub async fn handle<S>(app: &App<S>, req: Request) -> Response<Body>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore,
+{
+    let request_id = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    async {
+        let mut response = match dispatch(app, &req).await {
+            Ok(response) => response,
+            Err(problem) => problem.into_response(&request_id),
+        };
+        if let Ok(value) = HeaderValue::from_str(&request_id) {
+            response.headers_mut().insert(REQUEST_ID, value);
+        }
+        tracing::info!(status = response.status().as_u16(), "handled");
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch<S>(app: &App<S>, req: &Request) -> Result<Response<Body>, Problem>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore,
+{
+    let matched = routes::route(req.method(), req.uri().path()).map_err(|e| match e {
+        RouteError::NotFound => Problem::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {}", req.uri().path()),
+        ),
+        RouteError::MethodNotAllowed { allowed } => Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!(
+                "{} is not allowed here; use {}",
+                req.method(),
+                allowed.join(", ")
+            ),
+        )
+        .with_header(header::ALLOW, allowed.join(", ")),
+    })?;
+    let param = matched.param.unwrap_or_default();
+    let body = body_bytes(req.body());
+    let service = &app.service;
+
+    match matched.route {
+        RouteId::PutSlot => {
+            let slot_id = SlotId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
+            request::require_json(req.headers())?;
+            request::check_size(body)?;
+            let command = request::parse_put_slot(body)?;
+            match service
+                .put_slot(&slot_id, command)
+                .await
+                .map_err(service_problem)?
+            {
+                SlotWrite::Created(slot) => Ok(json(StatusCode::CREATED, &SlotView::from(&slot))),
+                SlotWrite::Updated(slot) => Ok(json(StatusCode::OK, &SlotView::from(&slot))),
+            }
+        }
+        RouteId::GetSlot => {
+            let slot_id = SlotId::parse(param).map_err(|_| slot_not_found(param))?;
+            let slot = service.get_slot(&slot_id).await.map_err(service_problem)?;
+            Ok(json(StatusCode::OK, &SlotView::from(&slot)))
+        }
+        RouteId::CreateReservation => {
+            request::require_json(req.headers())?;
+            request::check_size(body)?;
+            let command = request::parse_create_reservation(body)?;
+            let key = idempotency_key(req.headers())?;
+            let replayable = key.is_some();
+            let outcome = service
+                .create_reservation(command, key, trace_id(req.headers()))
+                .await
+                .map_err(service_problem)?;
+            match outcome {
+                CreateOutcome::Created(reservation) => {
+                    tracing::info!(reservation_id = %reservation.reservation_id, slot_id = %reservation.slot_id, seats = reservation.seats.get(), replayable, "reservation created");
+                    let mut response = json(StatusCode::CREATED, &reservation);
+                    set_location(&mut response, &reservation.reservation_id);
+                    Ok(response)
+                }
+                CreateOutcome::Replayed { status, body } => {
+                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                    let mut response = raw_json(status, body);
+                    response
+                        .headers_mut()
+                        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                    Ok(response)
+                }
+            }
+        }
+        RouteId::GetReservation => {
+            let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
+            let reservation = service
+                .get_reservation(&id)
+                .await
+                .map_err(service_problem)?;
+            Ok(json(StatusCode::OK, &reservation))
+        }
+        RouteId::CancelReservation => {
+            // Cancel takes no body; a large one is still refused so nobody streams megabytes at us.
+            request::check_size(body)?;
+            let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
+            let cancelled = service
+                .cancel_reservation(&id, trace_id(req.headers()))
+                .await
+                .map_err(service_problem)?;
+            tracing::info!(reservation_id = %cancelled.reservation_id, version = %cancelled.version, "reservation cancelled");
+            Ok(json(StatusCode::OK, &cancelled))
+        }
+    }
+}
+
+fn set_location(response: &mut Response<Body>, id: &ReservationId) {
+    if let Ok(value) = HeaderValue::from_str(&format!("/reservations/{id}")) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value.to_str().map_err(|_| {
+        Problem::validation(vec![FieldError {
+            field: "Idempotency-Key".into(),
+            message: "must be printable ASCII".into(),
+        }])
+    })?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| Problem::validation(vec![e.into()]))
+}
+
+fn slot_not_found(slot_id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "slot_not_found",
+        format!("slot {slot_id:?} does not exist"),
+    )
+}
+
+fn reservation_not_found(id: &str) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "reservation_not_found",
+        format!("reservation {id:?} does not exist"),
+    )
+}
+
+/// The error's causes, outermost first, for one log field.
+fn error_chain(err: &dyn StdError) -> String {
+    let mut chain = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+fn service_problem(err: ServiceError) -> Problem {
+    match err {
+        ServiceError::SlotNotFound(id) => slot_not_found(id.as_str()),
+        ServiceError::ReservationNotFound(id) => reservation_not_found(id.as_str()),
+        ServiceError::SoldOut { slot_id } => Problem::new(
+            StatusCode::CONFLICT,
+            "sold_out",
+            format!("slot {slot_id} does not have that many seats left"),
+        ),
+        ServiceError::NotCancellable(e) => {
+            Problem::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
+        }
+        ServiceError::CapacityBelowReserved { .. } => Problem::new(
+            StatusCode::CONFLICT,
+            "capacity_below_reserved",
+            err.to_string(),
+        ),
+        ServiceError::IdempotencyKeyReused => Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key for a new request",
+        ),
+        ServiceError::Contended { attempts } => {
+            tracing::warn!(attempts, "giving up after repeated transaction conflicts");
+            Problem::new(StatusCode::CONFLICT, "conflict", err.to_string())
+        }
+        ServiceError::Store(e) if e.kind == StoreErrorKind::Throttled => {
+            tracing::warn!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %error_chain(&e), "store throttled");
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "throttled",
+                "the service is busy; retry shortly",
+            )
+            .with_header(header::RETRY_AFTER, "1")
+        }
+        ServiceError::Store(e) => {
+            tracing::error!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %error_chain(&e), "store failure");
+            Problem::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "an unexpected error occurred; quote the request_id when reporting it",
+            )
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The use cases behind the routes, over the storage ports. Business outcomes are typed errors;
+//! contention is retried here, with jittered backoff, a bounded number of times.
+
+use crate::request::{CreateReservation, PutSlot};
+use domain::ports::{
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
+    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError,
+};
+use domain::{
+    EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId,
+};
+use rand::Rng;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("slot {0} does not exist")]
+    SlotNotFound(SlotId),
+    #[error("reservation {0} does not exist")]
+    ReservationNotFound(ReservationId),
+    #[error("slot {slot_id} has fewer than the requested seats left")]
+    SoldOut { slot_id: SlotId },
+    #[error(transparent)]
+    NotCancellable(#[from] NotCancellable),
+    #[error("capacity {requested} is below the {reserved} seats already reserved")]
+    CapacityBelowReserved { requested: u32, reserved: u32 },
+    #[error("the Idempotency-Key was already used with a different request")]
+    IdempotencyKeyReused,
+    #[error("gave up after {attempts} attempts because of concurrent changes")]
+    Contended { attempts: u32 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How often and how patiently to retry a commit that lost a race.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(5),
+            max_delay: Duration::from_millis(250),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random delay up to an exponentially growing cap, so racing requests spread out.
+    fn delay(&self, attempt: u32) -> Duration {
+        let cap = self
+            .base_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay);
+        let micros = rand::rng().random_range(0..=cap.as_micros() as u64);
+        Duration::from_micros(micros)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CreateOutcome {
+    Created(Reservation),
+    /// A repeat of an earlier request with the same Idempotency-Key and body: its stored answer.
+    Replayed {
+        status: u16,
+        body: String,
+    },
+}
+
+pub struct ReservationService<S> {
+    store: S,
+    retry: RetryPolicy,
+}
+
+/// Identifies a request for idempotency: a retry has the same fingerprint, a reused key does not.
+pub fn fingerprint(route: &str, command: &impl serde::Serialize) -> String {
+    let canonical = serde_json::to_vec(command).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(route.as_bytes());
+    hasher.update(b"\n");
+    hasher.update(&canonical);
+    hex::encode(hasher.finalize())
+}
+
+impl<S> ReservationService<S>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore,
+{
+    pub fn new(store: S, retry: RetryPolicy) -> Self {
+        Self { store, retry }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    pub async fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        command: PutSlot,
+    ) -> Result<SlotWrite, ServiceError> {
+        self.store
+            .put_slot(slot_id, command.capacity)
+            .await
+            .map_err(|e| match e {
+                SlotWriteError::CapacityBelowReserved {
+                    requested,
+                    reserved,
+                } => ServiceError::CapacityBelowReserved {
+                    requested,
+                    reserved,
+                },
+                SlotWriteError::Store(e) => ServiceError::Store(e),
+            })
+    }
+
+    pub async fn get_slot(&self, slot_id: &SlotId) -> Result<Slot, ServiceError> {
+        self.store
+            .get_slot(slot_id)
+            .await?
+            .ok_or_else(|| ServiceError::SlotNotFound(slot_id.clone()))
+    }
+
+    pub async fn get_reservation(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> Result<Reservation, ServiceError> {
+        self.store
+            .get_reservation(reservation_id)
+            .await?
+            .ok_or_else(|| ServiceError::ReservationNotFound(reservation_id.clone()))
+    }
+
+    fn replay(record: IdempotencyRecord, fingerprint: &str) -> Result<CreateOutcome, ServiceError> {
+        if record.fingerprint != fingerprint {
+            return Err(ServiceError::IdempotencyKeyReused);
+        }
+        Ok(CreateOutcome::Replayed {
+            status: record.response_status,
+            body: record.response_body,
+        })
+    }
+
+    pub async fn create_reservation(
+        &self,
+        command: CreateReservation,
+        idempotency_key: Option<IdempotencyKey>,
+        trace_id: TraceId,
+    ) -> Result<CreateOutcome, ServiceError> {
+        let fingerprint = fingerprint("POST /reservations", &command);
+        if let Some(key) = &idempotency_key {
+            if let Some(record) = self.store.get_idempotency_record(key).await? {
+                return Self::replay(record, &fingerprint);
+            }
+        }
+
+        for attempt in 0..self.retry.max_attempts {
+            let (reservation, event) = Reservation::confirm(
+                ReservationId::generate(),
+                command.slot_id.clone(),
+                command.guest_id.clone(),
+                command.seats,
+                OffsetDateTime::now_utc(),
+            );
+            let idempotency = idempotency_key.as_ref().map(|key| IdempotencyRecord {
+                key: key.clone(),
+                fingerprint: fingerprint.clone(),
+                response_status: 201,
+                response_body: serde_json::to_string(&reservation).unwrap_or_default(),
+                created_at: reservation.created_at,
+            });
+            let change = NewReservation {
+                event: event.into_envelope(EventId::generate(), trace_id.clone()),
+                reservation,
+                idempotency,
+            };
+            match self.store.create_reservation(&change).await {
+                Ok(()) => return Ok(CreateOutcome::Created(change.reservation)),
+                Err(CommitError::SlotNotFound) => {
+                    return Err(ServiceError::SlotNotFound(command.slot_id));
+                }
+                Err(CommitError::SoldOut) => {
+                    return Err(ServiceError::SoldOut {
+                        slot_id: command.slot_id,
+                    });
+                }
+                Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
+                Err(CommitError::IdempotencyKeyTaken) => {
+                    // A concurrent request with the same key committed first: answer as it did.
+                    let key = idempotency_key
+                        .as_ref()
+                        .expect("only keyed requests write a record");
+                    if let Some(record) = self.store.get_idempotency_record(key).await? {
+                        return Self::replay(record, &fingerprint);
+                    }
+                }
+                Err(CommitError::Contention | CommitError::ReservationChanged) => {}
+            }
+            tracing::debug!(attempt, slot_id = %command.slot_id, "reservation commit lost a race; retrying");
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+        }
+        Err(ServiceError::Contended {
+            attempts: self.retry.max_attempts,
+        })
+    }
+
+    pub async fn cancel_reservation(
+        &self,
+        reservation_id: &ReservationId,
+        trace_id: TraceId,
+    ) -> Result<Reservation, ServiceError> {
+        for attempt in 0..self.retry.max_attempts {
+            let current = self.get_reservation(reservation_id).await?;
+            let (cancelled, event) = current.cancel(OffsetDateTime::now_utc())?;
+            let change = Cancellation {
+                event: event.into_envelope(EventId::generate(), trace_id.clone()),
+                current,
+                cancelled,
+            };
+            match self.store.cancel_reservation(&change).await {
+                Ok(()) => return Ok(change.cancelled),
+                // Re-read: the reservation changed (perhaps cancelled by a racing request).
+                Err(CommitError::ReservationChanged | CommitError::Contention) => {}
+                Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
+                Err(other) => {
+                    return Err(ServiceError::Store(StoreError::new(
+                        domain::ports::StoreErrorKind::Other,
+                        "cancel reservation",
+                        format!(
+                            "inventory inconsistent with reservation {reservation_id}: {other}"
+                        ),
+                    )));
+                }
+            }
+            tracing::debug!(attempt, %reservation_id, "cancellation commit lost a race; retrying");
+            tokio::time::sleep(self.retry.delay(attempt)).await;
+        }
+        Err(ServiceError::Contended {
+            attempts: self.retry.max_attempts,
+        })
+    }
+}

@@ -1,0 +1,108 @@
+//! A local HTTP server in front of `api::handle`, standing in for API Gateway.
+//!
+//! It turns each hyper request into the `lambda_http::Request` the Lambda would receive (method,
+//! path, query, headers, body), so local behaviour is the deployed handler's behaviour.
+
+use api::App;
+use api::request::MAX_BODY_BYTES;
+use bytes::Bytes;
+use domain::ports::{IdempotencyStore, ReservationStore, SlotStore};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Reads at most one byte past the limit: enough for the handler to answer 413 without
+/// buffering whatever a client decides to stream at us.
+async fn read_limited(mut body: Incoming) -> Result<Vec<u8>, hyper::Error> {
+    let mut collected = Vec::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            collected.extend_from_slice(&data);
+            if collected.len() > MAX_BODY_BYTES {
+                collected.truncate(MAX_BODY_BYTES + 1);
+                break;
+            }
+        }
+    }
+    Ok(collected)
+}
+
+fn to_lambda_body(bytes: Vec<u8>) -> lambda_http::Body {
+    if bytes.is_empty() {
+        return lambda_http::Body::Empty;
+    }
+    match String::from_utf8(bytes) {
+        Ok(text) => lambda_http::Body::Text(text),
+        Err(e) => lambda_http::Body::Binary(e.into_bytes()),
+    }
+}
+
+fn from_lambda_body(body: lambda_http::Body) -> Full<Bytes> {
+    match body {
+        lambda_http::Body::Text(text) => Full::new(Bytes::from(text)),
+        lambda_http::Body::Binary(bytes) => Full::new(Bytes::from(bytes)),
+        _ => Full::new(Bytes::new()),
+    }
+}
+
+async fn serve_one<S>(
+    app: Arc<App<S>>,
+    req: hyper::Request<Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore + 'static,
+{
+    let (parts, body) = req.into_parts();
+    let bytes = match read_limited(body).await {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::debug!(error = %e, "client went away while sending the body");
+            Vec::new()
+        }
+    };
+    let request = lambda_http::Request::from_parts(parts, to_lambda_body(bytes));
+    let response = api::handle(&app, request).await;
+    let (parts, body) = response.into_parts();
+    Ok(hyper::Response::from_parts(parts, from_lambda_body(body)))
+}
+
+/// Serves until `shutdown` completes. Connections already open finish their current request.
+pub async fn serve<S>(
+    listener: TcpListener,
+    app: Arc<App<S>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore + 'static,
+{
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: report, pause, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| serve_one(Arc::clone(&app), req));
+            if let Err(e) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+}

