@@ -3,8 +3,8 @@
 //! contract test. Failures can be injected to exercise the retry and error paths.
 
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
-    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError,
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
+    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
 use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
 use std::collections::{HashMap, VecDeque};
@@ -19,6 +19,7 @@ struct State {
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     outbox: Vec<EventEnvelope>,
     injected_commit_failures: VecDeque<CommitFailure>,
+    injected_store_failures: VecDeque<StoreErrorKind>,
     commit_attempts: usize,
 }
 
@@ -34,9 +35,12 @@ impl InMemoryStore {
 
     /// The next commit (create or cancel) fails with this error before touching anything.
     pub fn fail_next_commit(&self, failure: impl FnOnce() -> CommitError + Send + 'static) {
-        self.lock()
-            .injected_commit_failures
-            .push_back(Box::new(failure));
+        self.lock().injected_commit_failures.push_back(Box::new(failure));
+    }
+
+    /// The next store call of any kind fails with a [`StoreError`] of this kind.
+    pub fn fail_next_call(&self, kind: StoreErrorKind) {
+        self.lock().injected_store_failures.push_back(kind);
     }
 
     /// Every committed outbox event, in commit order.
@@ -50,42 +54,47 @@ impl InMemoryStore {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic in another test thread must not hide this test's result.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl State {
+    fn store_failure(&mut self, operation: &'static str) -> Result<(), StoreError> {
+        match self.injected_store_failures.pop_front() {
+            Some(kind) => Err(StoreError::new(kind, operation, "injected failure")),
+            None => Ok(()),
+        }
+    }
+
     fn take_injected_failure(&mut self) -> Option<CommitError> {
         self.commit_attempts += 1;
+        if let Err(e) = self.store_failure("commit") {
+            return Some(CommitError::Store(e));
+        }
         self.injected_commit_failures.pop_front().map(|f| f())
     }
 }
 
 impl SlotStore for InMemoryStore {
     async fn get_slot(&self, slot_id: &SlotId) -> Result<Option<Slot>, StoreError> {
-        Ok(self.lock().slots.get(slot_id).cloned())
+        let mut state = self.lock();
+        state.store_failure("get slot")?;
+        Ok(state.slots.get(slot_id).cloned())
     }
 
-    async fn put_slot(
-        &self,
-        slot_id: &SlotId,
-        capacity: Capacity,
-    ) -> Result<SlotWrite, SlotWriteError> {
+    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
+        state.store_failure("put slot")?;
         match state.slots.get_mut(slot_id) {
             None => {
                 let slot = Slot::new(slot_id.clone(), capacity);
                 state.slots.insert(slot_id.clone(), slot.clone());
                 Ok(SlotWrite::Created(slot))
             }
-            Some(slot) if !slot.can_resize_to(capacity) => {
-                Err(SlotWriteError::CapacityBelowReserved {
-                    requested: capacity.get(),
-                    reserved: slot.reserved,
-                })
-            }
+            Some(slot) if !slot.can_resize_to(capacity) => Err(SlotWriteError::CapacityBelowReserved {
+                requested: capacity.get(),
+                reserved: slot.reserved,
+            }),
             Some(slot) => {
                 slot.capacity = capacity;
                 Ok(SlotWrite::Updated(slot.clone()))
@@ -95,11 +104,10 @@ impl SlotStore for InMemoryStore {
 }
 
 impl ReservationStore for InMemoryStore {
-    async fn get_reservation(
-        &self,
-        reservation_id: &ReservationId,
-    ) -> Result<Option<Reservation>, StoreError> {
-        Ok(self.lock().reservations.get(reservation_id).cloned())
+    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+        let mut state = self.lock();
+        state.store_failure("get reservation")?;
+        Ok(state.reservations.get(reservation_id).cloned())
     }
 
     async fn create_reservation(&self, change: &NewReservation) -> Result<(), CommitError> {
@@ -113,10 +121,7 @@ impl ReservationStore for InMemoryStore {
                 return Err(CommitError::IdempotencyKeyTaken);
             }
         }
-        let slot = state
-            .slots
-            .get(&reservation.slot_id)
-            .ok_or(CommitError::SlotNotFound)?;
+        let slot = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
         if !slot.can_hold(reservation.seats) {
             return Err(CommitError::SoldOut);
         }
@@ -154,20 +159,18 @@ impl ReservationStore for InMemoryStore {
             Some(slot) if slot.reserved >= seats => slot.reserved -= seats,
             _ => return Err(CommitError::SlotNotFound),
         }
-        state.reservations.insert(
-            change.cancelled.reservation_id.clone(),
-            change.cancelled.clone(),
-        );
+        state
+            .reservations
+            .insert(change.cancelled.reservation_id.clone(), change.cancelled.clone());
         state.outbox.push(change.event.clone());
         Ok(())
     }
 }
 
 impl IdempotencyStore for InMemoryStore {
-    async fn get_idempotency_record(
-        &self,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
-        Ok(self.lock().idempotency.get(key).cloned())
+    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let mut state = self.lock();
+        state.store_failure("get idempotency record")?;
+        Ok(state.idempotency.get(key).cloned())
     }
 }

@@ -47,19 +47,13 @@ impl ApiConfig {
                     .parse::<i64>()
                     .ok()
                     .filter(|n| *n > 0)
-                    .ok_or_else(|| ConfigError::NotAPositiveNumber {
-                        name,
-                        value: v.clone(),
-                    }),
+                    .ok_or_else(|| ConfigError::NotAPositiveNumber { name, value: v.clone() }),
             }
         };
         Ok(Self {
             reservations_table: text("RESERVATIONS_TABLE", Self::DEFAULT_RESERVATIONS_TABLE)?,
             outbox_table: text("OUTBOX_TABLE", Self::DEFAULT_OUTBOX_TABLE)?,
-            outbox_retention: Duration::days(positive(
-                "OUTBOX_RETENTION_DAYS",
-                Self::DEFAULT_OUTBOX_RETENTION_DAYS,
-            )?),
+            outbox_retention: Duration::days(positive("OUTBOX_RETENTION_DAYS", Self::DEFAULT_OUTBOX_RETENTION_DAYS)?),
             idempotency_retention: Duration::hours(positive(
                 "IDEMPOTENCY_RETENTION_HOURS",
                 Self::DEFAULT_IDEMPOTENCY_RETENTION_HOURS,
@@ -82,10 +76,7 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -99,11 +90,7 @@ mod tests {
 
     #[test]
     fn overrides_are_read_and_bad_values_name_the_variable() {
-        let config = ApiConfig::from_vars(&vars(&[
-            ("OUTBOX_TABLE", "ob"),
-            ("OUTBOX_RETENTION_DAYS", "3"),
-        ]))
-        .unwrap();
+        let config = ApiConfig::from_vars(&vars(&[("OUTBOX_TABLE", "ob"), ("OUTBOX_RETENTION_DAYS", "3")])).unwrap();
         assert_eq!(config.outbox_table, "ob");
         assert_eq!(config.outbox_retention, Duration::days(3));
         let err = ApiConfig::from_vars(&vars(&[("OUTBOX_RETENTION_DAYS", "0")])).unwrap_err();

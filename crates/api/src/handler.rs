@@ -97,7 +97,8 @@ where
     S: SlotStore + ReservationStore + IdempotencyStore,
 {
     let request_id = request_id(&req);
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async {
         let mut response = match dispatch(app, &req).await {
             Ok(response) => response,
@@ -126,11 +127,7 @@ where
         RouteError::MethodNotAllowed { allowed } => Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!(
-                "{} is not allowed here; use {}",
-                req.method(),
-                allowed.join(", ")
-            ),
+            format!("{} is not allowed here; use {}", req.method(), allowed.join(", ")),
         )
         .with_header(header::ALLOW, allowed.join(", ")),
     })?;
@@ -144,11 +141,7 @@ where
             request::require_json(req.headers())?;
             request::check_size(body)?;
             let command = request::parse_put_slot(body)?;
-            match service
-                .put_slot(&slot_id, command)
-                .await
-                .map_err(service_problem)?
-            {
+            match service.put_slot(&slot_id, command).await.map_err(service_problem)? {
                 SlotWrite::Created(slot) => Ok(json(StatusCode::CREATED, &SlotView::from(&slot))),
                 SlotWrite::Updated(slot) => Ok(json(StatusCode::OK, &SlotView::from(&slot))),
             }
@@ -187,10 +180,7 @@ where
         }
         RouteId::GetReservation => {
             let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
-            let reservation = service
-                .get_reservation(&id)
-                .await
-                .map_err(service_problem)?;
+            let reservation = service.get_reservation(&id).await.map_err(service_problem)?;
             Ok(json(StatusCode::OK, &reservation))
         }
         RouteId::CancelReservation => {
@@ -265,14 +255,10 @@ fn service_problem(err: ServiceError) -> Problem {
             "sold_out",
             format!("slot {slot_id} does not have that many seats left"),
         ),
-        ServiceError::NotCancellable(e) => {
-            Problem::new(StatusCode::CONFLICT, "not_cancellable", e.to_string())
+        ServiceError::NotCancellable(e) => Problem::new(StatusCode::CONFLICT, "not_cancellable", e.to_string()),
+        ServiceError::CapacityBelowReserved { .. } => {
+            Problem::new(StatusCode::CONFLICT, "capacity_below_reserved", err.to_string())
         }
-        ServiceError::CapacityBelowReserved { .. } => Problem::new(
-            StatusCode::CONFLICT,
-            "capacity_below_reserved",
-            err.to_string(),
-        ),
         ServiceError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

@@ -45,11 +45,7 @@ impl Problem {
     pub fn validation(errors: Vec<FieldError>) -> Self {
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         let detail = format!("invalid field(s): {}", fields.join(", "));
-        let mut problem = Self::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "validation_failed",
-            detail,
-        );
+        let mut problem = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "validation_failed", detail);
         problem.errors = errors;
         problem
     }

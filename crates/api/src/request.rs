@@ -26,13 +26,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
     let media_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
+        .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     match media_type.as_deref() {
         Some("application/json") => Ok(()),
         Some(t) if t.starts_with("application/") && t.ends_with("+json") => Ok(()),
@@ -44,10 +38,7 @@ pub fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
                 other.unwrap_or("no Content-Type")
             ),
         )
-        .with_header(
-            header::HeaderName::from_static("accept-post"),
-            "application/json",
-        )),
+        .with_header(header::HeaderName::from_static("accept-post"), "application/json")),
     }
 }
 
@@ -56,10 +47,7 @@ pub fn check_size(body: &[u8]) -> Result<(), Problem> {
         return Err(Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!(
-                "request body is {} bytes; the limit is {MAX_BODY_BYTES}",
-                body.len()
-            ),
+            format!("request body is {} bytes; the limit is {MAX_BODY_BYTES}", body.len()),
         ));
     }
     Ok(())
@@ -96,11 +84,7 @@ struct Fields {
 }
 
 impl Fields {
-    fn integer<T>(
-        &mut self,
-        field: &'static str,
-        build: impl Fn(i64) -> Result<T, ValidationError>,
-    ) -> Option<T> {
+    fn integer<T>(&mut self, field: &'static str, build: impl Fn(i64) -> Result<T, ValidationError>) -> Option<T> {
         let result = match self.map.get(field) {
             None | Some(Value::Null) => Err(ValidationError::new(field, "is required")),
             Some(Value::Number(n)) => match n.as_i64() {
@@ -112,11 +96,7 @@ impl Fields {
         self.keep(result)
     }
 
-    fn string<T>(
-        &mut self,
-        field: &'static str,
-        build: impl Fn(String) -> Result<T, ValidationError>,
-    ) -> Option<T> {
+    fn string<T>(&mut self, field: &'static str, build: impl Fn(String) -> Result<T, ValidationError>) -> Option<T> {
         let result = match self.map.get(field) {
             None | Some(Value::Null) => Err(ValidationError::new(field, "is required")),
             Some(Value::String(s)) => build(s.clone()),
@@ -173,10 +153,8 @@ mod tests {
 
     #[test]
     fn a_valid_reservation_body_parses() {
-        let parsed = parse_create_reservation(
-            br#"{"slot_id":"s1","guest_id":"g1","seats":2,"note":"ignored"}"#,
-        )
-        .unwrap();
+        let parsed =
+            parse_create_reservation(br#"{"slot_id":"s1","guest_id":"g1","seats":2,"note":"ignored"}"#).unwrap();
         assert_eq!(parsed.seats.get(), 2);
         assert_eq!(parsed.slot_id.as_str(), "s1");
     }
@@ -192,10 +170,7 @@ mod tests {
 
     #[test]
     fn malformed_json_is_400_and_non_objects_are_422() {
-        assert_eq!(
-            parse_create_reservation(b"{not json").unwrap_err().status,
-            400
-        );
+        assert_eq!(parse_create_reservation(b"{not json").unwrap_err().status, 400);
         assert_eq!(parse_create_reservation(b"").unwrap_err().status, 400);
         assert_eq!(parse_create_reservation(b"[1,2]").unwrap_err().status, 422);
         assert_eq!(
@@ -216,26 +191,15 @@ mod tests {
         assert_eq!(require_json(&headers).unwrap_err().status, 415);
         headers.insert(header::CONTENT_TYPE, "text/plain".parse().unwrap());
         assert_eq!(require_json(&headers).unwrap_err().status, 415);
-        headers.insert(
-            header::CONTENT_TYPE,
-            "Application/JSON; charset=utf-8".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "Application/JSON; charset=utf-8".parse().unwrap());
         assert!(require_json(&headers).is_ok());
-        headers.insert(
-            header::CONTENT_TYPE,
-            "application/merge-patch+json".parse().unwrap(),
-        );
+        headers.insert(header::CONTENT_TYPE, "application/merge-patch+json".parse().unwrap());
         assert!(require_json(&headers).is_ok());
     }
 
     #[test]
     fn bodies_over_the_limit_are_413() {
         assert!(check_size(&vec![b' '; MAX_BODY_BYTES]).is_ok());
-        assert_eq!(
-            check_size(&vec![b' '; MAX_BODY_BYTES + 1])
-                .unwrap_err()
-                .status,
-            413
-        );
+        assert_eq!(check_size(&vec![b' '; MAX_BODY_BYTES + 1]).unwrap_err().status, 413);
     }
 }

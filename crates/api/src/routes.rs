@@ -17,11 +17,7 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
     ("PUT", "/slots/{slot_id}", RouteId::PutSlot),
     ("GET", "/slots/{slot_id}", RouteId::GetSlot),
     ("POST", "/reservations", RouteId::CreateReservation),
-    (
-        "GET",
-        "/reservations/{reservation_id}",
-        RouteId::GetReservation,
-    ),
+    ("GET", "/reservations/{reservation_id}", RouteId::GetReservation),
     (
         "POST",
         "/reservations/{reservation_id}/cancel",
@@ -120,9 +116,7 @@ mod tests {
         );
         assert_eq!(
             route(&Method::GET, "/reservations"),
-            Err(RouteError::MethodNotAllowed {
-                allowed: vec!["POST"]
-            })
+            Err(RouteError::MethodNotAllowed { allowed: vec!["POST"] })
         );
     }
 }

@@ -3,12 +3,10 @@
 
 use crate::request::{CreateReservation, PutSlot};
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
-    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError,
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
+    SlotWrite, SlotWriteError, StoreError,
 };
-use domain::{
-    EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId,
-};
+use domain::{EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -55,10 +53,7 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// Full jitter: a random delay up to an exponentially growing cap, so racing requests spread out.
     fn delay(&self, attempt: u32) -> Duration {
-        let cap = self
-            .base_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay);
+        let cap = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
         let micros = rand::rng().random_range(0..=cap.as_micros() as u64);
         Duration::from_micros(micros)
     }
@@ -101,22 +96,14 @@ where
         &self.store
     }
 
-    pub async fn put_slot(
-        &self,
-        slot_id: &SlotId,
-        command: PutSlot,
-    ) -> Result<SlotWrite, ServiceError> {
+    pub async fn put_slot(&self, slot_id: &SlotId, command: PutSlot) -> Result<SlotWrite, ServiceError> {
         self.store
             .put_slot(slot_id, command.capacity)
             .await
             .map_err(|e| match e {
-                SlotWriteError::CapacityBelowReserved {
-                    requested,
-                    reserved,
-                } => ServiceError::CapacityBelowReserved {
-                    requested,
-                    reserved,
-                },
+                SlotWriteError::CapacityBelowReserved { requested, reserved } => {
+                    ServiceError::CapacityBelowReserved { requested, reserved }
+                }
                 SlotWriteError::Store(e) => ServiceError::Store(e),
             })
     }
@@ -128,10 +115,7 @@ where
             .ok_or_else(|| ServiceError::SlotNotFound(slot_id.clone()))
     }
 
-    pub async fn get_reservation(
-        &self,
-        reservation_id: &ReservationId,
-    ) -> Result<Reservation, ServiceError> {
+    pub async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Reservation, ServiceError> {
         self.store
             .get_reservation(reservation_id)
             .await?
@@ -194,9 +178,7 @@ where
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
                 Err(CommitError::IdempotencyKeyTaken) => {
                     // A concurrent request with the same key committed first: answer as it did.
-                    let key = idempotency_key
-                        .as_ref()
-                        .expect("only keyed requests write a record");
+                    let key = idempotency_key.as_ref().expect("only keyed requests write a record");
                     if let Some(record) = self.store.get_idempotency_record(key).await? {
                         return Self::replay(record, &fingerprint);
                     }
@@ -233,9 +215,7 @@ where
                     return Err(ServiceError::Store(StoreError::new(
                         domain::ports::StoreErrorKind::Other,
                         "cancel reservation",
-                        format!(
-                            "inventory inconsistent with reservation {reservation_id}: {other}"
-                        ),
+                        format!("inventory inconsistent with reservation {reservation_id}: {other}"),
                     )));
                 }
             }

@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
+    StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_kinesis::types::StreamStatus;
 use serde::Deserialize;
@@ -88,15 +88,12 @@ pub struct StreamProperties {
 
 impl Resources {
     pub fn embedded() -> Result<Self> {
-        serde_json::from_str(RESOURCES_JSON)
-            .context("infra/resources.json is not a valid resource definition")
+        serde_json::from_str(RESOURCES_JSON).context("infra/resources.json is not a valid resource definition")
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text)
-            .with_context(|| format!("{} is not a valid resource definition", path.display()))
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not a valid resource definition", path.display()))
     }
 }
 
@@ -113,12 +110,7 @@ impl ResourceNames {
             .tables
             .iter()
             .map(|t| (&t.name_from, &t.default_name))
-            .chain(
-                resources
-                    .streams
-                    .iter()
-                    .map(|s| (&s.name_from, &s.default_name)),
-            );
+            .chain(resources.streams.iter().map(|s| (&s.name_from, &s.default_name)));
         for (var, default) in all {
             let base = env.get(var).filter(|v| !v.is_empty()).unwrap_or(default);
             names.insert(var.clone(), format!("{prefix}{base}"));
@@ -162,17 +154,13 @@ pub async fn provision(
     names: &ResourceNames,
 ) -> Result<()> {
     for table in &resources.tables {
-        let name = names
-            .get(&table.name_from)
-            .context("table name not resolved")?;
+        let name = names.get(&table.name_from).context("table name not resolved")?;
         create_table(dynamodb, name, &table.properties)
             .await
             .with_context(|| format!("creating table {name}"))?;
     }
     for stream in &resources.streams {
-        let name = names
-            .get(&stream.name_from)
-            .context("stream name not resolved")?;
+        let name = names.get(&stream.name_from).context("stream name not resolved")?;
         create_stream(kinesis, name, &stream.properties)
             .await
             .with_context(|| format!("creating stream {name}"))?;
@@ -180,11 +168,7 @@ pub async fn provision(
     Ok(())
 }
 
-async fn create_table(
-    client: &aws_sdk_dynamodb::Client,
-    name: &str,
-    props: &TableProperties,
-) -> Result<()> {
+async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &TableProperties) -> Result<()> {
     let exists = client.describe_table().table_name(name).send().await;
     match exists {
         Ok(_) => tracing::info!(table = name, "table exists"),
@@ -227,11 +211,7 @@ async fn create_table(
         Err(err) => return Err(err.into()),
     }
     if let Some(ttl) = &props.time_to_live_specification {
-        let current = client
-            .describe_time_to_live()
-            .table_name(name)
-            .send()
-            .await?;
+        let current = client.describe_time_to_live().table_name(name).send().await?;
         let enabled = current
             .time_to_live_description()
             .and_then(|d| d.attribute_name())
@@ -253,16 +233,8 @@ async fn create_table(
     Ok(())
 }
 
-async fn create_stream(
-    client: &aws_sdk_kinesis::Client,
-    name: &str,
-    props: &StreamProperties,
-) -> Result<()> {
-    let exists = client
-        .describe_stream_summary()
-        .stream_name(name)
-        .send()
-        .await;
+async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, props: &StreamProperties) -> Result<()> {
+    let exists = client.describe_stream_summary().stream_name(name).send().await;
     match exists {
         Ok(_) => tracing::info!(stream = name, "stream exists"),
         Err(err)
@@ -283,14 +255,8 @@ async fn create_stream(
     // Creating takes a moment even on kinesis-mock; nothing can be put until it is ACTIVE.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let summary = client
-            .describe_stream_summary()
-            .stream_name(name)
-            .send()
-            .await?;
-        let status = summary
-            .stream_description_summary()
-            .map(|d| d.stream_status().clone());
+        let summary = client.describe_stream_summary().stream_name(name).send().await?;
+        let status = summary.stream_description_summary().map(|d| d.stream_status().clone());
         if status == Some(StreamStatus::Active) {
             break;
         }
@@ -321,11 +287,7 @@ mod tests {
         assert_eq!(names.get("RESERVATIONS_TABLE"), Some("reservations"));
         assert_eq!(names.get("OUTBOX_TABLE"), Some("reservation-outbox"));
         assert_eq!(names.get("EVENTS_STREAM"), Some("reservation-events"));
-        let outbox = resources
-            .tables
-            .iter()
-            .find(|t| t.logical_id == "OutboxTable")
-            .unwrap();
+        let outbox = resources.tables.iter().find(|t| t.logical_id == "OutboxTable").unwrap();
         assert_eq!(
             outbox
                 .properties

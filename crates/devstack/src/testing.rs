@@ -85,10 +85,7 @@ impl TestStack {
 
     /// Serves the API on an ephemeral loopback port with the Lambda's handler.
     pub async fn spawn_api(&self) -> TestApi {
-        let app = Arc::new(App::new(ReservationService::new(
-            self.store(),
-            RetryPolicy::default(),
-        )));
+        let app = Arc::new(App::new(ReservationService::new(self.store(), RetryPolicy::default())));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
@@ -97,17 +94,11 @@ impl TestStack {
         tokio::spawn(crate::server::serve(listener, app, async {
             let _ = stopped.await;
         }));
-        TestApi {
-            addr,
-            stop: Some(stop),
-        }
+        TestApi { addr, stop: Some(stop) }
     }
 
     /// Every item of a table, following pagination.
-    pub async fn scan_all(
-        &self,
-        table: &str,
-    ) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    pub async fn scan_all(&self, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let mut items = Vec::new();
         let mut start = None;
         loop {

@@ -12,12 +12,7 @@ use std::collections::HashMap;
 
 type Item = HashMap<String, AttributeValue>;
 
-async fn put_slot(
-    http: &reqwest::Client,
-    api: &TestApi,
-    slot: &str,
-    capacity: i64,
-) -> reqwest::Response {
+async fn put_slot(http: &reqwest::Client, api: &TestApi, slot: &str, capacity: i64) -> reqwest::Response {
     http.put(api.url(&format!("/slots/{slot}")))
         .json(&json!({ "capacity": capacity }))
         .send()
@@ -25,13 +20,7 @@ async fn put_slot(
         .unwrap()
 }
 
-async fn reserve(
-    http: &reqwest::Client,
-    api: &TestApi,
-    slot: &str,
-    guest: &str,
-    seats: i64,
-) -> reqwest::Response {
+async fn reserve(http: &reqwest::Client, api: &TestApi, slot: &str, guest: &str, seats: i64) -> reqwest::Response {
     http.post(api.url("/reservations"))
         .json(&json!({ "slot_id": slot, "guest_id": guest, "seats": seats }))
         .send()
@@ -58,9 +47,7 @@ async fn outbox_envelopes(stack: &TestStack) -> Vec<EventEnvelope> {
         .scan_all(&stack.name("OUTBOX_TABLE"))
         .await
         .into_iter()
-        .map(|item| {
-            serde_dynamo::aws_sdk_dynamodb_1::from_item(item).expect("outbox item is an envelope")
-        })
+        .map(|item| serde_dynamo::aws_sdk_dynamodb_1::from_item(item).expect("outbox item is an envelope"))
         .collect()
 }
 
@@ -69,10 +56,7 @@ async fn outbox_item_is_written_with_its_reservation_and_has_the_envelope_layout
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
-    assert_eq!(
-        put_slot(&http, &api, "s1", 5).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(put_slot(&http, &api, "s1", 5).await.status(), StatusCode::CREATED);
 
     let response = http
         .post(api.url("/reservations"))
@@ -98,22 +82,17 @@ async fn outbox_item_is_written_with_its_reservation_and_has_the_envelope_layout
     let AttributeValue::N(expires_at) = &item["expires_at"] else {
         panic!("expires_at is a number")
     };
-    let expires_in =
-        expires_at.parse::<i64>().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
+    let expires_in = expires_at.parse::<i64>().unwrap() - time::OffsetDateTime::now_utc().unix_timestamp();
     assert!(
         (7 * 86_400 - 60..=7 * 86_400).contains(&expires_in),
         "TTL is 7 days ahead, got {expires_in} s"
     );
 
-    let envelope: EventEnvelope =
-        serde_dynamo::aws_sdk_dynamodb_1::from_item(item.clone()).unwrap();
+    let envelope: EventEnvelope = serde_dynamo::aws_sdk_dynamodb_1::from_item(item.clone()).unwrap();
     assert_eq!(envelope.event_type.as_str(), "ReservationCreated");
     assert_eq!(envelope.aggregate_type, "Reservation");
     assert_eq!(envelope.trace_id.as_str(), "Root=1-abc-def");
-    assert_eq!(
-        serde_json::to_value(envelope.reservation().unwrap()).unwrap(),
-        created
-    );
+    assert_eq!(serde_json::to_value(envelope.reservation().unwrap()).unwrap(), created);
 }
 
 #[tokio::test]
@@ -142,22 +121,12 @@ async fn a_failed_transaction_writes_neither_the_change_nor_its_event() {
         store.create_reservation(&change).await,
         Err(CommitError::SoldOut)
     ));
-    assert_eq!(
-        store
-            .get_reservation(&reservation.reservation_id)
-            .await
-            .unwrap(),
-        None
-    );
+    assert_eq!(store.get_reservation(&reservation.reservation_id).await.unwrap(), None);
     assert!(outbox_envelopes(&stack).await.is_empty());
     assert_eq!(slot_json(&http, &api, "tiny").await["reserved"], 0);
 
     // Cancellation that must fail: it was prepared from a stale version.
-    let created: Value = reserve(&http, &api, "tiny", "ada", 1)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = reserve(&http, &api, "tiny", "ada", 1).await.json().await.unwrap();
     let id = ReservationId::parse(created["reservation_id"].as_str().unwrap()).unwrap();
     let current = store.get_reservation(&id).await.unwrap().unwrap();
     let stale = Reservation {
@@ -180,11 +149,7 @@ async fn a_failed_transaction_writes_neither_the_change_nor_its_event() {
         "reservation untouched"
     );
     let events = outbox_envelopes(&stack).await;
-    assert_eq!(
-        events.len(),
-        1,
-        "only the creation event exists: {events:?}"
-    );
+    assert_eq!(events.len(), 1, "only the creation event exists: {events:?}");
     assert_eq!(
         slot_json(&http, &api, "tiny").await["reserved"],
         1,
@@ -196,10 +161,7 @@ async fn a_failed_transaction_writes_neither_the_change_nor_its_event() {
 async fn two_hundred_concurrent_posts_for_twenty_seats_sell_exactly_twenty() {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(200)
-        .build()
-        .unwrap();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(200).build().unwrap();
     put_slot(&http, &api, "hot", 20).await;
 
     let attempts = (0..200).map(|i| {
@@ -214,19 +176,14 @@ async fn two_hundred_concurrent_posts_for_twenty_seats_sell_exactly_twenty() {
     });
     let results = join_all(attempts).await;
 
-    let created = results
-        .iter()
-        .filter(|(s, _)| *s == StatusCode::CREATED)
-        .count();
+    let created = results.iter().filter(|(s, _)| *s == StatusCode::CREATED).count();
     let sold_out = results
         .iter()
         .filter(|(s, b)| *s == StatusCode::CONFLICT && b["code"] == "sold_out")
         .count();
     let others: Vec<_> = results
         .iter()
-        .filter(|(s, b)| {
-            *s != StatusCode::CREATED && !(*s == StatusCode::CONFLICT && b["code"] == "sold_out")
-        })
+        .filter(|(s, b)| *s != StatusCode::CREATED && !(*s == StatusCode::CONFLICT && b["code"] == "sold_out"))
         .collect();
     assert!(others.is_empty(), "unexpected answers: {others:?}");
     assert_eq!((created, sold_out), (20, 180));
@@ -238,10 +195,7 @@ async fn two_hundred_concurrent_posts_for_twenty_seats_sell_exactly_twenty() {
     );
     assert_eq!(outbox_envelopes(&stack).await.len(), 20);
     let reservations = stack.scan_all(&stack.name("RESERVATIONS_TABLE")).await;
-    assert_eq!(
-        reservations.iter().filter(|i| is_reservation(i)).count(),
-        20
-    );
+    assert_eq!(reservations.iter().filter(|i| is_reservation(i)).count(), 20);
 }
 
 #[tokio::test]
@@ -269,17 +223,11 @@ async fn idempotency_key_replays_the_first_answer_and_rejects_another_body() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.json::<Value>().await.unwrap(), first);
 
-    let other = post(
-        "key-1",
-        json!({ "slot_id": "s1", "guest_id": "ada", "seats": 3 }),
-    )
-    .await
-    .unwrap();
+    let other = post("key-1", json!({ "slot_id": "s1", "guest_id": "ada", "seats": 3 }))
+        .await
+        .unwrap();
     assert_eq!(other.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(
-        other.json::<Value>().await.unwrap()["code"],
-        "idempotency_key_reused"
-    );
+    assert_eq!(other.json::<Value>().await.unwrap()["code"], "idempotency_key_reused");
 
     assert_eq!(slot_json(&http, &api, "s1").await["reserved"], 2);
     assert_eq!(outbox_envelopes(&stack).await.len(), 1);
@@ -307,10 +255,7 @@ async fn racing_requests_with_one_idempotency_key_book_once_and_all_get_the_same
     for (status, body) in &results {
         assert_eq!(*status, StatusCode::CREATED, "{body}");
     }
-    let ids: std::collections::HashSet<_> = results
-        .iter()
-        .map(|(_, b)| b["reservation_id"].clone())
-        .collect();
+    let ids: std::collections::HashSet<_> = results.iter().map(|(_, b)| b["reservation_id"].clone()).collect();
     assert_eq!(ids.len(), 1, "every racer got the one reservation: {ids:?}");
     assert_eq!(slot_json(&http, &api, "s1").await["reserved"], 1);
     assert_eq!(outbox_envelopes(&stack).await.len(), 1);
@@ -322,11 +267,7 @@ async fn cancel_returns_the_seats_and_a_second_cancel_is_not_cancellable() {
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
     put_slot(&http, &api, "s1", 4).await;
-    let created: Value = reserve(&http, &api, "s1", "ada", 3)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = reserve(&http, &api, "s1", "ada", 3).await.json().await.unwrap();
     let id = created["reservation_id"].as_str().unwrap();
     assert_eq!(slot_json(&http, &api, "s1").await["available"], 1);
 
@@ -358,10 +299,7 @@ async fn cancel_returns_the_seats_and_a_second_cancel_is_not_cancellable() {
         .await
         .unwrap();
     assert_eq!(again.status(), StatusCode::CONFLICT);
-    assert_eq!(
-        again.json::<Value>().await.unwrap()["code"],
-        "not_cancellable"
-    );
+    assert_eq!(again.json::<Value>().await.unwrap()["code"], "not_cancellable");
     assert_eq!(
         slot_json(&http, &api, "s1").await["available"],
         4,
@@ -374,10 +312,7 @@ async fn cancel_returns_the_seats_and_a_second_cancel_is_not_cancellable() {
         .iter()
         .map(|e| (e.event_type.as_str(), e.version.get()))
         .collect();
-    assert_eq!(
-        kinds,
-        [("ReservationCreated", 1), ("ReservationCancelled", 2)]
-    );
+    assert_eq!(kinds, [("ReservationCreated", 1), ("ReservationCancelled", 2)]);
 }
 
 #[tokio::test]
@@ -386,11 +321,7 @@ async fn concurrent_cancels_of_one_reservation_cancel_it_once() {
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
     put_slot(&http, &api, "s1", 4).await;
-    let created: Value = reserve(&http, &api, "s1", "ada", 2)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let created: Value = reserve(&http, &api, "s1", "ada", 2).await.json().await.unwrap();
     let id = created["reservation_id"].as_str().unwrap().to_owned();
 
     let cancels = (0..8).map(|_| {
@@ -416,10 +347,7 @@ async fn capacity_can_grow_or_shrink_but_never_below_what_is_reserved() {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
-    assert_eq!(
-        put_slot(&http, &api, "s1", 5).await.status(),
-        StatusCode::CREATED
-    );
+    assert_eq!(put_slot(&http, &api, "s1", 5).await.status(), StatusCode::CREATED);
     reserve(&http, &api, "s1", "ada", 3).await;
 
     let grown = put_slot(&http, &api, "s1", 8).await;
@@ -433,15 +361,9 @@ async fn capacity_can_grow_or_shrink_but_never_below_what_is_reserved() {
     assert_eq!(too_small.status(), StatusCode::CONFLICT);
     let problem: Value = too_small.json().await.unwrap();
     assert_eq!(problem["code"], "capacity_below_reserved");
-    assert!(
-        problem["detail"].as_str().unwrap().contains('3'),
-        "{problem}"
-    );
+    assert!(problem["detail"].as_str().unwrap().contains('3'), "{problem}");
 
-    assert_eq!(
-        put_slot(&http, &api, "s1", 3).await.status(),
-        StatusCode::OK
-    );
+    assert_eq!(put_slot(&http, &api, "s1", 3).await.status(), StatusCode::OK);
     assert_eq!(
         slot_json(&http, &api, "s1").await,
         json!({ "slot_id": "s1", "capacity": 3, "reserved": 3, "available": 0 })
@@ -458,14 +380,8 @@ async fn unknown_slot_and_reservation_are_404_with_problem_json() {
 
     let response = reserve(&http, &api, "nowhere", "ada", 1).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/problem+json"
-    );
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "slot_not_found"
-    );
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "slot_not_found");
 
     let response = http
         .get(api.url("/reservations/01JXXXXXXXXXXXXXXXXXXXXXXX"))
@@ -473,10 +389,7 @@ async fn unknown_slot_and_reservation_are_404_with_problem_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "reservation_not_found"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "reservation_not_found");
     assert!(outbox_envelopes(&stack).await.is_empty());
 }
 
@@ -494,8 +407,5 @@ async fn bodies_over_16_kib_are_refused_by_the_local_server_without_reading_them
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    assert_eq!(
-        response.json::<Value>().await.unwrap()["code"],
-        "payload_too_large"
-    );
+    assert_eq!(response.json::<Value>().await.unwrap()["code"], "payload_too_large");
 }

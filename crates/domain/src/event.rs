@@ -32,11 +32,7 @@ pub struct DomainEvent {
 }
 
 impl DomainEvent {
-    pub fn new(
-        event_type: EventType,
-        reservation: Reservation,
-        occurred_at: OffsetDateTime,
-    ) -> Self {
+    pub fn new(event_type: EventType, reservation: Reservation, occurred_at: OffsetDateTime) -> Self {
         Self {
             event_type,
             reservation,
@@ -56,8 +52,7 @@ impl DomainEvent {
             aggregate_id: self.reservation.reservation_id.clone(),
             version: self.reservation.version,
             occurred_at: self.occurred_at,
-            payload: serde_json::to_value(&self.reservation)
-                .expect("a reservation always serializes to JSON"),
+            payload: serde_json::to_value(&self.reservation).expect("a reservation always serializes to JSON"),
             trace_id,
         }
     }

@@ -122,10 +122,7 @@ impl IdempotencyKey {
             ));
         }
         if !value.chars().all(|c| c.is_ascii_graphic()) {
-            return Err(ValidationError::new(
-                FIELD,
-                "must be printable ASCII without spaces",
-            ));
+            return Err(ValidationError::new(FIELD, "must be printable ASCII without spaces"));
         }
         Ok(Self(value))
     }
@@ -147,11 +144,7 @@ impl TraceId {
     /// sane, and makes a fresh one otherwise: a bad trace header is never a reason to fail.
     pub fn from_header_or_new(header: Option<&str>) -> Self {
         match header.map(str::trim) {
-            Some(v)
-                if !v.is_empty()
-                    && v.len() <= Self::MAX_LEN
-                    && v.chars().all(|c| c.is_ascii_graphic()) =>
-            {
+            Some(v) if !v.is_empty() && v.len() <= Self::MAX_LEN && v.chars().all(|c| c.is_ascii_graphic()) => {
                 Self(v.to_owned())
             }
             _ => Self::generate(),

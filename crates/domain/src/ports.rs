@@ -109,10 +109,7 @@ pub enum CommitError {
 }
 
 pub trait SlotStore: Send + Sync {
-    fn get_slot(
-        &self,
-        slot_id: &SlotId,
-    ) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
+    fn get_slot(&self, slot_id: &SlotId) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
 
     /// Creates the slot, or changes its capacity if it exists, never below what is reserved.
     fn put_slot(
@@ -128,15 +125,9 @@ pub trait ReservationStore: Send + Sync {
         reservation_id: &ReservationId,
     ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
 
-    fn create_reservation(
-        &self,
-        change: &NewReservation,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send;
+    fn create_reservation(&self, change: &NewReservation) -> impl Future<Output = Result<(), CommitError>> + Send;
 
-    fn cancel_reservation(
-        &self,
-        change: &Cancellation,
-    ) -> impl Future<Output = Result<(), CommitError>> + Send;
+    fn cancel_reservation(&self, change: &Cancellation) -> impl Future<Output = Result<(), CommitError>> + Send;
 }
 
 pub trait IdempotencyStore: Send + Sync {

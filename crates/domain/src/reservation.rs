@@ -159,10 +159,7 @@ mod tests {
         );
         assert_eq!(reservation.status, ReservationStatus::Confirmed);
         assert_eq!(reservation.version, Version::FIRST);
-        assert_eq!(
-            reservation.created_at,
-            datetime!(2026-11-24 10:00:00.123 UTC)
-        );
+        assert_eq!(reservation.created_at, datetime!(2026-11-24 10:00:00.123 UTC));
         assert_eq!(event.event_type, EventType::ReservationCreated);
         assert_eq!(event.reservation, reservation);
         assert_eq!(event.version(), Version::FIRST);
@@ -174,10 +171,7 @@ mod tests {
         let (cancelled, event) = original.cancel(datetime!(2026-11-24 11:00:00 UTC)).unwrap();
         assert_eq!(cancelled.status, ReservationStatus::Cancelled);
         assert_eq!(cancelled.version.get(), 2);
-        assert_eq!(
-            cancelled.cancelled_at,
-            Some(datetime!(2026-11-24 11:00:00 UTC))
-        );
+        assert_eq!(cancelled.cancelled_at, Some(datetime!(2026-11-24 11:00:00 UTC)));
         assert_eq!(cancelled.seats, original.seats);
         assert_eq!(event.event_type, EventType::ReservationCancelled);
         assert_eq!(event.version().get(), 2);
@@ -185,12 +179,8 @@ mod tests {
 
     #[test]
     fn a_cancelled_reservation_cannot_be_cancelled_again() {
-        let (cancelled, _) = confirmed()
-            .cancel(datetime!(2026-11-24 11:00:00 UTC))
-            .unwrap();
-        let err = cancelled
-            .cancel(datetime!(2026-11-24 12:00:00 UTC))
-            .unwrap_err();
+        let (cancelled, _) = confirmed().cancel(datetime!(2026-11-24 11:00:00 UTC)).unwrap();
+        let err = cancelled.cancel(datetime!(2026-11-24 12:00:00 UTC)).unwrap_err();
         assert_eq!(err.status, ReservationStatus::Cancelled);
     }
 

@@ -12,10 +12,7 @@ async fn main() -> Result<(), Error> {
     let config = ApiConfig::from_env()?;
     // Endpoints, region and credentials come from the SDK's own configuration chain.
     let sdk_config = aws_config::load_from_env().await;
-    let store = DynamoReservationStore::new(
-        aws_sdk_dynamodb::Client::new(&sdk_config),
-        config.store_tables(),
-    );
+    let store = DynamoReservationStore::new(aws_sdk_dynamodb::Client::new(&sdk_config), config.store_tables());
     let app = App::new(ReservationService::new(store, RetryPolicy::default()));
     let app = &app;
     lambda_http::run(service_fn(move |request| async move {

@@ -31,9 +31,7 @@ where
     StoreError::new(kind, operation, err).with_request_id(request_id)
 }
 
-pub(crate) fn is_conditional_check_failure<E: ProvideErrorMetadata>(
-    err: &SdkError<E, HttpResponse>,
-) -> bool {
+pub(crate) fn is_conditional_check_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
 
@@ -65,9 +63,7 @@ pub(crate) fn classify_transaction_error(
     operation: &'static str,
     err: SdkError<TransactWriteItemsError, HttpResponse>,
 ) -> TransactionOutcome {
-    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) =
-        err.as_service_error()
-    {
+    if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
         let reasons = cancelled
             .cancellation_reasons()
             .iter()
@@ -91,19 +87,13 @@ impl CancellationReasons {
     }
 
     fn any(&self, codes: &[&str]) -> bool {
-        self.reasons
-            .iter()
-            .any(|r| codes.contains(&r.code.as_str()))
+        self.reasons.iter().any(|r| codes.contains(&r.code.as_str()))
     }
 
     fn unexpected(&self, kind: StoreErrorKind) -> CommitError {
         CommitError::Store(
-            StoreError::new(
-                kind,
-                self.operation,
-                UnexpectedCancellation(self.reasons.clone()),
-            )
-            .with_request_id(self.request_id.clone()),
+            StoreError::new(kind, self.operation, UnexpectedCancellation(self.reasons.clone()))
+                .with_request_id(self.request_id.clone()),
         )
     }
 

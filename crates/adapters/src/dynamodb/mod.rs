@@ -6,20 +6,16 @@ pub mod items;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation,
-    ReservationStore, SlotStore, SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
+    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
+    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
 use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
-use errors::{
-    TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error,
-};
+use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
 use items::{
-    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk,
-    reservation_pk, slot_pk,
+    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk, reservation_pk, slot_pk,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use std::collections::HashMap;
@@ -56,18 +52,12 @@ fn serialize<T: serde::Serialize>(operation: &'static str, value: &T) -> Result<
     to_item(value).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
-fn deserialize<T: serde::de::DeserializeOwned>(
-    operation: &'static str,
-    item: Item,
-) -> Result<T, StoreError> {
+fn deserialize<T: serde::de::DeserializeOwned>(operation: &'static str, item: Item) -> Result<T, StoreError> {
     from_item(item).map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
 /// Builders reject only missing required fields, which is a programming error here; still no panic.
-fn built<T>(
-    operation: &'static str,
-    result: Result<T, aws_sdk_dynamodb::error::BuildError>,
-) -> Result<T, StoreError> {
+fn built<T>(operation: &'static str, result: Result<T, aws_sdk_dynamodb::error::BuildError>) -> Result<T, StoreError> {
     result.map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
 }
 
@@ -101,11 +91,7 @@ impl DynamoReservationStore {
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
-    async fn transact(
-        &self,
-        operation: &'static str,
-        items: Vec<TransactWriteItem>,
-    ) -> Result<(), TransactionOutcome> {
+    async fn transact(&self, operation: &'static str, items: Vec<TransactWriteItem>) -> Result<(), TransactionOutcome> {
         // A fresh token per logical attempt: if the SDK retries this very call after a lost
         // response, DynamoDB recognises the token and does not apply the transaction twice.
         let token = uuid::Uuid::new_v4().to_string();
@@ -137,11 +123,7 @@ impl SlotStore for DynamoReservationStore {
             .transpose()
     }
 
-    async fn put_slot(
-        &self,
-        slot_id: &SlotId,
-        capacity: Capacity,
-    ) -> Result<SlotWrite, SlotWriteError> {
+    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
         const CREATE: &str = "PutItem(slot)";
         const RESIZE: &str = "UpdateItem(slot)";
         let slot = Slot::new(slot_id.clone(), capacity);
@@ -178,9 +160,7 @@ impl SlotStore for DynamoReservationStore {
         match updated {
             Ok(out) => {
                 let item = out.attributes.unwrap_or_default();
-                Ok(SlotWrite::Updated(
-                    deserialize::<SlotItem>(RESIZE, item)?.into_slot(),
-                ))
+                Ok(SlotWrite::Updated(deserialize::<SlotItem>(RESIZE, item)?.into_slot()))
             }
             Err(err) if is_conditional_check_failure(&err) => {
                 let old = match err.as_service_error() {
@@ -202,10 +182,7 @@ impl SlotStore for DynamoReservationStore {
 }
 
 impl ReservationStore for DynamoReservationStore {
-    async fn get_reservation(
-        &self,
-        reservation_id: &ReservationId,
-    ) -> Result<Option<Reservation>, StoreError> {
+    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
         const OP: &str = "GetItem(reservation)";
         let out = self
             .client
@@ -232,18 +209,14 @@ impl ReservationStore for DynamoReservationStore {
             Update::builder()
                 .table_name(&self.tables.reservations_table)
                 .key(PK, s(slot_pk(&reservation.slot_id)))
-                .update_expression(
-                    "SET #reserved = #reserved + :seats, #available = #available - :seats",
-                )
+                .update_expression("SET #reserved = #reserved + :seats, #available = #available - :seats")
                 // A missing slot has no `available`, so this also fails for unknown slots; the
                 // returned old item (or its absence) tells the two apart.
                 .condition_expression("#available >= :seats")
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#available", "available")
                 .expression_attribute_values(":seats", seats)
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .build(),
         )?;
         let put_reservation = built(
@@ -291,10 +264,7 @@ impl ReservationStore for DynamoReservationStore {
             OP,
             Put::builder()
                 .table_name(&self.tables.reservations_table)
-                .set_item(Some(serialize(
-                    OP,
-                    &ReservationItem::new(&change.cancelled),
-                )?))
+                .set_item(Some(serialize(OP, &ReservationItem::new(&change.cancelled))?))
                 .condition_expression("#version = :expected_version")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":expected_version", n(change.current.version.get()))
@@ -305,9 +275,7 @@ impl ReservationStore for DynamoReservationStore {
             Update::builder()
                 .table_name(&self.tables.reservations_table)
                 .key(PK, s(slot_pk(&change.current.slot_id)))
-                .update_expression(
-                    "SET #reserved = #reserved - :seats, #available = #available + :seats",
-                )
+                .update_expression("SET #reserved = #reserved - :seats, #available = #available + :seats")
                 .condition_expression("attribute_exists(pk) AND #reserved >= :seats")
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#available", "available")
@@ -328,10 +296,7 @@ impl ReservationStore for DynamoReservationStore {
 }
 
 impl IdempotencyStore for DynamoReservationStore {
-    async fn get_idempotency_record(
-        &self,
-        key: &IdempotencyKey,
-    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+    async fn get_idempotency_record(&self, key: &IdempotencyKey) -> Result<Option<IdempotencyRecord>, StoreError> {
         const OP: &str = "GetItem(idempotency record)";
         let out = self
             .client

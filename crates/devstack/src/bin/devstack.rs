@@ -73,19 +73,12 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
 
 async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
     let config = ApiConfig::from_env()?;
-    let store =
-        DynamoReservationStore::new(aws_sdk_dynamodb::Client::new(sdk), config.store_tables());
-    let app = Arc::new(App::new(ReservationService::new(
-        store,
-        RetryPolicy::default(),
-    )));
+    let store = DynamoReservationStore::new(aws_sdk_dynamodb::Client::new(sdk), config.store_tables());
+    let app = Arc::new(App::new(ReservationService::new(store, RetryPolicy::default())));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    println!(
-        "serving the reservations API on http://{}",
-        listener.local_addr()?
-    );
+    println!("serving the reservations API on http://{}", listener.local_addr()?);
     devstack::server::serve(listener, app, async {
         let _ = tokio::signal::ctrl_c().await;
     })
@@ -98,10 +91,7 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Provision(args) => provision(&sdk, &args).await,
         Command::Serve(args) => serve(&sdk, &args).await,
-        Command::Up {
-            provision: p,
-            serve: s,
-        } => {
+        Command::Up { provision: p, serve: s } => {
             provision(&sdk, &p).await?;
             serve(&sdk, &s).await
         }
@@ -112,8 +102,7 @@ async fn run(cli: Cli) -> Result<()> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws_config=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
