@@ -31,7 +31,7 @@ pub struct Problem {
 impl Problem {
     pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            type_uri: format!("https://reservations.example/problems/{code}"),
+            type_uri: format!("urn:reservations:problem:{code}"),
             title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             code,
