@@ -116,10 +116,10 @@ impl ReservationStore for InMemoryStore {
             return Err(failure);
         }
         let reservation = &change.reservation;
-        if let Some(record) = &change.idempotency {
-            if state.idempotency.contains_key(&record.key) {
-                return Err(CommitError::IdempotencyKeyTaken);
-            }
+        if let Some(record) = &change.idempotency
+            && state.idempotency.contains_key(&record.key)
+        {
+            return Err(CommitError::IdempotencyKeyTaken);
         }
         let slot = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
         if !slot.can_hold(reservation.seats) {

@@ -139,10 +139,10 @@ where
         trace_id: TraceId,
     ) -> Result<CreateOutcome, ServiceError> {
         let fingerprint = fingerprint("POST /reservations", &command);
-        if let Some(key) = &idempotency_key {
-            if let Some(record) = self.store.get_idempotency_record(key).await? {
-                return Self::replay(record, &fingerprint);
-            }
+        if let Some(key) = &idempotency_key
+            && let Some(record) = self.store.get_idempotency_record(key).await?
+        {
+            return Self::replay(record, &fingerprint);
         }
 
         for attempt in 0..self.retry.max_attempts {

@@ -43,9 +43,13 @@ async fn main() -> Result<()> {
     if !(args.url.starts_with("http://127.") || args.url.starts_with("http://localhost")) {
         bail!("loadgen only targets loopback addresses, got {}", args.url);
     }
-    let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
     let run = ulid::Ulid::new().to_string().to_lowercase();
-    let slots: Vec<String> = (0..args.slots).map(|i| format!("{}-{run}-{i}", args.slot_prefix)).collect();
+    let slots: Vec<String> = (0..args.slots)
+        .map(|i| format!("{}-{run}-{i}", args.slot_prefix))
+        .collect();
     for slot in &slots {
         let response = http
             .put(format!("{}/slots/{slot}", args.url))
