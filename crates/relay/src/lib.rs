@@ -1,0 +1,27 @@
+//! The stream relay: DynamoDB Streams records of the outbox table in, Kinesis records out.
+//!
+//! - [`classify`] decides per stream record: publish (an outbox INSERT), skip (TTL removals,
+//!   modifications, other items), or dead-letter (a record that can never be published).
+//! - [`publish`] puts the publishable records on an [`sink::EventSink`] so that no event of a
+//!   reservation ever reaches the stream before an earlier one of the same reservation, even when
+//!   `PutRecords` fails part of a call (see docs/adr/0002-relay-ordering.md).
+//! - [`handler::Relay`] ties them together and answers Lambda with the batch item failure to
+//!   re-deliver from.
+
+pub mod classify;
+pub mod config;
+pub mod dead_letter;
+pub mod handler;
+pub mod kinesis;
+pub mod publish;
+pub mod sink;
+
+pub use classify::{Classified, SkipReason, classify};
+pub use config::RelayConfig;
+pub use dead_letter::{
+    ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,
+};
+pub use handler::{Relay, RelayOutcome};
+pub use kinesis::KinesisSink;
+pub use publish::{PublishPolicy, PublishReport, publish_in_order};
+pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};

@@ -1,0 +1,222 @@
+//! Ordered publishing under partial failure.
+//!
+//! The rule (docs/adr/0002-relay-ordering.md): records are sent in rounds. A round holds, in batch
+//! order, the earliest unpublished record of every partition key that has no published record
+//! after the earliest unpublished record of the whole batch (`p0`). Hence
+//!
+//! - within a call a key appears at most once, so a later event can never be accepted while an
+//!   earlier one of its reservation failed in the same call;
+//! - a key's next record is sent only after its previous one was accepted;
+//! - at any moment each key has at most one accepted record at or after `p0`. When the relay gives
+//!   up and Lambda re-delivers from `p0`, that record is sent again right after itself: a
+//!   duplicate, never a step back in version.
+
+use crate::sink::{EventSink, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, PutOutcome, SinkErrorKind, SinkRecord};
+use rand::Rng;
+use std::collections::HashSet;
+use std::time::Duration;
+use tokio::time::Instant;
+
+#[derive(Debug, Clone, Copy)]
+pub struct PublishPolicy {
+    /// Rounds in a row with a failure before giving the rest back to Lambda.
+    pub max_failed_rounds: u32,
+    pub base_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for PublishPolicy {
+    fn default() -> Self {
+        Self {
+            max_failed_rounds: 12,
+            base_backoff: Duration::from_millis(20),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl PublishPolicy {
+    /// Full jitter over an exponentially growing cap: throttled relays spread out instead of
+    /// hammering the shard in step.
+    fn backoff(&self, failed_rounds: u32) -> Duration {
+        let cap = self
+            .base_backoff
+            .saturating_mul(1 << failed_rounds.min(16))
+            .min(self.max_backoff);
+        Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64))
+    }
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct PublishReport {
+    pub published: Vec<bool>,
+    pub calls: u32,
+    /// Record-level failures, counted every time (a record failing twice counts twice).
+    pub failed_records: u64,
+    pub throttled_records: u64,
+    pub failed_calls: u32,
+    pub retries: u32,
+    pub gave_up: bool,
+    pub last_error: Option<String>,
+}
+
+impl PublishReport {
+    pub fn first_unpublished(&self) -> Option<usize> {
+        self.published.iter().position(|p| !p)
+    }
+}
+
+/// Splits a round into calls within Kinesis' limits, keeping batch order.
+fn calls_of(round: &[usize], records: &[SinkRecord]) -> Vec<Vec<usize>> {
+    let mut calls = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for &i in round {
+        let size = records[i].size();
+        if !current.is_empty() && (current.len() == MAX_RECORDS_PER_CALL || bytes + size > MAX_BYTES_PER_CALL) {
+            calls.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        current.push(i);
+        bytes += size;
+    }
+    if !current.is_empty() {
+        calls.push(current);
+    }
+    calls
+}
+
+fn next_round(records: &[SinkRecord], published: &[bool], p0: usize) -> Vec<usize> {
+    let mut blocked: HashSet<&str> = (p0 + 1..records.len())
+        .filter(|&i| published[i])
+        .map(|i| records[i].partition_key.as_str())
+        .collect();
+    (p0..records.len())
+        .filter(|&i| !published[i] && blocked.insert(records[i].partition_key.as_str()))
+        .collect()
+}
+
+/// Publishes `records` (in stream order) until all are accepted, the failure budget is spent, or
+/// the next backoff would cross `deadline`.
+pub async fn publish_in_order<S: EventSink>(
+    sink: &S,
+    records: &[SinkRecord],
+    policy: &PublishPolicy,
+    deadline: Instant,
+) -> PublishReport {
+    let mut report = PublishReport {
+        published: vec![false; records.len()],
+        ..Default::default()
+    };
+    let mut failed_rounds = 0;
+    while let Some(p0) = report.first_unpublished() {
+        let round = next_round(records, &report.published, p0);
+        let mut round_failed = false;
+        for call in calls_of(&round, records) {
+            let batch: Vec<&SinkRecord> = call.iter().map(|&i| &records[i]).collect();
+            report.calls += 1;
+            match sink.put_records(&batch).await {
+                Ok(outcomes) => {
+                    for (position, &i) in call.iter().enumerate() {
+                        match outcomes.get(position) {
+                            Some(PutOutcome::Accepted) => report.published[i] = true,
+                            Some(failed @ PutOutcome::Failed { code, message }) => {
+                                round_failed = true;
+                                report.failed_records += 1;
+                                report.throttled_records += u64::from(failed.is_throttle());
+                                report.last_error = Some(format!("{code}: {message}"));
+                            }
+                            None => {
+                                round_failed = true;
+                                report.failed_records += 1;
+                                report.last_error = Some("sink returned fewer outcomes than records".into());
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    round_failed = true;
+                    report.failed_calls += 1;
+                    report.failed_records += call.len() as u64;
+                    if e.kind == SinkErrorKind::Throttled {
+                        report.throttled_records += call.len() as u64;
+                    }
+                    report.last_error = Some(error_chain(&e));
+                }
+            }
+        }
+        if !round_failed {
+            failed_rounds = 0;
+            continue;
+        }
+        failed_rounds += 1;
+        if failed_rounds > policy.max_failed_rounds {
+            report.gave_up = true;
+            break;
+        }
+        let delay = policy.backoff(failed_rounds);
+        if Instant::now() + delay >= deadline {
+            report.gave_up = true;
+            break;
+        }
+        report.retries += 1;
+        tokio::time::sleep(delay).await;
+    }
+    report
+}
+
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(key: &str, size: usize) -> SinkRecord {
+        SinkRecord {
+            partition_key: key.into(),
+            data: vec![b'x'; size],
+        }
+    }
+
+    #[test]
+    fn a_round_holds_one_record_per_key_in_batch_order() {
+        let records = [rec("a", 1), rec("a", 1), rec("b", 1), rec("c", 1), rec("b", 1)];
+        assert_eq!(next_round(&records, &[false; 5], 0), [0, 2, 3]);
+    }
+
+    #[test]
+    fn a_key_with_an_accepted_record_after_the_first_gap_waits() {
+        // a1 failed, b1 was accepted: b2 must wait until a1 is accepted, or a re-delivery from a1
+        // would send b1 again after b2.
+        let records = [rec("a", 1), rec("b", 1), rec("b", 1), rec("c", 1)];
+        let published = [false, true, false, false];
+        assert_eq!(next_round(&records, &published, 0), [0, 3]);
+    }
+
+    #[test]
+    fn calls_respect_the_record_and_byte_limits() {
+        let many: Vec<_> = (0..1_201).map(|i| rec(&format!("k{i}"), 10)).collect();
+        let round: Vec<_> = (0..many.len()).collect();
+        let sizes: Vec<_> = calls_of(&round, &many).iter().map(Vec::len).collect();
+        assert_eq!(sizes, [500, 500, 201]);
+
+        let big: Vec<_> = (0..12).map(|i| rec(&format!("k{i}"), 1_000_000)).collect();
+        let round: Vec<_> = (0..big.len()).collect();
+        let calls = calls_of(&round, &big);
+        assert!(
+            calls
+                .iter()
+                .all(|c| c.iter().map(|&i| big[i].size()).sum::<usize>() <= MAX_BYTES_PER_CALL)
+        );
+        assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
+    }
+}

@@ -1,0 +1,64 @@
+//! Where events go: one narrow capability, "put these records", with a result per record.
+
+use std::future::Future;
+
+/// Kinesis limits (PutRecords): records per call, bytes per call, bytes per record. Partition key
+/// bytes count towards the byte limits.
+pub const MAX_RECORDS_PER_CALL: usize = 500;
+pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
+pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRecord {
+    pub partition_key: String,
+    pub data: Vec<u8>,
+}
+
+impl SinkRecord {
+    pub fn size(&self) -> usize {
+        self.partition_key.len() + self.data.len()
+    }
+}
+
+/// The fate of one record of a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    Accepted,
+    Failed { code: String, message: String },
+}
+
+impl PutOutcome {
+    pub fn is_throttle(&self) -> bool {
+        matches!(self, Self::Failed { code, .. } if is_throttle_code(code))
+    }
+}
+
+pub(crate) fn is_throttle_code(code: &str) -> bool {
+    matches!(
+        code,
+        "ProvisionedThroughputExceededException"
+            | "KMSThrottlingException"
+            | "LimitExceededException"
+            | "ThrottlingException"
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkErrorKind {
+    Throttled,
+    Other,
+}
+
+/// The whole call failed (after the SDK's own retries): nothing of it was accepted.
+#[derive(Debug, thiserror::Error)]
+#[error("put records failed ({kind:?})")]
+pub struct SinkError {
+    pub kind: SinkErrorKind,
+    #[source]
+    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+}
+
+pub trait EventSink: Send + Sync {
+    /// Puts `records` in one call. On `Ok`, the outcomes are in the order of `records`.
+    fn put_records(&self, records: &[&SinkRecord]) -> impl Future<Output = Result<Vec<PutOutcome>, SinkError>> + Send;
+}

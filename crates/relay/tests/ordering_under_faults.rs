@@ -1,0 +1,203 @@
+//! Invariants 3 and 4 for the relay alone: 10,000 outbox inserts of 2,000 reservations through a
+//! sink that fails ~20% of records at random and throttles whole calls in bursts, with Lambda's
+//! re-delivery simulated from the reported batch item failure. Every event is accepted at least
+//! once, and each reservation's accepted versions never go back.
+
+use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use relay::dead_letter::MemoryDeadLetters;
+use relay::{EventSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord};
+use serde_json::json;
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const RESERVATIONS: usize = 2_000;
+const VERSIONS: u64 = 5;
+const BATCH_SIZE: usize = 100;
+
+struct FlakySink {
+    state: Mutex<FlakyState>,
+}
+
+struct FlakyState {
+    rng: StdRng,
+    throttle_burst_left: u32,
+    accepted: Vec<(String, u64)>,
+    throttled_calls: u32,
+    failed_records: u32,
+}
+
+impl EventSink for FlakySink {
+    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
+        let mut state = self.state.lock().unwrap();
+        if state.throttle_burst_left == 0 && state.rng.random_bool(0.03) {
+            state.throttle_burst_left = state.rng.random_range(1..=4);
+        }
+        if state.throttle_burst_left > 0 {
+            state.throttle_burst_left -= 1;
+            state.throttled_calls += 1;
+            return Err(SinkError {
+                kind: SinkErrorKind::Throttled,
+                source: "ProvisionedThroughputExceededException".into(),
+            });
+        }
+        let mut outcomes = Vec::with_capacity(records.len());
+        for record in records {
+            if state.rng.random_bool(0.2) {
+                state.failed_records += 1;
+                let code = if state.rng.random_bool(0.5) {
+                    "ProvisionedThroughputExceededException"
+                } else {
+                    "InternalFailure"
+                };
+                outcomes.push(PutOutcome::Failed {
+                    code: code.into(),
+                    message: "injected".into(),
+                });
+            } else {
+                let envelope: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
+                state
+                    .accepted
+                    .push((record.partition_key.clone(), envelope["version"].as_u64().unwrap()));
+                outcomes.push(PutOutcome::Accepted);
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+fn stream_record(sequence: usize, reservation: usize, version: u64) -> EventRecord {
+    let id = format!("R{reservation:05}");
+    let value = json!({
+        "eventID": format!("ev{sequence}"),
+        "eventName": "INSERT",
+        "eventVersion": "1.1",
+        "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/reservation-outbox/stream/x",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795500000,
+            "Keys": { "aggregate_id": { "S": id }, "version": { "N": version.to_string() } },
+            "NewImage": {
+                "item_type": { "S": "OutboxEvent" },
+                "event_id": { "S": format!("E{sequence:06}") },
+                "event_type": { "S": if version == 1 { "ReservationCreated" } else { "ReservationCancelled" } },
+                "aggregate_type": { "S": "Reservation" },
+                "aggregate_id": { "S": id },
+                "version": { "N": version.to_string() },
+                "occurred_at": { "S": "2026-11-24T06:07:43.112Z" },
+                "trace_id": { "S": "t" },
+                "expires_at": { "N": "1795500000" },
+                "payload": { "M": {} }
+            },
+            "SequenceNumber": format!("{:030}", sequence + 1),
+            "SizeBytes": 300,
+            "StreamViewType": "NEW_IMAGE"
+        }
+    });
+    serde_json::from_value(value).unwrap()
+}
+
+/// The shard: every reservation's versions in order, reservations interleaved at random.
+fn shard(rng: &mut StdRng) -> Vec<EventRecord> {
+    let mut next_version = vec![1u64; RESERVATIONS];
+    let mut open: Vec<usize> = (0..RESERVATIONS).collect();
+    let mut records = Vec::new();
+    while !open.is_empty() {
+        let pick = rng.random_range(0..open.len());
+        let reservation = open[pick];
+        records.push(stream_record(records.len(), reservation, next_version[reservation]));
+        next_version[reservation] += 1;
+        if next_version[reservation] > VERSIONS {
+            open.swap_remove(pick);
+        }
+    }
+    records
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_events_through_random_failures_and_throttling_all_arrive_in_version_order() {
+    let mut rng = StdRng::seed_from_u64(20261124);
+    let records = shard(&mut rng);
+    assert_eq!(records.len(), RESERVATIONS * VERSIONS as usize);
+    let sink = FlakySink {
+        state: Mutex::new(FlakyState {
+            rng: StdRng::seed_from_u64(7),
+            throttle_burst_left: 0,
+            accepted: Vec::new(),
+            throttled_calls: 0,
+            failed_records: 0,
+        }),
+    };
+    // A small failure budget so that giving up and Lambda's re-delivery happen often.
+    let policy = PublishPolicy {
+        max_failed_rounds: 3,
+        base_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(200),
+    };
+    let relay = Relay::new(sink, MemoryDeadLetters::default(), policy);
+
+    // What the event source mapping does: a batch from the checkpoint, and on a reported failure,
+    // the next batch starts at that record.
+    let mut checkpoint = 0;
+    let mut invocations = 0;
+    let mut redeliveries = 0;
+    while checkpoint < records.len() {
+        invocations += 1;
+        assert!(invocations < 20_000, "the relay must make progress");
+        let end = (checkpoint + BATCH_SIZE).min(records.len());
+        let mut event = Event::default();
+        event.records = records[checkpoint..end].to_vec();
+        let outcome = relay.handle(&event, Instant::now() + Duration::from_secs(30)).await;
+        match outcome.response.batch_item_failures.first() {
+            None => checkpoint = end,
+            Some(failure) => {
+                redeliveries += 1;
+                let sequence = failure.item_identifier.as_deref().unwrap();
+                let offset = event
+                    .records
+                    .iter()
+                    .position(|r| r.change.sequence_number.as_deref() == Some(sequence))
+                    .unwrap();
+                checkpoint += offset;
+            }
+        }
+    }
+
+    let state = relay.sink().state.lock().unwrap();
+    assert!(
+        state.failed_records > 1_000 && state.throttled_calls > 10,
+        "faults were injected: {} records, {} calls",
+        state.failed_records,
+        state.throttled_calls
+    );
+    assert!(redeliveries > 0, "some batches were given back to Lambda");
+
+    let delivered: HashSet<&(String, u64)> = state.accepted.iter().collect();
+    for reservation in 0..RESERVATIONS {
+        for version in 1..=VERSIONS {
+            assert!(
+                delivered.contains(&(format!("R{reservation:05}"), version)),
+                "R{reservation:05} v{version} was lost"
+            );
+        }
+    }
+    let mut last: HashMap<&str, u64> = HashMap::new();
+    for (key, version) in &state.accepted {
+        let previous = last.insert(key, *version).unwrap_or(0);
+        assert!(*version >= previous, "{key}: v{version} accepted after v{previous}");
+    }
+    println!(
+        "accepted {} writes for {} events ({} duplicates), {} record failures, {} throttled calls, {} invocations, {} re-deliveries",
+        state.accepted.len(),
+        records.len(),
+        state.accepted.len() - records.len(),
+        state.failed_records,
+        state.throttled_calls,
+        invocations,
+        redeliveries
+    );
+}
