@@ -85,6 +85,8 @@ start_engines() {
   wait_for_port "$kinesis_port" "kinesis-mock" "$kinesis_pid" "$log_dir/kinesis-mock.log"
 
   export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$ddb_port"
+  # DynamoDB Local serves the Streams API on the same port.
+  export AWS_ENDPOINT_URL_DYNAMODB_STREAMS="http://127.0.0.1:$ddb_port"
   export AWS_ENDPOINT_URL_KINESIS="http://127.0.0.1:$kinesis_port"
   # The local engines accept any credentials; these are placeholders, not secrets.
   export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-local}"

@@ -5,6 +5,8 @@
 //!   kinesis-mock, LocalStack, or AWS).
 //! - [`server`] serves the API on a local port with the very handler the Lambda runs.
 
+pub mod events;
+pub mod pipeline;
 pub mod resources;
 pub mod server;
 pub mod testing;

@@ -97,6 +97,32 @@ impl TestStack {
         TestApi { addr, stop: Some(stop) }
     }
 
+    /// The relay behind its event source mapping on this stack's outbox stream; `drain()` it to
+    /// publish everything committed so far. Dead letters go to [`Self::dead_letter_dir`].
+    pub async fn relay_mapping(
+        &self,
+    ) -> crate::pipeline::RelayMapping<relay::KinesisSink, relay::JsonLinesDeadLetters> {
+        let arn = crate::pipeline::outbox_stream_arn(&self.dynamodb, &self.name("OUTBOX_TABLE"))
+            .await
+            .expect("outbox stream");
+        crate::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
+    }
+
+    pub fn dead_letter_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+            .join("reservation-outbox-tests")
+            .join(self.name("EVENTS_STREAM"))
+    }
+
+    /// Every event on this stack's Kinesis stream, read from the start, parents before children.
+    pub async fn events_on_kinesis(&self) -> Vec<crate::events::ReadEvent> {
+        let mut mapping = crate::events::collector(&self.sdk, &self.name("EVENTS_STREAM"))
+            .await
+            .expect("kinesis stream");
+        mapping.drain().await.expect("read the kinesis stream");
+        mapping.function().handler().events.lock().unwrap().clone()
+    }
+
     /// Every item of a table, following pagination.
     pub async fn scan_all(&self, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
         let mut items = Vec::new();

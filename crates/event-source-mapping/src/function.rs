@@ -73,3 +73,9 @@ impl<T: Function> Function for std::sync::Arc<T> {
         (**self).invoke(event, deadline)
     }
 }
+
+impl<H> TypedFunction<H> {
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+}

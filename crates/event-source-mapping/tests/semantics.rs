@@ -108,15 +108,13 @@ impl Function for Recorder {
     }
 }
 
+type TestMapping = EventSourceMapping<MemorySource, Arc<Recorder>, Arc<MemoryOnFailure>>;
+
 fn mapping(
     source: MemorySource,
     mode: Mode,
     config: MappingConfig,
-) -> (
-    EventSourceMapping<MemorySource, Arc<Recorder>, Arc<MemoryOnFailure>>,
-    Arc<Recorder>,
-    Arc<MemoryOnFailure>,
-) {
+) -> (TestMapping, Arc<Recorder>, Arc<MemoryOnFailure>) {
     let recorder = Arc::new(Recorder {
         mode,
         ..Default::default()

@@ -93,3 +93,8 @@ pub fn classify(record: &EventRecord) -> Classified {
         record,
     }
 }
+
+/// The relay's event source mapping filter (template and local runner alike): outbox INSERTs only,
+/// so Lambda is not even invoked for TTL removals or anything else.
+pub const OUTBOX_INSERT_FILTER: &str =
+    r#"{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"item_type": {"S": ["OutboxEvent"]}}}}"#;

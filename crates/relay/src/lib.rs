@@ -16,7 +16,7 @@ pub mod kinesis;
 pub mod publish;
 pub mod sink;
 
-pub use classify::{Classified, SkipReason, classify};
+pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
 pub use config::RelayConfig;
 pub use dead_letter::{
     ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,

@@ -2,7 +2,9 @@
 //!
 //!   devstack provision            create tables and stream from infra/resources.json
 //!   devstack serve --addr ADDR    serve the API with the Lambda's handler
-//!   devstack up --addr ADDR       both
+//!   devstack relay                run the relay on the outbox stream (local event source mapping)
+//!   devstack up --addr ADDR       provision, then serve the API and run the relay
+//!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
@@ -29,13 +31,30 @@ enum Command {
     Provision(ProvisionArgs),
     /// Serve the HTTP API locally with the same handler code the Lambda runs.
     Serve(ServeArgs),
-    /// Provision, then serve.
+    /// Run the relay Lambda's handler on the outbox table's stream, as its event source mapping would.
+    Relay(RelayArgs),
+    /// Provision, then serve the API and run the relay.
     Up {
         #[command(flatten)]
         provision: ProvisionArgs,
         #[command(flatten)]
         serve: ServeArgs,
+        #[command(flatten)]
+        relay: RelayArgs,
     },
+    /// Print the events on the Kinesis stream (every shard, parents before children) as JSON lines.
+    Events {
+        /// Keep waiting for new events instead of stopping at the end of the stream.
+        #[arg(long)]
+        follow: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Where records that cannot be published, and batches given up on, are written (JSON lines).
+    #[arg(long, env = "DEVSTACK_DEAD_LETTER_DIR", default_value = ".devstack/dead-letters")]
+    dead_letter_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +90,43 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
     Ok(())
 }
 
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+async fn ctrl_c() {
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
+    let config = ApiConfig::from_env()?;
+    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+    let stream_arn =
+        devstack::pipeline::outbox_stream_arn(&aws_sdk_dynamodb::Client::new(sdk), &config.outbox_table).await?;
+    println!(
+        "relaying {} → Kinesis {events_stream} (dead letters in {})",
+        config.outbox_table,
+        args.dead_letter_dir.display()
+    );
+    let mapping = devstack::pipeline::relay_mapping(sdk, &stream_arn, &events_stream, &args.dead_letter_dir);
+    mapping.run(std::time::Duration::from_millis(100), ctrl_c()).await;
+    Ok(())
+}
+
+async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
+    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+    let mut mapping = devstack::events::printer(sdk, &events_stream).await?;
+    if follow {
+        mapping.run(std::time::Duration::from_millis(200), ctrl_c()).await;
+    } else {
+        mapping.drain().await?;
+    }
+    Ok(())
+}
+
 async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
     let config = ApiConfig::from_env()?;
     let store = DynamoReservationStore::new(aws_sdk_dynamodb::Client::new(sdk), config.store_tables());
@@ -79,10 +135,7 @@ async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     println!("serving the reservations API on http://{}", listener.local_addr()?);
-    devstack::server::serve(listener, app, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await?;
+    devstack::server::serve(listener, app, ctrl_c()).await?;
     Ok(())
 }
 
@@ -91,9 +144,16 @@ async fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Provision(args) => provision(&sdk, &args).await,
         Command::Serve(args) => serve(&sdk, &args).await,
-        Command::Up { provision: p, serve: s } => {
+        Command::Relay(args) => relay(&sdk, &args).await,
+        Command::Events { follow } => print_events(&sdk, follow).await,
+        Command::Up {
+            provision: p,
+            serve: s,
+            relay: r,
+        } => {
             provision(&sdk, &p).await?;
-            serve(&sdk, &s).await
+            tokio::try_join!(serve(&sdk, &s), relay(&sdk, &r))?;
+            Ok(())
         }
     }
 }

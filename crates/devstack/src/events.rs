@@ -1,0 +1,84 @@
+//! Reading the events back from Kinesis: every shard from the start, parents before children,
+//! through the same event source mapping the consumers will use.
+
+use anyhow::Result;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use base64::Engine;
+use domain::EventEnvelope;
+use event_source_mapping::function::{TypedFunction, TypedHandler};
+use event_source_mapping::{EventSourceMapping, FunctionError, KinesisSource, MappingConfig, MemoryOnFailure};
+use std::sync::Mutex;
+use tokio::time::Instant;
+
+/// An event as read from the stream, with where it was.
+#[derive(Debug, Clone)]
+pub struct ReadEvent {
+    pub partition_key: String,
+    pub sequence_number: String,
+    pub envelope: Result<EventEnvelope, String>,
+}
+
+/// Collects (or prints) every record it is given, in delivery order.
+pub struct Collector {
+    print: bool,
+    pub events: Mutex<Vec<ReadEvent>>,
+}
+
+impl TypedHandler for Collector {
+    type Event = KinesisEvent;
+    type Response = serde_json::Value;
+
+    async fn handle(&self, event: KinesisEvent, _deadline: Instant) -> Result<serde_json::Value, FunctionError> {
+        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        for record in event.records {
+            let data = &record.kinesis.data.0;
+            let envelope = serde_json::from_slice::<EventEnvelope>(data).map_err(|e| e.to_string());
+            if self.print {
+                match &envelope {
+                    Ok(_) => println!("{}", String::from_utf8_lossy(data)),
+                    Err(e) => eprintln!(
+                        "not an event envelope ({e}): {}",
+                        base64::engine::general_purpose::STANDARD.encode(data)
+                    ),
+                }
+            }
+            events.push(ReadEvent {
+                partition_key: record.kinesis.partition_key.clone(),
+                sequence_number: record.kinesis.sequence_number.clone(),
+                envelope,
+            });
+        }
+        Ok(serde_json::json!({ "batchItemFailures": [] }))
+    }
+}
+
+pub type CollectorMapping = EventSourceMapping<KinesisSource, TypedFunction<Collector>, MemoryOnFailure>;
+
+async fn mapping(sdk: &aws_config::SdkConfig, stream: &str, print: bool) -> Result<CollectorMapping> {
+    let source = KinesisSource::new(aws_sdk_kinesis::Client::new(sdk), stream).await?;
+    let collector = Collector {
+        print,
+        events: Mutex::new(Vec::new()),
+    };
+    let config = MappingConfig {
+        function_name: "events".into(),
+        batch_size: 1000,
+        ..Default::default()
+    };
+    Ok(EventSourceMapping::new(
+        source,
+        TypedFunction::new(collector),
+        None,
+        config,
+    ))
+}
+
+/// Prints every event on `stream` as a JSON line.
+pub async fn printer(sdk: &aws_config::SdkConfig, stream: &str) -> Result<CollectorMapping> {
+    mapping(sdk, stream, true).await
+}
+
+/// Collects every event on `stream`; read them with `mapping.function()`.
+pub async fn collector(sdk: &aws_config::SdkConfig, stream: &str) -> Result<CollectorMapping> {
+    mapping(sdk, stream, false).await
+}

@@ -1,0 +1,80 @@
+//! The stream side of the local stack: the relay Lambda's handler behind an in-process event
+//! source mapping on the outbox table's stream, configured as the deployed mapping is.
+
+use anyhow::{Context, Result};
+use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use event_source_mapping::function::{TypedFunction, TypedHandler};
+use event_source_mapping::{
+    DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, MappingConfig,
+    StartingPosition,
+};
+use relay::{DeadLetters, EventSink, JsonLinesDeadLetters, KinesisSink, PublishPolicy, Relay};
+use std::path::Path;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The relay as Lambda's runtime would call it.
+pub struct RelayHandler<S, D>(pub Relay<S, D>);
+
+impl<S: EventSink, D: DeadLetters> TypedHandler for RelayHandler<S, D> {
+    type Event = Event;
+    type Response = DynamoDbEventResponse;
+
+    async fn handle(&self, event: Event, deadline: Instant) -> Result<DynamoDbEventResponse, FunctionError> {
+        Ok(self.0.handle(&event, deadline).await.response)
+    }
+}
+
+pub type RelayMapping<S, D> =
+    EventSourceMapping<DynamoDbStreamsSource, TypedFunction<RelayHandler<S, D>>, JsonLinesOnFailure>;
+
+/// The relay mapping's settings: the template's, for the local runner.
+pub fn relay_mapping_config() -> MappingConfig {
+    MappingConfig {
+        function_name: "reservations-relay".into(),
+        batch_size: 100,
+        maximum_batching_window: Duration::ZERO,
+        starting_position: StartingPosition::TrimHorizon,
+        // The relay dead-letters poison records itself; what it gives back is transient and must
+        // be retried until it succeeds, or events would be dropped (ADR 0002).
+        maximum_retry_attempts: None,
+        maximum_record_age: None,
+        bisect_batch_on_function_error: false,
+        report_batch_item_failures: true,
+        filter: FilterCriteria::from_patterns([relay::OUTBOX_INSERT_FILTER]).expect("the relay filter is valid"),
+        function_timeout: Duration::from_secs(30),
+        retry_backoff: Duration::from_millis(100),
+    }
+}
+
+/// The outbox table's current stream.
+pub async fn outbox_stream_arn(dynamodb: &aws_sdk_dynamodb::Client, outbox_table: &str) -> Result<String> {
+    let table = dynamodb.describe_table().table_name(outbox_table).send().await?;
+    table
+        .table()
+        .and_then(|t| t.latest_stream_arn())
+        .map(str::to_owned)
+        .with_context(|| format!("table {outbox_table} has no stream; it must be created with a NEW_IMAGE stream"))
+}
+
+/// The relay, publishing to `events_stream`, behind a mapping on `stream_arn`. Dead letters and
+/// on-failure records go to JSON-lines files under `dead_letter_dir`.
+pub fn relay_mapping(
+    sdk: &aws_config::SdkConfig,
+    stream_arn: &str,
+    events_stream: &str,
+    dead_letter_dir: &Path,
+) -> RelayMapping<KinesisSink, JsonLinesDeadLetters> {
+    let relay = Relay::new(
+        KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream),
+        JsonLinesDeadLetters::new(dead_letter_dir.join("relay-dead-letters.jsonl")),
+        PublishPolicy::default(),
+    );
+    EventSourceMapping::new(
+        DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(sdk), stream_arn),
+        TypedFunction::new(RelayHandler(relay)),
+        Some(JsonLinesOnFailure::new(dead_letter_dir.join("relay-on-failure.jsonl"))),
+        relay_mapping_config(),
+    )
+}
