@@ -30,7 +30,7 @@ API_ADDR="${API_ADDR:-127.0.0.1:3000}"
 API_URL="http://$API_ADDR"
 LOG_DIR="$ROOT/.devstack/logs"
 
-trap 'stop_started' EXIT
+trap 'stop_started; rm -f "$ROOT/.devstack/env"' EXIT
 trap 'echo; log "stopping"; exit 0' INT TERM
 
 ensure_cargo
@@ -44,6 +44,15 @@ else
   log "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT and kinesis-mock on 127.0.0.1:$KINESIS_PORT"
   start_engines "$DYNAMODB_PORT" "$KINESIS_PORT" "$LOG_DIR"
 fi
+
+# For scripts/events.sh and other tools run from another terminal.
+mkdir -p "$ROOT/.devstack"
+{
+  for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
+    AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM; do
+    [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
+  done
+} >"$ROOT/.devstack/env"
 
 port_in_use "${API_ADDR##*:}" && die "port ${API_ADDR##*:} is already in use; set API_ADDR to another address"
 "$ROOT/target/debug/devstack" up --addr "$API_ADDR" &
@@ -67,6 +76,9 @@ cat <<EOT
 
   # the slot's inventory
   curl -s $API_URL/slots/dinner-2026-12-24
+
+  # the events the relay put on Kinesis (another terminal; --follow to keep watching)
+  scripts/events.sh
 
 EOT
 wait

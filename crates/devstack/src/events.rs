@@ -63,6 +63,8 @@ async fn mapping(sdk: &aws_config::SdkConfig, stream: &str, print: bool) -> Resu
     let config = MappingConfig {
         function_name: "events".into(),
         batch_size: 1000,
+        // A reader that cannot take a batch says so and moves on instead of re-reading it forever.
+        maximum_retry_attempts: Some(2),
         ..Default::default()
     };
     Ok(EventSourceMapping::new(

@@ -70,6 +70,40 @@ pub trait StreamSource: Send + Sync {
     ) -> impl Future<Output = Result<ReadResult, SourceError>> + Send;
 }
 
+/// What one Kinesis record of a Lambda event is made of.
+struct KinesisRecordContext<'a> {
+    shard_id: &'a str,
+    region: &'a str,
+    stream_arn: &'a str,
+    partition_key: &'a str,
+    sequence_number: &'a str,
+    data: &'a [u8],
+    arrival: OffsetDateTime,
+}
+
+/// A record as Lambda puts it in a Kinesis event. The arrival time is epoch seconds with
+/// millisecond precision, as Lambda sends it: `aws_lambda_events` reads the digits after the point
+/// as milliseconds and rejects anything finer.
+fn kinesis_lambda_record(record: &KinesisRecordContext<'_>) -> Value {
+    let arrival_millis = (record.arrival.unix_timestamp_nanos() / 1_000_000) as i64;
+    json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0",
+            "partitionKey": record.partition_key,
+            "sequenceNumber": record.sequence_number,
+            "data": base64::engine::general_purpose::STANDARD.encode(record.data),
+            "approximateArrivalTimestamp": arrival_millis as f64 / 1000.0,
+        },
+        "eventSource": "aws:kinesis",
+        "eventVersion": "1.0",
+        "eventID": format!("{}:{}", record.shard_id, record.sequence_number),
+        "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::000000000000:role/local-event-source-mapping",
+        "awsRegion": record.region,
+        "eventSourceARN": record.stream_arn,
+    })
+}
+
 /// Both SDKs re-export the same smithy `DateTime`.
 fn to_offset(dt: &aws_sdk_kinesis::primitives::DateTime) -> OffsetDateTime {
     OffsetDateTime::from_unix_timestamp_nanos((dt.as_secs_f64() * 1e9) as i128).unwrap_or(OffsetDateTime::UNIX_EPOCH)
@@ -368,21 +402,14 @@ impl StreamSource for KinesisSource {
                 .unwrap_or_else(OffsetDateTime::now_utc);
             let data = record.data().as_ref();
             let sequence_number = record.sequence_number().to_owned();
-            let lambda_record = json!({
-                "kinesis": {
-                    "kinesisSchemaVersion": "1.0",
-                    "partitionKey": record.partition_key(),
-                    "sequenceNumber": sequence_number,
-                    "data": base64::engine::general_purpose::STANDARD.encode(data),
-                    "approximateArrivalTimestamp": arrival.unix_timestamp_nanos() as f64 / 1e9,
-                },
-                "eventSource": "aws:kinesis",
-                "eventVersion": "1.0",
-                "eventID": format!("{shard_id}:{sequence_number}"),
-                "eventName": "aws:kinesis:record",
-                "invokeIdentityArn": "arn:aws:iam::000000000000:role/local-event-source-mapping",
-                "awsRegion": self.region,
-                "eventSourceARN": self.stream_arn,
+            let lambda_record = kinesis_lambda_record(&KinesisRecordContext {
+                shard_id,
+                region: &self.region,
+                stream_arn: &self.stream_arn,
+                partition_key: record.partition_key().unwrap_or_default(),
+                sequence_number: &sequence_number,
+                data,
+                arrival,
             });
             let mut filter_view = lambda_record.clone();
             if let Ok(decoded) = serde_json::from_slice::<Value>(data) {
@@ -399,5 +426,54 @@ impl StreamSource for KinesisSource {
             records,
             next_iterator: out.next_shard_iterator,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_lambda_events::event::kinesis::KinesisEvent;
+
+    fn record_at(arrival: OffsetDateTime) -> Value {
+        kinesis_lambda_record(&KinesisRecordContext {
+            shard_id: "shardId-000000000001",
+            region: "eu-west-1",
+            stream_arn: "arn:aws:kinesis:eu-west-1:000000000000:stream/reservation-events",
+            partition_key: "r-1",
+            sequence_number: "49590338271490256608559692538361571095921575989136588898",
+            data: br#"{"event_type":"ReservationCreated"}"#,
+            arrival,
+        })
+    }
+
+    #[test]
+    fn kinesis_records_deserialize_as_lambda_events_with_millisecond_arrival_times() {
+        // Kinesis reports arrival times with sub-millisecond digits; Lambda's event carries
+        // milliseconds, and finer digits made aws_lambda_events reject the whole event.
+        let arrival = OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_789).unwrap();
+        let event: KinesisEvent = serde_json::from_value(json!({ "Records": [record_at(arrival)] })).unwrap();
+
+        let record = &event.records[0];
+        assert_eq!(
+            record.kinesis.approximate_arrival_timestamp.timestamp_millis(),
+            1_764_000_000_123
+        );
+        assert_eq!(record.kinesis.partition_key, "r-1");
+        assert_eq!(record.kinesis.data.0, br#"{"event_type":"ReservationCreated"}"#);
+        assert_eq!(
+            record.event_id.as_deref(),
+            Some("shardId-000000000001:49590338271490256608559692538361571095921575989136588898")
+        );
+        assert_eq!(record.aws_region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn whole_second_arrival_times_deserialize_too() {
+        let arrival = OffsetDateTime::from_unix_timestamp(1_764_000_000).unwrap();
+        let event: KinesisEvent = serde_json::from_value(json!({ "Records": [record_at(arrival)] })).unwrap();
+        assert_eq!(
+            event.records[0].kinesis.approximate_arrival_timestamp.timestamp(),
+            1_764_000_000
+        );
     }
 }
