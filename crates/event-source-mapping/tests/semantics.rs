@@ -317,3 +317,103 @@ async fn retries_without_a_limit_block_the_shard_until_the_function_recovers() {
         (3, 2, 0)
     );
 }
+
+/// One open shard whose records become readable over time, as writes land on a live stream.
+struct TimedSource {
+    start: Instant,
+    /// (readable after, record)
+    records: Vec<(Duration, SourceRecord)>,
+}
+
+impl TimedSource {
+    fn one_record_every(interval: Duration, count: u64) -> Self {
+        Self {
+            start: Instant::now(),
+            records: (0..count)
+                .map(|i| (interval * i as u32, record(i, "ok", OffsetDateTime::now_utc())))
+                .collect(),
+        }
+    }
+}
+
+impl StreamSource for TimedSource {
+    fn kind(&self) -> SourceKind {
+        SourceKind::DynamoDbStreams
+    }
+    fn event_source_arn(&self) -> &str {
+        "arn:aws:dynamodb:local:000000000000:table/t/stream/x"
+    }
+    async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
+        Ok(vec![ShardInfo {
+            shard_id: "open".into(),
+            parent_shard_ids: vec![],
+        }])
+    }
+    async fn shard_iterator(&self, _shard_id: &str, position: &Position) -> Result<String, SourceError> {
+        let offset = match position {
+            Position::TrimHorizon => 0,
+            Position::Latest => self.records.len(),
+            Position::AfterSequenceNumber(seq) => {
+                self.records
+                    .iter()
+                    .position(|(_, r)| &r.sequence_number == seq)
+                    .unwrap()
+                    + 1
+            }
+        };
+        Ok(offset.to_string())
+    }
+    async fn read(&self, _shard_id: &str, iterator: &str, limit: usize) -> Result<ReadResult, SourceError> {
+        let offset: usize = iterator.parse().unwrap();
+        let now = self.start.elapsed();
+        let records: Vec<SourceRecord> = self.records[offset..]
+            .iter()
+            .take_while(|(readable_after, _)| *readable_after <= now)
+            .take(limit)
+            .map(|(_, r)| r.clone())
+            .collect();
+        // An open shard always has a next iterator.
+        Ok(ReadResult {
+            next_iterator: Some((offset + records.len()).to_string()),
+            records,
+        })
+    }
+}
+
+async fn first_invocation_with_window(window: Duration, batch_size: usize) -> (Vec<String>, Duration) {
+    let source = TimedSource::one_record_every(Duration::from_millis(100), 10);
+    let recorder = Arc::new(Recorder::default());
+    let config = MappingConfig {
+        batch_size,
+        maximum_batching_window: window,
+        ..Default::default()
+    };
+    let mut esm: EventSourceMapping<TimedSource, Arc<Recorder>, MemoryOnFailure> =
+        EventSourceMapping::new(source, recorder.clone(), None, config);
+    let started = Instant::now();
+    esm.poll_once().await.unwrap();
+    let elapsed = started.elapsed();
+    (flat(&recorder).remove(0), elapsed)
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_a_batching_window_what_is_there_is_delivered_at_once() {
+    let (batch, waited) = first_invocation_with_window(Duration::ZERO, 100).await;
+    assert_eq!(batch, ["00000"]);
+    assert!(waited < Duration::from_millis(100), "waited {waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batching_window_gathers_records_until_it_ends() {
+    // Records land every 100 ms; a 450 ms window collects those readable by then: 0 ms .. 400 ms.
+    let (batch, waited) = first_invocation_with_window(Duration::from_millis(450), 100).await;
+    assert_eq!(batch, ["00000", "00001", "00002", "00003", "00004"]);
+    assert!(waited >= Duration::from_millis(450), "waited {waited:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_batch_is_delivered_before_the_window_ends() {
+    let (batch, waited) = first_invocation_with_window(Duration::from_secs(5), 3).await;
+    assert_eq!(batch, ["00000", "00001", "00002"]);
+    assert!(waited < Duration::from_millis(300), "waited {waited:?}");
+}

@@ -219,4 +219,67 @@ mod tests {
         );
         assert_eq!(calls.iter().map(Vec::len).collect::<Vec<_>>(), [5, 5, 2]);
     }
+
+    /// Throttles every call, counting them.
+    struct AlwaysThrottled(std::sync::atomic::AtomicU32);
+
+    impl EventSink for AlwaysThrottled {
+        async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, crate::SinkError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok(records
+                .iter()
+                .map(|_| PutOutcome::Failed {
+                    code: "ProvisionedThroughputExceededException".into(),
+                    message: "Rate exceeded for shard".into(),
+                })
+                .collect())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_with_backoff_until_the_deadline_then_given_back() {
+        let sink = AlwaysThrottled(Default::default());
+        let records = [rec("a", 1), rec("b", 1)];
+        let policy = PublishPolicy {
+            max_failed_rounds: u32::MAX,
+            ..PublishPolicy::default()
+        };
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(3);
+        let report = publish_in_order(&sink, &records, &policy, deadline).await;
+
+        assert!(report.gave_up);
+        assert!(Instant::now() < deadline, "a backoff crossed the deadline");
+        // Retried within the invocation, not given up after the first throttle.
+        let calls = sink.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(calls > 3, "only {calls} calls in 3 s of backoff");
+        assert_eq!(report.calls, calls);
+        assert_eq!(report.retries, calls - 1);
+        assert_eq!(report.throttled_records, u64::from(calls) * 2);
+        assert_eq!(report.first_unpublished(), Some(0));
+        assert!(
+            report
+                .last_error
+                .unwrap()
+                .starts_with("ProvisionedThroughputExceededException")
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_failure_budget_ends_retries_before_a_distant_deadline() {
+        let sink = AlwaysThrottled(Default::default());
+        let policy = PublishPolicy {
+            max_failed_rounds: 4,
+            ..PublishPolicy::default()
+        };
+        let report = publish_in_order(
+            &sink,
+            &[rec("a", 1)],
+            &policy,
+            Instant::now() + Duration::from_secs(900),
+        )
+        .await;
+        assert!(report.gave_up);
+        assert_eq!((report.calls, report.retries), (5, 4));
+    }
 }
