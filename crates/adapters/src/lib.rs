@@ -6,6 +6,9 @@
 
 pub mod dynamodb;
 pub mod memory;
+pub mod memory_consumers;
 
+pub use dynamodb::consumers::{DynamoNotifications, DynamoReadModel};
 pub use dynamodb::{DynamoReservationStore, StoreTables};
 pub use memory::InMemoryStore;
+pub use memory_consumers::{InMemoryNotifications, InMemoryReadModel};

@@ -3,6 +3,7 @@
 //!
 //! Nothing here knows about AWS or Lambda; adapters translate to and from storage and transport.
 
+pub mod consumer;
 pub mod event;
 pub mod ids;
 pub mod ports;
@@ -10,6 +11,9 @@ pub mod reservation;
 pub mod slot;
 pub mod validation;
 
+pub use consumer::{
+    ApplyOutcome, GuestReservation, MalformedEvent, Notification, NotificationKind, ReservationEvent, decide,
+};
 pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType};
 pub use ids::{EventId, GuestId, IdempotencyKey, ReservationId, SlotId, TraceId};
 pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};

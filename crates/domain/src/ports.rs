@@ -1,8 +1,9 @@
 //! What the application needs from storage, one narrow capability per trait, so each function
 //! gets only the access its IAM policy grants. Adapters implement these; tests use fakes.
 
+use crate::consumer::{ApplyOutcome, GuestReservation, Notification};
 use crate::event::EventEnvelope;
-use crate::ids::{IdempotencyKey, ReservationId, SlotId};
+use crate::ids::{GuestId, IdempotencyKey, ReservationId, SlotId};
 use crate::reservation::Reservation;
 use crate::slot::{Capacity, Slot};
 use std::error::Error as StdError;
@@ -135,4 +136,42 @@ pub trait IdempotencyStore: Send + Sync {
         &self,
         key: &IdempotencyKey,
     ) -> impl Future<Output = Result<Option<IdempotencyRecord>, StoreError>> + Send;
+}
+
+/// One page of a guest's reservations, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub limit: u32,
+    /// Continue after this reservation (the last one of the previous page).
+    pub after: Option<ReservationId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Where the next page starts; `None` on the last page.
+    pub next_after: Option<ReservationId>,
+}
+
+/// The projector's write side: the guest read model, changed only in version order.
+pub trait ReadModelStore: Send + Sync {
+    /// Writes `view` iff its version is the next one for that reservation (conditional write):
+    /// a duplicate or a gap changes nothing.
+    fn apply(&self, view: &GuestReservation) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+}
+
+/// The API's read side of the guest read model.
+pub trait GuestReservationsReader: Send + Sync {
+    fn guest_reservations(
+        &self,
+        guest_id: &GuestId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<GuestReservation>, StoreError>> + Send;
+}
+
+/// Where the notifier's messages go. Implementations send a notification only when its version is
+/// the reservation's next one at the notifier, atomically with recording that, so each event is
+/// notified once, in order.
+pub trait NotificationSender: Send + Sync {
+    fn send_once(&self, notification: &Notification) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 }

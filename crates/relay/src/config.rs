@@ -1,15 +1,7 @@
 //! The relay's typed configuration, read once at start.
 
+pub use dead_letters::DeadLetterTarget;
 use std::collections::HashMap;
-use std::path::PathBuf;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeadLetterTarget {
-    /// `DEAD_LETTER_QUEUE_URL`: an SQS queue (deployed).
-    Queue(String),
-    /// `DEAD_LETTER_FILE`: a JSON-lines file (local stack).
-    File(PathBuf),
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
@@ -19,10 +11,8 @@ pub struct RelayConfig {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RelayConfigError {
-    #[error(
-        "set DEAD_LETTER_QUEUE_URL (an SQS queue) or DEAD_LETTER_FILE (a local file) for records that cannot be published"
-    )]
-    NoDeadLetterTarget,
+    #[error(transparent)]
+    NoDeadLetterTarget(#[from] dead_letters::NoDeadLetterTarget),
     #[error("{0} must not be empty")]
     Empty(&'static str),
 }
@@ -40,12 +30,7 @@ impl RelayConfig {
             Some(v) if v.trim().is_empty() => return Err(RelayConfigError::Empty("EVENTS_STREAM")),
             Some(v) => v.trim().to_owned(),
         };
-        let non_empty = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        let dead_letters = match (non_empty("DEAD_LETTER_QUEUE_URL"), non_empty("DEAD_LETTER_FILE")) {
-            (Some(url), _) => DeadLetterTarget::Queue(url.to_owned()),
-            (None, Some(path)) => DeadLetterTarget::File(PathBuf::from(path)),
-            (None, None) => return Err(RelayConfigError::NoDeadLetterTarget),
-        };
+        let dead_letters = DeadLetterTarget::from_vars(vars)?;
         Ok(Self {
             events_stream,
             dead_letters,
@@ -65,7 +50,7 @@ mod tests {
     fn a_dead_letter_target_is_required_and_the_queue_wins() {
         assert_eq!(
             RelayConfig::from_vars(&vars(&[])),
-            Err(RelayConfigError::NoDeadLetterTarget)
+            Err(RelayConfigError::NoDeadLetterTarget(dead_letters::NoDeadLetterTarget))
         );
         let config = RelayConfig::from_vars(&vars(&[
             ("DEAD_LETTER_QUEUE_URL", "https://q"),

@@ -10,7 +10,10 @@
 
 pub mod classify;
 pub mod config;
-pub mod dead_letter;
+/// Dead letters live in their own crate, shared with the consumers.
+pub mod dead_letter {
+    pub use dead_letters::*;
+}
 pub mod handler;
 pub mod kinesis;
 pub mod publish;

@@ -3,10 +3,7 @@
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use relay::config::DeadLetterTarget;
-use relay::{
-    ConfiguredDeadLetters, JsonLinesDeadLetters, KinesisSink, PublishPolicy, Relay, RelayConfig, SqsDeadLetters,
-};
+use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
@@ -26,12 +23,7 @@ async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = RelayConfig::from_env()?;
     let sdk = aws_config::load_from_env().await;
-    let dead_letters = match &config.dead_letters {
-        DeadLetterTarget::Queue(url) => {
-            ConfiguredDeadLetters::Sqs(SqsDeadLetters::new(aws_sdk_sqs::Client::new(&sdk), url))
-        }
-        DeadLetterTarget::File(path) => ConfiguredDeadLetters::File(JsonLinesDeadLetters::new(path)),
-    };
+    let dead_letters = config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
     let relay = Relay::new(
         KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.events_stream),
         dead_letters,

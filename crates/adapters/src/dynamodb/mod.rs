@@ -1,5 +1,6 @@
 //! The DynamoDB store. Holds a client and its table names; built once per process.
 
+pub mod consumers;
 mod errors;
 pub mod items;
 

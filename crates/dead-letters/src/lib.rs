@@ -1,7 +1,8 @@
-//! Records that can never be published go here, whole, so they can be found, fixed and re-driven.
-//! In AWS that is an SQS queue; locally a JSON-lines file; in tests memory.
+//! Records a stream function can never process go here, whole, so they can be found, fixed and
+//! re-driven. In AWS that is an SQS queue; locally a JSON-lines file; in tests memory.
 
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::future::Future;
 use std::io::Write;
 use std::path::PathBuf;
@@ -147,5 +148,87 @@ impl DeadLetters for ConfiguredDeadLetters {
             Self::Sqs(sqs) => sqs.send(letter).await,
             Self::File(file) => file.send(letter).await,
         }
+    }
+}
+
+/// Where dead letters go, from the function's environment: `DEAD_LETTER_QUEUE_URL` (an SQS queue,
+/// deployed) wins over `DEAD_LETTER_FILE` (a JSON-lines file, local stack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadLetterTarget {
+    Queue(String),
+    File(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error(
+    "set DEAD_LETTER_QUEUE_URL (an SQS queue) or DEAD_LETTER_FILE (a local file) for records that cannot be processed"
+)]
+pub struct NoDeadLetterTarget;
+
+impl DeadLetterTarget {
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, NoDeadLetterTarget> {
+        let non_empty = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
+        match (non_empty("DEAD_LETTER_QUEUE_URL"), non_empty("DEAD_LETTER_FILE")) {
+            (Some(url), _) => Ok(Self::Queue(url.to_owned())),
+            (None, Some(path)) => Ok(Self::File(PathBuf::from(path))),
+            (None, None) => Err(NoDeadLetterTarget),
+        }
+    }
+
+    /// The destination itself; `sqs` builds the client, only for a queue.
+    pub fn open(&self, sqs: impl FnOnce() -> aws_sdk_sqs::Client) -> ConfiguredDeadLetters {
+        match self {
+            Self::Queue(url) => ConfiguredDeadLetters::Sqs(SqsDeadLetters::new(sqs(), url)),
+            Self::File(path) => ConfiguredDeadLetters::File(JsonLinesDeadLetters::new(path)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn a_target_is_required_and_the_queue_wins() {
+        assert_eq!(DeadLetterTarget::from_vars(&vars(&[])), Err(NoDeadLetterTarget));
+        assert_eq!(
+            DeadLetterTarget::from_vars(&vars(&[("DEAD_LETTER_FILE", "  ")])),
+            Err(NoDeadLetterTarget)
+        );
+        assert_eq!(
+            DeadLetterTarget::from_vars(&vars(&[
+                ("DEAD_LETTER_QUEUE_URL", "https://q"),
+                ("DEAD_LETTER_FILE", "/tmp/x")
+            ])),
+            Ok(DeadLetterTarget::Queue("https://q".into()))
+        );
+        assert_eq!(
+            DeadLetterTarget::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x")])),
+            Ok(DeadLetterTarget::File("/tmp/x".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_file_keeps_one_letter_per_line_and_reads_them_back() {
+        let path = std::env::temp_dir().join(format!("dead-letters-{}.jsonl", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let file = JsonLinesDeadLetters::new(&path);
+        let letter = DeadLetter {
+            function: "projector".into(),
+            reason: "not an envelope".into(),
+            event_source_arn: Some("arn:aws:kinesis:us-east-1:000000000000:stream/s".into()),
+            event_id: None,
+            sequence_number: Some("49".into()),
+            record: serde_json::json!({ "data": "bm90IGpzb24=" }),
+            dead_lettered_at: time::OffsetDateTime::UNIX_EPOCH,
+        };
+        file.send(&letter).await.unwrap();
+        file.send(&letter).await.unwrap();
+        assert_eq!(file.read_all().unwrap(), vec![letter.clone(), letter]);
+        std::fs::remove_file(&path).unwrap();
     }
 }
