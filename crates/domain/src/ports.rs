@@ -175,3 +175,26 @@ pub trait GuestReservationsReader: Send + Sync {
 pub trait NotificationSender: Send + Sync {
     fn send_once(&self, notification: &Notification) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
 }
+
+/// Shared handles: one store behind several consumers (a replay next to the live one, tests).
+impl<T: ReadModelStore> ReadModelStore for std::sync::Arc<T> {
+    fn apply(&self, view: &GuestReservation) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
+        (**self).apply(view)
+    }
+}
+
+impl<T: NotificationSender> NotificationSender for std::sync::Arc<T> {
+    fn send_once(&self, notification: &Notification) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
+        (**self).send_once(notification)
+    }
+}
+
+impl<T: GuestReservationsReader> GuestReservationsReader for std::sync::Arc<T> {
+    fn guest_reservations(
+        &self,
+        guest_id: &GuestId,
+        page: &PageRequest,
+    ) -> impl Future<Output = Result<Page<GuestReservation>, StoreError>> + Send {
+        (**self).guest_reservations(guest_id, page)
+    }
+}

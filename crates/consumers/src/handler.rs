@@ -1,0 +1,198 @@
+//! One Kinesis batch through a consumer.
+//!
+//! Records are taken in shard order. A record that is not a valid event is dead-lettered with the
+//! whole record and the shard moves on. An event is applied through the consumer's port, which
+//! says applied, duplicate (acknowledged) or gap. After a gap or a store failure on a reservation,
+//! that reservation's later records in the batch are left alone (they would be gaps too), while
+//! other reservations go on. The earliest record left unapplied is reported as the batch item
+//! failure: Lambda re-delivers from it, and what was applied after it comes back as duplicates.
+
+use crate::Consumer;
+use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use dead_letters::{DeadLetter, DeadLetters};
+use domain::{ApplyOutcome, ReservationEvent};
+use std::collections::HashSet;
+
+pub struct ConsumerHandler<C, D> {
+    consumer: C,
+    dead_letters: D,
+}
+
+/// What one batch did, for logs, metrics, the replay CLI and tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchStats {
+    pub records: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub gaps: usize,
+    pub store_failures: usize,
+    /// Later records of a reservation that already had a gap or failure in this batch.
+    pub held_back: usize,
+    pub dead_lettered: usize,
+}
+
+impl BatchStats {
+    pub fn add(&mut self, other: &BatchStats) {
+        self.records += other.records;
+        self.applied += other.applied;
+        self.duplicates += other.duplicates;
+        self.gaps += other.gaps;
+        self.store_failures += other.store_failures;
+        self.held_back += other.held_back;
+        self.dead_lettered += other.dead_lettered;
+    }
+}
+
+/// The fate of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Applied,
+    Duplicate,
+    Gap,
+    StoreFailure,
+    HeldBack,
+    DeadLettered,
+    /// Malformed, and its dead letter could not be stored: nothing after it is handled.
+    DeadLetterFailed,
+}
+
+impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
+    pub fn new(consumer: C, dead_letters: D) -> Self {
+        Self { consumer, dead_letters }
+    }
+
+    pub fn consumer(&self) -> &C {
+        &self.consumer
+    }
+
+    pub fn dead_letters(&self) -> &D {
+        &self.dead_letters
+    }
+
+    pub async fn handle(&self, event: &KinesisEvent) -> (KinesisEventResponse, BatchStats) {
+        let mut stats = BatchStats {
+            records: event.records.len(),
+            ..Default::default()
+        };
+        let mut blocked: HashSet<&str> = HashSet::new();
+        let mut first_unapplied: Option<&KinesisEventRecord> = None;
+        for record in &event.records {
+            let key = record.kinesis.partition_key.as_str();
+            let outcome = if blocked.contains(key) {
+                RecordOutcome::HeldBack
+            } else {
+                self.process(record).await
+            };
+            match outcome {
+                RecordOutcome::Applied => stats.applied += 1,
+                RecordOutcome::Duplicate => stats.duplicates += 1,
+                RecordOutcome::DeadLettered => stats.dead_lettered += 1,
+                RecordOutcome::Gap | RecordOutcome::StoreFailure | RecordOutcome::HeldBack => {
+                    match outcome {
+                        RecordOutcome::Gap => stats.gaps += 1,
+                        RecordOutcome::StoreFailure => stats.store_failures += 1,
+                        _ => stats.held_back += 1,
+                    }
+                    blocked.insert(key);
+                    first_unapplied.get_or_insert(record);
+                }
+                RecordOutcome::DeadLetterFailed => {
+                    first_unapplied.get_or_insert(record);
+                    break;
+                }
+            }
+        }
+        let mut response = KinesisEventResponse::default();
+        if let Some(record) = first_unapplied {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(record.kinesis.sequence_number.clone());
+            response.batch_item_failures.push(failure);
+        }
+        tracing::info!(
+            consumer = self.consumer.name(),
+            records = stats.records,
+            applied = stats.applied,
+            duplicates = stats.duplicates,
+            gaps = stats.gaps,
+            store_failures = stats.store_failures,
+            held_back = stats.held_back,
+            dead_lettered = stats.dead_lettered,
+            retry_from = first_unapplied.map(|r| r.kinesis.sequence_number.as_str()),
+            "batch done"
+        );
+        (response, stats)
+    }
+
+    /// Decodes and applies one record.
+    pub async fn process(&self, record: &KinesisEventRecord) -> RecordOutcome {
+        let sequence_number = record.kinesis.sequence_number.as_str();
+        let event = match decode(record) {
+            Ok(event) => event,
+            Err(reason) => return self.dead_letter(record, &reason).await,
+        };
+        let span = tracing::debug_span!(
+            "event",
+            consumer = self.consumer.name(),
+            trace_id = %event.trace_id,
+            reservation_id = %event.reservation_id(),
+            event_id = %event.event_id,
+            version = %event.version(),
+        );
+        let _entered = span.enter();
+        match self.consumer.apply(&event).await {
+            Ok(ApplyOutcome::Applied) => {
+                tracing::debug!("applied");
+                RecordOutcome::Applied
+            }
+            Ok(ApplyOutcome::Duplicate) => {
+                tracing::debug!("duplicate; acknowledged");
+                RecordOutcome::Duplicate
+            }
+            Ok(ApplyOutcome::Gap { expected }) => {
+                tracing::warn!(%expected, sequence_number, "gap: an earlier version is missing; will retry");
+                RecordOutcome::Gap
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), sequence_number, "store failed; will retry");
+                RecordOutcome::StoreFailure
+            }
+        }
+    }
+
+    async fn dead_letter(&self, record: &KinesisEventRecord, reason: &str) -> RecordOutcome {
+        let letter = DeadLetter {
+            function: self.consumer.name().to_owned(),
+            reason: reason.to_owned(),
+            event_source_arn: record.event_source_arn.clone(),
+            event_id: record.event_id.clone(),
+            sequence_number: Some(record.kinesis.sequence_number.clone()),
+            record: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
+            dead_lettered_at: time::OffsetDateTime::now_utc(),
+        };
+        match self.dead_letters.send(&letter).await {
+            Ok(()) => {
+                tracing::error!(consumer = self.consumer.name(), reason, sequence_number = %record.kinesis.sequence_number, partition_key = %record.kinesis.partition_key, "malformed record dead-lettered");
+                RecordOutcome::DeadLettered
+            }
+            Err(e) => {
+                tracing::error!(consumer = self.consumer.name(), reason, error = %e, sequence_number = %record.kinesis.sequence_number, "malformed record and its dead letter could not be stored; will retry from it");
+                RecordOutcome::DeadLetterFailed
+            }
+        }
+    }
+}
+
+/// The event in a record, or why it is not one. The partition key must be the reservation id:
+/// a record keyed otherwise may sit on another shard than its siblings, with no order to rely on.
+pub fn decode(record: &KinesisEventRecord) -> Result<ReservationEvent, String> {
+    let event = ReservationEvent::from_json(&record.kinesis.data.0).map_err(|e| e.to_string())?;
+    if event.reservation_id().as_str() != record.kinesis.partition_key {
+        return Err(format!(
+            "partition key {:?} is not the event's reservation id {}",
+            record.kinesis.partition_key,
+            event.reservation_id()
+        ));
+    }
+    Ok(event)
+}

@@ -1,0 +1,27 @@
+//! The notifier Lambda: Kinesis events → one notification per event. Only wiring.
+
+use adapters::DynamoNotifications;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::KinesisEventResponse;
+use consumers::{ConsumerConfig, ConsumerHandler, Notifier};
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = ConsumerConfig::notifier_from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let handler = ConsumerHandler::new(
+        Notifier::new(DynamoNotifications::new(
+            aws_sdk_dynamodb::Client::new(&sdk),
+            &config.table,
+            config.notification_retention,
+        )),
+        config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),
+    );
+    let handler = &handler;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
+        Ok::<KinesisEventResponse, Error>(handler.handle(&event.payload).await.0)
+    }))
+    .await
+}
