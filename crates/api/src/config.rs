@@ -7,6 +7,8 @@ use time::Duration;
 pub struct ApiConfig {
     pub reservations_table: String,
     pub outbox_table: String,
+    /// `READ_MODEL_TABLE`: the guest read model the projector builds; the API only reads it.
+    pub read_model_table: String,
     pub outbox_retention: Duration,
     pub idempotency_retention: Duration,
 }
@@ -22,6 +24,7 @@ pub enum ConfigError {
 impl ApiConfig {
     pub const DEFAULT_RESERVATIONS_TABLE: &str = "reservations";
     pub const DEFAULT_OUTBOX_TABLE: &str = "reservation-outbox";
+    pub const DEFAULT_READ_MODEL_TABLE: &str = "guest-reservations";
     pub const DEFAULT_OUTBOX_RETENTION_DAYS: i64 = 7;
     pub const DEFAULT_IDEMPOTENCY_RETENTION_HOURS: i64 = 24;
 
@@ -53,6 +56,7 @@ impl ApiConfig {
         Ok(Self {
             reservations_table: text("RESERVATIONS_TABLE", Self::DEFAULT_RESERVATIONS_TABLE)?,
             outbox_table: text("OUTBOX_TABLE", Self::DEFAULT_OUTBOX_TABLE)?,
+            read_model_table: text("READ_MODEL_TABLE", Self::DEFAULT_READ_MODEL_TABLE)?,
             outbox_retention: Duration::days(positive("OUTBOX_RETENTION_DAYS", Self::DEFAULT_OUTBOX_RETENTION_DAYS)?),
             idempotency_retention: Duration::hours(positive(
                 "IDEMPOTENCY_RETENTION_HOURS",

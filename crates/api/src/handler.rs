@@ -5,8 +5,10 @@ use crate::problem::{FieldError, Problem};
 use crate::request;
 use crate::routes::{self, RouteError, RouteId};
 use crate::service::{CreateOutcome, ReservationService, ServiceError};
-use domain::ports::{IdempotencyStore, ReservationStore, SlotStore, SlotWrite, StoreErrorKind};
-use domain::{IdempotencyKey, ReservationId, Slot, SlotId, TraceId};
+use domain::ports::{
+    GuestReservationsReader, IdempotencyStore, ReservationStore, SlotStore, SlotWrite, StoreErrorKind,
+};
+use domain::{GuestId, IdempotencyKey, Reservation, ReservationId, Slot, SlotId, TraceId};
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt};
 use serde::Serialize;
@@ -17,14 +19,25 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 pub const REQUEST_ID: &str = "x-request-id";
 
-pub struct App<S> {
+/// Everything a request may need: the use cases on the reservations table, and the guest read
+/// model the consumers build (read only).
+pub struct App<S, G> {
     pub service: ReservationService<S>,
+    pub guests: G,
 }
 
-impl<S> App<S> {
-    pub fn new(service: ReservationService<S>) -> Self {
-        Self { service }
+impl<S, G> App<S, G> {
+    pub fn new(service: ReservationService<S>, guests: G) -> Self {
+        Self { service, guests }
     }
+}
+
+/// A page of `GET /guests/{guest_id}/reservations`.
+#[derive(Serialize)]
+struct GuestReservationsPage {
+    items: Vec<Reservation>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_cursor: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -92,9 +105,10 @@ fn trace_id(headers: &HeaderMap) -> TraceId {
 }
 
 /// Handles one request. Infallible by design: errors are answers.
-pub async fn handle<S>(app: &App<S>, req: Request) -> Response<Body>
+pub async fn handle<S, G>(app: &App<S, G>, req: Request) -> Response<Body>
 where
     S: SlotStore + ReservationStore + IdempotencyStore,
+    G: GuestReservationsReader,
 {
     let request_id = request_id(&req);
     let span =
@@ -114,9 +128,10 @@ where
     .await
 }
 
-async fn dispatch<S>(app: &App<S>, req: &Request) -> Result<Response<Body>, Problem>
+async fn dispatch<S, G>(app: &App<S, G>, req: &Request) -> Result<Response<Body>, Problem>
 where
     S: SlotStore + ReservationStore + IdempotencyStore,
+    G: GuestReservationsReader,
 {
     let matched = routes::route(req.method(), req.uri().path()).map_err(|e| match e {
         RouteError::NotFound => Problem::new(
@@ -193,6 +208,22 @@ where
                 .map_err(service_problem)?;
             tracing::info!(reservation_id = %cancelled.reservation_id, version = %cancelled.version, "reservation cancelled");
             Ok(json(StatusCode::OK, &cancelled))
+        }
+        RouteId::ListGuestReservations => {
+            let guest_id = GuestId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
+            let page = request::parse_page(req.uri().query())?;
+            let found = app
+                .guests
+                .guest_reservations(&guest_id, &page)
+                .await
+                .map_err(|e| service_problem(ServiceError::Store(e)))?;
+            Ok(json(
+                StatusCode::OK,
+                &GuestReservationsPage {
+                    items: found.items.into_iter().map(|i| i.reservation).collect(),
+                    next_cursor: found.next_after.as_ref().map(request::cursor_for),
+                },
+            ))
         }
     }
 }

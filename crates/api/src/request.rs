@@ -203,3 +203,74 @@ mod tests {
         assert_eq!(check_size(&vec![b' '; MAX_BODY_BYTES + 1]).unwrap_err().status, 413);
     }
 }
+
+/// Page size of `GET /guests/{guest_id}/reservations` when `limit` is absent, and its maximum.
+pub const DEFAULT_PAGE_LIMIT: u32 = 20;
+pub const MAX_PAGE_LIMIT: u32 = 100;
+
+/// An opaque cursor for the page after `last` (today its id, base64url; clients must not rely
+/// on that).
+pub fn cursor_for(last: &domain::ReservationId) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(last.as_str())
+}
+
+fn reservation_after(cursor: &str) -> Option<domain::ReservationId> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    domain::ReservationId::parse(String::from_utf8(bytes).ok()?).ok()
+}
+
+/// `limit` and `cursor` from a query string; other parameters are ignored. Every bad one is
+/// reported at once.
+pub fn parse_page(query: Option<&str>) -> Result<domain::ports::PageRequest, Problem> {
+    let mut page = domain::ports::PageRequest {
+        limit: DEFAULT_PAGE_LIMIT,
+        after: None,
+    };
+    let mut errors = Vec::new();
+    for pair in query.unwrap_or_default().split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match name {
+            "limit" => match value.parse::<u32>() {
+                Ok(limit) if (1..=MAX_PAGE_LIMIT).contains(&limit) => page.limit = limit,
+                _ => errors.push(FieldError {
+                    field: "limit".into(),
+                    message: format!("must be a whole number from 1 to {MAX_PAGE_LIMIT}"),
+                }),
+            },
+            "cursor" => match reservation_after(value) {
+                Some(after) => page.after = Some(after),
+                None => errors.push(FieldError {
+                    field: "cursor".into(),
+                    message: "is not a cursor this API returned (use next_cursor as given)".into(),
+                }),
+            },
+            _ => {}
+        }
+    }
+    if errors.is_empty() {
+        Ok(page)
+    } else {
+        Err(Problem::validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod page_tests {
+    use super::*;
+
+    #[test]
+    fn limit_and_cursor_round_trip_and_bad_ones_are_all_reported() {
+        let id = domain::ReservationId::parse("01M86HSXN78B6ZNGFC2VWR5112").unwrap();
+        let query = format!("limit=5&cursor={}&other=1", cursor_for(&id));
+        let page = parse_page(Some(&query)).unwrap();
+        assert_eq!((page.limit, page.after), (5, Some(id)));
+        assert_eq!(parse_page(None).unwrap().limit, DEFAULT_PAGE_LIMIT);
+
+        let problem = parse_page(Some("limit=0&cursor=%%%")).unwrap_err();
+        assert_eq!(problem.code, "validation_failed");
+        let fields: Vec<&str> = problem.errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["limit", "cursor"]);
+    }
+}

@@ -10,6 +10,7 @@ pub enum RouteId {
     CreateReservation,
     GetReservation,
     CancelReservation,
+    ListGuestReservations,
 }
 
 /// Every (method, path template) the API serves.
@@ -23,6 +24,7 @@ pub const ROUTES: &[(&str, &str, RouteId)] = &[
         "/reservations/{reservation_id}/cancel",
         RouteId::CancelReservation,
     ),
+    ("GET", "/guests/{guest_id}/reservations", RouteId::ListGuestReservations),
 ];
 
 #[derive(Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! What a client sees when DynamoDB says no: the handler over the real DynamoDB store, with the
 //! SDK's responses faked by aws-smithy-mocks (conditional failure, throttling, unknown error).
 
-use adapters::{DynamoReservationStore, StoreTables};
+use adapters::{DynamoReservationStore, InMemoryReadModel, StoreTables};
 use api::{App, ReservationService, RetryPolicy};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
@@ -16,7 +16,7 @@ use lambda_http::Body;
 use serde_json::Value;
 use std::collections::HashMap;
 
-fn app(rules: &[&Rule]) -> App<DynamoReservationStore> {
+fn app(rules: &[&Rule]) -> App<DynamoReservationStore, InMemoryReadModel> {
     let client: Client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, rules, |config| config
         .retry_config(RetryConfig::disabled()));
     let tables = StoreTables {
@@ -25,13 +25,13 @@ fn app(rules: &[&Rule]) -> App<DynamoReservationStore> {
         outbox_retention: time::Duration::days(7),
         idempotency_retention: time::Duration::hours(24),
     };
-    App::new(ReservationService::new(
-        DynamoReservationStore::new(client, tables),
-        RetryPolicy::default(),
-    ))
+    App::new(
+        ReservationService::new(DynamoReservationStore::new(client, tables), RetryPolicy::default()),
+        InMemoryReadModel::default(),
+    )
 }
 
-async fn post_reservation(app: &App<DynamoReservationStore>) -> (u16, Value) {
+async fn post_reservation(app: &App<DynamoReservationStore, InMemoryReadModel>) -> (u16, Value) {
     let request = Request::builder()
         .method("POST")
         .uri("/reservations")

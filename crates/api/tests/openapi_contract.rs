@@ -2,9 +2,9 @@
 //! routed ones, every documented status of every operation is produced by a request here, every
 //! answer's status is documented for its operation, and every body matches its documented schema.
 
-use adapters::InMemoryStore;
+use adapters::{InMemoryReadModel, InMemoryStore};
 use api::{App, ROUTES, ReservationService, RetryPolicy};
-use domain::ports::{CommitError, StoreErrorKind};
+use domain::ports::{CommitError, ReadModelStore, StoreErrorKind};
 use http::{Method, Request};
 use lambda_http::Body;
 use serde_json::{Value, json};
@@ -55,7 +55,7 @@ fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
 
 struct Contract {
     doc: Value,
-    app: App<InMemoryStore>,
+    app: App<InMemoryStore, InMemoryReadModel>,
     seen: BTreeSet<(String, String, u16)>,
 }
 
@@ -68,7 +68,10 @@ impl Contract {
         };
         Self {
             doc: document(),
-            app: App::new(ReservationService::new(InMemoryStore::new(), retry)),
+            app: App::new(
+                ReservationService::new(InMemoryStore::new(), retry),
+                InMemoryReadModel::default(),
+            ),
             seen: BTreeSet::new(),
         }
     }
@@ -356,6 +359,58 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     let problem = c.call(Method::POST, cancel, &cancel_path, &[], None, 409).await;
     assert_eq!(problem["code"], "not_cancellable");
 
+    // GET /guests/{guest_id}/reservations, from the read model the projector keeps
+    let guests = "/guests/{guest_id}/reservations";
+    let page = c
+        .call(Method::GET, guests, "/guests/ada/reservations", &[], None, 200)
+        .await;
+    assert_eq!(page, json!({ "items": [] }));
+    // The projector applies versions in order: the creation, then the cancel.
+    let mut guest = String::new();
+    for snapshot in [&created, &cancelled] {
+        let reservation: domain::Reservation = serde_json::from_value(snapshot.clone()).unwrap();
+        guest = reservation.guest_id.as_str().to_owned();
+        let outcome = c
+            .app
+            .guests
+            .apply(&domain::GuestReservation {
+                reservation,
+                updated_at: time::OffsetDateTime::now_utc(),
+                last_event_id: domain::EventId::generate(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, domain::ApplyOutcome::Applied);
+    }
+    let page = c
+        .call(
+            Method::GET,
+            guests,
+            &format!("/guests/{guest}/reservations?limit=1"),
+            &[],
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(page["items"][0], cancelled);
+    let problem = c
+        .call(
+            Method::GET,
+            guests,
+            "/guests/ada/reservations?limit=1000&cursor=x",
+            &[],
+            None,
+            422,
+        )
+        .await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    c.app.guests.fail_next_call(StoreErrorKind::Other);
+    c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 500)
+        .await;
+    c.app.guests.fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 503)
+        .await;
+
     // Every documented status of every operation was produced above.
     let documented: BTreeSet<_> = documented_operations(&c.doc)
         .into_iter()
@@ -412,7 +467,10 @@ async fn contention_that_outlasts_the_retries_is_a_409_conflict() {
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_problem_json_404_and_405() {
-    let app = App::new(ReservationService::new(InMemoryStore::new(), RetryPolicy::default()));
+    let app = App::new(
+        ReservationService::new(InMemoryStore::new(), RetryPolicy::default()),
+        InMemoryReadModel::default(),
+    );
     let send = |method: Method, path: &str| {
         let request = Request::builder().method(method).uri(path).body(Body::Empty).unwrap();
         api::handle(&app, request)

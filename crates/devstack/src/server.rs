@@ -6,7 +6,7 @@
 use api::App;
 use api::request::MAX_BODY_BYTES;
 use bytes::Bytes;
-use domain::ports::{IdempotencyStore, ReservationStore, SlotStore};
+use domain::ports::{GuestReservationsReader, IdempotencyStore, ReservationStore, SlotStore};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -50,12 +50,13 @@ fn from_lambda_body(body: lambda_http::Body) -> Full<Bytes> {
     }
 }
 
-async fn serve_one<S>(
-    app: Arc<App<S>>,
+async fn serve_one<S, G>(
+    app: Arc<App<S, G>>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible>
 where
     S: SlotStore + ReservationStore + IdempotencyStore + 'static,
+    G: GuestReservationsReader + 'static,
 {
     let (parts, body) = req.into_parts();
     let bytes = match read_limited(body).await {
@@ -72,13 +73,14 @@ where
 }
 
 /// Serves until `shutdown` completes. Connections already open finish their current request.
-pub async fn serve<S>(
+pub async fn serve<S, G>(
     listener: TcpListener,
-    app: Arc<App<S>>,
+    app: Arc<App<S, G>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
     S: SlotStore + ReservationStore + IdempotencyStore + 'static,
+    G: GuestReservationsReader + 'static,
 {
     tokio::pin!(shutdown);
     loop {

@@ -2,7 +2,7 @@
 //! kinesis-mock) through the real SDK. Each test gets its own uniquely named tables and stream.
 
 use crate::resources::{self, ResourceNames, Resources};
-use adapters::{DynamoReservationStore, StoreTables};
+use adapters::{DynamoReadModel, DynamoReservationStore, StoreTables};
 use api::{App, ReservationService, RetryPolicy};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -83,9 +83,17 @@ impl TestStack {
         DynamoReservationStore::new(self.dynamodb.clone(), self.tables())
     }
 
+    /// The guest read model the projector writes and the API reads.
+    pub fn read_model(&self) -> DynamoReadModel {
+        DynamoReadModel::new(self.dynamodb.clone(), self.name("READ_MODEL_TABLE"))
+    }
+
     /// Serves the API on an ephemeral loopback port with the Lambda's handler.
     pub async fn spawn_api(&self) -> TestApi {
-        let app = Arc::new(App::new(ReservationService::new(self.store(), RetryPolicy::default())));
+        let app = Arc::new(App::new(
+            ReservationService::new(self.store(), RetryPolicy::default()),
+            self.read_model(),
+        ));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");

@@ -9,7 +9,7 @@
 //! Endpoints, region and credentials come from the SDK's usual configuration
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
 
-use adapters::DynamoReservationStore;
+use adapters::{DynamoReadModel, DynamoReservationStore};
 use anyhow::{Context, Result};
 use api::{ApiConfig, App, ReservationService, RetryPolicy};
 use clap::{Parser, Subcommand};
@@ -129,8 +129,10 @@ async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
 
 async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
     let config = ApiConfig::from_env()?;
-    let store = DynamoReservationStore::new(aws_sdk_dynamodb::Client::new(sdk), config.store_tables());
-    let app = Arc::new(App::new(ReservationService::new(store, RetryPolicy::default())));
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let store = DynamoReservationStore::new(dynamodb.clone(), config.store_tables());
+    let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
+    let app = Arc::new(App::new(ReservationService::new(store, RetryPolicy::default()), guests));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
