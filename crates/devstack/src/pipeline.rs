@@ -1,13 +1,16 @@
 //! The stream side of the local stack: the relay Lambda's handler behind an in-process event
-//! source mapping on the outbox table's stream, configured as the deployed mapping is.
+//! source mapping on the outbox table's stream, and the consumers' handlers behind mappings on the
+//! Kinesis stream, each configured as its deployed mapping is.
 
 use anyhow::{Context, Result};
 use aws_lambda_events::event::dynamodb::Event;
-use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use aws_lambda_events::event::streams::{DynamoDbEventResponse, KinesisEventResponse};
+use consumers::{Consumer, ConsumerHandler};
 use event_source_mapping::function::{TypedFunction, TypedHandler};
 use event_source_mapping::{
-    DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, MappingConfig,
-    StartingPosition,
+    DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, KinesisSource,
+    MappingConfig, StartingPosition,
 };
 use relay::{DeadLetters, EventSink, JsonLinesDeadLetters, KinesisSink, PublishPolicy, Relay};
 use std::path::Path;
@@ -77,4 +80,64 @@ pub fn relay_mapping(
         Some(JsonLinesOnFailure::new(dead_letter_dir.join("relay-on-failure.jsonl"))),
         relay_mapping_config(),
     )
+}
+
+/// A consumer as Lambda's runtime would call it.
+pub struct ConsumerFunction<C, D>(pub ConsumerHandler<C, D>);
+
+impl<C: Consumer, D: DeadLetters> TypedHandler for ConsumerFunction<C, D> {
+    type Event = KinesisEvent;
+    type Response = KinesisEventResponse;
+
+    async fn handle(&self, event: KinesisEvent, _deadline: Instant) -> Result<KinesisEventResponse, FunctionError> {
+        Ok(self.0.handle(&event).await.0)
+    }
+}
+
+pub type ConsumerMapping<C> =
+    EventSourceMapping<KinesisSource, TypedFunction<ConsumerFunction<C, JsonLinesDeadLetters>>, JsonLinesOnFailure>;
+
+/// A consumer mapping's settings: the template's, for the local runner. A gap is retried a
+/// bounded number of times (its predecessor may still be on its way), then the batch's metadata
+/// goes to the on-failure destination and the shard moves on (DESIGN.md invariant 4).
+pub fn consumer_mapping_config(function_name: &str) -> MappingConfig {
+    MappingConfig {
+        function_name: function_name.into(),
+        batch_size: 100,
+        maximum_batching_window: Duration::ZERO,
+        starting_position: StartingPosition::TrimHorizon,
+        maximum_retry_attempts: Some(10),
+        maximum_record_age: None,
+        bisect_batch_on_function_error: true,
+        report_batch_item_failures: true,
+        filter: FilterCriteria::default(),
+        function_timeout: Duration::from_secs(30),
+        retry_backoff: Duration::from_millis(200),
+    }
+}
+
+/// `consumer` behind a mapping on the Kinesis stream `events_stream`. Its dead letters and
+/// on-failure records go to JSON-lines files named after it under `dead_letter_dir`.
+pub async fn consumer_mapping<C: Consumer>(
+    sdk: &aws_config::SdkConfig,
+    events_stream: &str,
+    consumer: C,
+    dead_letter_dir: &Path,
+) -> Result<ConsumerMapping<C>> {
+    let name = consumer.name();
+    let source = KinesisSource::new(aws_sdk_kinesis::Client::new(sdk), events_stream)
+        .await
+        .with_context(|| format!("Kinesis stream {events_stream}"))?;
+    let handler = ConsumerHandler::new(
+        consumer,
+        JsonLinesDeadLetters::new(dead_letter_dir.join(format!("{name}-dead-letters.jsonl"))),
+    );
+    Ok(EventSourceMapping::new(
+        source,
+        TypedFunction::new(ConsumerFunction(handler)),
+        Some(JsonLinesOnFailure::new(
+            dead_letter_dir.join(format!("{name}-on-failure.jsonl")),
+        )),
+        consumer_mapping_config(&format!("reservations-{name}")),
+    ))
 }

@@ -28,6 +28,46 @@ impl TestApi {
     }
 }
 
+impl TestApi {
+    /// Creates (or resizes) a slot; panics unless 200/201.
+    pub async fn put_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32) {
+        let response = http
+            .put(self.url(&format!("/slots/{slot}")))
+            .json(&serde_json::json!({ "capacity": capacity }))
+            .send()
+            .await
+            .expect("PUT slot");
+        assert!(
+            response.status().is_success(),
+            "PUT slot answered {}",
+            response.status()
+        );
+    }
+
+    /// Reserves one seat and returns the reservation id; panics unless 201.
+    pub async fn reserve(&self, http: &reqwest::Client, slot: &str, guest: &str) -> String {
+        let response = http
+            .post(self.url("/reservations"))
+            .json(&serde_json::json!({ "slot_id": slot, "guest_id": guest, "seats": 1 }))
+            .send()
+            .await
+            .expect("POST reservation");
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.expect("reservation JSON");
+        body["reservation_id"].as_str().expect("reservation_id").to_owned()
+    }
+
+    /// Cancels a reservation; panics unless 200.
+    pub async fn cancel(&self, http: &reqwest::Client, id: &str) {
+        let response = http
+            .post(self.url(&format!("/reservations/{id}/cancel")))
+            .send()
+            .await
+            .expect("POST cancel");
+        assert_eq!(response.status(), 200);
+    }
+}
+
 impl Drop for TestApi {
     fn drop(&mut self) {
         if let Some(stop) = self.stop.take() {
@@ -116,6 +156,40 @@ impl TestStack {
         crate::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
     }
 
+    /// The projector behind its mapping on this stack's Kinesis stream, writing this stack's read
+    /// model; `drain()` it to apply everything on the stream so far.
+    pub async fn projector_mapping(&self) -> crate::pipeline::ConsumerMapping<consumers::Projector<DynamoReadModel>> {
+        self.consumer_mapping(consumers::Projector::new(self.read_model()))
+            .await
+    }
+
+    /// The notifier behind its mapping, writing this stack's notifications table.
+    pub async fn notifier_mapping(
+        &self,
+    ) -> crate::pipeline::ConsumerMapping<consumers::Notifier<adapters::DynamoNotifications>> {
+        self.consumer_mapping(consumers::Notifier::new(self.notifications()))
+            .await
+    }
+
+    pub fn notifications(&self) -> adapters::DynamoNotifications {
+        adapters::DynamoNotifications::new(
+            self.dynamodb.clone(),
+            self.name("NOTIFICATIONS_TABLE"),
+            time::Duration::days(30),
+        )
+    }
+
+    pub async fn consumer_mapping<C: consumers::Consumer>(&self, consumer: C) -> crate::pipeline::ConsumerMapping<C> {
+        crate::pipeline::consumer_mapping(
+            &self.sdk,
+            &self.name("EVENTS_STREAM"),
+            consumer,
+            &self.dead_letter_dir(),
+        )
+        .await
+        .expect("kinesis stream")
+    }
+
     pub fn dead_letter_dir(&self) -> std::path::PathBuf {
         std::env::temp_dir()
             .join("reservation-outbox-tests")
@@ -129,6 +203,36 @@ impl TestStack {
             .expect("kinesis stream");
         mapping.drain().await.expect("read the kinesis stream");
         mapping.function().handler().events.lock().unwrap().clone()
+    }
+
+    /// Reshards the Kinesis stream to `target` open shards and waits until it is active again.
+    pub async fn reshard(&self, target: i32) {
+        use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
+        let stream = self.name("EVENTS_STREAM");
+        self.kinesis
+            .update_shard_count()
+            .stream_name(&stream)
+            .target_shard_count(target)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await
+            .expect("UpdateShardCount");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let summary = self
+                .kinesis
+                .describe_stream_summary()
+                .stream_name(&stream)
+                .send()
+                .await
+                .expect("DescribeStreamSummary");
+            let description = summary.stream_description_summary().expect("summary");
+            if description.stream_status() == &StreamStatus::Active && description.open_shard_count() == target {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "resharding did not finish");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 
     /// Every item of a table, following pagination.

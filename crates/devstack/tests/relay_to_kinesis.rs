@@ -3,36 +3,11 @@
 //! waited for. Invariants 3 (nothing lost), 4 (per-reservation order) and 6 (only outbox inserts).
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
 use devstack::events::ReadEvent;
-use devstack::testing::{TestApi, TestStack};
+use devstack::testing::TestStack;
 use relay::JsonLinesDeadLetters;
-use serde_json::{Value, json};
+use serde_json::json;
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Duration;
-
-async fn reserve(http: &reqwest::Client, api: &TestApi, slot: &str, guest: &str) -> String {
-    let response = http
-        .post(api.url("/reservations"))
-        .json(&json!({ "slot_id": slot, "guest_id": guest, "seats": 1 }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json::<Value>().await.unwrap()["reservation_id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-async fn cancel(http: &reqwest::Client, api: &TestApi, id: &str) {
-    let response = http
-        .post(api.url(&format!("/reservations/{id}/cancel")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-}
 
 /// (reservation, versions in the order they appear on the stream), checking each record's
 /// partition key is its reservation id.
@@ -82,11 +57,11 @@ async fn reservations_and_cancels_via_the_api_reach_kinesis_once_each_in_order()
 
     let mut created = Vec::new();
     for i in 0..30 {
-        created.push(reserve(&http, &api, "s1", &format!("g{i}")).await);
+        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
     }
     let cancelled: BTreeSet<String> = created.iter().step_by(3).cloned().collect();
     for id in &cancelled {
-        cancel(&http, &api, id).await;
+        api.cancel(&http, id).await;
     }
 
     let mut relay = stack.relay_mapping().await;
@@ -128,45 +103,21 @@ async fn a_resharded_kinesis_stream_keeps_every_reservation_in_order() {
 
     let mut created = Vec::new();
     for i in 0..25 {
-        created.push(reserve(&http, &api, "s1", &format!("g{i}")).await);
+        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
     }
     relay.drain().await.unwrap();
 
     // Mid-run: two shards become four. Creations went to the parents; cancellations of the same
     // reservations go to the children.
+    stack.reshard(4).await;
     let stream = stack.name("EVENTS_STREAM");
-    stack
-        .kinesis
-        .update_shard_count()
-        .stream_name(&stream)
-        .target_shard_count(4)
-        .scaling_type(ScalingType::UniformScaling)
-        .send()
-        .await
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let summary = stack
-            .kinesis
-            .describe_stream_summary()
-            .stream_name(&stream)
-            .send()
-            .await
-            .unwrap();
-        let description = summary.stream_description_summary().unwrap();
-        if description.stream_status() == &StreamStatus::Active && description.open_shard_count() == 4 {
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "resharding did not finish");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 
     let cancelled: BTreeSet<String> = created.iter().cloned().collect();
     for id in &cancelled {
-        cancel(&http, &api, id).await;
+        api.cancel(&http, id).await;
     }
     for i in 25..40 {
-        created.push(reserve(&http, &api, "s1", &format!("g{i}")).await);
+        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
     }
     relay.drain().await.unwrap();
 
@@ -188,7 +139,7 @@ async fn only_outbox_inserts_are_published_and_poison_items_are_dead_lettered() 
         .await
         .unwrap();
     let outbox = stack.name("OUTBOX_TABLE");
-    let first = reserve(&http, &api, "s1", "ada").await;
+    let first = api.reserve(&http, "s1", "ada").await;
 
     let s = |v: &str| AttributeValue::S(v.into());
     let n = |v: &str| AttributeValue::N(v.into());
@@ -236,7 +187,7 @@ async fn only_outbox_inserts_are_published_and_poison_items_are_dead_lettered() 
         .send()
         .await
         .unwrap();
-    let second = reserve(&http, &api, "s1", "bob").await;
+    let second = api.reserve(&http, "s1", "bob").await;
 
     let report = stack.relay_mapping().await.drain().await.unwrap();
     assert_eq!(

@@ -3,16 +3,19 @@
 //!   devstack provision            create tables and stream from infra/resources.json
 //!   devstack serve --addr ADDR    serve the API with the Lambda's handler
 //!   devstack relay                run the relay on the outbox stream (local event source mapping)
-//!   devstack up --addr ADDR       provision, then serve the API and run the relay
+//!   devstack consumers            run the projector and the notifier on the Kinesis stream
+//!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
 
-use adapters::{DynamoReadModel, DynamoReservationStore};
+use adapters::{DynamoNotifications, DynamoReadModel, DynamoReservationStore};
 use anyhow::{Context, Result};
 use api::{ApiConfig, App, ReservationService, RetryPolicy};
 use clap::{Parser, Subcommand};
+use consumers::{ConsumerConfig, Notifier, Projector};
+use devstack::pipeline;
 use devstack::resources::{self, ResourceNames, Resources};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,7 +36,9 @@ enum Command {
     Serve(ServeArgs),
     /// Run the relay Lambda's handler on the outbox table's stream, as its event source mapping would.
     Relay(RelayArgs),
-    /// Provision, then serve the API and run the relay.
+    /// Run the projector and notifier Lambdas' handlers on the Kinesis stream, as their event source mappings would.
+    Consumers(RelayArgs),
+    /// Provision, then serve the API and run the relay and the consumers.
     Up {
         #[command(flatten)]
         provision: ProvisionArgs,
@@ -116,6 +121,33 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
     Ok(())
 }
 
+async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
+    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let read_model = env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE);
+    let notifications = env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE);
+    let retention = time::Duration::days(30);
+    let dir = &args.dead_letter_dir;
+    let projector = pipeline::consumer_mapping(
+        sdk,
+        &events_stream,
+        Projector::new(DynamoReadModel::new(dynamodb.clone(), &read_model)),
+        dir,
+    )
+    .await?;
+    let notifier = pipeline::consumer_mapping(
+        sdk,
+        &events_stream,
+        Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention)),
+        dir,
+    )
+    .await?;
+    println!("consuming Kinesis {events_stream}: projector → {read_model}, notifier → {notifications}");
+    let idle = std::time::Duration::from_millis(100);
+    tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+    Ok(())
+}
+
 async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
     let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
     let mut mapping = devstack::events::printer(sdk, &events_stream).await?;
@@ -147,6 +179,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Provision(args) => provision(&sdk, &args).await,
         Command::Serve(args) => serve(&sdk, &args).await,
         Command::Relay(args) => relay(&sdk, &args).await,
+        Command::Consumers(args) => consumers(&sdk, &args).await,
         Command::Events { follow } => print_events(&sdk, follow).await,
         Command::Up {
             provision: p,
@@ -154,7 +187,7 @@ async fn run(cli: Cli) -> Result<()> {
             relay: r,
         } => {
             provision(&sdk, &p).await?;
-            tokio::try_join!(serve(&sdk, &s), relay(&sdk, &r))?;
+            tokio::try_join!(serve(&sdk, &s), relay(&sdk, &r), consumers(&sdk, &r))?;
             Ok(())
         }
     }
