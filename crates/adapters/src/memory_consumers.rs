@@ -60,6 +60,18 @@ impl ReadModelStore for InMemoryReadModel {
         }
         Ok(outcome)
     }
+
+    async fn applied_version(
+        &self,
+        guest_id: &GuestId,
+        reservation_id: &ReservationId,
+    ) -> Result<Option<Version>, StoreError> {
+        injected(&self.failures, "applied version")?;
+        Ok(lock(&self.guests)
+            .get(guest_id)
+            .and_then(|rs| rs.get(reservation_id))
+            .map(|v| v.reservation.version))
+    }
 }
 
 impl GuestReservationsReader for InMemoryReadModel {
@@ -116,5 +128,10 @@ impl NotificationSender for InMemoryNotifications {
             lock(&self.sent).push(notification.clone());
         }
         Ok(outcome)
+    }
+
+    async fn notified_version(&self, reservation_id: &ReservationId) -> Result<Option<Version>, StoreError> {
+        injected(&self.failures, "notified version")?;
+        Ok(lock(&self.progress).get(reservation_id).copied())
     }
 }

@@ -186,11 +186,15 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
 /// The event in a record, or why it is not one. The partition key must be the reservation id:
 /// a record keyed otherwise may sit on another shard than its siblings, with no order to rely on.
 pub fn decode(record: &KinesisEventRecord) -> Result<ReservationEvent, String> {
-    let event = ReservationEvent::from_json(&record.kinesis.data.0).map_err(|e| e.to_string())?;
-    if event.reservation_id().as_str() != record.kinesis.partition_key {
+    decode_data(&record.kinesis.partition_key, &record.kinesis.data.0)
+}
+
+/// [`decode`] for a record read some other way (the replay CLI reads Kinesis itself).
+pub fn decode_data(partition_key: &str, data: &[u8]) -> Result<ReservationEvent, String> {
+    let event = ReservationEvent::from_json(data).map_err(|e| e.to_string())?;
+    if event.reservation_id().as_str() != partition_key {
         return Err(format!(
-            "partition key {:?} is not the event's reservation id {}",
-            record.kinesis.partition_key,
+            "partition key {partition_key:?} is not the event's reservation id {}",
             event.reservation_id()
         ));
     }

@@ -12,7 +12,7 @@ pub use config::{ConsumerConfig, ConsumerConfigError};
 pub use handler::{BatchStats, ConsumerHandler};
 
 use domain::ports::{NotificationSender, ReadModelStore, StoreError};
-use domain::{ApplyOutcome, GuestReservation, Notification, ReservationEvent};
+use domain::{ApplyOutcome, GuestReservation, Notification, ReservationEvent, Version};
 use std::future::Future;
 
 pub trait Consumer: Send + Sync {
@@ -20,6 +20,12 @@ pub trait Consumer: Send + Sync {
     fn name(&self) -> &'static str;
 
     fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// The version of the event's reservation this consumer has applied so far, read only.
+    fn applied_version(
+        &self,
+        event: &ReservationEvent,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
 }
 
 /// Keeps the guest read model (`GET /guests/{guest_id}/reservations`) from events alone.
@@ -44,6 +50,11 @@ impl<S: ReadModelStore> Consumer for Projector<S> {
 
     async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
         self.store.apply(&GuestReservation::from_event(event)).await
+    }
+
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+        let r = &event.reservation;
+        self.store.applied_version(&r.guest_id, &r.reservation_id).await
     }
 }
 
@@ -70,6 +81,10 @@ impl<N: NotificationSender> Consumer for Notifier<N> {
     async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
         self.sender.send_once(&Notification::for_event(event)).await
     }
+
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+        self.sender.notified_version(event.reservation_id()).await
+    }
 }
 
 impl<C: Consumer> Consumer for std::sync::Arc<C> {
@@ -79,5 +94,12 @@ impl<C: Consumer> Consumer for std::sync::Arc<C> {
 
     fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
         (**self).apply(event)
+    }
+
+    fn applied_version(
+        &self,
+        event: &ReservationEvent,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send {
+        (**self).applied_version(event)
     }
 }

@@ -168,7 +168,8 @@ pub async fn provision(
     Ok(())
 }
 
-async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &TableProperties) -> Result<()> {
+/// Creates one table unless it exists, and waits until it is usable.
+pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: &TableProperties) -> Result<()> {
     let exists = client.describe_table().table_name(name).send().await;
     match exists {
         Ok(_) => tracing::info!(table = name, "table exists"),

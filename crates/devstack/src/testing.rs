@@ -205,6 +205,21 @@ impl TestStack {
         mapping.function().handler().events.lock().unwrap().clone()
     }
 
+    /// A new, empty table shaped like the one named by `var` (e.g. to rebuild a read model into).
+    pub async fn create_table_like(&self, var: &str, suffix: &str) -> String {
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let table = resources
+            .tables
+            .iter()
+            .find(|t| t.name_from == var)
+            .unwrap_or_else(|| panic!("no table named by {var}"));
+        let name = format!("{}-{suffix}", self.name(var));
+        resources::create_table(&self.dynamodb, &name, &table.properties)
+            .await
+            .expect("creating a table on the local stack");
+        name
+    }
+
     /// Reshards the Kinesis stream to `target` open shards and waits until it is active again.
     pub async fn reshard(&self, target: i32) {
         use aws_sdk_kinesis::types::{ScalingType, StreamStatus};

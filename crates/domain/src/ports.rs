@@ -4,7 +4,7 @@
 use crate::consumer::{ApplyOutcome, GuestReservation, Notification};
 use crate::event::EventEnvelope;
 use crate::ids::{GuestId, IdempotencyKey, ReservationId, SlotId};
-use crate::reservation::Reservation;
+use crate::reservation::{Reservation, Version};
 use crate::slot::{Capacity, Slot};
 use std::error::Error as StdError;
 use std::future::Future;
@@ -158,6 +158,13 @@ pub trait ReadModelStore: Send + Sync {
     /// Writes `view` iff its version is the next one for that reservation (conditional write):
     /// a duplicate or a gap changes nothing.
     fn apply(&self, view: &GuestReservation) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// The version last applied for this guest's reservation (for dry runs).
+    fn applied_version(
+        &self,
+        guest_id: &GuestId,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
 }
 
 /// The API's read side of the guest read model.
@@ -174,6 +181,12 @@ pub trait GuestReservationsReader: Send + Sync {
 /// notified once, in order.
 pub trait NotificationSender: Send + Sync {
     fn send_once(&self, notification: &Notification) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
+
+    /// The version last notified for this reservation (for dry runs).
+    fn notified_version(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
 }
 
 /// Shared handles: one store behind several consumers (a replay next to the live one, tests).
@@ -181,11 +194,26 @@ impl<T: ReadModelStore> ReadModelStore for std::sync::Arc<T> {
     fn apply(&self, view: &GuestReservation) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
         (**self).apply(view)
     }
+
+    fn applied_version(
+        &self,
+        guest_id: &GuestId,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send {
+        (**self).applied_version(guest_id, reservation_id)
+    }
 }
 
 impl<T: NotificationSender> NotificationSender for std::sync::Arc<T> {
     fn send_once(&self, notification: &Notification) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
         (**self).send_once(notification)
+    }
+
+    fn notified_version(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send {
+        (**self).notified_version(reservation_id)
     }
 }
 

@@ -102,6 +102,27 @@ impl ReadModelStore for DynamoReadModel {
             Err(err) => Err(store_error(OP, err)),
         }
     }
+
+    async fn applied_version(
+        &self,
+        guest_id: &GuestId,
+        reservation_id: &ReservationId,
+    ) -> Result<Option<Version>, StoreError> {
+        const OP: &str = "GetItem(guest reservation)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(READ_MODEL_PARTITION_KEY, s(guest_id.as_str()))
+            .key(READ_MODEL_SORT_KEY, s(reservation_id.as_str()))
+            .projection_expression("#version")
+            .expression_attribute_names("#version", "version")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        Ok(stored_version(out.item.as_ref()))
+    }
 }
 
 /// A write whose condition failed: the stored version says which of the two it was.
@@ -282,5 +303,19 @@ impl NotificationSender for DynamoNotifications {
         };
         let request_id = err.request_id().map(str::to_owned);
         Err(StoreError::new(kind, OP, err).with_request_id(request_id))
+    }
+
+    async fn notified_version(&self, reservation_id: &ReservationId) -> Result<Option<Version>, StoreError> {
+        const OP: &str = "GetItem(notifier progress)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(notifier_progress_pk(reservation_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        Ok(stored_version(out.item.as_ref()))
     }
 }

@@ -1,0 +1,419 @@
+//! Replay: read a Kinesis stream's reservation events, shard lineage parents before children, and
+//! feed them to a consumer in-process (or print them). Consumers apply each reservation's versions
+//! once and in order, so a replay over what was already applied changes nothing, and a replay from
+//! the trim horizon into empty tables rebuilds them.
+
+use aws_sdk_kinesis::primitives::DateTime;
+use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
+use consumers::Consumer;
+use consumers::handler::decode_data;
+use domain::{ApplyOutcome, ReservationEvent, ReservationId, Version, decide};
+use std::collections::{HashMap, HashSet};
+use std::str::FromStr;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+/// Where reading starts in each shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum From {
+    TrimHorizon,
+    Latest,
+    At(OffsetDateTime),
+    /// A sequence number belongs to one shard: needs `--shard`.
+    Sequence(String),
+}
+
+/// Where reading stops (inclusive).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum To {
+    At(OffsetDateTime),
+    Sequence(String),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("{0:?} is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z) or a sequence number")]
+pub struct BadPosition(String);
+
+fn is_sequence_number(text: &str) -> bool {
+    !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl FromStr for From {
+    type Err = BadPosition;
+
+    fn from_str(text: &str) -> Result<Self, BadPosition> {
+        match text {
+            "trim-horizon" => Ok(Self::TrimHorizon),
+            "latest" => Ok(Self::Latest),
+            _ if is_sequence_number(text) => Ok(Self::Sequence(text.to_owned())),
+            _ => OffsetDateTime::parse(text, &Rfc3339)
+                .map(Self::At)
+                .map_err(|_| BadPosition(text.to_owned())),
+        }
+    }
+}
+
+impl FromStr for To {
+    type Err = BadPosition;
+
+    fn from_str(text: &str) -> Result<Self, BadPosition> {
+        if is_sequence_number(text) {
+            return Ok(Self::Sequence(text.to_owned()));
+        }
+        OffsetDateTime::parse(text, &Rfc3339)
+            .map(Self::At)
+            .map_err(|_| BadPosition(text.to_owned()))
+    }
+}
+
+/// Sequence numbers are decimal strings of up to 128 digits: compare them as numbers.
+fn sequence_after(a: &str, b: &str) -> bool {
+    let (a, b) = (a.trim_start_matches('0'), b.trim_start_matches('0'));
+    (a.len(), a) > (b.len(), b)
+}
+
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    pub stream: String,
+    pub from: From,
+    pub to: Option<To>,
+    /// Only these shards (no lineage expansion); empty = every shard.
+    pub shards: Vec<String>,
+    /// Count what would be applied; write nothing.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("a sequence number belongs to one shard: add --shard <shard id> with --from {0}")]
+    SequenceNeedsOneShard(String),
+    #[error("--from {0} is in the future; nothing can be read from there yet")]
+    FromInTheFuture(String),
+    #[error("no shard {0} in stream {1}")]
+    UnknownShard(String, String),
+    #[error("{operation} on stream {stream} failed: {source}")]
+    Kinesis {
+        operation: &'static str,
+        stream: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+/// What a replay did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub shards: usize,
+    pub read: u64,
+    pub applied: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+    /// Records that are not valid events (they stay on the stream; see the consumer's dead letters).
+    pub malformed: u64,
+    /// Store failures left after the SDK's retries.
+    pub failures: u64,
+}
+
+impl Summary {
+    pub fn clean(&self) -> bool {
+        self.gaps == 0 && self.malformed == 0 && self.failures == 0
+    }
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "shards {}, read {}, applied {}, duplicates {}, gaps {}, malformed {}, failures {}",
+            self.shards, self.read, self.applied, self.duplicates, self.gaps, self.malformed, self.failures
+        )
+    }
+}
+
+/// Progress callbacks, so the CLI can draw a bar and tests need not.
+pub trait Progress {
+    fn shard(&self, shard_id: &str);
+    fn records(&self, count: u64, summary: &Summary);
+}
+
+pub struct NoProgress;
+
+impl Progress for NoProgress {
+    fn shard(&self, _: &str) {}
+    fn records(&self, _: u64, _: &Summary) {}
+}
+
+/// What the events go to.
+pub enum Target<C> {
+    Consumer(C),
+    /// Every record's data as one line on stdout (valid envelopes only; others are counted).
+    Print(Box<dyn std::io::Write + Send>),
+}
+
+fn kinesis_error<E>(operation: &'static str, stream: &str, error: E) -> ReplayError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    ReplayError::Kinesis {
+        operation,
+        stream: stream.to_owned(),
+        source: Box::new(error),
+    }
+}
+
+/// Every shard of the stream, each after its parents.
+pub async fn shards_in_lineage_order(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<Shard>, ReplayError> {
+    let mut shards = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = match &token {
+            Some(token) => client.list_shards().next_token(token),
+            None => client.list_shards().stream_name(stream),
+        };
+        let page = request
+            .send()
+            .await
+            .map_err(|e| kinesis_error("ListShards", stream, aws_sdk_kinesis::Error::from(e)))?;
+        shards.extend(page.shards.unwrap_or_default());
+        token = page.next_token;
+        if token.is_none() {
+            break;
+        }
+    }
+    let known: HashSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
+    let mut ordered: Vec<Shard> = Vec::with_capacity(shards.len());
+    let mut placed: HashSet<String> = HashSet::new();
+    while !shards.is_empty() {
+        // Parents that expired from the stream (outside `known`) do not hold anything back.
+        let ready = |s: &Shard| {
+            [s.parent_shard_id(), s.adjacent_parent_shard_id()]
+                .into_iter()
+                .flatten()
+                .all(|p| placed.contains(p) || !known.contains(p))
+        };
+        let (now, later): (Vec<Shard>, Vec<Shard>) = shards.into_iter().partition(ready);
+        if now.is_empty() {
+            // A cycle cannot happen in Kinesis; do not loop forever if a mock reports one.
+            ordered.extend(later);
+            break;
+        }
+        placed.extend(now.iter().map(|s| s.shard_id.clone()));
+        ordered.extend(now);
+        shards = later;
+    }
+    Ok(ordered)
+}
+
+/// Reads the stream per `options` and gives every record to `target`.
+pub async fn replay<C: Consumer>(
+    client: &aws_sdk_kinesis::Client,
+    options: &ReplayOptions,
+    target: &mut Target<C>,
+    progress: &dyn Progress,
+) -> Result<Summary, ReplayError> {
+    if let From::At(time) = options.from
+        && time > OffsetDateTime::now_utc()
+    {
+        return Err(ReplayError::FromInTheFuture(
+            time.format(&Rfc3339).unwrap_or_else(|_| time.to_string()),
+        ));
+    }
+    let mut shards = shards_in_lineage_order(client, &options.stream).await?;
+    if !options.shards.is_empty() {
+        for wanted in &options.shards {
+            if !shards.iter().any(|s| &s.shard_id == wanted) {
+                return Err(ReplayError::UnknownShard(wanted.clone(), options.stream.clone()));
+            }
+        }
+        shards.retain(|s| options.shards.contains(&s.shard_id));
+    }
+    if let From::Sequence(seq) = &options.from
+        && shards.len() != 1
+    {
+        return Err(ReplayError::SequenceNeedsOneShard(seq.clone()));
+    }
+    let mut summary = Summary::default();
+    // Dry run: the versions each reservation would be at, starting from what is stored.
+    let mut simulated: HashMap<ReservationId, Option<Version>> = HashMap::new();
+    for shard in &shards {
+        progress.shard(&shard.shard_id);
+        summary.shards += 1;
+        let mut iterator = Some(shard_iterator(client, &options.stream, &shard.shard_id, &options.from).await?);
+        'shard: while let Some(current) = iterator.take() {
+            let page = client
+                .get_records()
+                .shard_iterator(current)
+                .limit(10_000)
+                .send()
+                .await
+                .map_err(|e| kinesis_error("GetRecords", &options.stream, aws_sdk_kinesis::Error::from(e)))?;
+            let caught_up = page.records().is_empty() && page.millis_behind_latest().is_none_or(|m| m == 0);
+            for record in page.records() {
+                if past_the_end(record, options.to.as_ref()) {
+                    break 'shard;
+                }
+                summary.read += 1;
+                handle_record(record, target, options.dry_run, &mut simulated, &mut summary).await;
+                progress.records(1, &summary);
+            }
+            // An open shard read to "now" is done; a closed one ends without a next iterator.
+            iterator = if caught_up { None } else { page.next_shard_iterator };
+        }
+    }
+    Ok(summary)
+}
+
+fn past_the_end(record: &aws_sdk_kinesis::types::Record, to: Option<&To>) -> bool {
+    match to {
+        None => false,
+        Some(To::Sequence(last)) => sequence_after(record.sequence_number(), last),
+        Some(To::At(time)) => record
+            .approximate_arrival_timestamp()
+            .is_some_and(|arrived| arrived.as_nanos() > time.unix_timestamp_nanos()),
+    }
+}
+
+async fn shard_iterator(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    shard_id: &str,
+    from: &From,
+) -> Result<String, ReplayError> {
+    let request = client.get_shard_iterator().stream_name(stream).shard_id(shard_id);
+    let request = match from {
+        From::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        From::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+        From::At(time) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(DateTime::from_nanos(time.unix_timestamp_nanos()).unwrap_or(DateTime::from_secs(0))),
+        From::Sequence(seq) => request
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(seq),
+    };
+    let out = request
+        .send()
+        .await
+        .map_err(|e| kinesis_error("GetShardIterator", stream, aws_sdk_kinesis::Error::from(e)))?;
+    out.shard_iterator.ok_or_else(|| {
+        kinesis_error(
+            "GetShardIterator",
+            stream,
+            std::io::Error::other(format!("no iterator for shard {shard_id}")),
+        )
+    })
+}
+
+async fn handle_record<C: Consumer>(
+    record: &aws_sdk_kinesis::types::Record,
+    target: &mut Target<C>,
+    dry_run: bool,
+    simulated: &mut HashMap<ReservationId, Option<Version>>,
+    summary: &mut Summary,
+) {
+    let data = record.data().as_ref();
+    let partition_key = record.partition_key().unwrap_or_default();
+    let event = match decode_data(partition_key, data) {
+        Ok(event) => event,
+        Err(reason) => {
+            tracing::warn!(sequence_number = record.sequence_number(), partition_key, %reason, "not a valid event; skipped");
+            summary.malformed += 1;
+            return;
+        }
+    };
+    let outcome = match target {
+        Target::Print(out) => {
+            if !dry_run && (out.write_all(data).is_err() || out.write_all(b"\n").is_err()) {
+                summary.failures += 1;
+                return;
+            }
+            Ok(ApplyOutcome::Applied)
+        }
+        Target::Consumer(consumer) if dry_run => simulate(consumer, &event, simulated).await,
+        Target::Consumer(consumer) => consumer.apply(&event).await,
+    };
+    match outcome {
+        Ok(ApplyOutcome::Applied) => summary.applied += 1,
+        Ok(ApplyOutcome::Duplicate) => summary.duplicates += 1,
+        Ok(ApplyOutcome::Gap { expected }) => {
+            tracing::warn!(reservation_id = %event.reservation_id(), version = %event.version(), %expected, "gap: an earlier version was never applied");
+            summary.gaps += 1;
+        }
+        Err(e) => {
+            tracing::error!(reservation_id = %event.reservation_id(), error = %e, source = ?std::error::Error::source(&e), "store failed");
+            summary.failures += 1;
+        }
+    }
+}
+
+async fn simulate<C: Consumer>(
+    consumer: &C,
+    event: &ReservationEvent,
+    simulated: &mut HashMap<ReservationId, Option<Version>>,
+) -> Result<ApplyOutcome, domain::ports::StoreError> {
+    let id = event.reservation_id().clone();
+    let current = match simulated.get(&id) {
+        Some(version) => *version,
+        None => consumer.applied_version(event).await?,
+    };
+    let outcome = decide(current, event.version());
+    if outcome == ApplyOutcome::Applied {
+        simulated.insert(id, Some(event.version()));
+    } else {
+        simulated.entry(id).or_insert(current);
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn positions_parse_and_bad_ones_say_what_is_accepted() {
+        assert_eq!("trim-horizon".parse(), Ok(From::TrimHorizon));
+        assert_eq!("latest".parse(), Ok(From::Latest));
+        assert_eq!(
+            "2026-11-24T10:00:00Z".parse(),
+            Ok(From::At(datetime!(2026-11-24 10:00:00 UTC)))
+        );
+        assert_eq!(
+            "49590338271490256608559692538361571095921575989136588898".parse(),
+            Ok(From::Sequence(
+                "49590338271490256608559692538361571095921575989136588898".into()
+            ))
+        );
+        let err = "yesterday".parse::<From>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "\"yesterday\" is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z) or a sequence number"
+        );
+        assert!("latest".parse::<To>().is_err());
+    }
+
+    #[test]
+    fn sequence_numbers_compare_as_numbers() {
+        assert!(sequence_after("100", "99"));
+        assert!(!sequence_after("99", "100"));
+        assert!(!sequence_after("0042", "42"));
+        assert!(sequence_after(
+            "49590338271490256608559692538361571095921575989136588899",
+            "49590338271490256608559692538361571095921575989136588898"
+        ));
+    }
+
+    #[test]
+    fn only_a_dirty_replay_is_not_clean() {
+        assert!(Summary::default().clean());
+        assert!(
+            !Summary {
+                gaps: 1,
+                ..Default::default()
+            }
+            .clean()
+        );
+    }
+}
