@@ -45,11 +45,12 @@ else
   start_engines "$DYNAMODB_PORT" "$KINESIS_PORT" "$LOG_DIR"
 fi
 
-# For scripts/events.sh and other tools run from another terminal.
+# For scripts/events.sh, scripts/replay.sh and other tools run from another terminal.
 mkdir -p "$ROOT/.devstack"
 {
   for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
-    AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM; do
+    AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM \
+    READ_MODEL_TABLE NOTIFICATIONS_TABLE; do
     [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
   done
 } >"$ROOT/.devstack/env"
@@ -77,8 +78,14 @@ cat <<EOT
   # the slot's inventory
   curl -s $API_URL/slots/dinner-2026-12-24
 
+  # ada's reservations, newest first, from the read model the projector builds from the events
+  curl -s $API_URL/guests/ada/reservations
+
   # the events the relay put on Kinesis (another terminal; --follow to keep watching)
   scripts/events.sh
+
+  # rebuild the read model from the stream (idempotent: a second run changes nothing)
+  scripts/replay.sh projector
 
 EOT
 wait

@@ -73,9 +73,10 @@ start_engines() {
   local ddb_pid=$!
 
   # kinesis-mock reads server.json from its working directory. The TLS port is unused by us but
-  # must not collide with another stack's, so it sits right above the plain one.
+  # must not collide with another stack's, so it sits right above the plain one. Every test makes
+  # its own stream and some reshard, so the account shard limit (50 by default) is raised.
   (cd "$KINESIS_MOCK_DIR" && KINESIS_MOCK_PLAIN_PORT="$kinesis_port" KINESIS_MOCK_TLS_PORT="$((kinesis_port + 1))" \
-    LOG_LEVEL=WARN CREATE_STREAM_DURATION=100ms UPDATE_SHARD_COUNT_DURATION=100ms \
+    LOG_LEVEL=WARN SHARD_LIMIT=100000 CREATE_STREAM_DURATION=100ms UPDATE_SHARD_COUNT_DURATION=100ms \
     SPLIT_SHARD_DURATION=100ms MERGE_SHARDS_DURATION=100ms DELETE_STREAM_DURATION=100ms \
     AWS_REGION="${AWS_REGION:-us-east-1}" exec node main.js) >"$log_dir/kinesis-mock.log" 2>&1 &
   STARTED_PIDS+=($!)

@@ -196,13 +196,15 @@ async fn only_outbox_inserts_are_published_and_poison_items_are_dead_lettered() 
     );
     assert_eq!(report.batches_to_on_failure, 0);
 
-    let keys: Vec<String> = stack
-        .events_on_kinesis()
-        .await
-        .into_iter()
-        .map(|e| e.partition_key)
-        .collect();
-    assert_eq!(keys, [first, second]);
+    // Two reservations may sit on different shards: only per-reservation order is defined.
+    let events = stack.events_on_kinesis().await;
+    assert_eq!(
+        events.len(),
+        2,
+        "one event each, nothing for the Note, MODIFY, REMOVE or poison item"
+    );
+    let keys: BTreeSet<String> = events.into_iter().map(|e| e.partition_key).collect();
+    assert_eq!(keys, BTreeSet::from([first, second]));
 
     let letters = JsonLinesDeadLetters::new(stack.dead_letter_dir().join("relay-dead-letters.jsonl"))
         .read_all()

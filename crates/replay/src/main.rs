@@ -12,7 +12,7 @@
 use adapters::{DynamoNotifications, DynamoReadModel};
 use clap::{Parser, ValueEnum};
 use consumers::{ConsumerConfig, Notifier, Projector};
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use replay::{From, NoProgress, Progress, ReplayOptions, Summary, Target, To};
 use std::io::IsTerminal;
 use std::process::ExitCode;
@@ -95,7 +95,12 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
     let show_bar = !cli.quiet && std::io::stderr().is_terminal();
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
-        ProgressStyle::with_template("{spinner} {prefix:.bold} {pos} records ({per_sec}) {msg}")
+        ProgressStyle::with_template("{spinner} {prefix:.bold} {pos} records ({rate}) {msg}")
+            .map(|style| {
+                style.with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{:.0}/s", state.per_sec());
+                })
+            })
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
     let bar = Bar(bar);

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Runs the replay CLI (reservations-replay) against the stack of a running scripts/dev.sh
+# (.devstack/env), else with the SDK's usual configuration. All arguments go to the CLI:
+#   scripts/replay.sh projector | notifier | print  [--from ...] [--to ...] [--shard ...] [--dry-run]
+# Outside this repository, install it with: cargo install --path crates/replay
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck disable=SC1091
+[[ -f "$ROOT/.devstack/env" ]] && source "$ROOT/.devstack/env"
+cd "$ROOT"
+cargo build --quiet -p reservations-replay
+exec "$ROOT/target/debug/reservations-replay" "$@"
