@@ -237,3 +237,52 @@ async fn a_malformed_record_on_the_stream_is_dead_lettered_and_the_shard_moves_o
     let shards: BTreeSet<_> = letters.iter().map(|l| l.event_source_arn.clone()).collect();
     assert_eq!(shards.len(), 1);
 }
+
+#[tokio::test]
+async fn a_gap_is_retried_then_its_batch_goes_to_the_on_failure_destination_and_is_never_applied() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "s", 10).await;
+    let mut relay = stack.relay_mapping().await;
+    let kept = api.reserve(&http, "s", "ada").await;
+    relay.drain().await.unwrap();
+    // A cancel (version 2) of a reservation whose creation never reached the stream.
+    let orphan = "01M86ORPHAN0000000000000000";
+    let envelope = serde_json::json!({
+        "event_id": "01M86ORPHANEVENT0000000000", "event_type": "ReservationCancelled",
+        "aggregate_type": "Reservation", "aggregate_id": orphan, "version": 2,
+        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "t",
+        "payload": { "reservation_id": orphan, "slot_id": "s", "guest_id": "ada", "seats": 1,
+                     "status": "CANCELLED", "version": 2, "created_at": "2026-11-24T09:00:00Z",
+                     "cancelled_at": "2026-11-24T10:00:00Z" }
+    });
+    stack
+        .kinesis
+        .put_record()
+        .stream_name(stack.name("EVENTS_STREAM"))
+        .partition_key(orphan)
+        .data(Blob::new(serde_json::to_vec(&envelope).unwrap()))
+        .send()
+        .await
+        .unwrap();
+
+    let report = stack.projector_mapping().await.drain().await.unwrap();
+    assert_eq!(report.batches_to_on_failure, 1, "{report:?}");
+    assert!(report.invocations > 10, "retried before giving up: {report:?}");
+
+    let page = guest_page(&http, &api, "ada", "").await;
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reservation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [kept.as_str()], "the gap was never applied");
+    let on_failure = std::fs::read_to_string(stack.dead_letter_dir().join("projector-on-failure.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(on_failure.lines().next().unwrap()).unwrap();
+    let info = &record["KinesisBatchInfo"];
+    assert!(info["shardId"].as_str().unwrap().starts_with("shardId-"), "{record}");
+    assert_eq!(info["batchSize"], 1);
+    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+}
