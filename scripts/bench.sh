@@ -5,6 +5,7 @@
 #   scripts/bench.sh api [CLIENTS] [SECONDS]   POST /reservations rate and latency (default 16, 20)
 #   scripts/bench.sh relay [EVENTS] [BATCH]    relay CPU per event and rate vs raw PutRecords (10000, 100)
 set -euo pipefail
+# shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 what="${1:-api}"

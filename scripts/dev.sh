@@ -10,6 +10,7 @@
 # Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), API_ADDR (127.0.0.1:3000), plus the
 # service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; see README).
 set -euo pipefail
+# shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 external=false

@@ -8,6 +8,7 @@
 # (root, or unprivileged user namespaces), the engines and the tests run in a private network
 # namespace that has nothing but loopback, so nothing outside this run can reach them.
 set -euo pipefail
+# shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 runner=(cargo test --workspace --no-fail-fast)
@@ -20,9 +21,15 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   started=$(date +%s)
   ensure_cargo
   ensure_engines
-  log "static checks: rustfmt, clippy"
+  ensure_venv
+  log "static checks: rustfmt, clippy, shellcheck, cfn-lint, checkov"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
+  "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run infra/localstack/ready.d/*.sh
+  "$VENV/bin/cfn-lint" template.yaml
+  # Every failed check fails the run; a check may only be skipped in the template's Metadata,
+  # with its reason written next to the resource. --skip-download: no network needed.
+  "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
   export RESERVATION_TEST_STARTED="$started"

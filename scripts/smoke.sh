@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Exercises a running reservations API with curl: a deployed one (the stack's ApiUrl output, with
+# AuthMode=NONE) or the local one of scripts/dev.sh. Exits non-zero at the first unexpected answer.
+#   scripts/smoke.sh https://abc123.execute-api.eu-west-1.amazonaws.com
+#   scripts/smoke.sh http://127.0.0.1:3000
+# Set SMOKE_READ_MODEL_WAIT (seconds, default 20) for how long the read model may take.
+set -euo pipefail
+url="${1:?usage: scripts/smoke.sh <api-url>}"
+url="${url%/}"
+wait_seconds="${SMOKE_READ_MODEL_WAIT:-20}"
+run="smoke-$(date +%s)-$RANDOM"
+slot="$run-slot"
+guest="$run-guest"
+
+fail() { printf 'smoke: FAILED: %s\n' "$*" >&2; exit 1; }
+ok() { printf 'smoke: ok   %s\n' "$*"; }
+
+# request METHOD PATH [BODY] -> sets $status and $body
+request() {
+  local method=$1 path=$2 data=${3:-}
+  local args=(-sS -o /tmp/smoke-body.$$ -w '%{http_code}' -X "$method" "$url$path")
+  [[ -n "$data" ]] && args+=(-H 'content-type: application/json' -d "$data")
+  status=$(curl "${args[@]}") || fail "$method $path: no answer from $url"
+  body=$(cat /tmp/smoke-body.$$)
+  rm -f /tmp/smoke-body.$$
+}
+field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$body" "$1"; }
+
+request PUT "/slots/$slot" '{"capacity": 2}'
+[[ $status == 201 ]] || fail "PUT slot: $status $body"
+ok "PUT /slots/$slot -> 201"
+
+request POST /reservations "{\"slot_id\": \"$slot\", \"guest_id\": \"$guest\", \"seats\": 2}"
+[[ $status == 201 ]] || fail "POST reservation: $status $body"
+id=$(field reservation_id)
+ok "POST /reservations -> 201 ($id)"
+
+request POST /reservations "{\"slot_id\": \"$slot\", \"guest_id\": \"$guest\", \"seats\": 1}"
+[[ $status == 409 && $(field code) == sold_out ]] || fail "overbooking not refused: $status $body"
+ok "POST /reservations on a full slot -> 409 sold_out"
+
+request POST /reservations '{"slot_id": "", "seats": 0}'
+[[ $status == 422 && $(field code) == validation_failed ]] || fail "bad input: $status $body"
+ok "POST /reservations with bad input -> 422 validation_failed"
+
+request POST "/reservations/$id/cancel"
+[[ $status == 200 && $(field status) == CANCELLED ]] || fail "cancel: $status $body"
+ok "POST /reservations/$id/cancel -> 200 CANCELLED"
+
+request GET "/slots/$slot"
+[[ $status == 200 && $(field available) == 2 ]] || fail "seats not returned: $status $body"
+ok "GET /slots/$slot -> 200, 2 seats available again"
+
+# The read model is eventually consistent: wait for the cancel to reach it through the pipeline.
+deadline=$((SECONDS + wait_seconds))
+while :; do
+  request GET "/guests/$guest/reservations"
+  [[ $status == 200 ]] || fail "guest reservations: $status $body"
+  [[ $body == *"$id"*CANCELLED* ]] && break
+  ((SECONDS < deadline)) || fail "the cancel did not reach the read model within ${wait_seconds}s: $body"
+  sleep 0.5
+done
+ok "GET /guests/$guest/reservations -> the reservation, CANCELLED (via relay, Kinesis, projector)"
+echo "smoke: all checks passed against $url"
