@@ -12,8 +12,7 @@ curl -sf "$endpoint/_localstack/init/ready" >/dev/null ||
   die "LocalStack is not ready at $endpoint: run 'docker compose up -d' and wait for it to be healthy"
 
 ensure_cargo
-ensure_venv aws-sam-cli aws-sam-cli-local awscli awscli-local
-export PATH="$VENV/bin:$PATH"
+ensure_sam local
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 cd "$ROOT"

@@ -7,8 +7,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 ensure_cargo
-ensure_venv aws-sam-cli
-export PATH="$VENV/bin:$PATH"
+ensure_sam
 cd "$ROOT"
 log "sam build (cargo lambda, arm64)"
 sam build --beta-features

@@ -34,19 +34,34 @@ ensure_node() {
 }
 ensure_cargo() { command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and retry"; }
 
-# Installs PY_TOOLS (and any extra packages given) into .venv once.
-# shellcheck disable=SC2120 # the extra packages are optional
-ensure_venv() {
-  local marker
-  marker="$VENV/.installed-$(printf '%s' "${PY_TOOLS[*]} $*" | sha256sum | cut -c1-12)"
+# Installs pip packages into a venv once (a marker file per package list).
+pip_tools() {
+  local venv=$1 marker
+  shift
+  marker="$venv/.installed-$(printf '%s' "$*" | sha256sum | cut -c1-12)"
   [[ -f "$marker" ]] && return
   command -v python3 >/dev/null || apt_install python3
-  if [[ ! -x "$VENV/bin/pip" ]]; then
-    python3 -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$VENV"; }
+  if [[ ! -x "$venv/bin/pip" ]]; then
+    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
   fi
-  log "installing ${PY_TOOLS[*]} $* into .venv/"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "${PY_TOOLS[@]}" "$@"
+  log "installing $* into ${venv#"$ROOT"/}/"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
   touch "$marker"
+}
+
+ensure_venv() { pip_tools "$VENV" "${PY_TOOLS[@]}"; }
+
+# The SAM CLI (and, with "local", samlocal and awslocal) in a venv of their own: their pins
+# conflict with checkov's. cargo-lambda comes from .venv.
+SAM_VENV="$ROOT/.venv-sam"
+ensure_sam() {
+  ensure_venv
+  if [[ "${1:-}" == local ]]; then
+    pip_tools "$SAM_VENV" aws-sam-cli aws-sam-cli-local awscli awscli-local
+  else
+    pip_tools "$SAM_VENV" aws-sam-cli
+  fi
+  export PATH="$SAM_VENV/bin:$VENV/bin:$PATH"
 }
 
 ensure_engines() {

@@ -24,11 +24,22 @@ pub const REQUEST_ID: &str = "x-request-id";
 pub struct App<S, G> {
     pub service: ReservationService<S>,
     pub guests: G,
+    pub metrics: telemetry::Emitter,
 }
 
 impl<S, G> App<S, G> {
     pub fn new(service: ReservationService<S>, guests: G) -> Self {
-        Self { service, guests }
+        Self {
+            service,
+            guests,
+            metrics: telemetry::Emitter::Off,
+        }
+    }
+
+    /// Emits business metrics (EMF): ReservationsCreated, SoldOut. Off unless set.
+    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+        self.metrics = emitter;
+        self
     }
 }
 
@@ -172,13 +183,27 @@ where
             let command = request::parse_create_reservation(body)?;
             let key = idempotency_key(req.headers())?;
             let replayable = key.is_some();
-            let outcome = service
-                .create_reservation(command, key, trace_id(req.headers()))
-                .await
-                .map_err(service_problem)?;
+            let trace_id = trace_id(req.headers());
+            let outcome = match service.create_reservation(command, key, trace_id.clone()).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    if let ServiceError::SoldOut { slot_id } = &e {
+                        let mut metrics = telemetry::MetricSet::new("api");
+                        metrics.count("SoldOut", 1.0).property("slot_id", slot_id.as_str());
+                        app.metrics.emit(&metrics);
+                    }
+                    return Err(service_problem(e));
+                }
+            };
             match outcome {
                 CreateOutcome::Created(reservation) => {
-                    tracing::info!(reservation_id = %reservation.reservation_id, slot_id = %reservation.slot_id, seats = reservation.seats.get(), replayable, "reservation created");
+                    tracing::info!(reservation_id = %reservation.reservation_id, slot_id = %reservation.slot_id, seats = reservation.seats.get(), %trace_id, replayable, "reservation created");
+                    let mut metrics = telemetry::MetricSet::new("api");
+                    metrics
+                        .count("ReservationsCreated", 1.0)
+                        .property("reservation_id", reservation.reservation_id.as_str())
+                        .property("trace_id", trace_id.to_string());
+                    app.metrics.emit(&metrics);
                     let mut response = json(StatusCode::CREATED, &reservation);
                     set_location(&mut response, &reservation.reservation_id);
                     Ok(response)

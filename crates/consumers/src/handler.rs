@@ -17,6 +17,7 @@ use std::collections::HashSet;
 pub struct ConsumerHandler<C, D> {
     consumer: C,
     dead_letters: D,
+    metrics: telemetry::Emitter,
 }
 
 /// What one batch did, for logs, metrics, the replay CLI and tests.
@@ -59,7 +60,17 @@ pub enum RecordOutcome {
 
 impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
     pub fn new(consumer: C, dead_letters: D) -> Self {
-        Self { consumer, dead_letters }
+        Self {
+            consumer,
+            dead_letters,
+            metrics: telemetry::Emitter::Off,
+        }
+    }
+
+    /// Emits each batch's metrics (EMF) here; off unless set.
+    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+        self.metrics = emitter;
+        self
     }
 
     pub fn consumer(&self) -> &C {
@@ -121,6 +132,12 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             retry_from = first_unapplied.map(|r| r.kinesis.sequence_number.as_str()),
             "batch done"
         );
+        self.metrics.emit(&batch_metrics(
+            self.consumer.name(),
+            &stats,
+            event,
+            time::OffsetDateTime::now_utc(),
+        ));
         (response, stats)
     }
 
@@ -131,7 +148,8 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             Ok(event) => event,
             Err(reason) => return self.dead_letter(record, &reason).await,
         };
-        let span = tracing::debug_span!(
+        // At INFO: the trace id that started at the API request ends here, on every event.
+        let span = tracing::info_span!(
             "event",
             consumer = self.consumer.name(),
             trace_id = %event.trace_id,
@@ -142,7 +160,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         let _entered = span.enter();
         match self.consumer.apply(&event).await {
             Ok(ApplyOutcome::Applied) => {
-                tracing::debug!("applied");
+                tracing::info!("applied");
                 RecordOutcome::Applied
             }
             Ok(ApplyOutcome::Duplicate) => {
@@ -181,6 +199,34 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             }
         }
     }
+}
+
+/// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, dead letters, and
+/// the consumer's lag (now − the oldest record's arrival on the stream).
+pub fn batch_metrics(
+    consumer: &str,
+    stats: &BatchStats,
+    event: &KinesisEvent,
+    now: time::OffsetDateTime,
+) -> telemetry::MetricSet {
+    let mut metrics = telemetry::MetricSet::new(consumer);
+    metrics
+        .count("EventsApplied", stats.applied as f64)
+        .count("DuplicatesSkipped", stats.duplicates as f64)
+        .count("Gaps", stats.gaps as f64)
+        .count("StoreFailures", stats.store_failures as f64)
+        .count("DeadLettered", stats.dead_lettered as f64);
+    let oldest = event
+        .records
+        .iter()
+        .map(|r| r.kinesis.approximate_arrival_timestamp.timestamp_millis())
+        .filter(|ms| *ms > 0)
+        .min();
+    if let Some(arrived) = oldest {
+        let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+        metrics.milliseconds("ConsumerLag", (now_ms - arrived).max(0) as f64);
+    }
+    metrics
 }
 
 /// The event in a record, or why it is not one. The partition key must be the reservation id:

@@ -266,3 +266,70 @@ async fn two_notifiers_racing_on_the_same_batch_notify_each_event_once_in_order(
     }
     assert_eq!(sent[0].subject, "Your reservation is confirmed");
 }
+
+#[tokio::test]
+async fn each_batch_emits_emf_metrics_and_each_event_logs_its_trace_id() {
+    use std::io::Write;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Default)]
+    struct Logs(Arc<Mutex<Vec<u8>>>);
+    impl Write for Logs {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Logs::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_current_span(true)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let handler = ConsumerHandler::new(
+        Projector::new(InMemoryReadModel::default()),
+        MemoryDeadLetters::default(),
+    )
+    .with_metrics(emitter);
+    handler.handle(&batch(1, &[("A", 1), ("A", 1), ("B", 2)])).await;
+
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1, "one EMF document per batch");
+    let doc: Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(doc["Function"], "projector");
+    assert_eq!(
+        (
+            doc["EventsApplied"].as_f64(),
+            doc["DuplicatesSkipped"].as_f64(),
+            doc["Gaps"].as_f64()
+        ),
+        (Some(1.0), Some(1.0), Some(1.0))
+    );
+    assert!(doc["ConsumerLag"].as_f64().unwrap() >= 0.0);
+    let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["Name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"ConsumerLag") && names.contains(&"DeadLettered"));
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let applied: Vec<Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l["fields"]["message"] == "applied")
+        .collect();
+    assert_eq!(applied.len(), 1);
+    let span = &applied[0]["span"];
+    assert_eq!(span["trace_id"], "T-A-1");
+    assert_eq!(span["reservation_id"], "A");
+    assert_eq!(span["event_id"], "E-A-1");
+}

@@ -13,6 +13,7 @@ pub struct Relay<S, D> {
     sink: S,
     dead_letters: D,
     policy: PublishPolicy,
+    metrics: telemetry::Emitter,
 }
 
 /// What one invocation did, for logs, metrics and tests.
@@ -25,6 +26,29 @@ pub struct RelayStats {
     pub skipped_not_outbox: usize,
     pub dead_lettered: usize,
     pub publish: PublishReport,
+    /// Epoch milliseconds of the oldest record's ApproximateCreationDateTime: the relay's lag.
+    pub oldest_record_created_ms: Option<i64>,
+}
+
+impl RelayStats {
+    /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead letters.
+    pub fn metrics(&self, now: time::OffsetDateTime) -> telemetry::MetricSet {
+        let mut metrics = telemetry::MetricSet::new("relay");
+        metrics
+            .count("EventsRelayed", self.published as f64)
+            .count("PutRecordsFailures", self.publish.failed_records as f64)
+            .count("PutRecordsRetries", f64::from(self.publish.retries))
+            .count("DeadLettered", self.dead_lettered as f64)
+            .count(
+                "RecordsSkipped",
+                (self.skipped_ttl_removals + self.skipped_not_inserts + self.skipped_not_outbox) as f64,
+            );
+        if let Some(created) = self.oldest_record_created_ms {
+            let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
+            metrics.milliseconds("RelayLag", (now_ms - created).max(0) as f64);
+        }
+        metrics
+    }
 }
 
 #[derive(Debug, Default)]
@@ -39,7 +63,14 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             sink,
             dead_letters,
             policy,
+            metrics: telemetry::Emitter::Off,
         }
+    }
+
+    /// Emits each batch's metrics (EMF) here; off unless set.
+    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+        self.metrics = emitter;
+        self
     }
 
     pub fn sink(&self) -> &S {
@@ -56,6 +87,12 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
     pub async fn handle(&self, event: &Event, deadline: Instant) -> RelayOutcome {
         let mut stats = RelayStats {
             records: event.records.len(),
+            oldest_record_created_ms: event
+                .records
+                .iter()
+                .map(|r| r.change.approximate_creation_date_time.timestamp_millis())
+                .filter(|ms| *ms > 0)
+                .min(),
             ..Default::default()
         };
         let mut publishable: Vec<(usize, SinkRecord)> = Vec::new();
@@ -131,6 +168,7 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             resume_at = ?resume_at,
             "relay batch done"
         );
+        self.metrics.emit(&stats.metrics(time::OffsetDateTime::now_utc()));
         RelayOutcome { response, stats }
     }
 }

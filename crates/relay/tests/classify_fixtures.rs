@@ -177,3 +177,31 @@ async fn a_mixed_batch_publishes_only_the_outbox_insert_and_dead_letters_the_poi
         serde_json::from_value(letters[1].record.clone()).unwrap();
     assert_eq!(redrivable.event_id, "e1");
 }
+
+#[tokio::test]
+async fn each_batch_emits_emf_metrics_with_the_relay_lag() {
+    let mut event = fixture("ttl-remove");
+    for name in ["outbox-insert", "outbox-insert-broken-envelope"] {
+        event.records.extend(fixture(name).records);
+    }
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let relay = Relay::new(
+        RecordingSink::default(),
+        MemoryDeadLetters::default(),
+        PublishPolicy::default(),
+    )
+    .with_metrics(emitter);
+    relay.handle(&event, Instant::now() + Duration::from_secs(60)).await;
+
+    let lines = lines.lock().unwrap().clone();
+    assert_eq!(lines.len(), 1, "one EMF document per batch");
+    let doc: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(doc["Function"], "relay");
+    assert_eq!(doc["_aws"]["CloudWatchMetrics"][0]["Namespace"], "ReservationOutbox");
+    assert_eq!(doc["EventsRelayed"], 1.0);
+    assert_eq!(doc["DeadLettered"], 1.0);
+    assert_eq!(doc["RecordsSkipped"], 1.0);
+    assert_eq!(doc["PutRecordsFailures"], 0.0);
+    // The fixtures were written in 2026: now − their creation time is positive and large.
+    assert!(doc["RelayLag"].as_f64().unwrap() > 0.0, "{doc}");
+}

@@ -15,7 +15,8 @@ async fn main() -> Result<(), Error> {
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config);
     let store = DynamoReservationStore::new(dynamodb.clone(), config.store_tables());
     let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
-    let app = App::new(ReservationService::new(store, RetryPolicy::default()), guests);
+    let app = App::new(ReservationService::new(store, RetryPolicy::default()), guests)
+        .with_metrics(telemetry::Emitter::Stdout);
     let app = &app;
     lambda_http::run(service_fn(move |request| async move {
         Ok::<_, Infallible>(api::handle(app, request).await)

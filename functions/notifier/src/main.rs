@@ -18,7 +18,8 @@ async fn main() -> Result<(), Error> {
             config.notification_retention,
         )),
         config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),
-    );
+    )
+    .with_metrics(telemetry::Emitter::Stdout);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
         Ok::<KinesisEventResponse, Error>(handler.handle(&event.payload).await.0)

@@ -14,7 +14,8 @@ async fn main() -> Result<(), Error> {
     let handler = ConsumerHandler::new(
         Projector::new(DynamoReadModel::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table)),
         config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),
-    );
+    )
+    .with_metrics(telemetry::Emitter::Stdout);
     let handler = &handler;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
         Ok::<KinesisEventResponse, Error>(handler.handle(&event.payload).await.0)

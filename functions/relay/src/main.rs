@@ -28,7 +28,8 @@ async fn main() -> Result<(), Error> {
         KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.events_stream),
         dead_letters,
         PublishPolicy::default(),
-    );
+    )
+    .with_metrics(telemetry::Emitter::Stdout);
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
         let deadline = invocation_deadline(event.context.deadline);
