@@ -61,7 +61,8 @@ ensure_sam() {
   else
     pip_tools "$SAM_VENV" aws-sam-cli
   fi
-  export PATH="$SAM_VENV/bin:$VENV/bin:$PATH"
+  # .venv first: cargo-lambda finds zig through its python3.
+  export PATH="$VENV/bin:$SAM_VENV/bin:$PATH"
 }
 
 ensure_engines() {

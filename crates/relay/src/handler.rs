@@ -105,7 +105,7 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
                     envelope,
                     record: sink_record,
                 } => {
-                    tracing::debug!(event_id = %envelope.event_id, reservation_id = %envelope.aggregate_id, version = %envelope.version, "publishing");
+                    tracing::debug!(event_id = %envelope.event_id, reservation_id = %envelope.aggregate_id, version = %envelope.version, trace_id = %envelope.trace_id, "publishing");
                     publishable.push((index, sink_record));
                 }
                 Classified::Skip(reason) => {
