@@ -234,7 +234,8 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: 
     Ok(())
 }
 
-async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, props: &StreamProperties) -> Result<()> {
+/// Creates one stream unless it exists, and waits until it is ACTIVE.
+pub async fn create_stream(client: &aws_sdk_kinesis::Client, name: &str, props: &StreamProperties) -> Result<()> {
     let exists = client.describe_stream_summary().stream_name(name).send().await;
     match exists {
         Ok(_) => tracing::info!(stream = name, "stream exists"),

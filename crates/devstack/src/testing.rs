@@ -220,6 +220,21 @@ impl TestStack {
         name
     }
 
+    /// A new, empty stream shaped like the one named by `var`, active when this returns.
+    pub async fn create_stream_like(&self, var: &str, suffix: &str) -> String {
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let stream = resources
+            .streams
+            .iter()
+            .find(|s| s.name_from == var)
+            .unwrap_or_else(|| panic!("no stream named by {var}"));
+        let name = format!("{}-{suffix}", self.name(var));
+        resources::create_stream(&self.kinesis, &name, &stream.properties)
+            .await
+            .expect("creating a stream on the local stack");
+        name
+    }
+
     /// Reshards the Kinesis stream to `target` open shards and waits until it is active again.
     pub async fn reshard(&self, target: i32) {
         use aws_sdk_kinesis::types::{ScalingType, StreamStatus};

@@ -17,8 +17,6 @@ use anyhow::{Context, Result, bail, ensure};
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use aws_lambda_events::event::dynamodb::Event;
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use clap::Parser;
 use devstack::testing::TestStack;
 use domain::{Capacity, GuestId, ReservationId, Seats, SlotId, TraceId};
@@ -235,66 +233,33 @@ async fn relay_pass<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, batches: 
     })
 }
 
+fn kinesis_sink(stack: &TestStack, stream: &str) -> KinesisSink {
+    KinesisSink::new(stack.kinesis.clone(), stream)
+}
+
 fn kinesis_relay(stack: &TestStack, stream: &str) -> Relay<KinesisSink, MemoryDeadLetters> {
     Relay::new(
-        KinesisSink::new(stack.kinesis.clone(), stream),
+        kinesis_sink(stack, stream),
         MemoryDeadLetters::default(),
         PublishPolicy::default(),
     )
 }
 
-async fn stream_shards(stack: &TestStack) -> Result<i32> {
-    let summary = stack
-        .kinesis
-        .describe_stream_summary()
-        .stream_name(stack.name("EVENTS_STREAM"))
-        .send()
-        .await?;
-    Ok(summary.stream_description_summary().map_or(1, |s| s.open_shard_count()))
+/// A fresh stream shaped like the real one, numbered by `count`.
+async fn fresh_stream(stack: &TestStack, count: &mut u32) -> String {
+    *count += 1;
+    stack.create_stream_like("EVENTS_STREAM", &format!("pass{count}")).await
 }
 
-async fn create_stream(kinesis: &aws_sdk_kinesis::Client, name: String, shards: i32) -> Result<String> {
-    kinesis
-        .create_stream()
-        .stream_name(&name)
-        .shard_count(shards)
-        .send()
-        .await?;
-    for _ in 0..600 {
-        let summary = kinesis.describe_stream_summary().stream_name(&name).send().await?;
-        if summary
-            .stream_description_summary()
-            .is_some_and(|s| s.stream_status() == &aws_sdk_kinesis::types::StreamStatus::Active)
-        {
-            return Ok(name);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    bail!("stream {name} did not become active")
-}
-
-/// The same records as plain `PutRecords` calls, one per batch: what a relay with no work of its
-/// own and no ordering rule would do.
-async fn raw_pass(client: &aws_sdk_kinesis::Client, stream: &str, calls: &[Vec<SinkRecord>]) -> Result<(Pass, u64)> {
+/// The same records as plain `PutRecords` calls through the relay's own sink, one per batch:
+/// what a relay with no work of its own and no ordering rule would do.
+async fn raw_pass(sink: &KinesisSink, calls: &[Vec<SinkRecord>]) -> Result<(Pass, u64)> {
     let (wall, cpu) = (Instant::now(), process_cpu_time());
     let mut failed = 0;
     for call in calls {
-        let entries = call
-            .iter()
-            .map(|r| {
-                PutRecordsRequestEntry::builder()
-                    .partition_key(&r.partition_key)
-                    .data(Blob::new(r.data.clone()))
-                    .build()
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let output = client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(entries))
-            .send()
-            .await?;
-        failed += u64::from(output.failed_record_count.unwrap_or_default().unsigned_abs());
+        let records: Vec<&SinkRecord> = call.iter().collect();
+        let outcomes = sink.put_records(&records).await?;
+        failed += outcomes.iter().filter(|o| **o != PutOutcome::Accepted).count() as u64;
     }
     Ok((
         Pass {
@@ -365,30 +330,24 @@ async fn run(args: &Args, workload: Workload) -> Result<Value> {
 
     // Every pass gets a fresh stream shaped like the real one: kinesis-mock slows down as a stream
     // fills, which would otherwise favour whichever side runs first.
-    let shards = stream_shards(&stack).await?;
     let mut streams = 0;
-    let mut fresh_stream = || {
-        streams += 1;
-        format!("{}-pass{streams}", stack.name("EVENTS_STREAM"))
-    };
     // Warm both paths (connections, kinesis-mock's JIT) with a pass each.
     raw_pass(
-        &stack.kinesis,
-        &create_stream(&stack.kinesis, fresh_stream(), shards).await?,
+        &kinesis_sink(&stack, &fresh_stream(&stack, &mut streams).await),
         &raw_calls,
     )
     .await?;
     relay_pass(
-        &kinesis_relay(&stack, &create_stream(&stack.kinesis, fresh_stream(), shards).await?),
+        &kinesis_relay(&stack, &fresh_stream(&stack, &mut streams).await),
         &batches,
     )
     .await?;
     // Raw and relay in ABBA order, so drift hits both alike.
     let (mut raw, mut relayed, mut raw_failed) = (Vec::new(), Vec::new(), 0);
     for pass in 0..args.kinesis_passes * 2 {
-        let stream = create_stream(&stack.kinesis, fresh_stream(), shards).await?;
+        let stream = fresh_stream(&stack, &mut streams).await;
         if matches!(pass % 4, 0 | 3) {
-            let (result, failed) = raw_pass(&stack.kinesis, &stream, &raw_calls).await?;
+            let (result, failed) = raw_pass(&kinesis_sink(&stack, &stream), &raw_calls).await?;
             eprintln!(
                 "{}: raw pass {pass}: {:.0} events/s",
                 workload.name(),
