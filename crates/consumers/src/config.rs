@@ -52,6 +52,18 @@ impl ConsumerConfig {
             Some(v) if v.trim().is_empty() => return Err(ConsumerConfigError::Empty(table_var)),
             Some(v) => v.trim().to_owned(),
         };
+        Ok(Self {
+            table,
+            notification_retention: Self::notification_retention_from_vars(vars)?,
+            dead_letters: DeadLetterTarget::from_vars(vars)?,
+        })
+    }
+
+    /// `NOTIFICATION_RETENTION_DAYS` (default 30): also read by the local stack, which chooses its
+    /// dead letters itself.
+    pub fn notification_retention_from_vars(
+        vars: &HashMap<String, String>,
+    ) -> Result<time::Duration, ConsumerConfigError> {
         let days = match vars.get("NOTIFICATION_RETENTION_DAYS") {
             None => 30,
             Some(v) => v
@@ -61,11 +73,7 @@ impl ConsumerConfig {
                 .filter(|d| (1..=3650).contains(d))
                 .ok_or_else(|| ConsumerConfigError::Retention(v.clone()))?,
         };
-        Ok(Self {
-            table,
-            notification_retention: time::Duration::days(days),
-            dead_letters: DeadLetterTarget::from_vars(vars)?,
-        })
+        Ok(time::Duration::days(days))
     }
 }
 

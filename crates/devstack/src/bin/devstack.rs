@@ -126,7 +126,7 @@ async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> 
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let read_model = env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE);
     let notifications = env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE);
-    let retention = time::Duration::days(30);
+    let retention = ConsumerConfig::notification_retention_from_vars(&std::env::vars().collect())?;
     let dir = &args.dead_letter_dir;
     let projector = pipeline::consumer_mapping(
         sdk,
