@@ -99,12 +99,13 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 RecordOutcome::Applied => stats.applied += 1,
                 RecordOutcome::Duplicate => stats.duplicates += 1,
                 RecordOutcome::DeadLettered => stats.dead_lettered += 1,
+                RecordOutcome::Gap => stats.gaps += 1,
+                RecordOutcome::StoreFailure => stats.store_failures += 1,
+                RecordOutcome::HeldBack => stats.held_back += 1,
+                RecordOutcome::DeadLetterFailed => {}
+            }
+            match outcome {
                 RecordOutcome::Gap | RecordOutcome::StoreFailure | RecordOutcome::HeldBack => {
-                    match outcome {
-                        RecordOutcome::Gap => stats.gaps += 1,
-                        RecordOutcome::StoreFailure => stats.store_failures += 1,
-                        _ => stats.held_back += 1,
-                    }
                     blocked.insert(key);
                     first_unapplied.get_or_insert(record);
                 }
@@ -112,6 +113,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                     first_unapplied.get_or_insert(record);
                     break;
                 }
+                RecordOutcome::Applied | RecordOutcome::Duplicate | RecordOutcome::DeadLettered => {}
             }
         }
         let mut response = KinesisEventResponse::default();
