@@ -7,8 +7,12 @@
 pub mod dynamodb;
 pub mod memory;
 pub mod memory_consumers;
+pub mod memory_outbox;
 
 pub use dynamodb::consumers::{DynamoNotifications, DynamoReadModel};
+pub use dynamodb::items::RelayMode;
+pub use dynamodb::outbox::DynamoOutbox;
 pub use dynamodb::{DynamoReservationStore, StoreTables};
 pub use memory::InMemoryStore;
 pub use memory_consumers::{InMemoryNotifications, InMemoryReadModel};
+pub use memory_outbox::InMemoryOutbox;

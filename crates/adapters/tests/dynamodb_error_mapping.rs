@@ -31,6 +31,7 @@ fn tables() -> StoreTables {
         outbox_table: "reservation-outbox".into(),
         outbox_retention: time::Duration::days(7),
         idempotency_retention: time::Duration::hours(24),
+        relay_mode: adapters::RelayMode::Stream,
     }
 }
 

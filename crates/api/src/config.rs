@@ -11,6 +11,8 @@ pub struct ApiConfig {
     pub read_model_table: String,
     pub outbox_retention: Duration,
     pub idempotency_retention: Duration,
+    /// `RELAY_MODE` (`stream` or `polling`): in polling mode new events are marked unpublished.
+    pub relay_mode: adapters::RelayMode,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -19,6 +21,8 @@ pub enum ConfigError {
     NotAPositiveNumber { name: &'static str, value: String },
     #[error("{name} must not be empty")]
     Empty { name: &'static str },
+    #[error(transparent)]
+    RelayMode(#[from] adapters::dynamodb::items::UnknownRelayMode),
 }
 
 impl ApiConfig {
@@ -33,7 +37,7 @@ impl ApiConfig {
     }
 
     /// Reads `RESERVATIONS_TABLE`, `OUTBOX_TABLE`, `OUTBOX_RETENTION_DAYS` and
-    /// `IDEMPOTENCY_RETENTION_HOURS`, with DESIGN.md's defaults.
+    /// `IDEMPOTENCY_RETENTION_HOURS` and `RELAY_MODE`, with DESIGN.md's defaults.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConfigError> {
         let text = |name: &'static str, default: &str| -> Result<String, ConfigError> {
             match vars.get(name) {
@@ -62,6 +66,10 @@ impl ApiConfig {
                 "IDEMPOTENCY_RETENTION_HOURS",
                 Self::DEFAULT_IDEMPOTENCY_RETENTION_HOURS,
             )?),
+            relay_mode: match vars.get("RELAY_MODE") {
+                None => adapters::RelayMode::default(),
+                Some(v) => v.parse()?,
+            },
         })
     }
 
@@ -71,6 +79,7 @@ impl ApiConfig {
             outbox_table: self.outbox_table.clone(),
             outbox_retention: self.outbox_retention,
             idempotency_retention: self.idempotency_retention,
+            relay_mode: self.relay_mode,
         }
     }
 }
@@ -103,5 +112,20 @@ mod tests {
             "OUTBOX_RETENTION_DAYS must be a positive whole number, got \"0\""
         );
         assert!(ApiConfig::from_vars(&vars(&[("RESERVATIONS_TABLE", " ")])).is_err());
+    }
+
+    #[test]
+    fn relay_mode_defaults_to_stream_and_rejects_anything_else() {
+        assert_eq!(
+            ApiConfig::from_vars(&HashMap::new()).unwrap().relay_mode,
+            adapters::RelayMode::Stream
+        );
+        let polling = ApiConfig::from_vars(&vars(&[("RELAY_MODE", "polling")])).unwrap();
+        assert_eq!(polling.store_tables().relay_mode, adapters::RelayMode::Polling);
+        let err = ApiConfig::from_vars(&vars(&[("RELAY_MODE", "cdc")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"RELAY_MODE must be "stream" or "polling", got "cdc""#
+        );
     }
 }

@@ -24,6 +24,7 @@ fn app(rules: &[&Rule]) -> App<DynamoReservationStore, InMemoryReadModel> {
         outbox_table: "reservation-outbox".into(),
         outbox_retention: time::Duration::days(7),
         idempotency_retention: time::Duration::hours(24),
+        relay_mode: adapters::RelayMode::Stream,
     };
     App::new(
         ReservationService::new(DynamoReservationStore::new(client, tables), RetryPolicy::default()),

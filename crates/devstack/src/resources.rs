@@ -2,8 +2,8 @@
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, StreamSpecification,
-    StreamViewType, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
+    ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
 use aws_sdk_kinesis::types::StreamStatus;
 use serde::Deserialize;
@@ -37,6 +37,8 @@ pub struct TableProperties {
     pub attribute_definitions: Vec<AttributeDef>,
     pub key_schema: Vec<KeyDef>,
     #[serde(default)]
+    pub global_secondary_indexes: Vec<IndexDef>,
+    #[serde(default)]
     pub stream_specification: Option<StreamSpec>,
     #[serde(default)]
     pub time_to_live_specification: Option<TtlSpec>,
@@ -54,6 +56,20 @@ pub struct AttributeDef {
 pub struct KeyDef {
     pub attribute_name: String,
     pub key_type: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct IndexDef {
+    pub index_name: String,
+    pub key_schema: Vec<KeyDef>,
+    pub projection: ProjectionDef,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProjectionDef {
+    pub projection_type: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +161,13 @@ fn key_type(t: &str) -> Result<KeyType> {
     })
 }
 
+fn key_schema_element(key: &KeyDef) -> Result<KeySchemaElement> {
+    Ok(KeySchemaElement::builder()
+        .attribute_name(&key.attribute_name)
+        .key_type(key_type(&key.key_type)?)
+        .build()?)
+}
+
 /// Creates whatever of `resources` does not exist yet and waits until it is usable. Safe to run
 /// again: existing tables and streams are left as they are.
 pub async fn provision(
@@ -191,10 +214,20 @@ pub async fn create_table(client: &aws_sdk_dynamodb::Client, name: &str, props: 
                 );
             }
             for key in &props.key_schema {
-                request = request.key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name(&key.attribute_name)
-                        .key_type(key_type(&key.key_type)?)
+                request = request.key_schema(key_schema_element(key)?);
+            }
+            for index in &props.global_secondary_indexes {
+                request = request.global_secondary_indexes(
+                    GlobalSecondaryIndex::builder()
+                        .index_name(&index.index_name)
+                        .set_key_schema(Some(
+                            index.key_schema.iter().map(key_schema_element).collect::<Result<_>>()?,
+                        ))
+                        .projection(
+                            Projection::builder()
+                                .projection_type(ProjectionType::from(index.projection.projection_type.as_str()))
+                                .build(),
+                        )
                         .build()?,
                 );
             }

@@ -2,7 +2,7 @@
 //! kinesis-mock) through the real SDK. Each test gets its own uniquely named tables and stream.
 
 use crate::resources::{self, ResourceNames, Resources};
-use adapters::{DynamoReadModel, DynamoReservationStore, StoreTables};
+use adapters::{DynamoReadModel, DynamoReservationStore, RelayMode, StoreTables};
 use api::{App, ReservationService, RetryPolicy};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -14,6 +14,8 @@ pub struct TestStack {
     pub dynamodb: aws_sdk_dynamodb::Client,
     pub kinesis: aws_sdk_kinesis::Client,
     pub names: ResourceNames,
+    /// What the API's store does for the relay: `Polling` marks new events unpublished.
+    pub relay_mode: RelayMode,
 }
 
 /// A running local API; stops when dropped.
@@ -100,7 +102,19 @@ impl TestStack {
             dynamodb,
             kinesis,
             names,
+            relay_mode: RelayMode::Stream,
         }
+    }
+
+    /// The same stack with the API marking new events for the polling publisher.
+    pub fn polling(mut self) -> Self {
+        self.relay_mode = RelayMode::Polling;
+        self
+    }
+
+    /// The polling publisher's view of this stack's outbox table (its index and lease).
+    pub fn outbox(&self) -> adapters::DynamoOutbox {
+        adapters::DynamoOutbox::new(self.dynamodb.clone(), self.name("OUTBOX_TABLE"))
     }
 
     pub fn name(&self, var: &str) -> String {
@@ -116,6 +130,7 @@ impl TestStack {
             outbox_table: self.name("OUTBOX_TABLE"),
             outbox_retention: time::Duration::days(7),
             idempotency_retention: time::Duration::hours(24),
+            relay_mode: self.relay_mode,
         }
     }
 

@@ -99,6 +99,13 @@ impl EventId {
     pub fn generate() -> Self {
         Self(ulid::Ulid::new().to_string())
     }
+
+    /// The smallest id generated at or after `at`: ULIDs sort by their millisecond, so
+    /// `event_id >= lower_bound_at(t)` selects the events generated since `t`.
+    pub fn lower_bound_at(at: time::OffsetDateTime) -> Self {
+        let millis = (at.unix_timestamp_nanos() / 1_000_000).max(0) as u64;
+        Self(ulid::Ulid::from_parts(millis, 0).to_string())
+    }
 }
 
 /// The client's `Idempotency-Key`: any printable ASCII, 1 to 255 characters.
@@ -169,6 +176,17 @@ impl fmt::Display for TraceId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_lower_bound_at_a_time_sorts_between_earlier_and_later_event_ids() {
+        let at = time::macros::datetime!(2026-11-24 10:00:00.500 UTC);
+        let bound = EventId::lower_bound_at(at);
+        let earlier = ulid::Ulid::from_parts(1_795_514_400_499, u128::MAX >> 48).to_string();
+        let same_ms = ulid::Ulid::from_parts(1_795_514_400_500, 1).to_string();
+        assert_eq!(bound.as_str(), ulid::Ulid::from_parts(1_795_514_400_500, 0).to_string());
+        assert!(earlier.as_str() < bound.as_str());
+        assert!(same_ms.as_str() >= bound.as_str());
+    }
 
     #[test]
     fn slot_id_accepts_url_safe_names() {

@@ -226,3 +226,99 @@ impl<T: GuestReservationsReader> GuestReservationsReader for std::sync::Arc<T> {
         (**self).guest_reservations(guest_id, page)
     }
 }
+
+/// An outbox item's key: its reservation and version. Kept as plain values because an item that
+/// does not decode (a poison item) still has to be named, dead-lettered and marked.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutboxKey {
+    pub aggregate_id: String,
+    pub version: u64,
+}
+
+impl std::fmt::Display for OutboxKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} v{}", self.aggregate_id, self.version)
+    }
+}
+
+/// An outbox item the polling publisher has not published yet.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingEvent {
+    pub key: OutboxKey,
+    pub event: Result<EventEnvelope, UndecodableItem>,
+}
+
+/// An outbox item that is not a valid event envelope: it can never be published.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UndecodableItem {
+    pub reason: String,
+    /// The item as stored, for the dead letter.
+    pub item: serde_json::Value,
+}
+
+/// The polling publisher's view of the outbox: the items marked unpublished at commit, and the
+/// conditional write that clears the mark once an event is on the stream.
+pub trait UnpublishedEvents: Send + Sync {
+    /// Up to `limit` unpublished events, oldest first. May lag commits by a moment (an index).
+    fn pending(&self, limit: usize) -> impl Future<Output = Result<Vec<PendingEvent>, StoreError>> + Send;
+
+    /// Whether an earlier version of `key`'s reservation is still unpublished (a consistent read:
+    /// the index may not show it yet).
+    fn earlier_unpublished(&self, key: &OutboxKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Clears the mark of one event. `Ok(false)` when it was already cleared or the item is gone.
+    fn mark_published(&self, key: &OutboxKey) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Marks every event committed at or after `since` unpublished again (the recovery sweep).
+    /// Returns how many were marked.
+    fn mark_unpublished_since(&self, since: OffsetDateTime) -> impl Future<Output = Result<u64, StoreError>> + Send;
+}
+
+/// One publisher at a time: a lease with an expiry, so a crashed holder is replaced.
+pub trait PublisherLease: Send + Sync {
+    /// Takes the lease for `holder` until `until`, or renews it. `Ok(false)` while another holder's
+    /// lease has not expired at `now`.
+    fn acquire(
+        &self,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives the lease up early, if `holder` still has it.
+    fn release(&self, holder: &str) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// Shared handles: several pollers on one outbox.
+impl<T: UnpublishedEvents> UnpublishedEvents for std::sync::Arc<T> {
+    fn pending(&self, limit: usize) -> impl Future<Output = Result<Vec<PendingEvent>, StoreError>> + Send {
+        (**self).pending(limit)
+    }
+
+    fn earlier_unpublished(&self, key: &OutboxKey) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).earlier_unpublished(key)
+    }
+
+    fn mark_published(&self, key: &OutboxKey) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).mark_published(key)
+    }
+
+    fn mark_unpublished_since(&self, since: OffsetDateTime) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).mark_unpublished_since(since)
+    }
+}
+
+impl<T: PublisherLease> PublisherLease for std::sync::Arc<T> {
+    fn acquire(
+        &self,
+        holder: &str,
+        now: OffsetDateTime,
+        until: OffsetDateTime,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).acquire(holder, now, until)
+    }
+
+    fn release(&self, holder: &str) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).release(holder)
+    }
+}

@@ -5,6 +5,8 @@
 //! - [`publish`] puts the publishable records on an [`sink::EventSink`] so that no event of a
 //!   reservation ever reaches the stream before an earlier one of the same reservation, even when
 //!   `PutRecords` fails part of a call (see docs/adr/0002-relay-ordering.md).
+//! - [`polling::Poller`] is the second relay mode: it reads unpublished events from the outbox's
+//!   index instead of the stream and publishes them with the same core.
 //! - [`handler::Relay`] ties them together and answers Lambda with the batch item failure to
 //!   re-deliver from.
 
@@ -16,6 +18,7 @@ pub mod dead_letter {
 }
 pub mod handler;
 pub mod kinesis;
+pub mod polling;
 pub mod publish;
 pub mod sink;
 
@@ -26,5 +29,6 @@ pub use dead_letter::{
 };
 pub use handler::{Relay, RelayOutcome};
 pub use kinesis::KinesisSink;
+pub use polling::{PollStats, Poller, PollerSettings, RunStats};
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};

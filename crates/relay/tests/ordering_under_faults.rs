@@ -3,71 +3,21 @@
 //! re-delivery simulated from the reported batch item failure. Every event is accepted at least
 //! once, and each reservation's accepted versions never go back.
 
+mod common;
+
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use common::{FlakySink, assert_all_accepted_in_version_order};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use relay::dead_letter::MemoryDeadLetters;
-use relay::{EventSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord};
+use relay::{PublishPolicy, Relay};
 use serde_json::json;
-use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
 const RESERVATIONS: usize = 2_000;
 const VERSIONS: u64 = 5;
 const BATCH_SIZE: usize = 100;
-
-struct FlakySink {
-    state: Mutex<FlakyState>,
-}
-
-struct FlakyState {
-    rng: StdRng,
-    throttle_burst_left: u32,
-    accepted: Vec<(String, u64)>,
-    throttled_calls: u32,
-    failed_records: u32,
-}
-
-impl EventSink for FlakySink {
-    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
-        let mut state = self.state.lock().unwrap();
-        if state.throttle_burst_left == 0 && state.rng.random_bool(0.03) {
-            state.throttle_burst_left = state.rng.random_range(1..=4);
-        }
-        if state.throttle_burst_left > 0 {
-            state.throttle_burst_left -= 1;
-            state.throttled_calls += 1;
-            return Err(SinkError {
-                kind: SinkErrorKind::Throttled,
-                source: "ProvisionedThroughputExceededException".into(),
-            });
-        }
-        let mut outcomes = Vec::with_capacity(records.len());
-        for record in records {
-            if state.rng.random_bool(0.2) {
-                state.failed_records += 1;
-                let code = if state.rng.random_bool(0.5) {
-                    "ProvisionedThroughputExceededException"
-                } else {
-                    "InternalFailure"
-                };
-                outcomes.push(PutOutcome::Failed {
-                    code: code.into(),
-                    message: "injected".into(),
-                });
-            } else {
-                let envelope: serde_json::Value = serde_json::from_slice(&record.data).unwrap();
-                state
-                    .accepted
-                    .push((record.partition_key.clone(), envelope["version"].as_u64().unwrap()));
-                outcomes.push(PutOutcome::Accepted);
-            }
-        }
-        Ok(outcomes)
-    }
-}
 
 fn stream_record(sequence: usize, reservation: usize, version: u64) -> EventRecord {
     let id = format!("R{reservation:05}");
@@ -123,15 +73,7 @@ async fn ten_thousand_events_through_random_failures_and_throttling_all_arrive_i
     let mut rng = StdRng::seed_from_u64(20261124);
     let records = shard(&mut rng);
     assert_eq!(records.len(), RESERVATIONS * VERSIONS as usize);
-    let sink = FlakySink {
-        state: Mutex::new(FlakyState {
-            rng: StdRng::seed_from_u64(7),
-            throttle_burst_left: 0,
-            accepted: Vec::new(),
-            throttled_calls: 0,
-            failed_records: 0,
-        }),
-    };
+    let sink = FlakySink::new(7, 0.2);
     // A small failure budget so that giving up and Lambda's re-delivery happen often.
     let policy = PublishPolicy {
         max_failed_rounds: 3,
@@ -176,20 +118,8 @@ async fn ten_thousand_events_through_random_failures_and_throttling_all_arrive_i
     );
     assert!(redeliveries > 0, "some batches were given back to Lambda");
 
-    let delivered: HashSet<&(String, u64)> = state.accepted.iter().collect();
-    for reservation in 0..RESERVATIONS {
-        for version in 1..=VERSIONS {
-            assert!(
-                delivered.contains(&(format!("R{reservation:05}"), version)),
-                "R{reservation:05} v{version} was lost"
-            );
-        }
-    }
-    let mut last: HashMap<&str, u64> = HashMap::new();
-    for (key, version) in &state.accepted {
-        let previous = last.insert(key, *version).unwrap_or(0);
-        assert!(*version >= previous, "{key}: v{version} accepted after v{previous}");
-    }
+    let expected = (0..RESERVATIONS).flat_map(|r| (1..=VERSIONS).map(move |v| (format!("R{r:05}"), v)));
+    assert_all_accepted_in_version_order(&state.accepted, expected);
     println!(
         "accepted {} writes for {} events ({} duplicates), {} record failures, {} throttled calls, {} invocations, {} re-deliveries",
         state.accepted.len(),

@@ -14,6 +14,48 @@ pub const OUTBOX_SORT_KEY: &str = "version";
 pub const EXPIRES_AT: &str = "expires_at";
 /// The discriminator the stream relay and its FilterCriteria match on.
 pub const OUTBOX_ITEM_TYPE: &str = "OutboxEvent";
+/// Set on an outbox item, in polling mode, until the polling publisher has published it. The
+/// sparse index [`UNPUBLISHED_INDEX`] holds exactly the items that have it, oldest event first
+/// (docs/adr/0004-polling-publisher.md).
+pub const UNPUBLISHED: &str = "unpublished";
+pub const UNPUBLISHED_PENDING: &str = "pending";
+pub const UNPUBLISHED_INDEX: &str = "unpublished-events";
+
+/// Which relay publishes the outbox, chosen at deploy time (`RELAY_MODE`, the template's
+/// `RelayMode`). Only polling needs the API to mark new events unpublished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RelayMode {
+    /// DynamoDB Streams → relay Lambda (CDC).
+    #[default]
+    Stream,
+    /// A scheduled poller querying [`UNPUBLISHED_INDEX`].
+    Polling,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("RELAY_MODE must be \"stream\" or \"polling\", got {0:?}")]
+pub struct UnknownRelayMode(pub String);
+
+impl std::str::FromStr for RelayMode {
+    type Err = UnknownRelayMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "stream" => Ok(Self::Stream),
+            "polling" => Ok(Self::Polling),
+            other => Err(UnknownRelayMode(other.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for RelayMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stream => "stream",
+            Self::Polling => "polling",
+        })
+    }
+}
 
 pub fn slot_pk(slot_id: &SlotId) -> String {
     format!("SLOT#{slot_id}")
@@ -84,14 +126,17 @@ pub struct OutboxItem {
     #[serde(flatten)]
     pub envelope: EventEnvelope,
     pub expires_at: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpublished: Option<String>,
 }
 
 impl OutboxItem {
-    pub fn new(envelope: &EventEnvelope, expires_at: OffsetDateTime) -> Self {
+    pub fn new(envelope: &EventEnvelope, expires_at: OffsetDateTime, mode: RelayMode) -> Self {
         Self {
             item_type: OUTBOX_ITEM_TYPE.into(),
             envelope: envelope.clone(),
             expires_at: expires_at.unix_timestamp(),
+            unpublished: (mode == RelayMode::Polling).then(|| UNPUBLISHED_PENDING.to_owned()),
         }
     }
 }

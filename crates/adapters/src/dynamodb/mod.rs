@@ -3,6 +3,7 @@
 pub mod consumers;
 mod errors;
 pub mod items;
+pub mod outbox;
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
@@ -16,7 +17,8 @@ use domain::ports::{
 use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
 use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
 use items::{
-    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, ReservationItem, SlotItem, idempotency_pk, reservation_pk, slot_pk,
+    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, RelayMode, ReservationItem, SlotItem, idempotency_pk, reservation_pk,
+    slot_pk,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use std::collections::HashMap;
@@ -31,6 +33,8 @@ pub struct StoreTables {
     pub outbox_retention: Duration,
     /// How long an Idempotency-Key is remembered.
     pub idempotency_retention: Duration,
+    /// In polling mode new outbox items are marked unpublished for the poller's index.
+    pub relay_mode: RelayMode,
 }
 
 #[derive(Debug, Clone)]
@@ -79,7 +83,7 @@ impl DynamoReservationStore {
     ) -> Result<TransactWriteItem, StoreError> {
         let item = serialize(
             operation,
-            &OutboxItem::new(change_event, now + self.tables.outbox_retention),
+            &OutboxItem::new(change_event, now + self.tables.outbox_retention, self.tables.relay_mode),
         )?;
         let put = built(
             operation,

@@ -1,0 +1,465 @@
+//! The polling publisher: the second relay mode, and the recovery sweep after an outage of the
+//! stream relay longer than the stream's retention (docs/adr/0004-polling-publisher.md).
+//!
+//! Each poll reads the unpublished events from the outbox's sparse index, publishes them with the
+//! stream relay's publish core ([`publish_in_order`]: same envelope, same per-reservation order
+//! rule, same failure handling), then clears each published event's mark with a conditional write.
+//! Only the holder of the publisher lease polls, so two pollers never interleave their puts of one
+//! reservation; a crashed holder's lease expires and another takes over.
+
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::publish::{PublishPolicy, PublishReport, error_chain, publish_in_order};
+use crate::sink::{EventSink, MAX_BYTES_PER_RECORD, SinkRecord};
+use domain::ports::{OutboxKey, PendingEvent, PublisherLease, StoreError, UndecodableItem, UnpublishedEvents};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+use time::OffsetDateTime;
+use tokio::time::Instant;
+
+/// Reservations checked or marked at once.
+const CONCURRENCY: usize = 16;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollerSettings {
+    /// Pause after a poll that did not fill a batch.
+    pub interval: Duration,
+    /// Events read per poll.
+    pub batch_limit: usize,
+    /// How long a taken lease lasts; it is renewed once half of it has passed.
+    pub lease_duration: Duration,
+    /// Publishing stops this long before the lease ends, so that a put still in flight (bounded by
+    /// the Kinesis client's operation timeout) lands before anyone else can hold the lease.
+    pub lease_margin: Duration,
+}
+
+impl Default for PollerSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            batch_limit: 500,
+            lease_duration: Duration::from_secs(15),
+            lease_margin: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone)]
+pub struct PollStats {
+    /// Events the index returned.
+    pub pending: usize,
+    pub published: usize,
+    /// Events left for a later poll because an earlier version of their reservation is still
+    /// unpublished but not yet visible in the index.
+    pub deferred: usize,
+    pub dead_lettered: usize,
+    pub marked: usize,
+    /// Marks that failed; those events are published again by a later poll (a duplicate).
+    pub mark_failures: usize,
+    pub publish: PublishReport,
+}
+
+impl PollStats {
+    pub fn metrics(&self) -> telemetry::MetricSet {
+        let mut metrics = telemetry::MetricSet::new("poller");
+        metrics
+            .count("EventsRelayed", self.published as f64)
+            .count("PendingEvents", self.pending as f64)
+            .count("DeferredEvents", self.deferred as f64)
+            .count("PutRecordsFailures", self.publish.failed_records as f64)
+            .count("PutRecordsRetries", f64::from(self.publish.retries))
+            .count("DeadLettered", self.dead_lettered as f64)
+            .count("MarkFailures", self.mark_failures as f64);
+        metrics
+    }
+}
+
+/// What a run (many polls) did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct RunStats {
+    pub polls: u64,
+    pub published: u64,
+    pub dead_lettered: u64,
+    /// Polls skipped because another poller held the lease.
+    pub lease_busy: u64,
+    /// Polls that failed on the outbox table (logged; the next poll tries again).
+    pub failed_polls: u64,
+    /// For a sweep: events marked unpublished again.
+    pub swept: u64,
+    /// Whether the last poll found nothing left to publish.
+    pub drained: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error("reading the unpublished events failed")]
+    Outbox(#[source] StoreError),
+}
+
+pub struct Poller<Q, L, S, D> {
+    outbox: Q,
+    lease: L,
+    sink: S,
+    dead_letters: D,
+    policy: PublishPolicy,
+    settings: PollerSettings,
+    holder: String,
+    metrics: telemetry::Emitter,
+}
+
+/// One reservation's events of a poll, in version order, each either publishable or poison.
+struct ReservationBatch {
+    events: Vec<(OutboxKey, Result<SinkRecord, UndecodableItem>)>,
+}
+
+fn sink_record(event: PendingEvent) -> (OutboxKey, Result<SinkRecord, UndecodableItem>) {
+    let key = event.key;
+    let record = event.event.and_then(|envelope| {
+        let data = serde_json::to_vec(&envelope).map_err(|e| UndecodableItem {
+            reason: format!("envelope does not serialize to JSON: {e}"),
+            item: serde_json::Value::Null,
+        })?;
+        let record = SinkRecord {
+            partition_key: envelope.partition_key().to_owned(),
+            data,
+        };
+        if record.size() > MAX_BYTES_PER_RECORD {
+            return Err(UndecodableItem {
+                reason: format!(
+                    "event is {} bytes; Kinesis accepts at most {MAX_BYTES_PER_RECORD} per record",
+                    record.size()
+                ),
+                item: serde_json::to_value(&envelope).unwrap_or_default(),
+            });
+        }
+        if record.partition_key != key.aggregate_id {
+            return Err(UndecodableItem {
+                reason: format!(
+                    "envelope aggregate_id {} is not the item's key {}",
+                    record.partition_key, key.aggregate_id
+                ),
+                item: serde_json::to_value(&envelope).unwrap_or_default(),
+            });
+        }
+        Ok(record)
+    });
+    (key, record)
+}
+
+/// Groups a poll's events by reservation (first appearance first), each in version order, cut at
+/// the first missing version: the index may not show that one yet, and nothing after it may go
+/// before it.
+fn by_reservation(events: Vec<PendingEvent>) -> (Vec<ReservationBatch>, usize) {
+    let mut order: Vec<String> = Vec::new();
+    let mut groups: HashMap<String, Vec<PendingEvent>> = HashMap::new();
+    for event in events {
+        let id = event.key.aggregate_id.clone();
+        if !groups.contains_key(&id) {
+            order.push(id.clone());
+        }
+        groups.entry(id).or_default().push(event);
+    }
+    let mut cut = 0;
+    let batches = order
+        .into_iter()
+        .map(|id| {
+            let mut events = groups.remove(&id).unwrap_or_default();
+            events.sort_by_key(|e| e.key.version);
+            events.dedup_by_key(|e| e.key.version);
+            let consecutive = events
+                .windows(2)
+                .position(|w| w[1].key.version != w[0].key.version + 1)
+                .map_or(events.len(), |i| i + 1);
+            cut += events.len() - consecutive;
+            events.truncate(consecutive);
+            ReservationBatch {
+                events: events.into_iter().map(sink_record).collect(),
+            }
+        })
+        .collect();
+    (batches, cut)
+}
+
+impl<Q, L, S, D> Poller<Q, L, S, D>
+where
+    Q: UnpublishedEvents,
+    L: PublisherLease,
+    S: EventSink,
+    D: DeadLetters,
+{
+    pub fn new(outbox: Q, lease: L, sink: S, dead_letters: D, policy: PublishPolicy, settings: PollerSettings) -> Self {
+        Self {
+            outbox,
+            lease,
+            sink,
+            dead_letters,
+            policy,
+            settings,
+            holder: format!("poller-{}", ulid::Ulid::new()),
+            metrics: telemetry::Emitter::Off,
+        }
+    }
+
+    /// Emits each poll's metrics (EMF) here; off unless set.
+    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+        self.metrics = emitter;
+        self
+    }
+
+    /// Names this poller in the lease (default: a fresh ULID), e.g. the Lambda request id.
+    pub fn with_holder(mut self, holder: impl Into<String>) -> Self {
+        self.holder = holder.into();
+        self
+    }
+
+    pub fn holder(&self) -> &str {
+        &self.holder
+    }
+
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    pub fn dead_letters(&self) -> &D {
+        &self.dead_letters
+    }
+
+    pub fn settings(&self) -> &PollerSettings {
+        &self.settings
+    }
+
+    /// One poll, for the lease holder: read, publish in order, mark. Puts stop before `deadline`.
+    pub async fn poll_once(&self, deadline: Instant) -> Result<PollStats, PollError> {
+        let pending = self
+            .outbox
+            .pending(self.settings.batch_limit)
+            .await
+            .map_err(PollError::Outbox)?;
+        let mut stats = PollStats {
+            pending: pending.len(),
+            ..Default::default()
+        };
+        if pending.is_empty() {
+            return Ok(stats);
+        }
+        let (batches, cut) = by_reservation(pending);
+        stats.deferred = cut;
+        let batches = self.without_unpublished_predecessors(batches, &mut stats).await?;
+
+        // Poison events go to the dead letters first; a reservation whose dead letter cannot be
+        // stored stops there (nothing after it is published or marked this time).
+        let mut records = Vec::new();
+        let mut record_of = Vec::new(); // (batch, event) of each record
+        let mut settled: Vec<Vec<bool>> = Vec::with_capacity(batches.len());
+        for (b, batch) in batches.iter().enumerate() {
+            let mut done = vec![false; batch.events.len()];
+            for (e, (key, event)) in batch.events.iter().enumerate() {
+                match event {
+                    Ok(record) => {
+                        records.push(record.clone());
+                        record_of.push((b, e));
+                    }
+                    Err(undecodable) => match self.dead_letters.send(&dead_letter(key, undecodable)).await {
+                        Ok(()) => {
+                            stats.dead_lettered += 1;
+                            done[e] = true;
+                            tracing::error!(%key, reason = %undecodable.reason, "outbox item cannot be published; dead-lettered");
+                        }
+                        Err(error) => {
+                            tracing::error!(%key, reason = %undecodable.reason, %error, "outbox item cannot be published and its dead letter could not be stored; will retry");
+                            stats.deferred += batch.events.len() - e;
+                            break;
+                        }
+                    },
+                }
+            }
+            settled.push(done);
+        }
+
+        let report = publish_in_order(&self.sink, &records, &self.policy, deadline).await;
+        for (i, published) in report.published.iter().enumerate() {
+            if *published {
+                let (b, e) = record_of[i];
+                settled[b][e] = true;
+            }
+        }
+        stats.published = report.published.iter().filter(|p| **p).count();
+        if report.gave_up {
+            tracing::warn!(
+                unpublished = records.len() - stats.published,
+                retries = report.retries,
+                last_error = report.last_error.as_deref().unwrap_or(""),
+                "publishing stopped; the rest stays marked for the next poll"
+            );
+        }
+        stats.publish = report;
+
+        // Marks go in version order per reservation and stop at its first unsettled event, so what
+        // stays marked is always a reservation's latest versions.
+        let outcomes: Vec<(usize, usize)> = futures::stream::iter(batches.iter().zip(&settled))
+            .map(|(batch, done)| async move {
+                let (mut marked, mut failed) = (0, 0);
+                for ((key, _), _) in batch.events.iter().zip(done).take_while(|(_, d)| **d) {
+                    match self.outbox.mark_published(key).await {
+                        Ok(_) => marked += 1,
+                        Err(error) => {
+                            tracing::warn!(%key, %error, "could not mark an event published; it will be published again");
+                            failed += 1;
+                            break;
+                        }
+                    }
+                }
+                (marked, failed)
+            })
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        stats.marked = outcomes.iter().map(|o| o.0).sum();
+        stats.mark_failures = outcomes.iter().map(|o| o.1).sum();
+        tracing::info!(
+            pending = stats.pending,
+            published = stats.published,
+            deferred = stats.deferred,
+            dead_lettered = stats.dead_lettered,
+            calls = stats.publish.calls,
+            retries = stats.publish.retries,
+            "poll done"
+        );
+        self.metrics.emit(&stats.metrics());
+        Ok(stats)
+    }
+
+    /// Drops the reservations whose first event here is not version 1 while an earlier version
+    /// is still unpublished (a consistent read of the table: the index may lag).
+    async fn without_unpublished_predecessors(
+        &self,
+        batches: Vec<ReservationBatch>,
+        stats: &mut PollStats,
+    ) -> Result<Vec<ReservationBatch>, PollError> {
+        // Err(n): a reservation of n events held back.
+        let checked: Vec<Result<Result<ReservationBatch, usize>, StoreError>> = futures::stream::iter(batches)
+            .map(|batch| async move {
+                match batch.events.first() {
+                    Some((key, _)) if key.version > 1 && self.outbox.earlier_unpublished(key).await? => {
+                        tracing::debug!(%key, "an earlier version is still unpublished; deferred");
+                        Ok(Err(batch.events.len()))
+                    }
+                    _ => Ok(Ok(batch)),
+                }
+            })
+            .buffered(CONCURRENCY)
+            .collect()
+            .await;
+        let mut kept = Vec::new();
+        for result in checked {
+            match result.map_err(PollError::Outbox)? {
+                Ok(batch) => kept.push(batch),
+                Err(held_back) => stats.deferred += held_back,
+            }
+        }
+        Ok(kept)
+    }
+
+    /// Polls while holding the lease until `until` or `stop`, whichever comes first; with
+    /// `until_drained`, also stops after the first poll that finds nothing to publish.
+    pub async fn run<F: Future<Output = ()>>(&self, until: Instant, until_drained: bool, stop: F) -> RunStats {
+        let mut stats = RunStats::default();
+        let mut stop = std::pin::pin!(stop);
+        // When the lease was last taken or renewed, while this poller holds it.
+        let mut lease_taken: Option<Instant> = None;
+        loop {
+            let now = Instant::now();
+            if now >= until {
+                break;
+            }
+            let mut busy = false;
+            let renew_after = self.settings.lease_duration / 2;
+            let must_renew = lease_taken.is_none_or(|taken| now.duration_since(taken) >= renew_after);
+            if must_renew {
+                let wall = OffsetDateTime::now_utc();
+                let expiry = wall + self.settings.lease_duration;
+                match self.lease.acquire(&self.holder, wall, expiry).await {
+                    Ok(true) => lease_taken = Some(now),
+                    Ok(false) => {
+                        lease_taken = None;
+                        stats.lease_busy += 1;
+                        busy = true;
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "could not take the publisher lease; trying again");
+                        lease_taken = None;
+                        stats.failed_polls += 1;
+                        busy = true;
+                    }
+                }
+            }
+            let mut full = false;
+            if let (false, Some(taken)) = (busy, lease_taken) {
+                let lease_end = taken + self.settings.lease_duration.saturating_sub(self.settings.lease_margin);
+                match self.poll_once(lease_end.min(until)).await {
+                    Ok(poll) => {
+                        stats.polls += 1;
+                        stats.published += poll.published as u64;
+                        stats.dead_lettered += poll.dead_lettered as u64;
+                        stats.drained = poll.pending == 0;
+                        full = poll.pending >= self.settings.batch_limit && !poll.publish.gave_up;
+                    }
+                    Err(error) => {
+                        stats.failed_polls += 1;
+                        tracing::warn!(error = %error_chain(&error), "poll failed; trying again");
+                    }
+                }
+                if until_drained && stats.drained {
+                    break;
+                }
+            }
+            if full {
+                continue;
+            }
+            let wake = (Instant::now() + self.settings.interval).min(until);
+            tokio::select! {
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = &mut stop => break,
+            }
+        }
+        if lease_taken.is_some()
+            && let Err(error) = self.lease.release(&self.holder).await
+        {
+            tracing::warn!(%error, "could not release the publisher lease; it expires by itself");
+        }
+        stats
+    }
+
+    /// The recovery sweep: marks every event committed since `since` unpublished again, then
+    /// polls until none is left (or `until`). Consumers take the re-published events that they
+    /// already applied as duplicates.
+    pub async fn sweep(&self, since: OffsetDateTime, until: Instant) -> Result<RunStats, PollError> {
+        let swept = self
+            .outbox
+            .mark_unpublished_since(since)
+            .await
+            .map_err(PollError::Outbox)?;
+        tracing::info!(swept, %since, "marked events unpublished again; publishing them");
+        let mut stats = self.run(until, true, std::future::pending()).await;
+        stats.swept = swept;
+        Ok(stats)
+    }
+}
+
+fn dead_letter(key: &OutboxKey, item: &UndecodableItem) -> DeadLetter {
+    DeadLetter {
+        function: "poller".into(),
+        reason: item.reason.clone(),
+        event_source_arn: None,
+        event_id: Some(key.to_string()),
+        sequence_number: None,
+        record: serde_json::json!({
+            "aggregate_id": key.aggregate_id,
+            "version": key.version,
+            "item": item.item,
+        }),
+        dead_lettered_at: OffsetDateTime::now_utc(),
+    }
+}
