@@ -7,20 +7,31 @@
 # AWS_ENDPOINT_URL_KINESIS), or pass --external to use whatever the SDK configuration says
 # (profile, region, credentials); no local engine is started then.
 #
-# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), API_ADDR (127.0.0.1:3000), plus the
-# service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; see README).
+# Relay mode: --relay stream (default: DynamoDB Streams → relay) or --relay polling (the polling
+# publisher, every POLL_INTERVAL_MS, default 1000; the API then marks new events for it).
+#
+# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), API_ADDR (127.0.0.1:3000), RELAY_MODE,
+# plus the service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; README).
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 external=false
-for arg in "$@"; do
-  case "$arg" in
+RELAY_MODE="${RELAY_MODE:-stream}"
+while (($#)); do
+  case "$1" in
     --external) external=true ;;
-    -h|--help) sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) die "unknown argument $arg (try --help)" ;;
+    --relay) RELAY_MODE="${2:-}"; shift ;;
+    --relay=*) RELAY_MODE="${1#--relay=}" ;;
+    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown argument $1 (try --help)" ;;
   esac
+  shift
 done
+case "$RELAY_MODE" in
+  stream | polling) export RELAY_MODE ;;
+  *) die "--relay must be stream or polling, got '$RELAY_MODE'" ;;
+esac
 if [[ -n "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_DYNAMODB:-}${AWS_ENDPOINT_URL_KINESIS:-}" ]]; then
   external=true
 fi
@@ -51,7 +62,7 @@ mkdir -p "$ROOT/.devstack"
 {
   for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
     AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM \
-    READ_MODEL_TABLE NOTIFICATIONS_TABLE; do
+    READ_MODEL_TABLE NOTIFICATIONS_TABLE RELAY_MODE; do
     [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
   done
 } >"$ROOT/.devstack/env"
@@ -63,7 +74,7 @@ wait_for_port "${API_ADDR##*:}" "the API" "$!" /dev/null
 
 cat <<EOT
 
-  The reservations API is up on $API_URL  (logs: $LOG_DIR; Ctrl-C stops everything)
+  The reservations API is up on $API_URL  (relay: $RELAY_MODE; logs: $LOG_DIR; Ctrl-C stops everything)
 
   # a slot with 20 seats
   curl -s -X PUT $API_URL/slots/dinner-2026-12-24 -H 'content-type: application/json' -d '{"capacity": 20}'

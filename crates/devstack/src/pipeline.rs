@@ -1,7 +1,9 @@
 //! The stream side of the local stack: the relay Lambda's handler behind an in-process event
-//! source mapping on the outbox table's stream, and the consumers' handlers behind mappings on the
-//! Kinesis stream, each configured as its deployed mapping is.
+//! source mapping on the outbox table's stream (or the polling publisher on the outbox's index),
+//! and the consumers' handlers behind mappings on the Kinesis stream, each configured as its
+//! deployed mapping is.
 
+use adapters::DynamoOutbox;
 use anyhow::{Context, Result};
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -12,7 +14,7 @@ use event_source_mapping::{
     DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, KinesisSource,
     MappingConfig, StartingPosition,
 };
-use relay::{DeadLetters, EventSink, JsonLinesDeadLetters, KinesisSink, PublishPolicy, Relay};
+use relay::{DeadLetters, EventSink, JsonLinesDeadLetters, KinesisSink, Poller, PollerSettings, PublishPolicy, Relay};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -81,6 +83,29 @@ pub fn relay_mapping(
         relay_mapping_config(),
     )
 }
+
+/// The local polling publisher: the poller Lambda's code on `outbox_table`, publishing to
+/// `events_stream`, its dead letters in a JSON-lines file under `dead_letter_dir`. Its `run`
+/// plays the schedule: one long invocation polling every `settings.interval`.
+pub fn poller(
+    sdk: &aws_config::SdkConfig,
+    outbox_table: &str,
+    events_stream: &str,
+    dead_letter_dir: &Path,
+    settings: PollerSettings,
+) -> LocalPoller {
+    let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(sdk), outbox_table);
+    Poller::new(
+        outbox.clone(),
+        outbox,
+        KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream),
+        JsonLinesDeadLetters::new(dead_letter_dir.join("poller-dead-letters.jsonl")),
+        PublishPolicy::default(),
+        settings,
+    )
+}
+
+pub type LocalPoller = Poller<DynamoOutbox, DynamoOutbox, KinesisSink, JsonLinesDeadLetters>;
 
 /// A consumer as Lambda's runtime would call it.
 pub struct ConsumerFunction<C, D>(pub ConsumerHandler<C, D>);

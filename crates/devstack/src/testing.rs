@@ -4,7 +4,7 @@
 use crate::resources::{self, ResourceNames, Resources};
 use adapters::{DynamoReadModel, DynamoReservationStore, RelayMode, StoreTables};
 use api::{App, ReservationService, RetryPolicy};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
@@ -171,6 +171,23 @@ impl TestStack {
         crate::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
     }
 
+    /// The polling publisher on this stack's outbox, polling every `interval`, with a short lease
+    /// (3 s, so a test replacing a killed poller waits briefly). Pair it with [`Self::polling`].
+    pub fn poller(&self, interval: std::time::Duration) -> crate::pipeline::LocalPoller {
+        crate::pipeline::poller(
+            &self.sdk,
+            &self.name("OUTBOX_TABLE"),
+            &self.name("EVENTS_STREAM"),
+            &self.dead_letter_dir(),
+            relay::PollerSettings {
+                interval,
+                batch_limit: 500,
+                lease_duration: std::time::Duration::from_secs(3),
+                lease_margin: std::time::Duration::from_millis(1_500),
+            },
+        )
+    }
+
     /// The projector behind its mapping on this stack's Kinesis stream, writing this stack's read
     /// model; `drain()` it to apply everything on the stream so far.
     pub async fn projector_mapping(&self) -> crate::pipeline::ConsumerMapping<consumers::Projector<DynamoReadModel>> {
@@ -301,4 +318,40 @@ impl TestStack {
             }
         }
     }
+}
+
+/// (reservation, versions in the order they appear on the stream), checking each record's
+/// partition key is its reservation id.
+pub fn versions_by_reservation(events: &[crate::events::ReadEvent]) -> BTreeMap<String, Vec<(u64, String)>> {
+    let mut by_key: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for event in events {
+        let envelope = event
+            .envelope
+            .as_ref()
+            .expect("every record on the stream is an envelope");
+        assert_eq!(
+            event.partition_key,
+            envelope.aggregate_id.as_str(),
+            "partition key = reservation id"
+        );
+        by_key
+            .entry(event.partition_key.clone())
+            .or_default()
+            .push((envelope.version.get(), envelope.event_type.as_str().to_owned()));
+    }
+    by_key
+}
+
+/// What the stream should hold for reservations `created`, of which `cancelled` were cancelled.
+pub fn expected_versions(created: &[String], cancelled: &BTreeSet<String>) -> BTreeMap<String, Vec<(u64, String)>> {
+    created
+        .iter()
+        .map(|id| {
+            let mut versions = vec![(1, "ReservationCreated".to_owned())];
+            if cancelled.contains(id) {
+                versions.push((2, "ReservationCancelled".to_owned()));
+            }
+            (id.clone(), versions)
+        })
+        .collect()
 }

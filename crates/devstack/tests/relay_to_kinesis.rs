@@ -3,46 +3,10 @@
 //! waited for. Invariants 3 (nothing lost), 4 (per-reservation order) and 6 (only outbox inserts).
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use devstack::events::ReadEvent;
-use devstack::testing::TestStack;
+use devstack::testing::{TestStack, expected_versions as expected, versions_by_reservation};
 use relay::JsonLinesDeadLetters;
 use serde_json::json;
-use std::collections::{BTreeMap, BTreeSet};
-
-/// (reservation, versions in the order they appear on the stream), checking each record's
-/// partition key is its reservation id.
-fn versions_by_reservation(events: &[ReadEvent]) -> BTreeMap<String, Vec<(u64, String)>> {
-    let mut by_key: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
-    for event in events {
-        let envelope = event
-            .envelope
-            .as_ref()
-            .expect("every record on the stream is an envelope");
-        assert_eq!(
-            event.partition_key,
-            envelope.aggregate_id.as_str(),
-            "partition key = reservation id"
-        );
-        by_key
-            .entry(event.partition_key.clone())
-            .or_default()
-            .push((envelope.version.get(), envelope.event_type.as_str().to_owned()));
-    }
-    by_key
-}
-
-fn expected(created: &[String], cancelled: &BTreeSet<String>) -> BTreeMap<String, Vec<(u64, String)>> {
-    created
-        .iter()
-        .map(|id| {
-            let mut versions = vec![(1, "ReservationCreated".to_owned())];
-            if cancelled.contains(id) {
-                versions.push((2, "ReservationCancelled".to_owned()));
-            }
-            (id.clone(), versions)
-        })
-        .collect()
-}
+use std::collections::BTreeSet;
 
 #[tokio::test]
 async fn reservations_and_cancels_via_the_api_reach_kinesis_once_each_in_order() {

@@ -80,6 +80,7 @@ fn the_local_stack_does_not_drift_from_the_template() {
             "BillingMode",
             "AttributeDefinitions",
             "KeySchema",
+            "GlobalSecondaryIndexes",
             "StreamSpecification",
             "TimeToLiveSpecification",
         ] {
@@ -112,6 +113,39 @@ fn the_http_api_routes_are_the_handlers_routes() {
         .collect();
     let handled: BTreeSet<String> = api::ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
     assert_eq!(routes, handled);
+}
+
+/// RelayMode switches the API's marking, the stream relay's mapping and the poller's schedule
+/// together, so a deployment never has both relays on or neither.
+#[test]
+fn relay_mode_switches_the_marking_the_stream_mapping_and_the_schedule_together() {
+    let template = template();
+    let parameter = &template["Parameters"]["RelayMode"];
+    assert_eq!(parameter["Default"].as_str(), Some("stream"));
+    let allowed: Vec<&str> = parameter["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for mode in &allowed {
+        mode.parse::<adapters::RelayMode>()
+            .unwrap_or_else(|e| panic!("the API would reject RelayMode {mode}: {e}"));
+    }
+    let resources = &template["Resources"];
+    let api_env = &resources["ApiFunction"]["Properties"]["Environment"]["Variables"]["RELAY_MODE"];
+    assert_eq!(json(api_env), serde_json::json!({"!Ref": "RelayMode"}));
+    let enabled = &resources["RelayEventSourceMapping"]["Properties"]["Enabled"];
+    assert_eq!(json(enabled), serde_json::json!({"!If": ["PollingRelay", false, true]}));
+    let schedule = &resources["PollerFunction"]["Properties"]["Events"]["EveryMinute"]["Properties"];
+    assert_eq!(
+        json(&schedule["State"]),
+        serde_json::json!({"!If": ["PollingRelay", "ENABLED", "DISABLED"]})
+    );
+    assert_eq!(
+        json(&template["Conditions"]["PollingRelay"]),
+        serde_json::json!({"!Equals": [{"!Ref": "RelayMode"}, "polling"]})
+    );
 }
 
 #[test]
@@ -172,6 +206,9 @@ fn every_function_environment_satisfies_its_typed_config() {
         let outcome = match binary {
             "reservations-api" => api::ApiConfig::from_vars(&vars).map(|_| ()).map_err(|e| e.to_string()),
             "reservations-relay" => relay::RelayConfig::from_vars(&vars)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "reservations-poller" => relay::PollerConfig::from_vars(&vars)
                 .map(|_| ())
                 .map_err(|e| e.to_string()),
             "reservations-projector" => consumers::ConsumerConfig::from_vars(&vars, "READ_MODEL_TABLE", "x")

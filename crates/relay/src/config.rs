@@ -1,4 +1,4 @@
-//! The relay's typed configuration, read once at start.
+//! The relays' typed configuration, read once at start.
 
 pub use dead_letters::DeadLetterTarget;
 use std::collections::HashMap;
@@ -38,6 +38,71 @@ impl RelayConfig {
     }
 }
 
+/// The polling publisher's configuration: the relay's, plus the outbox table and the poll's pace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PollerConfig {
+    pub relay: RelayConfig,
+    pub outbox_table: String,
+    pub settings: crate::polling::PollerSettings,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PollerConfigError {
+    #[error(transparent)]
+    Relay(#[from] RelayConfigError),
+    #[error("{name} must be a whole number from {min} to {max}, got {value:?}")]
+    OutOfRange {
+        name: &'static str,
+        min: u64,
+        max: u64,
+        value: String,
+    },
+}
+
+impl PollerConfig {
+    pub const DEFAULT_OUTBOX_TABLE: &str = "reservation-outbox";
+
+    pub fn from_env() -> Result<Self, PollerConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the relay's variables and `OUTBOX_TABLE`, `POLL_INTERVAL_MS` (default 1000) and
+    /// `POLL_BATCH_SIZE` (default 500).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, PollerConfigError> {
+        let relay = RelayConfig::from_vars(vars)?;
+        let outbox_table = match vars.get("OUTBOX_TABLE") {
+            None => Self::DEFAULT_OUTBOX_TABLE.to_owned(),
+            Some(v) if v.trim().is_empty() => return Err(RelayConfigError::Empty("OUTBOX_TABLE").into()),
+            Some(v) => v.trim().to_owned(),
+        };
+        let ranged = |name: &'static str, default: u64, min: u64, max: u64| match vars.get(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .filter(|n| (min..=max).contains(n))
+                .ok_or_else(|| PollerConfigError::OutOfRange {
+                    name,
+                    min,
+                    max,
+                    value: v.clone(),
+                }),
+        };
+        let defaults = crate::polling::PollerSettings::default();
+        let settings = crate::polling::PollerSettings {
+            interval: std::time::Duration::from_millis(ranged("POLL_INTERVAL_MS", 1_000, 10, 60_000)?),
+            batch_limit: ranged("POLL_BATCH_SIZE", 500, 1, 10_000)? as usize,
+            ..defaults
+        };
+        Ok(Self {
+            relay,
+            outbox_table,
+            settings,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -59,5 +124,27 @@ mod tests {
         .unwrap();
         assert_eq!(config.dead_letters, DeadLetterTarget::Queue("https://q".into()));
         assert_eq!(config.events_stream, "reservation-events");
+    }
+
+    #[test]
+    fn the_poller_reads_its_pace_and_names_a_bad_value() {
+        let config = PollerConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x")])).unwrap();
+        assert_eq!(config.outbox_table, "reservation-outbox");
+        assert_eq!(config.settings.interval, std::time::Duration::from_secs(1));
+        assert_eq!(config.settings.batch_limit, 500);
+        let fast = PollerConfig::from_vars(&vars(&[
+            ("DEAD_LETTER_FILE", "/tmp/x"),
+            ("POLL_INTERVAL_MS", "100"),
+            ("OUTBOX_TABLE", "ob"),
+        ]))
+        .unwrap();
+        assert_eq!(fast.settings.interval, std::time::Duration::from_millis(100));
+        assert_eq!(fast.outbox_table, "ob");
+        let err =
+            PollerConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("POLL_INTERVAL_MS", "0")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"POLL_INTERVAL_MS must be a whole number from 10 to 60000, got "0""#
+        );
     }
 }

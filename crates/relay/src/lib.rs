@@ -23,12 +23,23 @@ pub mod publish;
 pub mod sink;
 
 pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
-pub use config::RelayConfig;
+pub use config::{PollerConfig, RelayConfig};
 pub use dead_letter::{
     ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,
 };
 pub use handler::{Relay, RelayOutcome};
 pub use kinesis::KinesisSink;
-pub use polling::{PollStats, Poller, PollerSettings, RunStats};
+pub use polling::{PollStats, Poller, PollerRequest, PollerSettings, RunStats};
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
+
+/// The instant to finish by, from Lambda's deadline (epoch milliseconds), keeping `margin` back
+/// to answer before being cut off.
+pub fn invocation_deadline(deadline_epoch_ms: u64, margin: std::time::Duration) -> tokio::time::Instant {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or_default();
+    tokio::time::Instant::now()
+        + std::time::Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms)).saturating_sub(margin)
+}

@@ -77,7 +77,7 @@ impl PollStats {
 }
 
 /// What a run (many polls) did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct RunStats {
     pub polls: u64,
     pub published: u64,
@@ -96,6 +96,30 @@ pub struct RunStats {
 pub enum PollError {
     #[error("reading the unpublished events failed")]
     Outbox(#[source] StoreError),
+    #[error("sweep_since must be an RFC 3339 time, e.g. 2026-11-20T00:00:00Z, got {0:?}")]
+    BadSweepTime(String),
+}
+
+/// What the poller Lambda is asked to do: the schedule's event (any JSON without `sweep_since`)
+/// polls until the invocation's deadline; `{"sweep_since": "<RFC 3339>"}` runs the recovery sweep.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PollerRequest {
+    Poll,
+    Sweep { since: OffsetDateTime },
+}
+
+impl PollerRequest {
+    pub fn from_payload(payload: &serde_json::Value) -> Result<Self, PollError> {
+        match payload.get("sweep_since") {
+            None => Ok(Self::Poll),
+            Some(value) => {
+                let text = value.as_str().unwrap_or_default();
+                OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+                    .map(|since| Self::Sweep { since })
+                    .map_err(|_| PollError::BadSweepTime(value.to_string()))
+            }
+        }
+    }
 }
 
 pub struct Poller<Q, L, S, D> {
@@ -360,6 +384,14 @@ where
             }
         }
         Ok(kept)
+    }
+
+    /// Serves one Lambda invocation until `deadline`.
+    pub async fn invoke(&self, payload: &serde_json::Value, deadline: Instant) -> Result<RunStats, PollError> {
+        match PollerRequest::from_payload(payload)? {
+            PollerRequest::Poll => Ok(self.run(deadline, false, std::future::pending()).await),
+            PollerRequest::Sweep { since } => self.sweep(since, deadline).await,
+        }
     }
 
     /// Polls while holding the lease until `until` or `stop`, whichever comes first; with

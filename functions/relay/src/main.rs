@@ -4,19 +4,10 @@ use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::time::Instant;
+use std::time::Duration;
 
 /// Time kept back from Lambda's deadline to answer before being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1_500);
-
-fn invocation_deadline(deadline_epoch_ms: u64) -> Instant {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default();
-    Instant::now() + Duration::from_millis(deadline_epoch_ms.saturating_sub(now_ms)).saturating_sub(DEADLINE_MARGIN)
-}
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -32,7 +23,7 @@ async fn main() -> Result<(), Error> {
     .with_metrics(telemetry::Emitter::Stdout);
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
-        let deadline = invocation_deadline(event.context.deadline);
+        let deadline = relay::invocation_deadline(event.context.deadline, DEADLINE_MARGIN);
         Ok::<DynamoDbEventResponse, Error>(relay.handle(&event.payload, deadline).await.response)
     }))
     .await

@@ -2,7 +2,9 @@
 //!
 //!   devstack provision            create tables and stream from infra/resources.json
 //!   devstack serve --addr ADDR    serve the API with the Lambda's handler
-//!   devstack relay                run the relay on the outbox stream (local event source mapping)
+//!   devstack relay                run the relay on the outbox stream (local event source mapping),
+//!                                 or with --relay-mode polling the polling publisher
+//!   devstack sweep --since TIME   publish again every event committed since TIME (recovery sweep)
 //!   devstack consumers            run the projector and the notifier on the Kinesis stream
 //!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
@@ -10,7 +12,7 @@
 //! Endpoints, region and credentials come from the SDK's usual configuration
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
 
-use adapters::{DynamoNotifications, DynamoReadModel, DynamoReservationStore};
+use adapters::{DynamoNotifications, DynamoReadModel, DynamoReservationStore, RelayMode};
 use anyhow::{Context, Result};
 use api::{ApiConfig, App, ReservationService, RetryPolicy};
 use clap::{Parser, Subcommand};
@@ -34,8 +36,18 @@ enum Command {
     Provision(ProvisionArgs),
     /// Serve the HTTP API locally with the same handler code the Lambda runs.
     Serve(ServeArgs),
-    /// Run the relay Lambda's handler on the outbox table's stream, as its event source mapping would.
+    /// Run the relay Lambda's handler on the outbox table's stream, as its event source mapping
+    /// would; with --relay-mode polling, run the poller Lambda's code as its schedule would.
     Relay(RelayArgs),
+    /// The recovery sweep: mark every event committed since --since unpublished again and publish
+    /// them in order (after a stream relay outage longer than the stream's retention).
+    Sweep {
+        /// RFC 3339 time, e.g. 2026-11-20T00:00:00Z.
+        #[arg(long, value_parser = parse_time)]
+        since: time::OffsetDateTime,
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
     /// Run the projector and notifier Lambdas' handlers on the Kinesis stream, as their event source mappings would.
     Consumers(RelayArgs),
     /// Provision, then serve the API and run the relay and the consumers.
@@ -60,6 +72,36 @@ struct RelayArgs {
     /// Where records that cannot be published, and batches given up on, are written (JSON lines).
     #[arg(long, env = "DEVSTACK_DEAD_LETTER_DIR", default_value = ".devstack/dead-letters")]
     dead_letter_dir: PathBuf,
+    /// stream: the CDC relay on the outbox stream; polling: the polling publisher (and the API
+    /// marks new events for it).
+    #[arg(long, env = "RELAY_MODE", default_value = "stream")]
+    relay_mode: RelayMode,
+    /// The polling publisher's pause between polls.
+    #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
+    poll_interval_ms: u64,
+}
+
+fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| format!("expected an RFC 3339 time such as 2026-11-20T00:00:00Z, got {text:?}"))
+}
+
+impl RelayArgs {
+    fn poller(&self, sdk: &aws_config::SdkConfig) -> Result<pipeline::LocalPoller> {
+        let config = ApiConfig::from_env()?;
+        let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+        let settings = relay::PollerSettings {
+            interval: std::time::Duration::from_millis(self.poll_interval_ms.max(10)),
+            ..Default::default()
+        };
+        Ok(pipeline::poller(
+            sdk,
+            &config.outbox_table,
+            &events_stream,
+            &self.dead_letter_dir,
+            settings,
+        ))
+    }
 }
 
 #[derive(clap::Args)]
@@ -107,6 +149,18 @@ async fn ctrl_c() {
 }
 
 async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
+    if args.relay_mode == RelayMode::Polling {
+        let poller = args.poller(sdk)?;
+        println!(
+            "polling publisher: {} every {} ms → Kinesis (dead letters in {})",
+            ApiConfig::from_env()?.outbox_table,
+            args.poll_interval_ms,
+            args.dead_letter_dir.display()
+        );
+        let forever = tokio::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+        poller.run(forever, false, ctrl_c()).await;
+        return Ok(());
+    }
     let config = ApiConfig::from_env()?;
     let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
     let stream_arn =
@@ -118,6 +172,20 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
     );
     let mapping = devstack::pipeline::relay_mapping(sdk, &stream_arn, &events_stream, &args.dead_letter_dir);
     mapping.run(std::time::Duration::from_millis(100), ctrl_c()).await;
+    Ok(())
+}
+
+async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &RelayArgs) -> Result<()> {
+    let poller = args.poller(sdk)?;
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
+    let stats = tokio::select! {
+        stats = poller.sweep(since, until) => stats?,
+        _ = ctrl_c() => anyhow::bail!("interrupted; run the sweep again to finish (events already re-published are duplicates to consumers)"),
+    };
+    println!(
+        "sweep done: marked {} events since {since}, published {}, dead-lettered {}",
+        stats.swept, stats.published, stats.dead_lettered
+    );
     Ok(())
 }
 
@@ -159,8 +227,11 @@ async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
     Ok(())
 }
 
-async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
-    let config = ApiConfig::from_env()?;
+async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs, relay_mode: Option<RelayMode>) -> Result<()> {
+    let mut config = ApiConfig::from_env()?;
+    if let Some(mode) = relay_mode {
+        config.relay_mode = mode;
+    }
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let store = DynamoReservationStore::new(dynamodb.clone(), config.store_tables());
     let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
@@ -168,7 +239,11 @@ async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
-    println!("serving the reservations API on http://{}", listener.local_addr()?);
+    println!(
+        "serving the reservations API on http://{} (relay mode: {})",
+        listener.local_addr()?,
+        config.relay_mode
+    );
     devstack::server::serve(listener, app, ctrl_c()).await?;
     Ok(())
 }
@@ -177,8 +252,9 @@ async fn run(cli: Cli) -> Result<()> {
     let sdk = aws_config::load_from_env().await;
     match cli.command {
         Command::Provision(args) => provision(&sdk, &args).await,
-        Command::Serve(args) => serve(&sdk, &args).await,
+        Command::Serve(args) => serve(&sdk, &args, None).await,
         Command::Relay(args) => relay(&sdk, &args).await,
+        Command::Sweep { since, relay: args } => sweep(&sdk, since, &args).await,
         Command::Consumers(args) => consumers(&sdk, &args).await,
         Command::Events { follow } => print_events(&sdk, follow).await,
         Command::Up {
@@ -187,7 +263,11 @@ async fn run(cli: Cli) -> Result<()> {
             relay: r,
         } => {
             provision(&sdk, &p).await?;
-            tokio::try_join!(serve(&sdk, &s), relay(&sdk, &r), consumers(&sdk, &r))?;
+            tokio::try_join!(
+                serve(&sdk, &s, Some(r.relay_mode)),
+                relay(&sdk, &r),
+                consumers(&sdk, &r)
+            )?;
             Ok(())
         }
     }

@@ -1,0 +1,48 @@
+//! The polling publisher Lambda. An EventBridge schedule invokes it every minute and it polls at
+//! POLL_INTERVAL_MS until just before its deadline; invoked with `{"sweep_since": "<RFC 3339>"}`
+//! it runs the recovery sweep instead. Only wiring.
+
+use adapters::DynamoOutbox;
+use aws_config::timeout::TimeoutConfig;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use relay::{KinesisSink, Poller, PollerConfig, PublishPolicy, RunStats};
+use std::time::Duration;
+
+/// Time kept back from Lambda's deadline to release the lease and answer.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+/// Bounds a PutRecords call with its retries; below the poller's lease margin, so a put still in
+/// flight lands before the lease can pass to another poller.
+const KINESIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    lambda_runtime::tracing::init_default_subscriber();
+    let config = PollerConfig::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let kinesis = aws_sdk_kinesis::Client::from_conf(
+        aws_sdk_kinesis::config::Builder::from(&sdk)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(KINESIS_OPERATION_TIMEOUT)
+                    .build(),
+            )
+            .build(),
+    );
+    let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(&sdk), &config.outbox_table);
+    let dead_letters = config.relay.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
+    let poller = Poller::new(
+        outbox.clone(),
+        outbox,
+        KinesisSink::new(kinesis, &config.relay.events_stream),
+        dead_letters,
+        PublishPolicy::default(),
+        config.settings,
+    )
+    .with_metrics(telemetry::Emitter::Stdout);
+    let poller = &poller;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
+        let deadline = relay::invocation_deadline(event.context.deadline, DEADLINE_MARGIN);
+        Ok::<RunStats, Error>(poller.invoke(&event.payload, deadline).await?)
+    }))
+    .await
+}
