@@ -321,22 +321,13 @@ where
         stats.publish = report;
 
         // Marks go in version order per reservation and stop at its first unsettled event, so what
-        // stays marked is always a reservation's latest versions.
-        let outcomes: Vec<(usize, usize)> = futures::stream::iter(batches.iter().zip(&settled))
-            .map(|(batch, done)| async move {
-                let (mut marked, mut failed) = (0, 0);
-                for ((key, _), _) in batch.events.iter().zip(done).take_while(|(_, d)| **d) {
-                    match self.outbox.mark_published(key).await {
-                        Ok(_) => marked += 1,
-                        Err(error) => {
-                            tracing::warn!(%key, %error, "could not mark an event published; it will be published again");
-                            failed += 1;
-                            break;
-                        }
-                    }
-                }
-                (marked, failed)
-            })
+        // stays marked is always a reservation's latest versions. (Futures built in a loop, not a
+        // closure, keep this future `Send` for callers that spawn it.)
+        let mut marks = Vec::with_capacity(batches.len());
+        for (batch, done) in batches.iter().zip(&settled) {
+            marks.push(self.mark_settled(batch, done));
+        }
+        let outcomes: Vec<(usize, usize)> = futures::stream::iter(marks)
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
@@ -362,20 +353,12 @@ where
         batches: Vec<ReservationBatch>,
         stats: &mut PollStats,
     ) -> Result<Vec<ReservationBatch>, PollError> {
-        // Err(n): a reservation of n events held back.
-        let checked: Vec<Result<Result<ReservationBatch, usize>, StoreError>> = futures::stream::iter(batches)
-            .map(|batch| async move {
-                match batch.events.first() {
-                    Some((key, _)) if key.version > 1 && self.outbox.earlier_unpublished(key).await? => {
-                        tracing::debug!(%key, "an earlier version is still unpublished; deferred");
-                        Ok(Err(batch.events.len()))
-                    }
-                    _ => Ok(Ok(batch)),
-                }
-            })
-            .buffered(CONCURRENCY)
-            .collect()
-            .await;
+        let mut checks = Vec::with_capacity(batches.len());
+        for batch in batches {
+            checks.push(self.unless_predecessor_unpublished(batch));
+        }
+        let checked: Vec<Result<Result<ReservationBatch, usize>, StoreError>> =
+            futures::stream::iter(checks).buffered(CONCURRENCY).collect().await;
         let mut kept = Vec::new();
         for result in checked {
             match result.map_err(PollError::Outbox)? {
@@ -392,6 +375,34 @@ where
             PollerRequest::Poll => Ok(self.run(deadline, false, std::future::pending()).await),
             PollerRequest::Sweep { since } => self.sweep(since, deadline).await,
         }
+    }
+
+    /// `Ok(Err(n))` when the batch (of n events) has to wait for an earlier version.
+    async fn unless_predecessor_unpublished(
+        &self,
+        batch: ReservationBatch,
+    ) -> Result<Result<ReservationBatch, usize>, StoreError> {
+        match batch.events.first() {
+            Some((key, _)) if key.version > 1 && self.outbox.earlier_unpublished(key).await? => {
+                tracing::debug!(%key, "an earlier version is still unpublished; deferred");
+                Ok(Err(batch.events.len()))
+            }
+            _ => Ok(Ok(batch)),
+        }
+    }
+
+    /// Clears the marks of a reservation's settled events, lowest version first, up to the first
+    /// unsettled one. Returns (marked, failed).
+    async fn mark_settled(&self, batch: &ReservationBatch, settled: &[bool]) -> (usize, usize) {
+        let mut marked = 0;
+        for ((key, _), _) in batch.events.iter().zip(settled).take_while(|(_, done)| **done) {
+            if let Err(error) = self.outbox.mark_published(key).await {
+                tracing::warn!(%key, %error, "could not mark an event published; it will be published again");
+                return (marked, 1);
+            }
+            marked += 1;
+        }
+        (marked, 0)
     }
 
     /// Polls while holding the lease until `until` or `stop`, whichever comes first; with

@@ -340,3 +340,15 @@ async fn the_sweep_publishes_again_everything_committed_since_a_time() {
     assert_eq!(again, [("A".to_string(), 1), ("A".to_string(), 2)]);
     assert!(outbox.unpublished().is_empty());
 }
+
+/// The poller's futures can be spawned (the local stack and benchmarks run it on its own task).
+#[test]
+fn a_poll_and_a_run_are_send() {
+    fn spawnable<F: std::future::Future + Send>(_: F) {}
+    let outbox = Arc::new(InMemoryOutbox::default());
+    let sink = Arc::new(FlakySink::new(1, 0.0));
+    let poller = poller(&outbox, &sink, "p");
+    spawnable(poller.poll_once(soon()));
+    spawnable(poller.run(soon(), true, std::future::pending::<()>()));
+    spawnable(poller.sweep(time::OffsetDateTime::now_utc(), soon()));
+}

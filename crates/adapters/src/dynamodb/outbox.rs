@@ -74,6 +74,18 @@ impl DynamoOutbox {
     }
 }
 
+impl DynamoOutbox {
+    /// One reservation's versions, lowest first.
+    async fn mark_reservation_unpublished(&self, mut keys: Vec<OutboxKey>) -> Result<u64, StoreError> {
+        keys.sort();
+        let mut marked = 0;
+        for key in &keys {
+            marked += u64::from(self.mark_unpublished(key).await?);
+        }
+        Ok(marked)
+    }
+}
+
 fn outbox_key(item: &Item) -> Result<OutboxKey, StoreError> {
     let aggregate_id = item.get("aggregate_id").and_then(|v| v.as_s().ok()).cloned();
     let version = item
@@ -216,15 +228,11 @@ impl UnpublishedEvents for DynamoOutbox {
                     None => by_reservation.push(vec![key]),
                 }
             }
-            let results: Vec<Result<u64, StoreError>> = futures::stream::iter(by_reservation)
-                .map(|mut group| async move {
-                    group.sort();
-                    let mut marked = 0;
-                    for key in &group {
-                        marked += u64::from(self.mark_unpublished(key).await?);
-                    }
-                    Ok(marked)
-                })
+            let mut marks = Vec::with_capacity(by_reservation.len());
+            for group in by_reservation {
+                marks.push(self.mark_reservation_unpublished(group));
+            }
+            let results: Vec<Result<u64, StoreError>> = futures::stream::iter(marks)
                 .buffer_unordered(SWEEP_CONCURRENCY)
                 .collect()
                 .await;
