@@ -33,7 +33,14 @@ bin="$ROOT/target/release"
 ddb_port=18100; kinesis_port=14668; api_port=13100
 logs="$ROOT/.devstack/bench-logs"
 unset AWS_ENDPOINT_URL AWS_PROFILE RELAY_MODE
-start_engines "$ddb_port" "$kinesis_port" "$logs"
+
+# DynamoDB Local slows down as it fills (32 clients of raw TransactWriteItems: about 480/s on a
+# fresh engine, 240/s on the second run, 190/s on the third), so every measurement that is
+# compared with another starts on fresh engines, and none inherits the previous one's data.
+fresh_engines() {
+  stop_started
+  start_engines "$ddb_port" "$kinesis_port" "$logs"
+}
 
 cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 machine="$(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB, $(uname -sr)"
@@ -63,18 +70,20 @@ command_line() { printf 'scripts/bench.sh %s' "$*"; }
 bench_modes() {
   local rate="${1:-20}" seconds="${2:-30}" samples="$logs/latency" results
   mkdir -p "$samples"
-  log "modes: end-to-end latency at $rate reservations/s for $seconds s per mode"
-  results="$(
-    "$bin/pipeline-bench" latency --mode stream --rate "$rate" --seconds "$seconds" --samples-out "$samples/stream.txt"
-    "$bin/pipeline-bench" latency --mode polling --interval-ms 1000 --rate "$rate" --seconds "$seconds" --samples-out "$samples/polling-1000.txt"
-    "$bin/pipeline-bench" latency --mode polling --interval-ms 100 --rate "$rate" --seconds "$seconds" --samples-out "$samples/polling-100.txt"
-  )"
-  log "modes: DynamoDB calls while idle, 60 s per mode"
-  results+=$'\n'"$(
-    "$bin/pipeline-bench" idle --mode stream --seconds 60
-    "$bin/pipeline-bench" idle --mode polling --interval-ms 1000 --seconds 60
-    "$bin/pipeline-bench" idle --mode polling --interval-ms 100 --seconds 60
-  )"
+  results=""
+  local run
+  for run in "stream stream" "polling-1000 polling --interval-ms 1000" "polling-100 polling --interval-ms 100"; do
+    local words name mode
+    read -ra words <<<"$run"
+    name=${words[0]}
+    mode=("${words[@]:1}")
+    fresh_engines
+    log "modes: $name, end-to-end latency at $rate reservations/s for $seconds s"
+    results+="$("$bin/pipeline-bench" latency --mode "${mode[@]}" --rate "$rate" --seconds "$seconds" --samples-out "$samples/$name.txt")"$'\n'
+    fresh_engines
+    log "modes: $name, DynamoDB calls while idle for 60 s"
+    results+="$("$bin/pipeline-bench" idle --mode "${mode[@]}" --seconds 60)"$'\n'
+  done
   echo "$results"
   pip_tools "$ROOT/.venv-bench" matplotlib==3.9.2
   "$ROOT/.venv-bench/bin/python" - "$samples" "$ROOT/docs/benchmarks-latency.png" "$rate" <<'PY'
@@ -105,7 +114,8 @@ name = lambda r: "CDC (stream relay)" if r["mode"] == "stream" else f"polling, {
 print(f"""## Relay modes: CDC against polling
 
 Command: `{command}` (release build; the API, the relay or the poller, and the projector
-in one process on the embedded stack, DynamoDB Local and kinesis-mock). Run on {day}: {machine}.
+in one process on the embedded stack, DynamoDB Local and kinesis-mock, both restarted empty before
+each run). Run on {day}: {machine}.
 
 **End-to-end latency**: from the API's `201` to the projector having applied the reservation, at a
 fixed offered rate (requests start on a schedule, whatever the answers), each mode on fresh
@@ -153,17 +163,23 @@ PY
 
 bench_api() {
   local clients="${1:-32}" seconds="${2:-20}" spread hot raw
-  RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
-  RUST_LOG=warn "$bin/devstack" serve --addr "127.0.0.1:$api_port" >"$logs/api.log" 2>&1 &
-  local api_pid=$!
-  STARTED_PIDS+=("$api_pid")
-  wait_for_port "$api_port" "the API" "$api_pid" "$logs/api.log"
-  log "api: POST /reservations, $clients clients, $seconds s, over 64 slots and over 1 slot"
-  spread="$("$bin/loadgen" --url "http://127.0.0.1:$api_port" --clients "$clients" --seconds "$seconds" --slots 64)"
-  hot="$("$bin/loadgen" --url "http://127.0.0.1:$api_port" --clients "$clients" --seconds "$seconds" --slots 1)"
+  fresh_engines
   log "api: raw TransactWriteItems, $clients clients, $seconds s, over 64 slots"
   raw="$("$bin/pipeline-bench" transactions --clients "$clients" --seconds "$seconds")"
-  kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
+  api_load() {
+    fresh_engines
+    RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
+    RUST_LOG=warn "$bin/devstack" serve --addr "127.0.0.1:$api_port" >"$logs/api.log" 2>&1 &
+    STARTED_PIDS+=($!)
+    wait_for_port "$api_port" "the API" "$!" "$logs/api.log"
+    log "api: POST /reservations, $clients clients, $seconds s, over $1 slot(s)"
+    "$bin/loadgen" --url "http://127.0.0.1:$api_port" --clients "$clients" --seconds "$seconds" --slots "$1" >"$logs/api-$1.json"
+  }
+  # Not in $(...): the engines and the server it starts must stay this shell's to stop.
+  api_load 64
+  api_load 1
+  spread="$(cat "$logs/api-64.json")"
+  hot="$(cat "$logs/api-1.json")"
   printf '%s\n%s\n%s\n' "$spread" "$hot" "$raw"
   python3 - "$spread" "$hot" "$raw" "$(command_line api "$clients" "$seconds")" "$machine" "$day" <<'PY' | write_section "## API: POST /reservations on DynamoDB Local"
 import json, sys
@@ -177,8 +193,9 @@ l = raw["latency_ms"]
 print(f"""## API: POST /reservations on DynamoDB Local
 
 Command: `{command}` (release build; `devstack serve`, the local HTTP server in front of the
-Lambda handler, alone; DynamoDB Local in memory; client and server on one machine, so they share
-its cores). Run on {day}: {machine}.
+Lambda handler, alone; DynamoDB Local in memory, restarted empty before each row, because it
+slows down as it fills; client and server on one machine, so they share its cores). Run on
+{day}: {machine}.
 
 | load | clients | requests | 201 | other | reservations/s | p50 ms | p95 ms | p99 ms |
 |---|---|---|---|---|---|---|---|---|
@@ -198,6 +215,7 @@ PY
 
 bench_relay() {
   local events="${1:-10000}" batch="${2:-100}" results
+  fresh_engines
   log "relay: $events outbox events per workload, batches of $batch"
   results="$("$bin/relay-bench" --events "$events" --batch-size "$batch")"
   echo "$results"
@@ -252,6 +270,7 @@ bench_functions() {
   done
   log "functions: native release builds for the Runtime API emulator"
   (cd "$ROOT" && cargo build --quiet --release "${kinds[@]/#/--package=reservations-}")
+  fresh_engines
   RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
   for kind in "${kinds[@]}"; do
     log "functions: reservations-$kind, $runs cold starts"
