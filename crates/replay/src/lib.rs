@@ -3,6 +3,8 @@
 //! once and in order, so a replay over what was already applied changes nothing, and a replay from
 //! the trim horizon into empty tables rebuilds them.
 
+pub mod audit;
+
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use consumers::Consumer;

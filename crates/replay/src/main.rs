@@ -3,11 +3,13 @@
 //!   reservations-replay projector                      rebuild / catch up the guest read model
 //!   reservations-replay notifier --dry-run             what would be notified, nothing sent
 //!   reservations-replay print --from 2026-11-24T10:00:00Z --to 2026-11-24T11:00:00Z
+//!   reservations-replay audit --from 2026-11-24T10:00:00Z   committed vs stream vs consumers
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
 //! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
 //! there were gaps, malformed records or failures, 2 for bad arguments or an unreadable stream.
+//! `audit` exits 1 when a committed event is missing from the stream or from a consumer.
 
 use adapters::{DynamoNotifications, DynamoReadModel};
 use clap::{Parser, ValueEnum};
@@ -56,6 +58,9 @@ enum TargetKind {
     Notifier,
     /// The envelopes as JSON lines on stdout.
     Print,
+    /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
+    /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
+    Audit,
 }
 
 struct Bar(ProgressBar);
@@ -127,6 +132,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             let mut target = Target::Consumer(Notifier::new(sender));
             replay::replay(&kinesis, &options, &mut target, progress).await?
         }
+        TargetKind::Audit => unreachable!("audits are run by run_audit"),
         TargetKind::Print => {
             let mut target: Target<Projector<DynamoReadModel>> = Target::Print(Box::new(std::io::stdout()));
             replay::replay(&kinesis, &options, &mut target, progress).await?
@@ -136,6 +142,47 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
+/// An audit's time range: `--from` a time (default: everything in the outbox), `--to` a time
+/// (default: now).
+fn audit_range(cli: &Cli) -> anyhow::Result<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let from = match &cli.from {
+        From::At(time) => *time,
+        From::TrimHorizon => time::OffsetDateTime::UNIX_EPOCH,
+        other => anyhow::bail!("audit --from takes an RFC 3339 time, not {other:?}"),
+    };
+    let to = match &cli.to {
+        None => time::OffsetDateTime::now_utc(),
+        Some(To::At(time)) => *time,
+        Some(other) => anyhow::bail!("audit --to takes an RFC 3339 time, not {other:?}"),
+    };
+    Ok((from, to))
+}
+
+async fn run_audit(cli: &Cli) -> anyhow::Result<replay::audit::AuditReport> {
+    let (from, to) = audit_range(cli)?;
+    let sdk = aws_config::load_from_env().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let projector = Projector::new(DynamoReadModel::new(
+        dynamodb.clone(),
+        env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
+    ));
+    let notifier = Notifier::new(DynamoNotifications::new(
+        dynamodb.clone(),
+        env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
+        time::Duration::days(30),
+    ));
+    Ok(replay::audit::audit(
+        &dynamodb,
+        &aws_sdk_kinesis::Client::new(&sdk),
+        &env_or("OUTBOX_TABLE", "reservation-outbox"),
+        &cli.stream,
+        from,
+        to,
+        &[&projector, &notifier],
+    )
+    .await?)
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -143,6 +190,25 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(cli.target, TargetKind::Audit) {
+        return match run_audit(&cli).await {
+            Ok(report) => {
+                for line in report.lines() {
+                    println!("{line}");
+                }
+                eprintln!("audit done: {report}");
+                if report.nothing_missing() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("reservations-replay: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let dry_run = cli.dry_run;
     match run(cli).await {
         Ok(summary) => {

@@ -1,0 +1,380 @@
+//! The audit: for the events committed in a time range (the outbox items still within TTL), what
+//! is on the Kinesis stream and what each consumer applied. It reports, per reservation, versions
+//! missing from the stream, versions delivered more than once, versions that first appeared before
+//! the one they follow, and consumers behind the latest committed version.
+//!
+//! [`compare`] is the whole judgement, on plain values; [`audit`] gathers them.
+
+use crate::{NoProgress, ReplayError, ReplayOptions, Target};
+use consumers::Consumer;
+use domain::ports::StoreError;
+use domain::{ApplyOutcome, EventEnvelope, EventId, ReservationEvent, Version};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+use time::OffsetDateTime;
+
+/// A reservation's version: the unit everything is compared in.
+pub type EventKey = (String, u64);
+
+/// What the audit found. Missing events (on the stream or in a consumer) make it fail; duplicates
+/// and late first appearances are reported, since consumers absorb them.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditReport {
+    pub committed: usize,
+    pub reservations: usize,
+    /// Stream records of the audited reservations (duplicates included).
+    pub on_stream: usize,
+    pub missing_on_stream: Vec<EventKey>,
+    /// (reservation, version, times on the stream) for versions seen more than once.
+    pub duplicated: Vec<(String, u64, usize)>,
+    /// (reservation, version, the lower version it first appeared before).
+    pub misordered: Vec<(String, u64, u64)>,
+    pub consumers_behind: Vec<ConsumerBehind>,
+    /// Outbox items in the range that are not valid envelopes (their dead letters tell why).
+    pub undecodable_in_outbox: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ConsumerBehind {
+    pub consumer: String,
+    pub reservation_id: String,
+    pub applied: Option<u64>,
+    pub committed: u64,
+}
+
+impl AuditReport {
+    pub fn nothing_missing(&self) -> bool {
+        self.missing_on_stream.is_empty() && self.consumers_behind.is_empty()
+    }
+
+    /// One line per finding, for people.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        for (id, v) in &self.missing_on_stream {
+            lines.push(format!("{id} v{v}: committed, not on the stream"));
+        }
+        for behind in &self.consumers_behind {
+            let applied = behind.applied.map_or("nothing".to_owned(), |v| format!("v{v}"));
+            lines.push(format!(
+                "{} v{}: {} applied {applied}",
+                behind.reservation_id, behind.committed, behind.consumer
+            ));
+        }
+        for (id, v, before) in &self.misordered {
+            lines.push(format!("{id} v{v}: first on the stream before v{before}"));
+        }
+        for (id, v, times) in &self.duplicated {
+            lines.push(format!("{id} v{v}: on the stream {times} times"));
+        }
+        lines
+    }
+}
+
+impl std::fmt::Display for AuditReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} events of {} reservations committed, {} records on the stream; missing on the stream {}, consumers behind {}, misordered {}, duplicated {}, undecodable outbox items {}",
+            self.committed,
+            self.reservations,
+            self.on_stream,
+            self.missing_on_stream.len(),
+            self.consumers_behind.len(),
+            self.misordered.len(),
+            self.duplicated.len(),
+            self.undecodable_in_outbox
+        )
+    }
+}
+
+/// Compares the committed events with the stream (in stream order, parents before children) and
+/// with what each consumer reports applied per reservation. Stream records of reservations with
+/// nothing committed in the range are ignored.
+pub fn compare(
+    committed: &[EventKey],
+    on_stream: &[EventKey],
+    consumers: &[(String, HashMap<String, Option<u64>>)],
+) -> AuditReport {
+    let mut latest: BTreeMap<&str, u64> = BTreeMap::new();
+    for (id, v) in committed {
+        let entry = latest.entry(id.as_str()).or_insert(*v);
+        *entry = (*entry).max(*v);
+    }
+    let mut times: HashMap<(&str, u64), usize> = HashMap::new();
+    let mut highest_seen: HashMap<&str, u64> = HashMap::new();
+    let mut report = AuditReport {
+        committed: committed.len(),
+        reservations: latest.len(),
+        ..Default::default()
+    };
+    for (id, v) in on_stream {
+        if !latest.contains_key(id.as_str()) {
+            continue;
+        }
+        report.on_stream += 1;
+        let seen = times.entry((id.as_str(), *v)).or_insert(0);
+        *seen += 1;
+        let highest = highest_seen.entry(id.as_str()).or_insert(0);
+        // A version's first appearance must come after every lower version's.
+        if *seen == 1 && *v > 1 && *highest < *v - 1 {
+            report.misordered.push((id.clone(), *v, *highest + 1));
+        }
+        *highest = (*highest).max(*v);
+    }
+    for (id, v) in committed {
+        match times.get(&(id.as_str(), *v)) {
+            None => report.missing_on_stream.push((id.clone(), *v)),
+            Some(&n) if n > 1 => report.duplicated.push((id.clone(), *v, n)),
+            Some(_) => {}
+        }
+    }
+    for (consumer, applied) in consumers {
+        for (id, committed_version) in &latest {
+            let applied_version = applied.get(*id).copied().flatten();
+            if applied_version.is_none_or(|a| a < *committed_version) {
+                report.consumers_behind.push(ConsumerBehind {
+                    consumer: consumer.clone(),
+                    reservation_id: (*id).to_owned(),
+                    applied: applied_version,
+                    committed: *committed_version,
+                });
+            }
+        }
+    }
+    report.missing_on_stream.sort();
+    report.duplicated.sort();
+    report
+}
+
+/// Records what is on the stream instead of applying it.
+#[derive(Default)]
+struct StreamRecorder {
+    seen: Mutex<Vec<EventKey>>,
+}
+
+impl Consumer for StreamRecorder {
+    fn name(&self) -> &'static str {
+        "audit"
+    }
+
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((event.reservation_id().to_string(), event.version().get()));
+        Ok(ApplyOutcome::Applied)
+    }
+
+    async fn applied_version(&self, _: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+        Ok(None)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("reading the outbox table {table} failed")]
+    Outbox {
+        table: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error(transparent)]
+    Stream(#[from] ReplayError),
+    #[error("asking the {consumer} what it applied failed")]
+    Consumer {
+        consumer: &'static str,
+        #[source]
+        source: StoreError,
+    },
+}
+
+/// The outbox events committed in `[from, to]` (by their ULID event id), and how many items there
+/// were not valid envelopes.
+pub async fn committed_events(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    outbox_table: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<(Vec<EventEnvelope>, usize), AuditError> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let low = EventId::lower_bound_at(from);
+    let high = EventId::lower_bound_at(to + time::Duration::milliseconds(1));
+    let mut envelopes = Vec::new();
+    let mut undecodable = 0;
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(outbox_table)
+            .filter_expression("item_type = :outbox AND event_id >= :low AND event_id < :high")
+            .expression_attribute_values(":outbox", AttributeValue::S("OutboxEvent".into()))
+            .expression_attribute_values(":low", AttributeValue::S(low.to_string()))
+            .expression_attribute_values(":high", AttributeValue::S(high.to_string()))
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| AuditError::Outbox {
+                table: outbox_table.to_owned(),
+                source: Box::new(aws_sdk_dynamodb::Error::from(e)),
+            })?;
+        for item in page.items() {
+            match serde_dynamo::aws_sdk_dynamodb_1::from_item::<EventEnvelope>(item.clone()) {
+                Ok(envelope) => envelopes.push(envelope),
+                Err(_) => undecodable += 1,
+            }
+        }
+        start = page.last_evaluated_key().cloned();
+        if start.is_none() {
+            return Ok((envelopes, undecodable));
+        }
+    }
+}
+
+/// Audits `[from, to]`: the outbox against the whole stream (from its trim horizon) and against
+/// each of `consumers`.
+pub async fn audit(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    kinesis: &aws_sdk_kinesis::Client,
+    outbox_table: &str,
+    stream: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+    consumers: &[&dyn AppliedVersions],
+) -> Result<AuditReport, AuditError> {
+    let (envelopes, undecodable) = committed_events(dynamodb, outbox_table, from, to).await?;
+    let committed: Vec<EventKey> = envelopes
+        .iter()
+        .map(|e| (e.aggregate_id.to_string(), e.version.get()))
+        .collect();
+
+    let recorder = StreamRecorder::default();
+    let mut target = Target::Consumer(recorder);
+    let options = ReplayOptions {
+        stream: stream.to_owned(),
+        from: crate::From::TrimHorizon,
+        to: None,
+        shards: Vec::new(),
+        dry_run: false,
+    };
+    crate::replay(kinesis, &options, &mut target, &NoProgress).await?;
+    let Target::Consumer(recorder) = target else {
+        unreachable!("the target is the recorder")
+    };
+    let on_stream = recorder.seen.into_inner().unwrap_or_else(|p| p.into_inner());
+
+    // Each consumer is asked once per reservation, with its latest committed event.
+    let mut latest: HashMap<String, &EventEnvelope> = HashMap::new();
+    for envelope in &envelopes {
+        let entry = latest.entry(envelope.aggregate_id.to_string()).or_insert(envelope);
+        if envelope.version > entry.version {
+            *entry = envelope;
+        }
+    }
+    let mut states = Vec::new();
+    for consumer in consumers {
+        let mut applied = HashMap::new();
+        for (id, envelope) in &latest {
+            let Some(event) = reservation_event(envelope) else {
+                continue;
+            };
+            let version = consumer.applied(&event).await.map_err(|source| AuditError::Consumer {
+                consumer: consumer.name(),
+                source,
+            })?;
+            applied.insert(id.clone(), version.map(Version::get));
+        }
+        states.push((consumer.name().to_owned(), applied));
+    }
+    let mut report = compare(&committed, &on_stream, &states);
+    report.undecodable_in_outbox = undecodable;
+    Ok(report)
+}
+
+fn reservation_event(envelope: &EventEnvelope) -> Option<ReservationEvent> {
+    let data = serde_json::to_vec(envelope).ok()?;
+    consumers::handler::decode_data(envelope.aggregate_id.as_str(), &data).ok()
+}
+
+/// A consumer's state, read only: object-safe so the audit can take any number of them.
+pub trait AppliedVersions: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn applied<'a>(
+        &'a self,
+        event: &'a ReservationEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, StoreError>> + Send + 'a>>;
+}
+
+impl<C: Consumer> AppliedVersions for C {
+    fn name(&self) -> &'static str {
+        Consumer::name(self)
+    }
+
+    fn applied<'a>(
+        &'a self,
+        event: &'a ReservationEvent,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, StoreError>> + Send + 'a>> {
+        Box::pin(self.applied_version(event))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(pairs: &[(&str, u64)]) -> Vec<EventKey> {
+        pairs.iter().map(|(id, v)| (id.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn a_complete_ordered_stream_and_caught_up_consumers_pass() {
+        let committed = keys(&[("a", 1), ("a", 2), ("b", 1)]);
+        let stream = keys(&[("b", 1), ("a", 1), ("x", 7), ("a", 2)]);
+        let projector = HashMap::from([("a".to_string(), Some(2)), ("b".to_string(), Some(1))]);
+        let report = compare(&committed, &stream, &[("projector".into(), projector)]);
+        assert!(report.nothing_missing());
+        assert_eq!((report.committed, report.reservations, report.on_stream), (3, 2, 3));
+        assert!(report.lines().is_empty(), "{:?}", report.lines());
+    }
+
+    #[test]
+    fn missing_duplicated_misordered_and_behind_are_each_named() {
+        let committed = keys(&[("a", 1), ("a", 2), ("a", 3), ("b", 1), ("c", 1)]);
+        let stream = keys(&[("a", 1), ("a", 3), ("a", 2), ("a", 3), ("b", 1), ("b", 1)]);
+        let projector = HashMap::from([("a".to_string(), Some(3)), ("b".to_string(), Some(1))]);
+        let report = compare(&committed, &stream, &[("projector".into(), projector)]);
+        assert!(!report.nothing_missing());
+        assert_eq!(report.missing_on_stream, keys(&[("c", 1)]));
+        assert_eq!(report.misordered, [("a".to_string(), 3, 2)]);
+        assert_eq!(report.duplicated, [("a".to_string(), 3, 2), ("b".to_string(), 1, 2)]);
+        assert_eq!(
+            report.consumers_behind,
+            [ConsumerBehind {
+                consumer: "projector".into(),
+                reservation_id: "c".into(),
+                applied: None,
+                committed: 1,
+            }]
+        );
+        assert_eq!(
+            report.lines(),
+            [
+                "c v1: committed, not on the stream",
+                "c v1: projector applied nothing",
+                "a v3: first on the stream before v2",
+                "a v3: on the stream 2 times",
+                "b v1: on the stream 2 times",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_repeated_run_after_a_crash_is_duplicates_not_disorder() {
+        // 1, 2, 3 then the tail 2, 3 again: every version first appears after its predecessor.
+        let committed = keys(&[("a", 1), ("a", 2), ("a", 3)]);
+        let stream = keys(&[("a", 1), ("a", 2), ("a", 3), ("a", 2), ("a", 3)]);
+        let report = compare(&committed, &stream, &[]);
+        assert!(report.misordered.is_empty());
+        assert_eq!(report.duplicated.len(), 2);
+        assert!(report.nothing_missing());
+    }
+}
