@@ -1,0 +1,165 @@
+//! Invariant 7 at the consumers, by property: no input panics the decoder or the batch handler.
+//! Arbitrary bytes, arbitrary JSON and valid envelopes with one field replaced by anything either
+//! decode to an event whose reservation is the partition key, or are dead-lettered with their
+//! record; a batch of them never blocks the shard on a malformed record.
+
+use adapters::InMemoryReadModel;
+use aws_lambda_events::event::kinesis::KinesisEvent;
+use base64::Engine;
+use consumers::handler::decode_data;
+use consumers::{ConsumerHandler, Projector};
+use dead_letters::MemoryDeadLetters;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn valid_envelope(id: &str) -> Value {
+    json!({
+        "event_id": "E1", "event_type": "ReservationCreated", "aggregate_type": "Reservation",
+        "aggregate_id": id, "version": 1, "occurred_at": "2026-11-24T10:00:00Z",
+        "payload": {
+            "reservation_id": id, "slot_id": "dinner", "guest_id": "ada", "seats": 2,
+            "status": "CONFIRMED", "version": 1, "created_at": "2026-11-24T10:00:00Z"
+        },
+        "trace_id": "T1",
+    })
+}
+
+/// Any JSON value, a few levels deep.
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(3, 24, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map(".{0,12}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+const FIELDS: &[&str] = &[
+    "event_id",
+    "event_type",
+    "aggregate_type",
+    "aggregate_id",
+    "version",
+    "occurred_at",
+    "payload",
+    "trace_id",
+];
+
+/// A valid envelope with one field (or one payload field) replaced by anything, or removed.
+fn mutated_envelope() -> impl Strategy<Value = Value> {
+    (0..FIELDS.len() * 2, any_json(), any::<bool>()).prop_map(|(field, replacement, remove)| {
+        let mut envelope = valid_envelope("R1");
+        let target = if field < FIELDS.len() {
+            envelope.as_object_mut().unwrap()
+        } else {
+            envelope["payload"].as_object_mut().unwrap()
+        };
+        let name = FIELDS[field % FIELDS.len()];
+        if remove {
+            target.remove(name);
+        } else {
+            target.insert(name.to_owned(), replacement);
+        }
+        envelope
+    })
+}
+
+fn kinesis_batch(records: &[(String, Vec<u8>)]) -> KinesisEvent {
+    let records: Vec<Value> = records
+        .iter()
+        .enumerate()
+        .map(|(seq, (key, data))| {
+            json!({
+                "kinesis": {
+                    "kinesisSchemaVersion": "1.0", "partitionKey": key,
+                    "sequenceNumber": format!("{seq:056}"),
+                    "data": base64::engine::general_purpose::STANDARD.encode(data),
+                    "approximateArrivalTimestamp": 1795500000.123
+                },
+                "eventSource": "aws:kinesis", "eventVersion": "1.0",
+                "eventID": format!("shardId-000000000000:{seq:056}"), "eventName": "aws:kinesis:record",
+                "awsRegion": "us-east-1",
+                "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/reservation-events"
+            })
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).unwrap()
+}
+
+/// Generated inputs per property: `quick`, times FUZZ_SCALE (`scripts/test.sh --long` sets 10).
+fn cases(quick: u32) -> u32 {
+    quick
+        * std::env::var("FUZZ_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(512)))]
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_decoder(data in proptest::collection::vec(any::<u8>(), 0..1024), key in ".{0,64}") {
+        if let Ok(event) = decode_data(&key, &data) {
+            prop_assert_eq!(event.reservation_id().as_str(), key.as_str());
+        }
+    }
+
+    #[test]
+    fn arbitrary_json_never_panics_the_decoder(value in any_json()) {
+        let data = serde_json::to_vec(&value).unwrap();
+        prop_assert!(decode_data("R1", &data).is_err(), "random JSON is not an envelope: {value}");
+    }
+
+    #[test]
+    fn an_envelope_with_any_field_changed_decodes_only_if_still_consistent(envelope in mutated_envelope()) {
+        let data = serde_json::to_vec(&envelope).unwrap();
+        if let Ok(event) = decode_data("R1", &data) {
+            prop_assert_eq!(event.reservation_id().as_str(), "R1");
+            prop_assert_eq!(event.reservation.reservation_id.as_str(), "R1");
+            prop_assert_eq!(event.reservation.version, event.version());
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(64)))]
+
+    /// A batch mixing valid events with arbitrary records: every malformed record is dead-lettered
+    /// with its record, every valid one applied, and none is handed back to block the shard.
+    #[test]
+    fn a_batch_with_garbage_applies_the_events_and_dead_letters_the_rest(
+        garbage in proptest::collection::vec((proptest::collection::vec(any::<u8>(), 0..256), mutated_envelope()), 1..8),
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let mut records = Vec::new();
+        for (i, (bytes, envelope)) in garbage.iter().enumerate() {
+            let id = format!("V{i}");
+            records.push((id.clone(), serde_json::to_vec(&valid_envelope(&id)).unwrap()));
+            records.push(("R1".to_owned(), bytes.clone()));
+            records.push(("R1".to_owned(), serde_json::to_vec(envelope).unwrap()));
+        }
+        let handler = ConsumerHandler::new(Projector::new(InMemoryReadModel::default()), MemoryDeadLetters::default());
+        let (response, stats) = runtime.block_on(handler.handle(&kinesis_batch(&records)));
+        prop_assert!(response.batch_item_failures.is_empty(), "nothing blocks the shard: {stats:?}");
+        prop_assert!(stats.applied >= garbage.len());
+        let letters = handler.dead_letters().letters();
+        prop_assert_eq!(letters.len(), stats.dead_lettered);
+        prop_assert_eq!(stats.applied + stats.duplicates + stats.dead_lettered, records.len());
+        for letter in letters {
+            prop_assert_eq!(letter.function.as_str(), "projector");
+            prop_assert!(!letter.reason.is_empty());
+            prop_assert!(letter.record["kinesis"]["data"].is_string(), "the record is kept whole");
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! Invariant 7 at the relay, by property: whatever an outbox stream record holds, classifying it
+//! never panics, and a record is published only as a valid envelope keyed by its reservation.
+
+use aws_lambda_events::event::dynamodb::EventRecord;
+use proptest::prelude::*;
+use relay::{Classified, classify};
+use serde_json::{Value, json};
+
+/// Any DynamoDB attribute value in DynamoDB JSON, a few levels deep.
+fn any_attribute() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        ".{0,30}".prop_map(|s| json!({ "S": s })),
+        prop_oneof![any::<i64>().prop_map(|n| n.to_string()), "[0-9.eE+-]{1,12}", ".{0,8}"]
+            .prop_map(|n| json!({ "N": n })),
+        any::<bool>().prop_map(|b| json!({ "BOOL": b })),
+        Just(json!({ "NULL": true })),
+        proptest::collection::vec(".{0,8}", 0..4).prop_map(|ss| json!({ "SS": ss })),
+    ];
+    leaf.prop_recursive(3, 20, 5, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..5).prop_map(|l| json!({ "L": l })),
+            proptest::collection::btree_map("[a-z_]{1,14}", inner, 0..5).prop_map(|m| json!({ "M": m })),
+        ]
+    })
+}
+
+const ENVELOPE_FIELDS: &[&str] = &[
+    "item_type",
+    "event_id",
+    "event_type",
+    "aggregate_type",
+    "aggregate_id",
+    "version",
+    "occurred_at",
+    "payload",
+    "trace_id",
+    "expires_at",
+];
+
+/// A NewImage whose attributes are the envelope's names (and a few others) with any values; the
+/// item type is usually right, so most cases reach the envelope decoding.
+fn any_image() -> impl Strategy<Value = Value> {
+    (
+        proptest::collection::btree_map(
+            prop_oneof![
+                proptest::sample::select(ENVELOPE_FIELDS).prop_map(str::to_owned),
+                "[a-z_]{1,10}"
+            ],
+            any_attribute(),
+            0..12,
+        ),
+        any::<bool>(),
+    )
+        .prop_map(|(mut image, outbox)| {
+            if outbox {
+                image.insert("item_type".into(), json!({ "S": "OutboxEvent" }));
+            }
+            Value::Object(image.into_iter().collect())
+        })
+}
+
+fn valid_image() -> Value {
+    json!({
+        "item_type": { "S": "OutboxEvent" }, "event_id": { "S": "E1" },
+        "event_type": { "S": "ReservationCreated" }, "aggregate_type": { "S": "Reservation" },
+        "aggregate_id": { "S": "R1" }, "version": { "N": "1" },
+        "occurred_at": { "S": "2026-11-24T10:00:00Z" }, "trace_id": { "S": "T1" },
+        "expires_at": { "N": "1795500000" },
+        "payload": { "M": {
+            "reservation_id": { "S": "R1" }, "slot_id": { "S": "dinner" }, "guest_id": { "S": "ada" },
+            "seats": { "N": "2" }, "status": { "S": "CONFIRMED" }, "version": { "N": "1" },
+            "created_at": { "S": "2026-11-24T10:00:00Z" }
+        } }
+    })
+}
+
+/// A valid outbox image with one attribute replaced by any value, or removed.
+fn mutated_image() -> impl Strategy<Value = Value> {
+    (
+        proptest::sample::select(ENVELOPE_FIELDS),
+        any_attribute(),
+        any::<bool>(),
+    )
+        .prop_map(|(field, value, remove)| {
+            let mut image = valid_image();
+            let attributes = image.as_object_mut().unwrap();
+            if remove {
+                attributes.remove(field);
+            } else {
+                attributes.insert(field.to_owned(), value);
+            }
+            image
+        })
+}
+
+fn stream_record(event_name: &str, image: Value) -> Value {
+    json!({
+        "eventID": "1", "eventName": event_name, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+        "awsRegion": "us-east-1",
+        "dynamodb": {
+            "ApproximateCreationDateTime": 1795500000,
+            "Keys": { "aggregate_id": { "S": "R1" }, "version": { "N": "1" } },
+            "NewImage": image, "SequenceNumber": "100", "SizeBytes": 300, "StreamViewType": "NEW_IMAGE"
+        },
+        "eventSourceARN": "arn:aws:dynamodb:us-east-1:123456789012:table/reservation-outbox/stream/x"
+    })
+}
+
+/// Generated inputs per property: `quick`, times FUZZ_SCALE (`scripts/test.sh --long` sets 10).
+fn cases(quick: u32) -> u32 {
+    quick
+        * std::env::var("FUZZ_SCALE")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
+
+    #[test]
+    fn any_new_image_is_classified_without_panic_and_published_only_as_a_valid_envelope(
+        image in any_image(),
+        event_name in prop_oneof![
+            Just("INSERT".to_owned()),
+            Just("MODIFY".to_owned()),
+            Just("REMOVE".to_owned()),
+            ".{0,8}",
+        ],
+    ) {
+        // What Lambda's runtime could not even deserialize never reaches the relay.
+        let Ok(record) = serde_json::from_value::<EventRecord>(stream_record(&event_name, image)) else {
+            return Ok(());
+        };
+        match classify(&record) {
+            Classified::Publish { envelope, record: out } => {
+                prop_assert_eq!(event_name.as_str(), "INSERT");
+                prop_assert_eq!(out.partition_key.as_str(), envelope.aggregate_id.as_str());
+                let back: domain::EventEnvelope = serde_json::from_slice(&out.data).unwrap();
+                prop_assert_eq!(&back, envelope.as_ref());
+            }
+            Classified::Poison { reason } => prop_assert!(!reason.is_empty()),
+            Classified::Skip(_) => {}
+        }
+    }
+
+    #[test]
+    fn a_valid_outbox_image_with_any_attribute_changed_is_published_only_if_still_an_envelope(image in mutated_image()) {
+        let record: EventRecord = serde_json::from_value(stream_record("INSERT", image)).unwrap();
+        match classify(&record) {
+            Classified::Publish { envelope, record: out } => {
+                prop_assert_eq!(out.partition_key.as_str(), envelope.aggregate_id.as_str());
+                let back: domain::EventEnvelope = serde_json::from_slice(&out.data).unwrap();
+                prop_assert_eq!(&back, envelope.as_ref());
+            }
+            Classified::Poison { reason } => prop_assert!(reason.contains("not a valid event envelope"), "{}", reason),
+            Classified::Skip(reason) => {
+                // Only a changed item type makes it "not an outbox item".
+                prop_assert_eq!(reason, relay::SkipReason::NotAnOutboxItem);
+            }
+        }
+    }
+}
