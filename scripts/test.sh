@@ -4,12 +4,21 @@
 # the whole workspace's tests against them, and stops them, also when a test fails.
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest).
 #
+# The chaos, load and fuzz suites run a quick profile by default (10,000 chaos events, a few
+# hundred generated inputs per property); --long (first argument) runs 50,000 chaos events and
+# ten times the generated inputs.
+#
 # Both engines listen on every interface and have no option not to. Where this machine allows it
 # (root, or unprivileged user namespaces), the engines and the tests run in a private network
 # namespace that has nothing but loopback, so nothing outside this run can reach them.
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
+
+if [[ "${1:-}" == --long ]]; then
+  shift
+  export CHAOS_EVENTS="${CHAOS_EVENTS:-50000}" FUZZ_SCALE="${FUZZ_SCALE:-10}"
+fi
 
 runner=(cargo test --workspace --no-fail-fast)
 if cargo nextest --version >/dev/null 2>&1; then

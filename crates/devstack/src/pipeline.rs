@@ -149,6 +149,18 @@ pub async fn consumer_mapping<C: Consumer>(
     consumer: C,
     dead_letter_dir: &Path,
 ) -> Result<ConsumerMapping<C>> {
+    let config = consumer_mapping_config(&format!("reservations-{}", consumer.name()));
+    consumer_mapping_with(sdk, events_stream, consumer, dead_letter_dir, config).await
+}
+
+/// [`consumer_mapping`] with other mapping settings (fault tests shorten the function timeout).
+pub async fn consumer_mapping_with<C: Consumer>(
+    sdk: &aws_config::SdkConfig,
+    events_stream: &str,
+    consumer: C,
+    dead_letter_dir: &Path,
+    config: MappingConfig,
+) -> Result<ConsumerMapping<C>> {
     let name = consumer.name();
     let source = KinesisSource::new(aws_sdk_kinesis::Client::new(sdk), events_stream)
         .await
@@ -163,6 +175,6 @@ pub async fn consumer_mapping<C: Consumer>(
         Some(JsonLinesOnFailure::new(
             dead_letter_dir.join(format!("{name}-on-failure.jsonl")),
         )),
-        consumer_mapping_config(&format!("reservations-{name}")),
+        config,
     ))
 }
