@@ -4,6 +4,7 @@
 //! the trim horizon into empty tables rebuilds them.
 
 pub mod audit;
+pub mod redrive;
 
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};

@@ -4,12 +4,14 @@
 //!   reservations-replay notifier --dry-run             what would be notified, nothing sent
 //!   reservations-replay print --from 2026-11-24T10:00:00Z --to 2026-11-24T11:00:00Z
 //!   reservations-replay audit --from 2026-11-24T10:00:00Z   committed vs stream vs consumers
+//!   reservations-replay redrive --dead-letters FILE         dead letters back to their function
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
 //! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
 //! there were gaps, malformed records or failures, 2 for bad arguments or an unreadable stream.
-//! `audit` exits 1 when a committed event is missing from the stream or from a consumer.
+//! `audit` exits 1 when a committed event is missing from the stream or from a consumer;
+//! `redrive` exits 1 when some letters still fail (they stay in the file).
 
 use adapters::{DynamoNotifications, DynamoReadModel};
 use clap::{Parser, ValueEnum};
@@ -45,6 +47,9 @@ struct Cli {
     /// Count what would be applied, duplicate or a gap; write nothing (print: count only).
     #[arg(long)]
     dry_run: bool,
+    /// redrive: the dead-letter file (JSON lines) to re-drive; what still fails stays in it.
+    #[arg(long)]
+    dead_letters: Option<std::path::PathBuf>,
     /// No progress bar even on a terminal.
     #[arg(long, short)]
     quiet: bool,
@@ -61,6 +66,9 @@ enum TargetKind {
     /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
     /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
     Audit,
+    /// Give the records in a dead-letter file back to the function named in each (projector,
+    /// notifier, relay), once their cause is fixed; those that go through leave the file.
+    Redrive,
 }
 
 struct Bar(ProgressBar);
@@ -132,7 +140,7 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             let mut target = Target::Consumer(Notifier::new(sender));
             replay::replay(&kinesis, &options, &mut target, progress).await?
         }
-        TargetKind::Audit => unreachable!("audits are run by run_audit"),
+        TargetKind::Audit | TargetKind::Redrive => unreachable!("run by run_audit and run_redrive"),
         TargetKind::Print => {
             let mut target: Target<Projector<DynamoReadModel>> = Target::Print(Box::new(std::io::stdout()));
             replay::replay(&kinesis, &options, &mut target, progress).await?
@@ -183,6 +191,71 @@ async fn run_audit(cli: &Cli) -> anyhow::Result<replay::audit::AuditReport> {
     .await?)
 }
 
+/// Re-drives a dead-letter file and rewrites it with what is left. Returns (done, still failing).
+async fn run_redrive(cli: &Cli) -> anyhow::Result<(usize, usize)> {
+    use anyhow::Context;
+    use replay::redrive::{Functions, Line, Redriven, on_failure_command, parse_lines, redrive};
+    let path = cli
+        .dead_letters
+        .as_ref()
+        .context("redrive needs --dead-letters <file>")?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let sdk = aws_config::load_from_env().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let projector = consumers::ConsumerHandler::new(
+        Projector::new(DynamoReadModel::new(
+            dynamodb.clone(),
+            env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
+        )),
+        dead_letters::MemoryDeadLetters::default(),
+    );
+    let notifier = consumers::ConsumerHandler::new(
+        Notifier::new(DynamoNotifications::new(
+            dynamodb,
+            env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
+            time::Duration::days(30),
+        )),
+        dead_letters::MemoryDeadLetters::default(),
+    );
+    let relay = relay::Relay::new(
+        relay::KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &cli.stream),
+        dead_letters::MemoryDeadLetters::default(),
+        relay::PublishPolicy::default(),
+    );
+    let functions = Functions {
+        projector: &projector,
+        notifier: &notifier,
+        relay: &relay,
+    };
+    let (mut done, mut failing) = (0, 0);
+    let mut kept = Vec::new();
+    for line in parse_lines(&text) {
+        match line {
+            Line::Letter(letter) => match redrive(&functions, &letter).await {
+                Redriven::Done => done += 1,
+                Redriven::StillFailing(again) => {
+                    failing += 1;
+                    println!("still failing ({}): {}", again.function, again.reason);
+                    kept.push(serde_json::to_string(again.as_ref())?);
+                }
+                Redriven::NotMine => kept.push(serde_json::to_string(&letter)?),
+            },
+            Line::Other(value) => {
+                if let Some(command) = on_failure_command(&value) {
+                    println!("a Lambda on-failure record, re-drive its range with: {command}");
+                }
+                kept.push(value.to_string());
+            }
+        }
+    }
+    // Written aside, then renamed: an interrupted re-drive never loses the file.
+    let rest: String = kept.iter().map(|l| format!("{l}\n")).collect();
+    let temporary = path.with_extension("redrive-tmp");
+    std::fs::write(&temporary, rest).with_context(|| format!("cannot write {}", temporary.display()))?;
+    std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok((done, failing))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -190,6 +263,22 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(cli.target, TargetKind::Redrive) {
+        return match run_redrive(&cli).await {
+            Ok((done, failing)) => {
+                eprintln!("redrive done: {done} re-driven, {failing} still failing");
+                if failing == 0 {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(1)
+                }
+            }
+            Err(e) => {
+                eprintln!("reservations-replay: {e:#}");
+                ExitCode::from(2)
+            }
+        };
+    }
     if matches!(cli.target, TargetKind::Audit) {
         return match run_audit(&cli).await {
             Ok(report) => {

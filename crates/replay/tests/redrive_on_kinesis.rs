@@ -1,0 +1,138 @@
+//! The re-drive command on the real engines: dead letters whose cause is gone go back to their
+//! function (a consumer applies its record, the relay publishes its stream record) and leave the
+//! file; one still malformed stays with its reason; Lambda's on-failure records stay, with the
+//! replay command that re-drives their range.
+
+use base64::Engine;
+use devstack::testing::TestStack;
+use serde_json::{Value, json};
+
+fn kinesis_record(partition_key: &str, data: &[u8]) -> Value {
+    json!({
+        "kinesis": {
+            "kinesisSchemaVersion": "1.0", "partitionKey": partition_key,
+            "sequenceNumber": "49590338271490256608559692538361571095921575989136588898",
+            "data": base64::engine::general_purpose::STANDARD.encode(data),
+            "approximateArrivalTimestamp": 1795500000.123
+        },
+        "eventSource": "aws:kinesis", "eventVersion": "1.0",
+        "eventID": "shardId-000000000000:49590338271490256608559692538361571095921575989136588898",
+        "eventName": "aws:kinesis:record", "awsRegion": "us-east-1",
+        "eventSourceARN": "arn:aws:kinesis:us-east-1:123456789012:stream/reservation-events"
+    })
+}
+
+fn letter(function: &str, reason: &str, record: Value) -> String {
+    json!({
+        "function": function, "reason": reason, "event_source_arn": null, "event_id": null,
+        "sequence_number": null, "record": record, "dead_lettered_at": "2026-11-24T10:00:00Z"
+    })
+    .to_string()
+}
+
+#[tokio::test]
+async fn fixed_letters_go_back_to_their_function_and_leave_the_file_the_rest_stays() {
+    let stack = TestStack::start().await;
+    let envelope = json!({
+        "event_id": "01M8FIXED00000000000000000", "event_type": "ReservationCreated",
+        "aggregate_type": "Reservation", "aggregate_id": "R-fixed", "version": 1,
+        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "T1",
+        "payload": {
+            "reservation_id": "R-fixed", "slot_id": "dinner", "guest_id": "ada", "seats": 2,
+            "status": "CONFIRMED", "version": 1, "created_at": "2026-11-24T10:00:00Z"
+        }
+    });
+    let stream_record: Value = serde_json::from_str::<Value>(include_str!(
+        "../../relay/tests/fixtures/outbox-insert.json"
+    ))
+    .unwrap()["Records"][0]
+        .clone();
+    let published_id = stream_record["dynamodb"]["NewImage"]["aggregate_id"]["S"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let on_failure = json!({
+        "requestContext": { "condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11 },
+        "KinesisBatchInfo": {
+            "shardId": "shardId-000000000001", "startSequenceNumber": "100", "endSequenceNumber": "200",
+            "batchSize": 3, "streamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/reservation-events"
+        }
+    });
+    let file = stack.dead_letter_dir().join("to-redrive.jsonl");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let lines = [
+        letter(
+            "projector",
+            "an older projector did not know this event",
+            kinesis_record("R-fixed", &serde_json::to_vec(&envelope).unwrap()),
+        ),
+        letter(
+            "projector",
+            "data is not an event envelope",
+            kinesis_record("R-bad", b"garbage"),
+        ),
+        letter("relay", "the stream's view type was wrong", stream_record),
+        on_failure.to_string(),
+    ];
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+
+    let run = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
+            .args(["redrive", "--dead-letters", file.to_str().unwrap()])
+            .args(["--stream", &stack.name("EVENTS_STREAM")])
+            .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
+            .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
+            .output()
+            .unwrap()
+    };
+    let output = run();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("redrive done: 2 re-driven, 1 still failing"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("still failing (projector): data is not an event envelope"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("--stream reservation-events --shard shardId-000000000001 --from 100 --to 200"),
+        "{stdout}"
+    );
+
+    // The fixed letters took effect.
+    let read_model = stack.scan_all(&stack.name("READ_MODEL_TABLE")).await;
+    assert_eq!(read_model.len(), 1);
+    assert_eq!(read_model[0]["reservation_id"].as_s().unwrap(), "R-fixed");
+    let events = stack.events_on_kinesis().await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].partition_key, published_id);
+
+    // Only the still-failing letter and the on-failure record are left; a second run re-drives
+    // nothing twice.
+    let left = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(left.lines().count(), 2, "{left}");
+    assert!(left.contains("R-bad") && left.contains("KinesisBatchInfo"));
+    let again = run();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        String::from_utf8(again.stderr)
+            .unwrap()
+            .contains("0 re-driven, 1 still failing")
+    );
+    assert_eq!(stack.events_on_kinesis().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_missing_file_is_one_readable_line_and_exit_2() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
+        .args(["redrive", "--dead-letters", "/nonexistent/letters.jsonl"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("cannot read /nonexistent/letters.jsonl"), "{stderr}");
+}
