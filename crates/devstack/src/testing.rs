@@ -184,6 +184,8 @@ impl TestStack {
                 batch_limit: 500,
                 lease_duration: std::time::Duration::from_secs(3),
                 lease_margin: std::time::Duration::from_millis(1_500),
+                // DynamoDB Local updates an index with the write itself.
+                drain_settle: std::time::Duration::from_millis(100),
             },
         )
     }

@@ -32,6 +32,9 @@ pub struct PollerSettings {
     /// Publishing stops this long before the lease ends, so that a put still in flight (bounded by
     /// the Kinesis client's operation timeout) lands before anyone else can hold the lease.
     pub lease_margin: Duration,
+    /// A run that stops once drained (the sweep) stops only after the index has stayed empty this
+    /// long: a global secondary index may show newly marked items a moment late.
+    pub drain_settle: Duration,
 }
 
 impl Default for PollerSettings {
@@ -41,6 +44,7 @@ impl Default for PollerSettings {
             batch_limit: 500,
             lease_duration: Duration::from_secs(15),
             lease_margin: Duration::from_secs(5),
+            drain_settle: Duration::from_secs(2),
         }
     }
 }
@@ -406,12 +410,15 @@ where
     }
 
     /// Polls while holding the lease until `until` or `stop`, whichever comes first; with
-    /// `until_drained`, also stops after the first poll that finds nothing to publish.
+    /// `until_drained`, also stops once polls have found nothing to publish for
+    /// `settings.drain_settle`.
     pub async fn run<F: Future<Output = ()>>(&self, until: Instant, until_drained: bool, stop: F) -> RunStats {
         let mut stats = RunStats::default();
         let mut stop = std::pin::pin!(stop);
         // When the lease was last taken or renewed, while this poller holds it.
         let mut lease_taken: Option<Instant> = None;
+        // Since when every poll found the index empty.
+        let mut empty_since: Option<Instant> = None;
         loop {
             let now = Instant::now();
             if now >= until {
@@ -447,6 +454,9 @@ where
                         stats.published += poll.published as u64;
                         stats.dead_lettered += poll.dead_lettered as u64;
                         stats.drained = poll.pending == 0;
+                        if !stats.drained {
+                            empty_since = None;
+                        }
                         full = poll.pending >= self.settings.batch_limit && !poll.publish.gave_up;
                     }
                     Err(error) => {
@@ -455,7 +465,10 @@ where
                     }
                 }
                 if until_drained && stats.drained {
-                    break;
+                    let since = *empty_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.settings.drain_settle {
+                        break;
+                    }
                 }
             }
             if full {
@@ -496,7 +509,7 @@ fn dead_letter(key: &OutboxKey, item: &UndecodableItem) -> DeadLetter {
         function: "poller".into(),
         reason: item.reason.clone(),
         event_source_arn: None,
-        event_id: Some(key.to_string()),
+        event_id: item.item.get("event_id").and_then(|v| v.as_str()).map(str::to_owned),
         sequence_number: None,
         record: serde_json::json!({
             "aggregate_id": key.aggregate_id,

@@ -55,6 +55,7 @@ fn fast_settings() -> PollerSettings {
         batch_limit: 100,
         lease_duration: Duration::from_millis(300),
         lease_margin: Duration::from_millis(100),
+        drain_settle: Duration::from_millis(20),
     }
 }
 
@@ -339,6 +340,33 @@ async fn the_sweep_publishes_again_everything_committed_since_a_time() {
     let again = &sink.accepted()[first..];
     assert_eq!(again, [("A".to_string(), 1), ("A".to_string(), 2)]);
     assert!(outbox.unpublished().is_empty());
+}
+
+#[tokio::test]
+async fn the_sweep_waits_for_an_index_that_shows_its_marks_late() {
+    let outbox = Arc::new(InMemoryOutbox::default());
+    let since = time::OffsetDateTime::now_utc();
+    outbox.commit(envelope("A", 1));
+    let sink = Arc::new(FlakySink::new(1, 0.0));
+    let poller = poller(&outbox, &sink, "p");
+    poller.poll_once(soon()).await.unwrap();
+    // The sweep's marks reach the index 10 ms late (its settle time is 20 ms).
+    outbox.hide_from_index(&key("A", 1));
+    let shown = {
+        let outbox = outbox.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            outbox.show_in_index(&key("A", 1));
+        })
+    };
+    let stats = poller.sweep(since, soon()).await.unwrap();
+    shown.await.unwrap();
+    assert_eq!((stats.swept, stats.published), (1, 1));
+    assert_eq!(
+        sink.accepted().len(),
+        2,
+        "published once by the poll, once by the sweep"
+    );
 }
 
 /// The poller's futures can be spawned (the local stack and benchmarks run it on its own task).
