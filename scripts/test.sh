@@ -31,6 +31,9 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   ensure_cargo
   ensure_engines
   ensure_venv
+  # The API fuzz test (crates/devstack/tests/api_fuzz.rs) runs schemathesis from its own venv.
+  pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
+  export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
   log "static checks: rustfmt, clippy, shellcheck, cfn-lint, checkov"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
