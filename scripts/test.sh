@@ -26,6 +26,8 @@ if cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cd "$ROOT"
+# A fresh clone builds once: incremental caches would only double the size of target/ on CI's disk.
+if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
 if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   started=$(date +%s)
   ensure_cargo
