@@ -18,8 +18,12 @@ async fn schemathesis_finds_no_server_error_and_every_answer_matches_the_documen
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../openapi/openapi.yaml");
-    let reports = std::env::temp_dir().join(format!("schemathesis-{}", ulid::Ulid::new()));
+    // Schemathesis keeps a crash cache in `.schemathesis/` under its working directory: run it in a
+    // scratch directory so the source tree stays clean.
+    let scratch = std::env::temp_dir().join(format!("schemathesis-{}", ulid::Ulid::new()));
+    std::fs::create_dir_all(&scratch).expect("scratch directory");
     let output = tokio::process::Command::new(st)
+        .current_dir(&scratch)
         .arg("run")
         .arg(&document)
         .args(["--url", &format!("http://{}", api.addr)])
@@ -30,11 +34,11 @@ async fn schemathesis_finds_no_server_error_and_every_answer_matches_the_documen
         .args(["--max-examples", &(50 * scale).to_string()])
         .args(["--seed", "20261124", "--no-color", "--generation-database", "none"])
         .arg("--report-dir")
-        .arg(&reports)
+        .arg(scratch.join("reports"))
         .output()
         .await
         .expect("schemathesis runs");
-    let _ = std::fs::remove_dir_all(&reports);
+    let _ = std::fs::remove_dir_all(&scratch);
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
