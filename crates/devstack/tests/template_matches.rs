@@ -148,6 +148,86 @@ fn relay_mode_switches_the_marking_the_stream_mapping_and_the_schedule_together(
     );
 }
 
+/// The metric names a function emits, from the code that emits them.
+fn emitted_metrics(function: &str) -> BTreeSet<String> {
+    let sets = match function {
+        "poller" => vec![
+            relay::RunStats::default().metrics(),
+            relay::PollStats::default().metrics(),
+        ],
+        other => panic!("no alarm on {other}'s metrics was expected; add its metric sets here"),
+    };
+    sets.iter()
+        .flat_map(|set| {
+            let line: serde_json::Value = serde_json::from_str(&set.to_line(time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["Name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An alarm on a metric nobody emits never fires: every alarm in the product's namespace watches a
+/// metric its function emits, under the dimension the code writes.
+#[test]
+fn every_alarm_on_a_product_metric_watches_a_metric_the_code_emits() {
+    let template = template();
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    let mut checked = 0;
+    for (id, alarm) in &alarms {
+        let properties = &alarm["Properties"];
+        if properties["Namespace"].as_str() != Some(telemetry::NAMESPACE) {
+            continue;
+        }
+        let dimensions = json(&properties["Dimensions"]);
+        let function = dimensions[0]["Value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: {dimensions}"));
+        assert_eq!(
+            (dimensions[0]["Name"].as_str(), dimensions.as_array().unwrap().len()),
+            (Some("Function"), 1),
+            "{id}"
+        );
+        let metric = properties["MetricName"].as_str().unwrap();
+        assert!(
+            emitted_metrics(function).contains(metric),
+            "{id} watches {metric} of {function}, which the code does not emit"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no alarm on the product's own metrics");
+}
+
+/// The poller's alarms exist only in RelayMode polling (in stream mode it runs only for a sweep,
+/// and "not invoked" would always fire), and there is one for each way it can stop publishing.
+#[test]
+fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_and_silence() {
+    let template = template();
+    let poller_alarms: BTreeMap<String, &Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, alarm)| {
+            let dimension = json(&alarm["Properties"]["Dimensions"][0]["Value"]);
+            dimension == serde_json::json!({"!Ref": "PollerFunction"}) || dimension == "poller"
+        })
+        .collect();
+    let watched: BTreeSet<&str> = poller_alarms
+        .values()
+        .map(|alarm| alarm["Properties"]["MetricName"].as_str().unwrap())
+        .collect();
+    assert_eq!(watched, BTreeSet::from(["Errors", "FailedPolls", "Invocations"]));
+    for (id, alarm) in &poller_alarms {
+        assert_eq!(alarm["Condition"].as_str(), Some("PollingRelay"), "{id}");
+    }
+    let silence = poller_alarms
+        .values()
+        .find(|a| a["Properties"]["MetricName"].as_str() == Some("Invocations"))
+        .unwrap();
+    assert_eq!(silence["Properties"]["TreatMissingData"].as_str(), Some("breaching"));
+}
+
 #[test]
 fn the_relay_mapping_filters_exactly_like_the_relay() {
     let template = template();

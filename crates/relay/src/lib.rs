@@ -29,7 +29,7 @@ pub use dead_letter::{
 };
 pub use handler::{Relay, RelayOutcome};
 pub use kinesis::KinesisSink;
-pub use polling::{PollStats, Poller, PollerRequest, PollerSettings, RunStats};
+pub use polling::{PollError, PollStats, Poller, PollerRequest, PollerSettings, RunStats};
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
 

@@ -96,10 +96,26 @@ pub struct RunStats {
     pub drained: bool,
 }
 
+impl RunStats {
+    /// The run's metrics. A scheduled invocation can end without error while polls fail (each is
+    /// logged and tried again), so `FailedPolls` is what the template's poller alarm watches.
+    pub fn metrics(&self) -> telemetry::MetricSet {
+        let mut metrics = telemetry::MetricSet::new("poller");
+        metrics
+            .count("Polls", self.polls as f64)
+            .count("FailedPolls", self.failed_polls as f64)
+            .count("LeaseBusy", self.lease_busy as f64)
+            .count("SweptEvents", self.swept as f64);
+        metrics
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error("reading the unpublished events failed")]
     Outbox(#[source] StoreError),
+    #[error("every poll of this run failed ({failed} tries, each logged); nothing was published")]
+    EveryPollFailed { failed: u64 },
     #[error("sweep_since must be an RFC 3339 time, e.g. 2026-11-20T00:00:00Z, got {0:?}")]
     BadSweepTime(String),
 }
@@ -374,11 +390,22 @@ where
     }
 
     /// Serves one Lambda invocation until `deadline`.
+    ///
+    /// A run in which no poll succeeded and at least one failed is an error, so that Lambda's
+    /// `Errors` metric shows a poller that cannot reach its table (a run that found the lease
+    /// held by another poller is not).
     pub async fn invoke(&self, payload: &serde_json::Value, deadline: Instant) -> Result<RunStats, PollError> {
-        match PollerRequest::from_payload(payload)? {
-            PollerRequest::Poll => Ok(self.run(deadline, false, std::future::pending()).await),
-            PollerRequest::Sweep { since } => self.sweep(since, deadline).await,
+        let stats = match PollerRequest::from_payload(payload)? {
+            PollerRequest::Poll => self.run(deadline, false, std::future::pending()).await,
+            PollerRequest::Sweep { since } => self.sweep(since, deadline).await?,
+        };
+        self.metrics.emit(&stats.metrics());
+        if stats.polls == 0 && stats.failed_polls > 0 {
+            return Err(PollError::EveryPollFailed {
+                failed: stats.failed_polls,
+            });
         }
+        Ok(stats)
     }
 
     /// `Ok(Err(n))` when the batch (of n events) has to wait for an earlier version.

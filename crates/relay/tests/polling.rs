@@ -369,6 +369,65 @@ async fn the_sweep_waits_for_an_index_that_shows_its_marks_late() {
     );
 }
 
+/// The values of one metric across EMF lines.
+fn metric_values(lines: &[String], name: &str) -> Vec<f64> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()[name].as_f64())
+        .collect()
+}
+
+#[tokio::test]
+async fn an_invocation_whose_every_poll_fails_is_an_error_and_counts_its_failed_polls() {
+    let outbox = Arc::new(InMemoryOutbox::default());
+    outbox.commit(envelope("A", 1));
+    // More failures than the run has time for: the table stays unreachable throughout.
+    for _ in 0..10_000 {
+        outbox.fail_next_call(domain::ports::StoreErrorKind::Other);
+    }
+    let sink = Arc::new(FlakySink::new(1, 0.0));
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let poller = poller(&outbox, &sink, "p").with_metrics(emitter);
+    let deadline = Instant::now() + Duration::from_millis(50);
+
+    let error = poller.invoke(&serde_json::json!({}), deadline).await.unwrap_err();
+    let relay::PollError::EveryPollFailed { failed } = error else {
+        panic!("expected EveryPollFailed, got {error:?}");
+    };
+    assert!(failed > 0);
+    let lines = lines.lock().unwrap();
+    assert_eq!(metric_values(&lines, "FailedPolls"), [failed as f64]);
+    assert_eq!(metric_values(&lines, "Polls"), [0.0]);
+    assert!(sink.accepted().is_empty());
+    assert_eq!(outbox.unpublished(), [key("A", 1)]);
+}
+
+#[tokio::test]
+async fn an_invocation_that_found_the_lease_taken_is_no_error() {
+    let outbox = Arc::new(InMemoryOutbox::default());
+    outbox.commit(envelope("A", 1));
+    let now = time::OffsetDateTime::now_utc();
+    assert!(
+        outbox
+            .acquire("other", now, now + time::Duration::minutes(1))
+            .await
+            .unwrap()
+    );
+    let sink = Arc::new(FlakySink::new(1, 0.0));
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let poller = poller(&outbox, &sink, "p").with_metrics(emitter);
+
+    let stats = poller
+        .invoke(&serde_json::json!({}), Instant::now() + Duration::from_millis(30))
+        .await
+        .unwrap();
+    assert_eq!((stats.polls, stats.failed_polls), (0, 0));
+    assert!(stats.lease_busy > 0);
+    let lines = lines.lock().unwrap();
+    assert_eq!(metric_values(&lines, "LeaseBusy"), [stats.lease_busy as f64]);
+    assert_eq!(metric_values(&lines, "FailedPolls"), [0.0]);
+}
+
 /// The poller's futures can be spawned (the local stack and benchmarks run it on its own task).
 #[test]
 fn a_poll_and_a_run_are_send() {
