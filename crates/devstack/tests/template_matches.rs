@@ -151,10 +151,13 @@ fn relay_mode_switches_the_marking_the_stream_mapping_and_the_schedule_together(
 /// The metric names a function emits, from the code that emits them.
 fn emitted_metrics(function: &str) -> BTreeSet<String> {
     let sets = match function {
-        "poller" => vec![
-            relay::RunStats::default().metrics(),
-            relay::PollStats::default().metrics(),
-        ],
+        "poller" => {
+            let poll = relay::PollStats {
+                oldest_pending_age: Some(std::time::Duration::ZERO),
+                ..Default::default()
+            };
+            vec![relay::RunStats::default().metrics(), poll.metrics()]
+        }
         other => panic!("no alarm on {other}'s metrics was expected; add its metric sets here"),
     };
     sets.iter()
@@ -204,7 +207,7 @@ fn every_alarm_on_a_product_metric_watches_a_metric_the_code_emits() {
 /// The poller's alarms exist only in RelayMode polling (in stream mode it runs only for a sweep,
 /// and "not invoked" would always fire), and there is one for each way it can stop publishing.
 #[test]
-fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_and_silence() {
+fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_backlog_and_silence() {
     let template = template();
     let poller_alarms: BTreeMap<String, &Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
         .into_iter()
@@ -217,7 +220,10 @@ fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_an
         .values()
         .map(|alarm| alarm["Properties"]["MetricName"].as_str().unwrap())
         .collect();
-    assert_eq!(watched, BTreeSet::from(["Errors", "FailedPolls", "Invocations"]));
+    assert_eq!(
+        watched,
+        BTreeSet::from(["Errors", "FailedPolls", "Invocations", "OldestPendingAge"])
+    );
     for (id, alarm) in &poller_alarms {
         assert_eq!(alarm["Condition"].as_str(), Some("PollingRelay"), "{id}");
     }

@@ -63,6 +63,9 @@ pub struct PollStats {
     /// Marks that failed; those events are published again by a later poll (a duplicate).
     pub mark_failures: usize,
     pub publish: PublishReport,
+    /// How long the oldest event the index returned has waited since it was committed: polling
+    /// mode's iterator age.
+    pub oldest_pending_age: Option<Duration>,
 }
 
 impl PollStats {
@@ -76,6 +79,9 @@ impl PollStats {
             .count("PutRecordsRetries", f64::from(self.publish.retries))
             .count("DeadLettered", self.dead_lettered as f64)
             .count("MarkFailures", self.mark_failures as f64);
+        if let Some(age) = self.oldest_pending_age {
+            metrics.milliseconds("OldestPendingAge", age.as_secs_f64() * 1000.0);
+        }
         metrics
     }
 }
@@ -281,8 +287,16 @@ where
             .pending(self.settings.batch_limit)
             .await
             .map_err(PollError::Outbox)?;
+        let now = OffsetDateTime::now_utc();
+        // The index is in event id (ULID) order, so the oldest waiting event is in this page.
+        let oldest = pending
+            .iter()
+            .filter_map(|p| p.event.as_ref().ok())
+            .map(|e| e.occurred_at)
+            .min();
         let mut stats = PollStats {
             pending: pending.len(),
+            oldest_pending_age: oldest.map(|at| Duration::try_from(now - at).unwrap_or_default()),
             ..Default::default()
         };
         if pending.is_empty() {

@@ -29,6 +29,13 @@ fn envelope(reservation: &str, version: u64) -> EventEnvelope {
     .unwrap()
 }
 
+fn envelope_now(reservation: &str, version: u64) -> EventEnvelope {
+    EventEnvelope {
+        occurred_at: time::OffsetDateTime::now_utc(),
+        ..envelope(reservation, version)
+    }
+}
+
 fn key(reservation: &str, version: u64) -> OutboxKey {
     OutboxKey {
         aggregate_id: reservation.into(),
@@ -400,6 +407,29 @@ async fn an_invocation_whose_every_poll_fails_is_an_error_and_counts_its_failed_
     assert_eq!(metric_values(&lines, "Polls"), [0.0]);
     assert!(sink.accepted().is_empty());
     assert_eq!(outbox.unpublished(), [key("A", 1)]);
+}
+
+#[tokio::test]
+async fn a_poll_reports_how_long_the_oldest_unpublished_event_has_waited() {
+    let outbox = Arc::new(InMemoryOutbox::default());
+    let mut waiting = envelope("A", 1);
+    waiting.occurred_at = time::OffsetDateTime::now_utc() - time::Duration::minutes(5);
+    outbox.commit(waiting);
+    outbox.commit(envelope_now("B", 1));
+    // Kinesis refuses everything: the events stay, and so does their age.
+    let sink = Arc::new(FlakySink::new(1, 1.0));
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let poller = poller(&outbox, &sink, "p").with_metrics(emitter);
+
+    let stats = poller.poll_once(soon()).await.unwrap();
+    assert_eq!(stats.published, 0);
+    let age = stats.oldest_pending_age.expect("an age when events are pending");
+    assert!(
+        (Duration::from_secs(300)..Duration::from_secs(360)).contains(&age),
+        "{age:?}"
+    );
+    let emitted = metric_values(&lines.lock().unwrap(), "OldestPendingAge");
+    assert_eq!(emitted, [age.as_secs_f64() * 1000.0]);
 }
 
 #[tokio::test]
