@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test, unit and integration. Starts its own DynamoDB Local and kinesis-mock on ports of
-# its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT; free ones are picked when those are taken), runs
-# the whole workspace's tests against them, and stops them, also when a test fails.
+# Every test, unit and integration. Starts its own DynamoDB Local, kinesis-mock and moto (for SQS)
+# on ports of its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT, TEST_SQS_PORT; free ones are picked
+# when those are taken), runs the whole workspace's tests against them, and stops them, also when
+# a test fails.
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest).
 #
 # The chaos, load and fuzz suites run a quick profile by default (10,000 chaos events, a few
@@ -32,6 +33,7 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   started=$(date +%s)
   ensure_cargo
   ensure_engines
+  ensure_sqs_engine
   ensure_venv
   # The API fuzz test (crates/devstack/tests/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
@@ -68,10 +70,12 @@ trap 'exit 130' INT TERM
 
 ddb_port="$(free_port "${TEST_DYNAMODB_PORT:-18000}")"
 kinesis_port="$(free_port "${TEST_KINESIS_PORT:-14568}")"
-log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port"
+sqs_port="$(free_port "${TEST_SQS_PORT:-15999}")"
+log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port, moto (SQS) :$sqs_port"
 # Clear endpoints a developer may have exported for LocalStack: tests run on their own stack.
 unset AWS_ENDPOINT_URL AWS_PROFILE
 start_engines "$ddb_port" "$kinesis_port" "$ROOT/.devstack/test-logs"
+start_sqs_engine "$sqs_port" "$ROOT/.devstack/test-logs"
 # Integration tests fail, not skip, when the stack is missing; this tells them it should be here.
 export RESERVATION_STACK_REQUIRED=1
 

@@ -133,6 +133,22 @@ start_engines() {
   export AWS_REGION="${AWS_REGION:-us-east-1}"
 }
 
+# moto's server stands in for SQS in the tests of what reads a dead-letter queue (no SQS
+# emulator runs on this machine otherwise). Its own venv: its pins are not checkov's.
+MOTO_VENV="$ROOT/.venv-moto"
+ensure_sqs_engine() { pip_tools "$MOTO_VENV" "moto[server]==5.2.5"; }
+
+# start_sqs_engine PORT LOG_DIR: starts moto's server on loopback and points the SDK's SQS at it.
+start_sqs_engine() {
+  local port=$1 log_dir=$2
+  mkdir -p "$log_dir"
+  port_in_use "$port" && die "port $port is already in use; stop what holds it or choose another (TEST_SQS_PORT)"
+  "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_dir/moto-sqs.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_for_port "$port" "moto (SQS)" "$!" "$log_dir/moto-sqs.log"
+  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$port"
+}
+
 stop_started() {
   local pid
   for pid in "${STARTED_PIDS[@]}"; do

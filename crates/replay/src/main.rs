@@ -5,17 +5,19 @@
 //!   reservations-replay print --from 2026-11-24T10:00:00Z --to 2026-11-24T11:00:00Z
 //!   reservations-replay audit --from 2026-11-24T10:00:00Z   committed vs stream vs consumers
 //!   reservations-replay redrive --dead-letters FILE         dead letters back to their function
+//!   reservations-replay redrive --queue URL                 the same from an SQS dead-letter queue
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
 //! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
 //! there were gaps, malformed records or failures, 2 for bad arguments or an unreadable stream.
 //! `audit` exits 1 when a committed event is missing from the stream or from a consumer;
-//! `redrive` exits 1 when some letters still fail (they stay in the file).
+//! `redrive` exits 1 when some letters still fail (they stay in the file or queue).
 
 use adapters::{DynamoNotifications, DynamoReadModel};
 use clap::{Parser, ValueEnum};
 use consumers::{ConsumerConfig, Notifier, Projector};
+use dead_letters::MemoryDeadLetters;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use replay::{From, NoProgress, Progress, ReplayOptions, Summary, Target, To};
 use std::io::IsTerminal;
@@ -48,8 +50,12 @@ struct Cli {
     #[arg(long)]
     dry_run: bool,
     /// redrive: the dead-letter file (JSON lines) to re-drive; what still fails stays in it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "queue")]
     dead_letters: Option<std::path::PathBuf>,
+    /// redrive: an SQS dead-letter queue's URL; what went through is deleted, what still fails is
+    /// sent back to it with its new reason, anything else is left in it.
+    #[arg(long)]
+    queue: Option<String>,
     /// No progress bar even on a terminal.
     #[arg(long, short)]
     quiet: bool,
@@ -66,8 +72,8 @@ enum TargetKind {
     /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
     /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
     Audit,
-    /// Give the records in a dead-letter file back to the function named in each (projector,
-    /// notifier, relay), once their cause is fixed; those that go through leave the file.
+    /// Give the records in a dead-letter file or SQS queue back to the function named in each
+    /// (projector, notifier, relay), once their cause is fixed; those that go through leave it.
     Redrive,
 }
 
@@ -191,61 +197,113 @@ async fn run_audit(cli: &Cli) -> anyhow::Result<replay::audit::AuditReport> {
     .await?)
 }
 
-/// Re-drives a dead-letter file and rewrites it with what is left. Returns (done, still failing).
-async fn run_redrive(cli: &Cli) -> anyhow::Result<(usize, usize)> {
-    use anyhow::Context;
-    use replay::redrive::{Functions, Line, Redriven, on_failure_command, parse_lines, redrive};
-    let path = cli
-        .dead_letters
-        .as_ref()
-        .context("redrive needs --dead-letters <file>")?;
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let sdk = aws_config::load_from_env().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let projector = consumers::ConsumerHandler::new(
-        Projector::new(DynamoReadModel::new(
-            dynamodb.clone(),
-            env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
-        )),
-        dead_letters::MemoryDeadLetters::default(),
-    );
-    let notifier = consumers::ConsumerHandler::new(
-        Notifier::new(DynamoNotifications::new(
-            dynamodb,
-            env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
-            time::Duration::days(30),
-        )),
-        dead_letters::MemoryDeadLetters::default(),
-    );
-    let relay = relay::Relay::new(
-        relay::KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &cli.stream),
-        dead_letters::MemoryDeadLetters::default(),
-        relay::PublishPolicy::default(),
-    );
-    let functions = Functions {
-        projector: &projector,
-        notifier: &notifier,
-        relay: &relay,
-    };
-    let (mut done, mut failing) = (0, 0);
-    let mut kept = Vec::new();
-    for line in parse_lines(&text) {
+/// What a re-drive hands dead letters to: the three stream functions' handlers, on the SDK's
+/// configuration.
+struct Redriver {
+    projector: consumers::ConsumerHandler<Projector<DynamoReadModel>, MemoryDeadLetters>,
+    notifier: consumers::ConsumerHandler<Notifier<DynamoNotifications>, MemoryDeadLetters>,
+    relay: relay::Relay<relay::KinesisSink, MemoryDeadLetters>,
+}
+
+/// What became of one entry of a dead-letter file or queue.
+enum Entry {
+    Done,
+    /// Still refused: the letter to keep, with its new reason.
+    Failing(Box<dead_letters::DeadLetter>),
+    /// Not a letter of ours (an on-failure record, something newer): kept as it was.
+    Kept,
+}
+
+impl Redriver {
+    fn new(sdk: &aws_config::SdkConfig, stream: &str) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        Self {
+            projector: consumers::ConsumerHandler::new(
+                Projector::new(DynamoReadModel::new(
+                    dynamodb.clone(),
+                    env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
+                )),
+                MemoryDeadLetters::default(),
+            ),
+            notifier: consumers::ConsumerHandler::new(
+                Notifier::new(DynamoNotifications::new(
+                    dynamodb,
+                    env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
+                    time::Duration::days(30),
+                )),
+                MemoryDeadLetters::default(),
+            ),
+            relay: relay::Relay::new(
+                relay::KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), stream),
+                MemoryDeadLetters::default(),
+                relay::PublishPolicy::default(),
+            ),
+        }
+    }
+
+    /// Re-drives one entry, saying on stdout what a person has to know about it.
+    async fn entry(&self, line: replay::redrive::Line) -> Entry {
+        use replay::redrive::{Functions, Line, Redriven, on_failure_command, redrive};
+        let functions = Functions {
+            projector: &self.projector,
+            notifier: &self.notifier,
+            relay: &self.relay,
+        };
         match line {
             Line::Letter(letter) => match redrive(&functions, &letter).await {
-                Redriven::Done => done += 1,
+                Redriven::Done => Entry::Done,
                 Redriven::StillFailing(again) => {
-                    failing += 1;
                     println!("still failing ({}): {}", again.function, again.reason);
-                    kept.push(serde_json::to_string(again.as_ref())?);
+                    Entry::Failing(again)
                 }
-                Redriven::NotMine => kept.push(serde_json::to_string(&letter)?),
+                Redriven::NotMine => Entry::Kept,
             },
             Line::Other(value) => {
                 if let Some(command) = on_failure_command(&value) {
                     println!("a Lambda on-failure record, re-drive its range with: {command}");
                 }
-                kept.push(value.to_string());
+                Entry::Kept
             }
+        }
+    }
+}
+
+/// How long a re-drive from a queue keeps the messages it took out of sight: those it has not
+/// dealt with by then (it was stopped) come back by themselves.
+const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
+
+/// Re-drives a dead-letter file or queue. Returns (done, still failing).
+async fn run_redrive(cli: &Cli) -> anyhow::Result<(usize, usize)> {
+    use anyhow::Context;
+    let sdk = aws_config::load_from_env().await;
+    match (&cli.dead_letters, &cli.queue) {
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            redrive_file(&Redriver::new(&sdk, &cli.stream), path, &text).await
+        }
+        (None, Some(queue_url)) => {
+            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let queue = dead_letters::SqsDeadLetterQueue::new(sqs.clone(), queue_url);
+            let resend = dead_letters::SqsDeadLetters::new(sqs, queue_url);
+            redrive_queue(&Redriver::new(&sdk, &cli.stream), &queue, &resend).await
+        }
+        _ => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),
+    }
+}
+
+/// Re-drives every line and rewrites the file with what is left.
+async fn redrive_file(redriver: &Redriver, path: &std::path::Path, text: &str) -> anyhow::Result<(usize, usize)> {
+    use anyhow::Context;
+    let (mut done, mut failing) = (0, 0);
+    let mut kept = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match redriver.entry(replay::redrive::parse_line(line)).await {
+            Entry::Done => done += 1,
+            Entry::Failing(again) => {
+                failing += 1;
+                kept.push(serde_json::to_string(again.as_ref())?);
+            }
+            Entry::Kept => kept.push(line.to_owned()),
         }
     }
     // Written aside, then renamed: an interrupted re-drive never loses the file.
@@ -253,6 +311,47 @@ async fn run_redrive(cli: &Cli) -> anyhow::Result<(usize, usize)> {
     let temporary = path.with_extension("redrive-tmp");
     std::fs::write(&temporary, rest).with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok((done, failing))
+}
+
+/// Re-drives every message of an SQS dead-letter queue: what went through is deleted, what still
+/// fails is replaced by its letter with the new reason, the rest is given back untouched.
+async fn redrive_queue(
+    redriver: &Redriver,
+    queue: &dead_letters::SqsDeadLetterQueue,
+    resend: &dead_letters::SqsDeadLetters,
+) -> anyhow::Result<(usize, usize)> {
+    use dead_letters::DeadLetters;
+    let messages = queue.take_all(QUEUE_HOLD).await?;
+    let (mut done, mut failing) = (0, 0);
+    for (i, message) in messages.iter().enumerate() {
+        let settled = match redriver.entry(replay::redrive::parse_line(&message.body)).await {
+            Entry::Done => {
+                done += 1;
+                queue.delete(message).await
+            }
+            Entry::Failing(again) => {
+                failing += 1;
+                // The new letter first: a failure between the two leaves a duplicate letter, never none.
+                match resend.send(&again).await {
+                    Ok(()) => queue.delete(message).await,
+                    Err(e) => Err(dead_letters::QueueError {
+                        operation: "SendMessage",
+                        queue_url: queue.queue_url().to_owned(),
+                        source: Box::new(e),
+                    }),
+                }
+            }
+            Entry::Kept => queue.give_back(message).await,
+        };
+        if let Err(error) = settled {
+            // What is left goes back now rather than after the hold.
+            for rest in &messages[i..] {
+                let _ = queue.give_back(rest).await;
+            }
+            return Err(error.into());
+        }
+    }
     Ok((done, failing))
 }
 

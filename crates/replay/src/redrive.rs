@@ -94,14 +94,12 @@ pub enum Line {
     Other(Value),
 }
 
-pub fn parse_lines(text: &str) -> Vec<Line> {
-    text.lines()
-        .filter(|line| !line.trim().is_empty())
-        .map(|line| match serde_json::from_str::<DeadLetter>(line) {
-            Ok(letter) => Line::Letter(letter),
-            Err(_) => Line::Other(serde_json::from_str(line).unwrap_or(Value::String(line.to_owned()))),
-        })
-        .collect()
+/// One line of a file, or one message body of a dead-letter queue.
+pub fn parse_line(line: &str) -> Line {
+    match serde_json::from_str::<DeadLetter>(line) {
+        Ok(letter) => Line::Letter(letter),
+        Err(_) => Line::Other(serde_json::from_str(line).unwrap_or(Value::String(line.to_owned()))),
+    }
 }
 
 /// The replay command that re-drives a Lambda on-failure record's shard range, if it is one.
