@@ -1,7 +1,7 @@
 //! template.yaml is the product as much as the code: these tests keep it equal to the workspace
 //! (one function resource per Lambda crate), to the local stack (infra/resources.json), to the
-//! API's route table and to the relay's filter, and check each function's environment is one its
-//! typed config accepts. Static: no engine needed.
+//! API's route table, to the relay's filter and to the metrics the code emits, and check each
+//! function's environment is one its typed config accepts. Static: no engine needed.
 
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
