@@ -541,6 +541,15 @@ where
         tracing::info!(swept, %since, "marked events unpublished again; publishing them");
         let mut stats = self.run(until, true, std::future::pending()).await;
         stats.swept = swept;
+        if !stats.drained {
+            // Sweeping again would mark everything once more and might never catch up.
+            tracing::warn!(
+                swept,
+                published = stats.published,
+                "the sweep ran out of time with events still marked: invoke the poller with {{}} \
+                 (not the sweep again) until it answers \"drained\": true"
+            );
+        }
         Ok(stats)
     }
 }

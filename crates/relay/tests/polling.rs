@@ -376,6 +376,46 @@ async fn the_sweep_waits_for_an_index_that_shows_its_marks_late() {
     );
 }
 
+/// A sweep larger than one invocation: what it marked but had no time to publish is published by
+/// plain runs after it (which is what the README tells operators to invoke), each event once.
+#[tokio::test]
+async fn a_sweep_cut_short_by_its_deadline_is_finished_by_plain_runs() {
+    let outbox = Arc::new(InMemoryOutbox::default());
+    let since = time::OffsetDateTime::now_utc();
+    for r in 0..30 {
+        outbox.commit(envelope_now(&format!("R{r:02}"), 1));
+        outbox.commit(envelope_now(&format!("R{r:02}"), 2));
+    }
+    let sink = Arc::new(FlakySink::new(1, 0.0));
+    let poller = poller(&outbox, &sink, "p");
+    poller.poll_once(soon()).await.unwrap();
+    let first = sink.accepted().len();
+    assert_eq!(first, 60);
+
+    // Out of time at once: everything is marked again, nothing published.
+    let cut = poller.sweep(since, Instant::now()).await.unwrap();
+    assert_eq!((cut.swept, cut.published, cut.drained), (60, 0, false));
+    assert_eq!(outbox.unpublished().len(), 60);
+
+    let rest = poller
+        .invoke(&serde_json::json!({}), Instant::now() + Duration::from_millis(100))
+        .await
+        .unwrap();
+    assert!(rest.drained);
+    assert!(outbox.unpublished().is_empty());
+    let again = &sink.accepted()[first..];
+    let distinct: std::collections::HashSet<_> = again.iter().collect();
+    assert_eq!(
+        (again.len(), distinct.len()),
+        (60, 60),
+        "each swept event published once more"
+    );
+    assert_all_accepted_in_version_order(
+        again,
+        (0..30).flat_map(|r| [(format!("R{r:02}"), 1), (format!("R{r:02}"), 2)]),
+    );
+}
+
 /// The values of one metric across EMF lines.
 fn metric_values(lines: &[String], name: &str) -> Vec<f64> {
     lines
