@@ -362,52 +362,31 @@ async fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(cli.target, TargetKind::Redrive) {
-        return match run_redrive(&cli).await {
-            Ok((done, failing)) => {
-                eprintln!("redrive done: {done} re-driven, {failing} still failing");
-                if failing == 0 {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
+    // Each command reports on stderr and says whether it is clean (exit 0) or found something (1).
+    let clean = match cli.target {
+        TargetKind::Redrive => run_redrive(&cli).await.map(|(done, failing)| {
+            eprintln!("redrive done: {done} re-driven, {failing} still failing");
+            failing == 0
+        }),
+        TargetKind::Audit => run_audit(&cli).await.map(|report| {
+            for line in report.lines() {
+                println!("{line}");
             }
-            Err(e) => {
-                eprintln!("reservations-replay: {e:#}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    if matches!(cli.target, TargetKind::Audit) {
-        return match run_audit(&cli).await {
-            Ok(report) => {
-                for line in report.lines() {
-                    println!("{line}");
-                }
-                eprintln!("audit done: {report}");
-                if report.nothing_missing() {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(1)
-                }
-            }
-            Err(e) => {
-                eprintln!("reservations-replay: {e:#}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    let dry_run = cli.dry_run;
-    match run(cli).await {
-        Ok(summary) => {
-            let mode = if dry_run { " (dry run: nothing written)" } else { "" };
-            eprintln!("replay done{mode}: {summary}");
-            if summary.clean() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
+            eprintln!("audit done: {report}");
+            report.nothing_missing()
+        }),
+        TargetKind::Projector | TargetKind::Notifier | TargetKind::Print => {
+            let dry_run = cli.dry_run;
+            run(cli).await.map(|summary| {
+                let mode = if dry_run { " (dry run: nothing written)" } else { "" };
+                eprintln!("replay done{mode}: {summary}");
+                summary.clean()
+            })
         }
+    };
+    match clean {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("reservations-replay: {e:#}");
             ExitCode::from(2)
