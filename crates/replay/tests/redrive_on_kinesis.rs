@@ -30,18 +30,34 @@ fn letter(function: &str, reason: &str, record: Value) -> String {
     .to_string()
 }
 
+fn created_envelope(event_id: &str, reservation: &str) -> Value {
+    json!({
+        "event_id": event_id, "event_type": "ReservationCreated",
+        "aggregate_type": "Reservation", "aggregate_id": reservation, "version": 1,
+        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "T1",
+        "payload": {
+            "reservation_id": reservation, "slot_id": "dinner", "guest_id": "ada", "seats": 2,
+            "status": "CONFIRMED", "version": 1, "created_at": "2026-11-24T10:00:00Z"
+        }
+    })
+}
+
+/// Runs `reservations-replay redrive` with `source` (the file or queue) against the test stack.
+fn redrive(stack: &TestStack, source: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
+        .arg("redrive")
+        .args(source)
+        .args(["--stream", &stack.name("EVENTS_STREAM")])
+        .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
+        .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
+        .output()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn fixed_letters_go_back_to_their_function_and_leave_the_file_the_rest_stays() {
     let stack = TestStack::start().await;
-    let envelope = json!({
-        "event_id": "01M8FIXED00000000000000000", "event_type": "ReservationCreated",
-        "aggregate_type": "Reservation", "aggregate_id": "R-fixed", "version": 1,
-        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "T1",
-        "payload": {
-            "reservation_id": "R-fixed", "slot_id": "dinner", "guest_id": "ada", "seats": 2,
-            "status": "CONFIRMED", "version": 1, "created_at": "2026-11-24T10:00:00Z"
-        }
-    });
+    let envelope = created_envelope("01M8FIXED00000000000000000", "R-fixed");
     let stream_record: Value = serde_json::from_str::<Value>(include_str!(
         "../../relay/tests/fixtures/outbox-insert.json"
     ))
@@ -76,15 +92,7 @@ async fn fixed_letters_go_back_to_their_function_and_leave_the_file_the_rest_sta
     ];
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
 
-    let run = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
-            .args(["redrive", "--dead-letters", file.to_str().unwrap()])
-            .args(["--stream", &stack.name("EVENTS_STREAM")])
-            .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
-            .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
-            .output()
-            .unwrap()
-    };
+    let run = || redrive(&stack, &["--dead-letters", file.to_str().unwrap()]);
     let output = run();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -162,15 +170,7 @@ async fn letters_in_an_sqs_queue_are_redriven_the_fixed_deleted_the_failing_repl
         .unwrap()
         .queue_url
         .unwrap();
-    let envelope = json!({
-        "event_id": "01M8QUEUED0000000000000000", "event_type": "ReservationCreated",
-        "aggregate_type": "Reservation", "aggregate_id": "R-queued", "version": 1,
-        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "T1",
-        "payload": {
-            "reservation_id": "R-queued", "slot_id": "dinner", "guest_id": "ada", "seats": 2,
-            "status": "CONFIRMED", "version": 1, "created_at": "2026-11-24T10:00:00Z"
-        }
-    });
+    let envelope = created_envelope("01M8QUEUED0000000000000000", "R-queued");
     let on_failure = json!({
         "requestContext": { "condition": "RetryAttemptsExhausted" },
         "KinesisBatchInfo": {
@@ -202,16 +202,7 @@ async fn letters_in_an_sqs_queue_are_redriven_the_fixed_deleted_the_failing_repl
             .unwrap();
     }
 
-    let run = || {
-        std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
-            .args(["redrive", "--queue", &queue_url])
-            .args(["--stream", &stack.name("EVENTS_STREAM")])
-            .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
-            .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
-            .output()
-            .unwrap()
-    };
-    let output = run();
+    let output = redrive(&stack, &["--queue", &queue_url]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
