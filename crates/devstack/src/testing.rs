@@ -31,6 +31,17 @@ impl TestApi {
 }
 
 impl TestApi {
+    /// GETs `path` and returns the body as JSON, whatever the status.
+    pub async fn get_json(&self, http: &reqwest::Client, path: &str) -> serde_json::Value {
+        http.get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
     /// Creates (or resizes) a slot; panics unless 200/201.
     pub async fn put_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32) {
         let response = http

@@ -29,13 +29,7 @@ async fn reserve(http: &reqwest::Client, api: &TestApi, slot: &str, guest: &str,
 }
 
 async fn slot_json(http: &reqwest::Client, api: &TestApi, slot: &str) -> Value {
-    http.get(api.url(&format!("/slots/{slot}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    api.get_json(http, &format!("/slots/{slot}")).await
 }
 
 fn is_reservation(item: &Item) -> bool {
@@ -283,14 +277,7 @@ async fn cancel_returns_the_seats_and_a_second_cancel_is_not_cancellable() {
     assert!(cancelled["cancelled_at"].is_string());
     assert_eq!(slot_json(&http, &api, "s1").await["available"], 4);
 
-    let fetched: Value = http
-        .get(api.url(&format!("/reservations/{id}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let fetched = api.get_json(&http, &format!("/reservations/{id}")).await;
     assert_eq!(fetched, cancelled);
 
     let again = http

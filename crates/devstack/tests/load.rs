@@ -54,14 +54,7 @@ async fn a_thousand_concurrent_reservations_for_a_hundred_seats_sell_exactly_a_h
     );
     assert_eq!(created.len(), CAPACITY as usize, "every 201 is its own reservation");
 
-    let slot: serde_json::Value = http
-        .get(api.url("/slots/hot"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let slot = api.get_json(&http, "/slots/hot").await;
     assert_eq!(
         (slot["reserved"].as_u64(), slot["available"].as_u64()),
         (Some(100), Some(0))

@@ -83,14 +83,7 @@ async fn a_reservation_and_its_cancel_reach_the_guest_read_model_and_notify_once
     assert_eq!(statuses, [("CONFIRMED", 1), ("CANCELLED", 2), ("CONFIRMED", 1)]);
     assert!(page.get("next_cursor").is_none());
     // The read model holds what the API answers for the reservation itself.
-    let direct: Value = http
-        .get(api.url(&format!("/reservations/{}", ada[1])))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let direct = api.get_json(&http, &format!("/reservations/{}", ada[1])).await;
     assert_eq!(items[1], direct);
 
     // Pages of two: newest first, then the rest.
