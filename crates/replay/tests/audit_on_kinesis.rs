@@ -2,8 +2,10 @@
 //! ran reports nothing missing, events the relay never published are reported per reservation
 //! with exit 1, and a relay that ran twice shows up as duplicates, not as a failure.
 
+mod common;
+
+use common::audit_everything;
 use devstack::testing::TestStack;
-use replay::audit::{AppliedVersions, AuditReport, audit};
 use std::collections::BTreeSet;
 
 /// `count` reservations of 3 guests, every third cancelled, relayed and consumed by both
@@ -25,37 +27,20 @@ async fn pipeline(stack: &TestStack, api: &devstack::testing::TestApi, count: us
     ids
 }
 
-async fn audit_all(stack: &TestStack) -> AuditReport {
-    let projector = consumers::Projector::new(stack.read_model());
-    let notifier = consumers::Notifier::new(stack.notifications());
-    let consumers: [&dyn AppliedVersions; 2] = [&projector, &notifier];
-    audit(
-        &stack.dynamodb,
-        &stack.kinesis,
-        &stack.name("OUTBOX_TABLE"),
-        &stack.name("EVENTS_STREAM"),
-        time::OffsetDateTime::UNIX_EPOCH,
-        time::OffsetDateTime::now_utc(),
-        &consumers,
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn after_the_pipeline_ran_the_audit_finds_nothing_missing_and_a_second_relay_run_shows_as_duplicates() {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
     pipeline(&stack, &api, 9).await;
 
-    let report = audit_all(&stack).await;
+    let report = audit_everything(&stack).await;
     assert!(report.nothing_missing(), "{:?}", report.lines());
     assert_eq!((report.committed, report.reservations, report.on_stream), (12, 9, 12));
     assert!(report.duplicated.is_empty() && report.misordered.is_empty());
 
     // A relay re-reading the outbox stream from the start publishes everything again.
     stack.relay_mapping().await.drain().await.unwrap();
-    let report = audit_all(&stack).await;
+    let report = audit_everything(&stack).await;
     assert!(report.nothing_missing());
     assert_eq!(report.duplicated.len(), 12);
     assert!(report.misordered.is_empty(), "a repeated run is not disorder");
@@ -71,7 +56,7 @@ async fn events_never_published_are_reported_per_reservation_and_the_cli_exits_1
     let late = api.reserve(&http, "s", "guest-late").await;
     api.cancel(&http, &pipeline_first(&stack).await).await;
 
-    let report = audit_all(&stack).await;
+    let report = audit_everything(&stack).await;
     assert!(!report.nothing_missing());
     let missing: BTreeSet<(String, u64)> = report.missing_on_stream.iter().cloned().collect();
     assert!(missing.contains(&(late.clone(), 1)), "{:?}", report.lines());
@@ -104,7 +89,7 @@ async fn events_never_published_are_reported_per_reservation_and_the_cli_exits_1
     stack.relay_mapping().await.drain().await.unwrap();
     stack.projector_mapping().await.drain().await.unwrap();
     stack.notifier_mapping().await.drain().await.unwrap();
-    let report = audit_all(&stack).await;
+    let report = audit_everything(&stack).await;
     assert!(report.nothing_missing(), "{:?}", report.lines());
 }
 

@@ -13,6 +13,8 @@
 //! once each, in order. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
 //! runs 50,000), fixed seeds, and a deadline.
 
+mod common;
+
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use consumers::{Consumer, Notifier, Projector};
@@ -307,21 +309,7 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
     let committed_in = started.elapsed();
 
     // The audit is the oracle: poll it until nothing is missing, or the deadline.
-    let audit = || async {
-        let projector = Projector::new(stack.read_model());
-        let notifier = Notifier::new(stack.notifications());
-        replay::audit::audit(
-            &stack.dynamodb,
-            &stack.kinesis,
-            &stack.name("OUTBOX_TABLE"),
-            &stack.name("EVENTS_STREAM"),
-            time::OffsetDateTime::UNIX_EPOCH,
-            time::OffsetDateTime::now_utc(),
-            &[&projector, &notifier],
-        )
-        .await
-        .unwrap()
-    };
+    let audit = || common::audit_everything(&stack);
     // Each audit reads the whole stream, which slows kinesis-mock down as much as the pipeline
     // itself: audit only once the notifier has seen (nearly) every event, then back off.
     while notified.lock().unwrap().len() < events * 99 / 100 && Instant::now() < deadline {
