@@ -44,6 +44,20 @@ enum Mode {
     Polling,
 }
 
+impl Mode {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Stream => "stream",
+            Self::Polling => "polling",
+        }
+    }
+
+    /// The poll interval, for result lines; none in stream mode.
+    fn interval_ms(self, interval: Duration) -> Option<u64> {
+        (self == Self::Polling).then_some(interval.as_millis() as u64)
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     Latency {
@@ -246,8 +260,8 @@ async fn latency(
         "{}",
         json!({
             "benchmark": "latency",
-            "mode": match mode { Mode::Stream => "stream", Mode::Polling => "polling" },
-            "interval_ms": if mode == Mode::Polling { Some(interval.as_millis() as u64) } else { None },
+            "mode": mode.name(),
+            "interval_ms": mode.interval_ms(interval),
             "rate": rate,
             "seconds": seconds,
             "offered_seconds": offered_for.as_secs_f64(),
@@ -357,8 +371,8 @@ async fn idle(mode: Mode, interval: Duration, seconds: u64) -> Result<()> {
         "{}",
         json!({
             "benchmark": "idle",
-            "mode": match mode { Mode::Stream => "stream", Mode::Polling => "polling" },
-            "interval_ms": if mode == Mode::Polling { Some(interval.as_millis() as u64) } else { None },
+            "mode": mode.name(),
+            "interval_ms": mode.interval_ms(interval),
             "seconds": seconds,
             "table_reads_per_minute": per_minute(&table_calls, &is_read),
             "table_writes_per_minute": per_minute(&table_calls, &|op| !is_read(op)),
