@@ -27,7 +27,7 @@ trap 'exit 130' INT TERM
 ensure_cargo
 ensure_engines
 log "building release binaries"
-(cd "$ROOT" && cargo build --quiet --release -p devstack --bin devstack --bin loadgen --bin relay-bench --bin pipeline-bench)
+(cd "$ROOT" && cargo build --quiet --release -p devstack -p bench)
 bin="$ROOT/target/release"
 
 ddb_port=18100; kinesis_port=14668; api_port=13100

@@ -35,7 +35,7 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   ensure_engines
   ensure_sqs_engine
   ensure_venv
-  # The API fuzz test (crates/devstack/tests/api_fuzz.rs) runs schemathesis from its own venv.
+  # The API fuzz test (crates/devstack/tests/devstack/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
   export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
   log "static checks: rustfmt, clippy, shellcheck, cfn-lint, checkov"
@@ -78,6 +78,16 @@ start_engines "$ddb_port" "$kinesis_port" "$ROOT/.devstack/test-logs"
 start_sqs_engine "$sqs_port" "$ROOT/.devstack/test-logs"
 # Integration tests fail, not skip, when the stack is missing; this tells them it should be here.
 export RESERVATION_STACK_REQUIRED=1
+# The suites record what they measured here; scripts/figures.sh writes it into docs/guarantees.md.
+export RESERVATION_FIGURES_DIR="$ROOT/.devstack/figures"
+rm -rf "$RESERVATION_FIGURES_DIR"
+mkdir -p "$RESERVATION_FIGURES_DIR"
+printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "fuzz_scale": %s, "cores": %s}\n' "$(date -u +%Y-%m-%d)" \
+  "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" "${CHAOS_EVENTS:-10000}" "${FUZZ_SCALE:-1}" \
+  "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
 "${runner[@]}" "$@"
+for figures in "$RESERVATION_FIGURES_DIR"/*.json; do
+  [[ "$(basename "$figures")" == run.json ]] || log "figures $(basename "$figures" .json): $(cat "$figures")"
+done
 log "all tests passed in $(( $(date +%s) - ${RESERVATION_TEST_STARTED:-$(date +%s)} )) s"

@@ -105,8 +105,10 @@ start_engines() {
     port_in_use "$port" && die "port $port is already in use; stop what holds it or choose other ports (see README)"
   done
 
-  java -Djava.library.path="$DYNAMODB_LOCAL_DIR/DynamoDBLocal_lib" -jar "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" \
-    -inMemory -sharedDb -port "$ddb_port" -disableTelemetry >"$log_dir/dynamodb-local.log" 2>&1 &
+  # DynamoDB Local writes its metadata file into its working directory: that is the log folder.
+  (cd "$log_dir" && exec java -Djava.library.path="$DYNAMODB_LOCAL_DIR/DynamoDBLocal_lib" \
+    -jar "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" -inMemory -sharedDb -port "$ddb_port" -disableTelemetry) \
+    >"$log_dir/dynamodb-local.log" 2>&1 &
   STARTED_PIDS+=($!)
   local ddb_pid=$!
 

@@ -12,7 +12,7 @@ pub mod memory_outbox;
 pub use dynamodb::consumers::{DynamoNotifications, DynamoReadModel};
 pub use dynamodb::items::RelayMode;
 pub use dynamodb::outbox::DynamoOutbox;
-pub use dynamodb::{DynamoReservationStore, StoreTables};
+pub use dynamodb::{DynamoReservationStore, StoreConfigError, StoreTables};
 pub use memory::InMemoryStore;
 pub use memory_consumers::{InMemoryNotifications, InMemoryReadModel};
 pub use memory_outbox::InMemoryOutbox;

@@ -1,12 +1,16 @@
-//! The embedded local stack: what `scripts/dev.sh` and the integration tests run.
+//! The embedded local stack: the product running on this machine with the Lambdas' own handler
+//! code, for `scripts/dev.sh` (through the `devstack` command) and for the tests built on
+//! `test-support`.
 //!
 //! - [`resources`] creates the tables and the Kinesis stream described in `infra/resources.json`,
 //!   through the real SDK, wherever the SDK's configuration points (DynamoDB Local and
 //!   kinesis-mock, LocalStack, or AWS).
 //! - [`server`] serves the API on a local port with the very handler the Lambda runs.
+//! - [`pipeline`] runs the relay (or the polling publisher) and the consumers behind in-process
+//!   event source mappings configured as the deployed ones.
+//! - [`events`] reads the events back from Kinesis, parents before children.
 
 pub mod events;
 pub mod pipeline;
 pub mod resources;
 pub mod server;
-pub mod testing;

@@ -124,7 +124,7 @@ pub type ConsumerMapping<C> =
 
 /// A consumer mapping's settings: the template's, for the local runner. A gap is retried a
 /// bounded number of times (its predecessor may still be on its way), then the batch's metadata
-/// goes to the on-failure destination and the shard moves on (DESIGN.md invariant 4).
+/// goes to the on-failure destination and the shard moves on (invariant 4 of docs/design.md).
 pub fn consumer_mapping_config(function_name: &str) -> MappingConfig {
     MappingConfig {
         function_name: function_name.into(),

@@ -26,7 +26,6 @@ pub struct Resources {
 pub struct TableResource {
     pub logical_id: String,
     pub name_from: String,
-    pub default_name: String,
     pub properties: TableProperties,
 }
 
@@ -90,7 +89,6 @@ pub struct TtlSpec {
 pub struct StreamResource {
     pub logical_id: String,
     pub name_from: String,
-    pub default_name: String,
     pub properties: StreamProperties,
 }
 
@@ -104,12 +102,28 @@ pub struct StreamProperties {
 
 impl Resources {
     pub fn embedded() -> Result<Self> {
-        serde_json::from_str(RESOURCES_JSON).context("infra/resources.json is not a valid resource definition")
+        Self::parse(RESOURCES_JSON).context("infra/resources.json is not a valid resource definition")
     }
 
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("{} is not a valid resource definition", path.display()))
+        Self::parse(&text).with_context(|| format!("{} is not a valid resource definition", path.display()))
+    }
+
+    /// Parses a definition whose every `NameFrom` is one of the product's resource variables.
+    fn parse(text: &str) -> Result<Self> {
+        let resources: Self = serde_json::from_str(text)?;
+        for var in resources.name_vars() {
+            if settings::names::by_var(var).is_none() {
+                bail!("NameFrom {var} is not one of the product's resource names");
+            }
+        }
+        Ok(resources)
+    }
+
+    fn name_vars(&self) -> impl Iterator<Item = &str> {
+        let tables = self.tables.iter().map(|t| t.name_from.as_str());
+        tables.chain(self.streams.iter().map(|s| s.name_from.as_str()))
     }
 }
 
@@ -121,16 +135,12 @@ impl ResourceNames {
     /// Names from the environment, falling back to each resource's default, each with `prefix`
     /// (tests use a unique prefix so they never share tables).
     pub fn resolve(resources: &Resources, env: &HashMap<String, String>, prefix: &str) -> Self {
-        let mut names = HashMap::new();
-        let all = resources
-            .tables
-            .iter()
-            .map(|t| (&t.name_from, &t.default_name))
-            .chain(resources.streams.iter().map(|s| (&s.name_from, &s.default_name)));
-        for (var, default) in all {
-            let base = env.get(var).filter(|v| !v.is_empty()).unwrap_or(default);
-            names.insert(var.clone(), format!("{prefix}{base}"));
-        }
+        let env = settings::Vars(env);
+        let names = resources
+            .name_vars()
+            .filter_map(settings::names::by_var)
+            .map(|name| (name.var.to_owned(), format!("{prefix}{}", env.name_or_default(name))))
+            .collect();
         Self(names)
     }
 

@@ -1,4 +1,4 @@
-//! Domain events and the envelope they travel in (DESIGN.md, "Event on Kinesis").
+//! Domain events and the envelope they travel in (docs/design.md, "Events on Kinesis").
 
 use crate::ids::{EventId, ReservationId, TraceId};
 use crate::reservation::{Reservation, Version};
@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 pub const AGGREGATE_TYPE_RESERVATION: &str = "Reservation";
+
+/// The `item_type` of an outbox item, which is an envelope stored in the outbox table. The store
+/// writes it; the relay, its event source mapping filter and the audit match on it
+/// (docs/adr/0001-outbox-item-layout.md).
+pub const OUTBOX_ITEM_TYPE: &str = "OutboxEvent";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum EventType {

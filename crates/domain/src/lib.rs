@@ -14,7 +14,7 @@ pub mod validation;
 pub use consumer::{
     ApplyOutcome, GuestReservation, MalformedEvent, Notification, NotificationKind, ReservationEvent, decide,
 };
-pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType};
+pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType, OUTBOX_ITEM_TYPE};
 pub use ids::{EventId, GuestId, IdempotencyKey, ReservationId, SlotId, TraceId};
 pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};
 pub use slot::{Capacity, Seats, Slot};

@@ -17,12 +17,14 @@
 
 pub mod filter;
 pub mod function;
+pub mod lineage;
 pub mod mapping;
 pub mod on_failure;
 pub mod source;
 
 pub use filter::FilterCriteria;
 pub use function::{Function, FunctionError};
+pub use lineage::{kinesis_shards, lineage_order};
 pub use mapping::{DrainReport, EventSourceMapping, MappingConfig, StartingPosition};
 pub use on_failure::{JsonLinesOnFailure, MemoryOnFailure, OnFailureDestination};
 pub use source::{DynamoDbStreamsSource, KinesisSource, ShardInfo, SourceRecord, StreamSource};

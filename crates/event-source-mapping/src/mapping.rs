@@ -5,6 +5,7 @@ use crate::function::{Function, FunctionError};
 use crate::on_failure::OnFailureDestination;
 use crate::source::{Position, ShardInfo, SourceError, SourceKind, SourceRecord, StreamSource};
 use serde_json::{Value, json};
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
@@ -185,26 +186,23 @@ where
     /// one-invocation-per-shard) and hands it to the function.
     pub async fn poll_once(&mut self) -> Result<DrainReport, SourceError> {
         self.refresh_shards().await?;
-        let finished: Vec<String> = self
+        let finished: HashSet<String> = self
             .shards
             .iter()
             .filter(|s| s.finished)
             .map(|s| s.info.shard_id.clone())
             .collect();
-        let known: Vec<String> = self.shards.iter().map(|s| s.info.shard_id.clone()).collect();
+        let known: HashSet<String> = self.shards.iter().map(|s| s.info.shard_id.clone()).collect();
         let ctx = Ctx {
             source: &self.source,
             function: &self.function,
             on_failure: self.on_failure.as_ref(),
             config: &self.config,
         };
-        let ready = self.shards.iter_mut().filter(|s| {
-            !s.finished
-                && s.info
-                    .parent_shard_ids
-                    .iter()
-                    .all(|p| finished.contains(p) || !known.contains(p))
-        });
+        let ready = self
+            .shards
+            .iter_mut()
+            .filter(|s| !s.finished && s.info.parents_done(|p| finished.contains(p), |p| known.contains(p)));
         let passes = futures::future::join_all(ready.map(|shard| pump_shard(&ctx, shard))).await;
         let mut report = DrainReport::default();
         for pass in passes {

@@ -341,26 +341,9 @@ impl StreamSource for KinesisSource {
     }
 
     async fn list_shards(&self) -> Result<Vec<ShardInfo>, SourceError> {
-        let mut shards = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_name(&self.stream_name),
-            };
-            let out = request.send().await.map_err(|e| kinesis_error("ListShards", e))?;
-            for shard in out.shards() {
-                let parents = [shard.parent_shard_id(), shard.adjacent_parent_shard_id()];
-                shards.push(ShardInfo {
-                    shard_id: shard.shard_id().to_owned(),
-                    parent_shard_ids: parents.into_iter().flatten().map(str::to_owned).collect(),
-                });
-            }
-            token = out.next_token;
-            if token.is_none() {
-                return Ok(shards);
-            }
-        }
+        crate::lineage::kinesis_shards(&self.client, &self.stream_name)
+            .await
+            .map_err(|e| kinesis_error("ListShards", e))
     }
 
     async fn shard_iterator(&self, shard_id: &str, position: &Position) -> Result<String, SourceError> {

@@ -1,4 +1,4 @@
-//! Which stream records become events. Only outbox INSERTs do (DESIGN.md invariant 6); the event
+//! Which stream records become events. Only outbox INSERTs do (invariant 6 of docs/design.md); the event
 //! source mapping's FilterCriteria already drops the rest, and this check makes a missing or wrong
 //! filter harmless.
 
@@ -6,8 +6,7 @@ use crate::sink::{MAX_BYTES_PER_RECORD, SinkRecord};
 use aws_lambda_events::event::dynamodb::EventRecord;
 use domain::EventEnvelope;
 
-/// Must match the adapters' outbox item layout (docs/adr/0001-outbox-item-layout.md).
-pub const OUTBOX_ITEM_TYPE: &str = "OutboxEvent";
+pub use domain::OUTBOX_ITEM_TYPE;
 const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -98,3 +97,14 @@ pub fn classify(record: &EventRecord) -> Classified {
 /// so Lambda is not even invoked for TTL removals or anything else.
 pub const OUTBOX_INSERT_FILTER: &str =
     r#"{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"item_type": {"S": ["OutboxEvent"]}}}}"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_filter_matches_the_item_type_the_store_writes() {
+        let filter: serde_json::Value = serde_json::from_str(OUTBOX_INSERT_FILTER).unwrap();
+        assert_eq!(filter["dynamodb"]["NewImage"]["item_type"]["S"][0], OUTBOX_ITEM_TYPE);
+    }
+}

@@ -13,27 +13,20 @@ pub struct RelayConfig {
 pub enum RelayConfigError {
     #[error(transparent)]
     NoDeadLetterTarget(#[from] dead_letters::NoDeadLetterTarget),
-    #[error("{0} must not be empty")]
-    Empty(&'static str),
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
 }
 
 impl RelayConfig {
-    pub const DEFAULT_EVENTS_STREAM: &str = "reservation-events";
-
     pub fn from_env() -> Result<Self, RelayConfigError> {
         Self::from_vars(&std::env::vars().collect())
     }
 
+    /// Reads `EVENTS_STREAM` and the dead-letter target (`DEAD_LETTER_QUEUE_URL` or `DEAD_LETTER_FILE`).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
-        let events_stream = match vars.get("EVENTS_STREAM") {
-            None => Self::DEFAULT_EVENTS_STREAM.to_owned(),
-            Some(v) if v.trim().is_empty() => return Err(RelayConfigError::Empty("EVENTS_STREAM")),
-            Some(v) => v.trim().to_owned(),
-        };
-        let dead_letters = DeadLetterTarget::from_vars(vars)?;
         Ok(Self {
-            events_stream,
-            dead_letters,
+            events_stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
+            dead_letters: DeadLetterTarget::from_vars(vars)?,
         })
     }
 }
@@ -50,18 +43,17 @@ pub struct PollerConfig {
 pub enum PollerConfigError {
     #[error(transparent)]
     Relay(#[from] RelayConfigError),
-    #[error("{name} must be a whole number from {min} to {max}, got {value:?}")]
-    OutOfRange {
-        name: &'static str,
-        min: u64,
-        max: u64,
-        value: String,
-    },
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
 }
 
-impl PollerConfig {
-    pub const DEFAULT_OUTBOX_TABLE: &str = "reservation-outbox";
+/// `POLL_INTERVAL_MS`: the pause between polls.
+pub const POLL_INTERVAL_MS: settings::WholeNumber =
+    settings::WholeNumber::between("POLL_INTERVAL_MS", 1_000, 10, 60_000);
+/// `POLL_BATCH_SIZE`: events read per poll.
+pub const POLL_BATCH_SIZE: settings::WholeNumber = settings::WholeNumber::between("POLL_BATCH_SIZE", 500, 1, 10_000);
 
+impl PollerConfig {
     pub fn from_env() -> Result<Self, PollerConfigError> {
         Self::from_vars(&std::env::vars().collect())
     }
@@ -70,35 +62,16 @@ impl PollerConfig {
     /// `POLL_BATCH_SIZE` (default 500).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, PollerConfigError> {
         let relay = RelayConfig::from_vars(vars)?;
-        let outbox_table = match vars.get("OUTBOX_TABLE") {
-            None => Self::DEFAULT_OUTBOX_TABLE.to_owned(),
-            Some(v) if v.trim().is_empty() => return Err(RelayConfigError::Empty("OUTBOX_TABLE").into()),
-            Some(v) => v.trim().to_owned(),
-        };
-        let ranged = |name: &'static str, default: u64, min: u64, max: u64| match vars.get(name) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse::<u64>()
-                .ok()
-                .filter(|n| (min..=max).contains(n))
-                .ok_or_else(|| PollerConfigError::OutOfRange {
-                    name,
-                    min,
-                    max,
-                    value: v.clone(),
-                }),
-        };
-        let defaults = crate::polling::PollerSettings::default();
-        let settings = crate::polling::PollerSettings {
-            interval: std::time::Duration::from_millis(ranged("POLL_INTERVAL_MS", 1_000, 10, 60_000)?),
-            batch_limit: ranged("POLL_BATCH_SIZE", 500, 1, 10_000)? as usize,
-            ..defaults
+        let vars = settings::Vars(vars);
+        let pace = crate::polling::PollerSettings {
+            interval: std::time::Duration::from_millis(vars.whole_number(&POLL_INTERVAL_MS)?),
+            batch_limit: vars.whole_number(&POLL_BATCH_SIZE)? as usize,
+            ..Default::default()
         };
         Ok(Self {
             relay,
-            outbox_table,
-            settings,
+            outbox_table: vars.name(settings::names::OUTBOX_TABLE)?,
+            settings: pace,
         })
     }
 }

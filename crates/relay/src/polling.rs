@@ -69,6 +69,22 @@ pub struct PollStats {
 }
 
 impl PollStats {
+    /// A poll's stats before it publishes anything: what the index returned, and how long the
+    /// oldest of it has waited (the index is in event id (ULID) order, so the oldest waiting
+    /// event is in this page).
+    fn of_pending(pending: &[PendingEvent], now: OffsetDateTime) -> Self {
+        let oldest = pending
+            .iter()
+            .filter_map(|p| p.event.as_ref().ok())
+            .map(|e| e.occurred_at)
+            .min();
+        Self {
+            pending: pending.len(),
+            oldest_pending_age: oldest.map(|at| Duration::try_from(now - at).unwrap_or_default()),
+            ..Default::default()
+        }
+    }
+
     pub fn metrics(&self) -> telemetry::MetricSet {
         let mut metrics = telemetry::MetricSet::new("poller");
         metrics
@@ -159,12 +175,20 @@ pub struct Poller<Q, L, S, D> {
     metrics: telemetry::Emitter,
 }
 
-/// One reservation's events of a poll, in version order, each either publishable or poison.
+/// One reservation's events of a poll, in version order.
 struct ReservationBatch {
-    events: Vec<(OutboxKey, Result<SinkRecord, UndecodableItem>)>,
+    events: Vec<BatchEvent>,
 }
 
-fn sink_record(event: PendingEvent) -> (OutboxKey, Result<SinkRecord, UndecodableItem>) {
+/// An event of a poll: publishable or poison, and whether this poll has settled it (published
+/// it, or stored its dead letter), which is what allows clearing its mark.
+struct BatchEvent {
+    key: OutboxKey,
+    record: Result<SinkRecord, UndecodableItem>,
+    settled: bool,
+}
+
+fn batch_event(event: PendingEvent) -> BatchEvent {
     let key = event.key;
     let record = event.event.and_then(|envelope| {
         let data = serde_json::to_vec(&envelope).map_err(|e| UndecodableItem {
@@ -195,7 +219,11 @@ fn sink_record(event: PendingEvent) -> (OutboxKey, Result<SinkRecord, Undecodabl
         }
         Ok(record)
     });
-    (key, record)
+    BatchEvent {
+        key,
+        record,
+        settled: false,
+    }
 }
 
 /// Groups a poll's events by reservation (first appearance first), each in version order, cut at
@@ -225,7 +253,7 @@ fn by_reservation(events: Vec<PendingEvent>) -> (Vec<ReservationBatch>, usize) {
             cut += events.len() - consecutive;
             events.truncate(consecutive);
             ReservationBatch {
-                events: events.into_iter().map(sink_record).collect(),
+                events: events.into_iter().map(batch_event).collect(),
             }
         })
         .collect();
@@ -287,86 +315,16 @@ where
             .pending(self.settings.batch_limit)
             .await
             .map_err(PollError::Outbox)?;
-        let now = OffsetDateTime::now_utc();
-        // The index is in event id (ULID) order, so the oldest waiting event is in this page.
-        let oldest = pending
-            .iter()
-            .filter_map(|p| p.event.as_ref().ok())
-            .map(|e| e.occurred_at)
-            .min();
-        let mut stats = PollStats {
-            pending: pending.len(),
-            oldest_pending_age: oldest.map(|at| Duration::try_from(now - at).unwrap_or_default()),
-            ..Default::default()
-        };
+        let mut stats = PollStats::of_pending(&pending, OffsetDateTime::now_utc());
         if pending.is_empty() {
             return Ok(stats);
         }
         let (batches, cut) = by_reservation(pending);
         stats.deferred = cut;
-        let batches = self.without_unpublished_predecessors(batches, &mut stats).await?;
-
-        // Poison events go to the dead letters first; a reservation whose dead letter cannot be
-        // stored stops there (nothing after it is published or marked this time).
-        let mut records = Vec::new();
-        let mut record_of = Vec::new(); // (batch, event) of each record
-        let mut settled: Vec<Vec<bool>> = Vec::with_capacity(batches.len());
-        for (b, batch) in batches.iter().enumerate() {
-            let mut done = vec![false; batch.events.len()];
-            for (e, (key, event)) in batch.events.iter().enumerate() {
-                match event {
-                    Ok(record) => {
-                        records.push(record.clone());
-                        record_of.push((b, e));
-                    }
-                    Err(undecodable) => match self.dead_letters.send(&dead_letter(key, undecodable)).await {
-                        Ok(()) => {
-                            stats.dead_lettered += 1;
-                            done[e] = true;
-                            tracing::error!(%key, reason = %undecodable.reason, "outbox item cannot be published; dead-lettered");
-                        }
-                        Err(error) => {
-                            tracing::error!(%key, reason = %undecodable.reason, %error, "outbox item cannot be published and its dead letter could not be stored; will retry");
-                            stats.deferred += batch.events.len() - e;
-                            break;
-                        }
-                    },
-                }
-            }
-            settled.push(done);
-        }
-
-        let report = publish_in_order(&self.sink, &records, &self.policy, deadline).await;
-        for (i, published) in report.published.iter().enumerate() {
-            if *published {
-                let (b, e) = record_of[i];
-                settled[b][e] = true;
-            }
-        }
-        stats.published = report.published.iter().filter(|p| **p).count();
-        if report.gave_up {
-            tracing::warn!(
-                unpublished = records.len() - stats.published,
-                retries = report.retries,
-                last_error = report.last_error.as_deref().unwrap_or(""),
-                "publishing stopped; the rest stays marked for the next poll"
-            );
-        }
-        stats.publish = report;
-
-        // Marks go in version order per reservation and stop at its first unsettled event, so what
-        // stays marked is always a reservation's latest versions. (Futures built in a loop, not a
-        // closure, keep this future `Send` for callers that spawn it.)
-        let mut marks = Vec::with_capacity(batches.len());
-        for (batch, done) in batches.iter().zip(&settled) {
-            marks.push(self.mark_settled(batch, done));
-        }
-        let outcomes: Vec<(usize, usize)> = futures::stream::iter(marks)
-            .buffer_unordered(CONCURRENCY)
-            .collect()
-            .await;
-        stats.marked = outcomes.iter().map(|o| o.0).sum();
-        stats.mark_failures = outcomes.iter().map(|o| o.1).sum();
+        let mut batches = self.without_unpublished_predecessors(batches, &mut stats).await?;
+        self.dead_letter_poison(&mut batches, &mut stats).await;
+        self.publish(&mut batches, deadline, &mut stats).await;
+        self.clear_marks(&batches, &mut stats).await;
         tracing::info!(
             pending = stats.pending,
             published = stats.published,
@@ -378,6 +336,79 @@ where
         );
         self.metrics.emit(&stats.metrics());
         Ok(stats)
+    }
+
+    /// Sends the poison events to the dead letters, before anything is published. A reservation
+    /// whose dead letter cannot be stored stops there: nothing after it is published or marked
+    /// this time.
+    async fn dead_letter_poison(&self, batches: &mut [ReservationBatch], stats: &mut PollStats) {
+        for batch in batches {
+            for e in 0..batch.events.len() {
+                let event = &mut batch.events[e];
+                let Err(undecodable) = &event.record else {
+                    continue;
+                };
+                let key = &event.key;
+                match self.dead_letters.send(&dead_letter(key, undecodable)).await {
+                    Ok(()) => {
+                        stats.dead_lettered += 1;
+                        event.settled = true;
+                        tracing::error!(%key, reason = %undecodable.reason, "outbox item cannot be published; dead-lettered");
+                    }
+                    Err(error) => {
+                        tracing::error!(%key, reason = %undecodable.reason, %error, "outbox item cannot be published and its dead letter could not be stored; will retry");
+                        stats.deferred += batch.events.len() - e;
+                        batch.events.truncate(e);
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Publishes every publishable event with the relay's ordering rule and settles what Kinesis
+    /// accepted; the rest stays marked for the next poll.
+    async fn publish(&self, batches: &mut [ReservationBatch], deadline: Instant, stats: &mut PollStats) {
+        let records: Vec<SinkRecord> = batches
+            .iter()
+            .flat_map(|batch| &batch.events)
+            .filter_map(|event| event.record.as_ref().ok().cloned())
+            .collect();
+        let report = publish_in_order(&self.sink, &records, &self.policy, deadline).await;
+        let publishable = batches
+            .iter_mut()
+            .flat_map(|batch| batch.events.iter_mut())
+            .filter(|event| event.record.is_ok());
+        for (event, published) in publishable.zip(&report.published) {
+            event.settled = *published;
+        }
+        stats.published = report.published.iter().filter(|p| **p).count();
+        if report.gave_up {
+            tracing::warn!(
+                unpublished = records.len() - stats.published,
+                retries = report.retries,
+                last_error = report.last_error.as_deref().unwrap_or(""),
+                "publishing stopped; the rest stays marked for the next poll"
+            );
+        }
+        stats.publish = report;
+    }
+
+    /// Clears the marks of the settled events. Marks go in version order per reservation and stop
+    /// at its first unsettled event, so what stays marked is always a reservation's latest
+    /// versions. (Futures built in a loop, not a closure, keep this future `Send` for callers
+    /// that spawn it.)
+    async fn clear_marks(&self, batches: &[ReservationBatch], stats: &mut PollStats) {
+        let mut marks = Vec::with_capacity(batches.len());
+        for batch in batches {
+            marks.push(self.mark_settled(batch));
+        }
+        let outcomes: Vec<(usize, usize)> = futures::stream::iter(marks)
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        stats.marked = outcomes.iter().map(|o| o.0).sum();
+        stats.mark_failures = outcomes.iter().map(|o| o.1).sum();
     }
 
     /// Drops the reservations whose first event here is not version 1 while an earlier version
@@ -428,7 +459,7 @@ where
         batch: ReservationBatch,
     ) -> Result<Result<ReservationBatch, usize>, StoreError> {
         match batch.events.first() {
-            Some((key, _)) if key.version > 1 && self.outbox.earlier_unpublished(key).await? => {
+            Some(BatchEvent { key, .. }) if key.version > 1 && self.outbox.earlier_unpublished(key).await? => {
                 tracing::debug!(%key, "an earlier version is still unpublished; deferred");
                 Ok(Err(batch.events.len()))
             }
@@ -438,9 +469,9 @@ where
 
     /// Clears the marks of a reservation's settled events, lowest version first, up to the first
     /// unsettled one. Returns (marked, failed).
-    async fn mark_settled(&self, batch: &ReservationBatch, settled: &[bool]) -> (usize, usize) {
+    async fn mark_settled(&self, batch: &ReservationBatch) -> (usize, usize) {
         let mut marked = 0;
-        for ((key, _), _) in batch.events.iter().zip(settled).take_while(|(_, done)| **done) {
+        for BatchEvent { key, .. } in batch.events.iter().take_while(|event| event.settled) {
             if let Err(error) = self.outbox.mark_published(key).await {
                 tracing::warn!(%key, %error, "could not mark an event published; it will be published again");
                 return (marked, 1);

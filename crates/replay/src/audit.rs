@@ -207,7 +207,7 @@ pub async fn committed_events(
             .scan()
             .table_name(outbox_table)
             .filter_expression("item_type = :outbox AND event_id >= :low AND event_id < :high")
-            .expression_attribute_values(":outbox", AttributeValue::S("OutboxEvent".into()))
+            .expression_attribute_values(":outbox", AttributeValue::S(domain::OUTBOX_ITEM_TYPE.into()))
             .expression_attribute_values(":low", AttributeValue::S(low.to_string()))
             .expression_attribute_values(":high", AttributeValue::S(high.to_string()))
             .set_exclusive_start_key(start)
@@ -251,7 +251,7 @@ pub async fn audit(
     let mut target = Target::Consumer(recorder);
     let options = ReplayOptions {
         stream: stream.to_owned(),
-        from: crate::From::TrimHorizon,
+        from: crate::Start::TrimHorizon,
         to: None,
         shards: Vec::new(),
         dry_run: false,

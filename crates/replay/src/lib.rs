@@ -7,18 +7,19 @@ pub mod audit;
 pub mod redrive;
 
 use aws_sdk_kinesis::primitives::DateTime;
-use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
+use aws_sdk_kinesis::types::ShardIteratorType;
 use consumers::Consumer;
 use consumers::handler::decode_data;
 use domain::{ApplyOutcome, ReservationEvent, ReservationId, Version, decide};
-use std::collections::{HashMap, HashSet};
+use event_source_mapping::ShardInfo;
+use std::collections::HashMap;
 use std::str::FromStr;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
 /// Where reading starts in each shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum From {
+pub enum Start {
     TrimHorizon,
     Latest,
     At(OffsetDateTime),
@@ -28,7 +29,7 @@ pub enum From {
 
 /// Where reading stops (inclusive).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum To {
+pub enum End {
     At(OffsetDateTime),
     Sequence(String),
 }
@@ -41,7 +42,7 @@ fn is_sequence_number(text: &str) -> bool {
     !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_digit())
 }
 
-impl FromStr for From {
+impl FromStr for Start {
     type Err = BadPosition;
 
     fn from_str(text: &str) -> Result<Self, BadPosition> {
@@ -56,7 +57,7 @@ impl FromStr for From {
     }
 }
 
-impl FromStr for To {
+impl FromStr for End {
     type Err = BadPosition;
 
     fn from_str(text: &str) -> Result<Self, BadPosition> {
@@ -78,8 +79,8 @@ fn sequence_after(a: &str, b: &str) -> bool {
 #[derive(Debug, Clone)]
 pub struct ReplayOptions {
     pub stream: String,
-    pub from: From,
-    pub to: Option<To>,
+    pub from: Start,
+    pub to: Option<End>,
     /// Only these shards (no lineage expansion); empty = every shard.
     pub shards: Vec<String>,
     /// Count what would be applied; write nothing.
@@ -168,46 +169,11 @@ where
 pub async fn shards_in_lineage_order(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
-) -> Result<Vec<Shard>, ReplayError> {
-    let mut shards = Vec::new();
-    let mut token: Option<String> = None;
-    loop {
-        let request = match &token {
-            Some(token) => client.list_shards().next_token(token),
-            None => client.list_shards().stream_name(stream),
-        };
-        let page = request
-            .send()
-            .await
-            .map_err(|e| kinesis_error("ListShards", stream, aws_sdk_kinesis::Error::from(e)))?;
-        shards.extend(page.shards.unwrap_or_default());
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
-    let known: HashSet<String> = shards.iter().map(|s| s.shard_id.clone()).collect();
-    let mut ordered: Vec<Shard> = Vec::with_capacity(shards.len());
-    let mut placed: HashSet<String> = HashSet::new();
-    while !shards.is_empty() {
-        // Parents that expired from the stream (outside `known`) do not hold anything back.
-        let ready = |s: &Shard| {
-            [s.parent_shard_id(), s.adjacent_parent_shard_id()]
-                .into_iter()
-                .flatten()
-                .all(|p| placed.contains(p) || !known.contains(p))
-        };
-        let (now, later): (Vec<Shard>, Vec<Shard>) = shards.into_iter().partition(ready);
-        if now.is_empty() {
-            // A cycle cannot happen in Kinesis; do not loop forever if a mock reports one.
-            ordered.extend(later);
-            break;
-        }
-        placed.extend(now.iter().map(|s| s.shard_id.clone()));
-        ordered.extend(now);
-        shards = later;
-    }
-    Ok(ordered)
+) -> Result<Vec<ShardInfo>, ReplayError> {
+    let shards = event_source_mapping::kinesis_shards(client, stream)
+        .await
+        .map_err(|e| kinesis_error("ListShards", stream, aws_sdk_kinesis::Error::from(e)))?;
+    Ok(event_source_mapping::lineage_order(shards))
 }
 
 /// Reads the stream per `options` and gives every record to `target`.
@@ -217,7 +183,7 @@ pub async fn replay<C: Consumer>(
     target: &mut Target<C>,
     progress: &dyn Progress,
 ) -> Result<Summary, ReplayError> {
-    if let From::At(time) = options.from
+    if let Start::At(time) = options.from
         && time > OffsetDateTime::now_utc()
     {
         return Err(ReplayError::FromInTheFuture(
@@ -233,7 +199,7 @@ pub async fn replay<C: Consumer>(
         }
         shards.retain(|s| options.shards.contains(&s.shard_id));
     }
-    if let From::Sequence(seq) = &options.from
+    if let Start::Sequence(seq) = &options.from
         && shards.len() != 1
     {
         return Err(ReplayError::SequenceNeedsOneShard(seq.clone()));
@@ -269,11 +235,11 @@ pub async fn replay<C: Consumer>(
     Ok(summary)
 }
 
-fn past_the_end(record: &aws_sdk_kinesis::types::Record, to: Option<&To>) -> bool {
+fn past_the_end(record: &aws_sdk_kinesis::types::Record, to: Option<&End>) -> bool {
     match to {
         None => false,
-        Some(To::Sequence(last)) => sequence_after(record.sequence_number(), last),
-        Some(To::At(time)) => record
+        Some(End::Sequence(last)) => sequence_after(record.sequence_number(), last),
+        Some(End::At(time)) => record
             .approximate_arrival_timestamp()
             .is_some_and(|arrived| arrived.as_nanos() > time.unix_timestamp_nanos()),
     }
@@ -283,16 +249,16 @@ async fn shard_iterator(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
     shard_id: &str,
-    from: &From,
+    from: &Start,
 ) -> Result<String, ReplayError> {
     let request = client.get_shard_iterator().stream_name(stream).shard_id(shard_id);
     let request = match from {
-        From::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-        From::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-        From::At(time) => request
+        Start::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        Start::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
+        Start::At(time) => request
             .shard_iterator_type(ShardIteratorType::AtTimestamp)
             .timestamp(DateTime::from_nanos(time.unix_timestamp_nanos()).unwrap_or(DateTime::from_secs(0))),
-        From::Sequence(seq) => request
+        Start::Sequence(seq) => request
             .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
             .starting_sequence_number(seq),
     };
@@ -377,24 +343,24 @@ mod tests {
 
     #[test]
     fn positions_parse_and_bad_ones_say_what_is_accepted() {
-        assert_eq!("trim-horizon".parse(), Ok(From::TrimHorizon));
-        assert_eq!("latest".parse(), Ok(From::Latest));
+        assert_eq!("trim-horizon".parse(), Ok(Start::TrimHorizon));
+        assert_eq!("latest".parse(), Ok(Start::Latest));
         assert_eq!(
             "2026-11-24T10:00:00Z".parse(),
-            Ok(From::At(datetime!(2026-11-24 10:00:00 UTC)))
+            Ok(Start::At(datetime!(2026-11-24 10:00:00 UTC)))
         );
         assert_eq!(
             "49590338271490256608559692538361571095921575989136588898".parse(),
-            Ok(From::Sequence(
+            Ok(Start::Sequence(
                 "49590338271490256608559692538361571095921575989136588898".into()
             ))
         );
-        let err = "yesterday".parse::<From>().unwrap_err();
+        let err = "yesterday".parse::<Start>().unwrap_err();
         assert_eq!(
             err.to_string(),
             "\"yesterday\" is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z) or a sequence number"
         );
-        assert!("latest".parse::<To>().is_err());
+        assert!("latest".parse::<End>().is_err());
     }
 
     #[test]

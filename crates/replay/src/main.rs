@@ -15,66 +15,121 @@
 //! `redrive` exits 1 when some letters still fail (they stay in the file or queue).
 
 use adapters::{DynamoNotifications, DynamoReadModel};
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use consumers::{ConsumerConfig, Notifier, Projector};
 use dead_letters::MemoryDeadLetters;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
-use replay::{From, NoProgress, Progress, ReplayOptions, Summary, Target, To};
+use replay::{End, NoProgress, Progress, ReplayOptions, Start, Summary, Target};
+use settings::names;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
 #[derive(Parser)]
 #[command(
     version,
-    about = "Replay reservation events from Kinesis into a consumer, or print them"
+    about = "Replay reservation events from Kinesis into a consumer, or print them; audit and re-drive"
 )]
 struct Cli {
-    /// What the events go to.
-    target: TargetKind,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Feed the guest read model (GET /guests/{guest_id}/reservations): catch up or rebuild.
+    Projector(ConsumerArgs),
+    /// Feed the notifier: notifications, once per event.
+    Notifier(ConsumerArgs),
+    /// The envelopes as JSON lines on stdout.
+    Print(ReadArgs),
+    /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
+    /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
+    Audit(AuditArgs),
+    /// Give the records in a dead-letter file or SQS queue back to the function named in each
+    /// (projector, notifier, relay), once their cause is fixed; those that go through leave it.
+    Redrive(RedriveArgs),
+}
+
+#[derive(Args)]
+struct StreamArg {
     /// The Kinesis stream.
-    #[arg(long, env = "EVENTS_STREAM", default_value = "reservation-events")]
+    #[arg(long, env = "EVENTS_STREAM", default_value = names::EVENTS_STREAM.default)]
     stream: String,
+}
+
+#[derive(Args)]
+struct ReadArgs {
+    #[command(flatten)]
+    stream: StreamArg,
     /// trim-horizon, latest, an RFC 3339 time, or a sequence number (with --shard).
     #[arg(long, default_value = "trim-horizon")]
-    from: From,
+    from: Start,
     /// Stop after this RFC 3339 time or sequence number (inclusive); default: the end of the stream now.
     #[arg(long)]
-    to: Option<To>,
+    to: Option<End>,
     /// Only this shard (repeatable); default: every shard, parents before children.
     #[arg(long = "shard")]
     shards: Vec<String>,
-    /// The table the consumer writes: READ_MODEL_TABLE (projector) or NOTIFICATIONS_TABLE (notifier).
-    #[arg(long)]
-    table: Option<String>,
     /// Count what would be applied, duplicate or a gap; write nothing (print: count only).
     #[arg(long)]
     dry_run: bool,
-    /// redrive: the dead-letter file (JSON lines) to re-drive; what still fails stays in it.
-    #[arg(long, conflicts_with = "queue")]
-    dead_letters: Option<std::path::PathBuf>,
-    /// redrive: an SQS dead-letter queue's URL; what went through is deleted, what still fails is
-    /// sent back to it with its new reason, anything else is left in it.
-    #[arg(long)]
-    queue: Option<String>,
     /// No progress bar even on a terminal.
     #[arg(long, short)]
     quiet: bool,
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum TargetKind {
-    /// The guest read model (GET /guests/{guest_id}/reservations).
-    Projector,
-    /// Notifications, once per event.
-    Notifier,
-    /// The envelopes as JSON lines on stdout.
-    Print,
-    /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
-    /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
-    Audit,
-    /// Give the records in a dead-letter file or SQS queue back to the function named in each
-    /// (projector, notifier, relay), once their cause is fixed; those that go through leave it.
-    Redrive,
+impl ReadArgs {
+    fn options(&self) -> ReplayOptions {
+        ReplayOptions {
+            stream: self.stream.stream.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            shards: self.shards.clone(),
+            dry_run: self.dry_run,
+        }
+    }
+}
+
+#[derive(Args)]
+struct ConsumerArgs {
+    #[command(flatten)]
+    read: ReadArgs,
+    /// The table the consumer writes; default READ_MODEL_TABLE (projector) or NOTIFICATIONS_TABLE
+    /// (notifier).
+    #[arg(long)]
+    table: Option<String>,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[command(flatten)]
+    stream: StreamArg,
+    /// An RFC 3339 time; default: everything the outbox holds.
+    #[arg(long, default_value = "trim-horizon")]
+    from: Start,
+    /// An RFC 3339 time; default: now.
+    #[arg(long)]
+    to: Option<End>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct RedriveSource {
+    /// The dead-letter file (JSON lines) to re-drive; what still fails stays in it.
+    #[arg(long)]
+    dead_letters: Option<std::path::PathBuf>,
+    /// An SQS dead-letter queue's URL; what went through is deleted, what still fails is sent
+    /// back to it with its new reason, anything else is left in it.
+    #[arg(long)]
+    queue: Option<String>,
+}
+
+#[derive(Args)]
+struct RedriveArgs {
+    #[command(flatten)]
+    stream: StreamArg,
+    #[command(flatten)]
+    source: RedriveSource,
 }
 
 struct Bar(ProgressBar);
@@ -93,25 +148,45 @@ impl Progress for Bar {
     }
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| default.to_owned())
+/// The tables the consumers write, from the same variables and defaults as their Lambdas.
+struct ConsumerTables {
+    read_model: String,
+    notifications: String,
+    notification_retention: time::Duration,
 }
 
-async fn run(cli: Cli) -> anyhow::Result<Summary> {
-    let sdk = aws_config::load_from_env().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let options = ReplayOptions {
-        stream: cli.stream.clone(),
-        from: cli.from.clone(),
-        to: cli.to.clone(),
-        shards: cli.shards.clone(),
-        dry_run: cli.dry_run,
-    };
-    let show_bar = !cli.quiet && std::io::stderr().is_terminal();
+impl ConsumerTables {
+    fn from_env() -> anyhow::Result<Self> {
+        let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let env = settings::Vars(&vars);
+        Ok(Self {
+            read_model: env.name_or_default(names::READ_MODEL_TABLE),
+            notifications: env.name_or_default(names::NOTIFICATIONS_TABLE),
+            notification_retention: ConsumerConfig::notification_retention_from_vars(&vars)?,
+        })
+    }
+
+    fn projector(&self, dynamodb: aws_sdk_dynamodb::Client, table: Option<String>) -> Projector<DynamoReadModel> {
+        Projector::new(DynamoReadModel::new(
+            dynamodb,
+            table.unwrap_or_else(|| self.read_model.clone()),
+        ))
+    }
+
+    fn notifier(&self, dynamodb: aws_sdk_dynamodb::Client, table: Option<String>) -> Notifier<DynamoNotifications> {
+        Notifier::new(DynamoNotifications::new(
+            dynamodb,
+            table.unwrap_or_else(|| self.notifications.clone()),
+            self.notification_retention,
+        ))
+    }
+}
+
+/// A progress bar on a terminal (unless --quiet), nothing in a pipe.
+fn progress_bar(quiet: bool) -> Option<Bar> {
+    if quiet || !std::io::stderr().is_terminal() {
+        return None;
+    }
     let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
     bar.set_style(
         ProgressStyle::with_template("{spinner} {prefix:.bold} {pos} records ({rate}) {msg}")
@@ -122,74 +197,85 @@ async fn run(cli: Cli) -> anyhow::Result<Summary> {
             })
             .unwrap_or_else(|_| ProgressStyle::default_spinner()),
     );
-    let bar = Bar(bar);
-    let quiet = NoProgress;
-    let progress: &dyn Progress = if show_bar {
-        bar.0.enable_steady_tick(std::time::Duration::from_millis(120));
-        &bar
-    } else {
-        &quiet
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    Some(Bar(bar))
+}
+
+/// Where a replay sends what it reads.
+enum ReplayInto {
+    /// The projector, writing this table (default READ_MODEL_TABLE).
+    Projector(Option<String>),
+    /// The notifier, writing this table (default NOTIFICATIONS_TABLE).
+    Notifier(Option<String>),
+    Print,
+}
+
+/// Replays into the projector or the notifier, or prints, and says how it went on stderr.
+async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
+    let sdk = aws_config::load_from_env().await;
+    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let options = read.options();
+    let bar = progress_bar(read.quiet);
+    let progress: &dyn Progress = match &bar {
+        Some(bar) => bar,
+        None => &NoProgress,
     };
-    let summary = match cli.target {
-        TargetKind::Projector => {
-            let table = cli
-                .table
-                .unwrap_or_else(|| env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE));
-            let mut target = Target::Consumer(Projector::new(DynamoReadModel::new(dynamodb, table)));
-            replay::replay(&kinesis, &options, &mut target, progress).await?
+    let summary = match into {
+        ReplayInto::Projector(table) => {
+            let projector = ConsumerTables::from_env()?.projector(dynamodb, table);
+            replay::replay(&kinesis, &options, &mut Target::Consumer(projector), progress).await?
         }
-        TargetKind::Notifier => {
-            let table = cli
-                .table
-                .unwrap_or_else(|| env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE));
-            let sender = DynamoNotifications::new(dynamodb, table, time::Duration::days(30));
-            let mut target = Target::Consumer(Notifier::new(sender));
-            replay::replay(&kinesis, &options, &mut target, progress).await?
+        ReplayInto::Notifier(table) => {
+            let notifier = ConsumerTables::from_env()?.notifier(dynamodb, table);
+            replay::replay(&kinesis, &options, &mut Target::Consumer(notifier), progress).await?
         }
-        TargetKind::Audit | TargetKind::Redrive => unreachable!("run by run_audit and run_redrive"),
-        TargetKind::Print => {
+        ReplayInto::Print => {
             let mut target: Target<Projector<DynamoReadModel>> = Target::Print(Box::new(std::io::stdout()));
             replay::replay(&kinesis, &options, &mut target, progress).await?
         }
     };
-    bar.0.finish_and_clear();
-    Ok(summary)
+    if let Some(bar) = bar {
+        bar.0.finish_and_clear();
+    }
+    let mode = if read.dry_run {
+        " (dry run: nothing written)"
+    } else {
+        ""
+    };
+    eprintln!("replay done{mode}: {summary}");
+    Ok(summary.clean())
 }
 
 /// An audit's time range: `--from` a time (default: everything in the outbox), `--to` a time
 /// (default: now).
-fn audit_range(cli: &Cli) -> anyhow::Result<(time::OffsetDateTime, time::OffsetDateTime)> {
-    let from = match &cli.from {
-        From::At(time) => *time,
-        From::TrimHorizon => time::OffsetDateTime::UNIX_EPOCH,
+fn audit_range(args: &AuditArgs) -> anyhow::Result<(time::OffsetDateTime, time::OffsetDateTime)> {
+    let from = match &args.from {
+        Start::At(time) => *time,
+        Start::TrimHorizon => time::OffsetDateTime::UNIX_EPOCH,
         other => anyhow::bail!("audit --from takes an RFC 3339 time, not {other:?}"),
     };
-    let to = match &cli.to {
+    let to = match &args.to {
         None => time::OffsetDateTime::now_utc(),
-        Some(To::At(time)) => *time,
+        Some(End::At(time)) => *time,
         Some(other) => anyhow::bail!("audit --to takes an RFC 3339 time, not {other:?}"),
     };
     Ok((from, to))
 }
 
-async fn run_audit(cli: &Cli) -> anyhow::Result<replay::audit::AuditReport> {
-    let (from, to) = audit_range(cli)?;
+async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditReport> {
+    let (from, to) = audit_range(args)?;
     let sdk = aws_config::load_from_env().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let projector = Projector::new(DynamoReadModel::new(
-        dynamodb.clone(),
-        env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
-    ));
-    let notifier = Notifier::new(DynamoNotifications::new(
-        dynamodb.clone(),
-        env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
-        time::Duration::days(30),
-    ));
+    let tables = ConsumerTables::from_env()?;
+    let projector = tables.projector(dynamodb.clone(), None);
+    let notifier = tables.notifier(dynamodb.clone(), None);
+    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     Ok(replay::audit::audit(
         &dynamodb,
         &aws_sdk_kinesis::Client::new(&sdk),
-        &env_or("OUTBOX_TABLE", "reservation-outbox"),
-        &cli.stream,
+        &settings::Vars(&env).name_or_default(names::OUTBOX_TABLE),
+        &args.stream.stream,
         from,
         to,
         &[&projector, &notifier],
@@ -215,30 +301,21 @@ enum Entry {
 }
 
 impl Redriver {
-    fn new(sdk: &aws_config::SdkConfig, stream: &str) -> Self {
+    fn new(sdk: &aws_config::SdkConfig, stream: &str) -> anyhow::Result<Self> {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        Self {
+        let tables = ConsumerTables::from_env()?;
+        Ok(Self {
             projector: consumers::ConsumerHandler::new(
-                Projector::new(DynamoReadModel::new(
-                    dynamodb.clone(),
-                    env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE),
-                )),
+                tables.projector(dynamodb.clone(), None),
                 MemoryDeadLetters::default(),
             ),
-            notifier: consumers::ConsumerHandler::new(
-                Notifier::new(DynamoNotifications::new(
-                    dynamodb,
-                    env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE),
-                    time::Duration::days(30),
-                )),
-                MemoryDeadLetters::default(),
-            ),
+            notifier: consumers::ConsumerHandler::new(tables.notifier(dynamodb, None), MemoryDeadLetters::default()),
             relay: relay::Relay::new(
                 relay::KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), stream),
                 MemoryDeadLetters::default(),
                 relay::PublishPolicy::default(),
             ),
-        }
+        })
     }
 
     /// Re-drives one entry, saying on stdout what a person has to know about it.
@@ -273,21 +350,23 @@ impl Redriver {
 const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Re-drives a dead-letter file or queue. Returns (done, still failing).
-async fn run_redrive(cli: &Cli) -> anyhow::Result<(usize, usize)> {
+async fn run_redrive(args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
     use anyhow::Context;
     let sdk = aws_config::load_from_env().await;
-    match (&cli.dead_letters, &cli.queue) {
-        (Some(path), None) => {
+    let stream = &args.stream.stream;
+    match (&args.source.dead_letters, &args.source.queue) {
+        (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            redrive_file(&Redriver::new(&sdk, &cli.stream), path, &text).await
+            redrive_file(&Redriver::new(&sdk, stream)?, path, &text).await
         }
         (None, Some(queue_url)) => {
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let queue = dead_letters::SqsDeadLetterQueue::new(sqs.clone(), queue_url);
             let resend = dead_letters::SqsDeadLetters::new(sqs, queue_url);
-            redrive_queue(&Redriver::new(&sdk, &cli.stream), &queue, &resend).await
+            redrive_queue(&Redriver::new(&sdk, stream)?, &queue, &resend).await
         }
-        _ => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),
+        // clap's group makes one of the two required.
+        (None, None) => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),
     }
 }
 
@@ -361,28 +440,22 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     // Each command reports on stderr and says whether it is clean (exit 0) or found something (1).
-    let clean = match cli.target {
-        TargetKind::Redrive => run_redrive(&cli).await.map(|(done, failing)| {
+    let clean = match Cli::parse().command {
+        Command::Redrive(args) => run_redrive(&args).await.map(|(done, failing)| {
             eprintln!("redrive done: {done} re-driven, {failing} still failing");
             failing == 0
         }),
-        TargetKind::Audit => run_audit(&cli).await.map(|report| {
+        Command::Audit(args) => run_audit(&args).await.map(|report| {
             for line in report.lines() {
                 println!("{line}");
             }
             eprintln!("audit done: {report}");
             report.nothing_missing()
         }),
-        TargetKind::Projector | TargetKind::Notifier | TargetKind::Print => {
-            let dry_run = cli.dry_run;
-            run(cli).await.map(|summary| {
-                let mode = if dry_run { " (dry run: nothing written)" } else { "" };
-                eprintln!("replay done{mode}: {summary}");
-                summary.clean()
-            })
-        }
+        Command::Projector(args) => run_replay(&args.read, ReplayInto::Projector(args.table)).await,
+        Command::Notifier(args) => run_replay(&args.read, ReplayInto::Notifier(args.table)).await,
+        Command::Print(args) => run_replay(&args, ReplayInto::Print).await,
     };
     match clean {
         Ok(true) => ExitCode::SUCCESS,

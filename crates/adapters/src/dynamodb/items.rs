@@ -12,8 +12,7 @@ pub const OUTBOX_PARTITION_KEY: &str = "aggregate_id";
 pub const OUTBOX_SORT_KEY: &str = "version";
 /// TTL attribute (epoch seconds) on outbox and idempotency items.
 pub const EXPIRES_AT: &str = "expires_at";
-/// The discriminator the stream relay and its FilterCriteria match on.
-pub const OUTBOX_ITEM_TYPE: &str = "OutboxEvent";
+pub use domain::OUTBOX_ITEM_TYPE;
 /// Set on an outbox item, in polling mode, until the polling publisher has published it. The
 /// sparse index [`UNPUBLISHED_INDEX`] holds exactly the items that have it, oldest event first
 /// (docs/adr/0004-polling-publisher.md).

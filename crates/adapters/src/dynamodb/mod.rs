@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use time::{Duration, OffsetDateTime};
 
 /// Table names and retention windows, from the function's typed config.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct StoreTables {
     pub reservations_table: String,
     pub outbox_table: String,
@@ -35,6 +35,36 @@ pub struct StoreTables {
     pub idempotency_retention: Duration,
     /// In polling mode new outbox items are marked unpublished for the poller's index.
     pub relay_mode: RelayMode,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum StoreConfigError {
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
+    #[error(transparent)]
+    RelayMode(#[from] items::UnknownRelayMode),
+}
+
+impl StoreTables {
+    /// Reads `RESERVATIONS_TABLE`, `OUTBOX_TABLE`, `OUTBOX_RETENTION_DAYS`,
+    /// `IDEMPOTENCY_RETENTION_HOURS` and `RELAY_MODE`, each with its default.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, StoreConfigError> {
+        use settings::{names, retention};
+        let vars = settings::Vars(vars);
+        // Capped at 100 years, longer than anyone means: `now + retention` then always stays in
+        // range, where an absurd value would otherwise panic on the first write.
+        let seconds = |n: u64, unit: u64| Duration::seconds(n.saturating_mul(unit).min(100 * 365 * 86_400) as i64);
+        Ok(Self {
+            reservations_table: vars.name(names::RESERVATIONS_TABLE)?,
+            outbox_table: vars.name(names::OUTBOX_TABLE)?,
+            outbox_retention: seconds(vars.whole_number(&retention::OUTBOX_DAYS)?, 86_400),
+            idempotency_retention: seconds(vars.whole_number(&retention::IDEMPOTENCY_HOURS)?, 3_600),
+            relay_mode: match vars.get("RELAY_MODE") {
+                None => RelayMode::default(),
+                Some(v) => v.parse()?,
+            },
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -12,13 +12,14 @@
 //! Endpoints, region and credentials come from the SDK's usual configuration
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
 
-use adapters::{DynamoNotifications, DynamoReadModel, DynamoReservationStore, RelayMode};
+use adapters::{DynamoNotifications, DynamoReadModel, RelayMode};
 use anyhow::{Context, Result};
-use api::{ApiConfig, App, ReservationService, RetryPolicy};
 use clap::{Parser, Subcommand};
 use consumers::{ConsumerConfig, Notifier, Projector};
 use devstack::pipeline;
 use devstack::resources::{self, ResourceNames, Resources};
+use reservations_api::ApiConfig;
+use settings::names;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -89,14 +90,14 @@ fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
 impl RelayArgs {
     fn poller(&self, sdk: &aws_config::SdkConfig) -> Result<pipeline::LocalPoller> {
         let config = ApiConfig::from_env()?;
-        let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+        let events_stream = env_name(names::EVENTS_STREAM);
         let settings = relay::PollerSettings {
             interval: std::time::Duration::from_millis(self.poll_interval_ms.max(10)),
             ..Default::default()
         };
         Ok(pipeline::poller(
             sdk,
-            &config.outbox_table,
+            &config.store.outbox_table,
             &events_stream,
             &self.dead_letter_dir,
             settings,
@@ -137,11 +138,9 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
     Ok(())
 }
 
-fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_owned())
+/// A resource's name from the environment, else its default.
+fn env_name(resource: settings::ResourceName) -> String {
+    settings::Vars(&std::env::vars().collect()).name_or_default(resource)
 }
 
 async fn ctrl_c() {
@@ -153,7 +152,7 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
         let poller = args.poller(sdk)?;
         println!(
             "polling publisher: {} every {} ms → Kinesis (dead letters in {})",
-            ApiConfig::from_env()?.outbox_table,
+            ApiConfig::from_env()?.store.outbox_table,
             args.poll_interval_ms,
             args.dead_letter_dir.display()
         );
@@ -161,13 +160,11 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
         poller.run(forever, false, ctrl_c()).await;
         return Ok(());
     }
-    let config = ApiConfig::from_env()?;
-    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
-    let stream_arn =
-        devstack::pipeline::outbox_stream_arn(&aws_sdk_dynamodb::Client::new(sdk), &config.outbox_table).await?;
+    let outbox_table = ApiConfig::from_env()?.store.outbox_table;
+    let events_stream = env_name(names::EVENTS_STREAM);
+    let stream_arn = devstack::pipeline::outbox_stream_arn(&aws_sdk_dynamodb::Client::new(sdk), &outbox_table).await?;
     println!(
-        "relaying {} → Kinesis {events_stream} (dead letters in {})",
-        config.outbox_table,
+        "relaying {outbox_table} → Kinesis {events_stream} (dead letters in {})",
         args.dead_letter_dir.display()
     );
     let mapping = devstack::pipeline::relay_mapping(sdk, &stream_arn, &events_stream, &args.dead_letter_dir);
@@ -190,10 +187,10 @@ async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &
 }
 
 async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
-    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+    let events_stream = env_name(names::EVENTS_STREAM);
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let read_model = env_or("READ_MODEL_TABLE", ConsumerConfig::DEFAULT_READ_MODEL_TABLE);
-    let notifications = env_or("NOTIFICATIONS_TABLE", ConsumerConfig::DEFAULT_NOTIFICATIONS_TABLE);
+    let read_model = env_name(names::READ_MODEL_TABLE);
+    let notifications = env_name(names::NOTIFICATIONS_TABLE);
     let retention = ConsumerConfig::notification_retention_from_vars(&std::env::vars().collect())?;
     let dir = &args.dead_letter_dir;
     let projector = pipeline::consumer_mapping(
@@ -217,7 +214,7 @@ async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> 
 }
 
 async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
-    let events_stream = env_or("EVENTS_STREAM", relay::RelayConfig::DEFAULT_EVENTS_STREAM);
+    let events_stream = env_name(names::EVENTS_STREAM);
     let mut mapping = devstack::events::printer(sdk, &events_stream).await?;
     if follow {
         mapping.run(std::time::Duration::from_millis(200), ctrl_c()).await;
@@ -230,19 +227,16 @@ async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
 async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs, relay_mode: Option<RelayMode>) -> Result<()> {
     let mut config = ApiConfig::from_env()?;
     if let Some(mode) = relay_mode {
-        config.relay_mode = mode;
+        config.store.relay_mode = mode;
     }
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let store = DynamoReservationStore::new(dynamodb.clone(), config.store_tables());
-    let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
-    let app = Arc::new(App::new(ReservationService::new(store, RetryPolicy::default()), guests));
+    let app = Arc::new(reservations_api::app(aws_sdk_dynamodb::Client::new(sdk), &config));
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     println!(
         "serving the reservations API on http://{} (relay mode: {})",
         listener.local_addr()?,
-        config.relay_mode
+        config.store.relay_mode
     );
     devstack::server::serve(listener, app, ctrl_c()).await?;
     Ok(())

@@ -1,0 +1,491 @@
+//! `openapi/openapi.yaml` against the real handler: the documented operations are exactly the
+//! routed ones, every documented status of every operation is produced by a request here, every
+//! answer's status is documented for its operation, and every body matches its documented schema.
+
+use adapters::{InMemoryReadModel, InMemoryStore};
+use api::{App, ROUTES, ReservationService, RetryPolicy};
+use domain::ports::{CommitError, ReadModelStore, StoreErrorKind};
+use http::{Method, Request};
+use lambda_http::Body;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+const OPENAPI: &str = include_str!("../../../../openapi/openapi.yaml");
+const METHODS: &[&str] = &["get", "put", "post", "delete", "patch", "head", "options", "trace"];
+
+fn document() -> Value {
+    serde_yaml_ng::from_str(OPENAPI).expect("openapi.yaml parses")
+}
+
+/// (METHOD, template) → documented status codes.
+fn documented_operations(doc: &Value) -> BTreeMap<(String, String), BTreeSet<u16>> {
+    let mut operations = BTreeMap::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            if !METHODS.contains(&method.as_str()) {
+                continue;
+            }
+            let statuses = operation["responses"]
+                .as_object()
+                .expect("responses")
+                .keys()
+                .map(|code| code.parse::<u16>().expect("explicit status codes only, no 'default'"))
+                .collect();
+            operations.insert((method.to_uppercase(), path.clone()), statuses);
+        }
+    }
+    operations
+}
+
+/// Resolves a `$ref` inside the document, if the value is one.
+fn resolve<'a>(doc: &'a Value, value: &'a Value) -> &'a Value {
+    match value.get("$ref").and_then(Value::as_str) {
+        Some(reference) => {
+            let pointer = reference.strip_prefix('#').expect("local refs only");
+            resolve(
+                doc,
+                doc.pointer(pointer)
+                    .unwrap_or_else(|| panic!("dangling $ref {reference}")),
+            )
+        }
+        None => value,
+    }
+}
+
+struct Contract {
+    doc: Value,
+    app: App<InMemoryStore, InMemoryReadModel>,
+    seen: BTreeSet<(String, String, u16)>,
+}
+
+impl Contract {
+    fn new() -> Self {
+        let retry = RetryPolicy {
+            max_attempts: 3,
+            base_delay: Duration::from_micros(1),
+            max_delay: Duration::from_micros(1),
+        };
+        Self {
+            doc: document(),
+            app: App::new(
+                ReservationService::new(InMemoryStore::new(), retry),
+                InMemoryReadModel::default(),
+            ),
+            seen: BTreeSet::new(),
+        }
+    }
+
+    fn store(&self) -> &InMemoryStore {
+        self.app.service.store()
+    }
+
+    /// Sends one request, checks its answer against the document, returns the JSON body.
+    async fn call(
+        &mut self,
+        method: Method,
+        template: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<String>,
+        expected_status: u16,
+    ) -> Value {
+        let mut builder = Request::builder().method(method.clone()).uri(path);
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        let request = builder.body(body.map(Body::Text).unwrap_or(Body::Empty)).unwrap();
+        let response = api::handle(&self.app, request).await;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned());
+        let text = match response.body() {
+            Body::Text(t) => t.clone(),
+            other => panic!("{method} {path}: expected a text body, got {other:?}"),
+        };
+        assert_eq!(status, expected_status, "{method} {path} answered {text}");
+        assert!(
+            response.headers().contains_key("x-request-id"),
+            "{method} {path}: no X-Request-Id"
+        );
+
+        let operation = &self.doc["paths"][template][method.as_str().to_lowercase()];
+        let documented = resolve(&self.doc, &operation["responses"][status.to_string()]);
+        assert!(
+            documented.is_object(),
+            "{method} {template} answered {status}, which is not documented"
+        );
+        let (media_type, media) = documented["content"].as_object().unwrap().iter().next().unwrap();
+        assert_eq!(
+            content_type.as_deref(),
+            Some(media_type.as_str()),
+            "{method} {path} {status}"
+        );
+        let body: Value = serde_json::from_str(&text).unwrap();
+        let mut schema = json!({ "components": self.doc["components"].clone() });
+        schema["$ref"] = media["schema"]["$ref"].clone();
+        let validator = jsonschema::validator_for(&schema).expect("schema compiles");
+        let errors: Vec<_> = validator.iter_errors(&body).map(|e| e.to_string()).collect();
+        assert!(
+            errors.is_empty(),
+            "{method} {path} {status}: body {body} does not match the schema: {errors:?}"
+        );
+
+        self.seen
+            .insert((method.as_str().to_owned(), template.to_owned(), status));
+        body
+    }
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[test]
+fn documented_operations_are_exactly_the_routed_ones() {
+    let documented: BTreeSet<_> = documented_operations(&document()).into_keys().collect();
+    let routed: BTreeSet<_> = ROUTES.iter().map(|(m, p, _)| (m.to_string(), p.to_string())).collect();
+    assert_eq!(documented, routed, "routes and openapi.yaml disagree");
+}
+
+#[tokio::test]
+async fn every_documented_status_is_produced_and_every_answer_matches_the_document() {
+    let mut c = Contract::new();
+    let slot = "/slots/{slot_id}";
+    let reservations = "/reservations";
+    let one = "/reservations/{reservation_id}";
+    let cancel = "/reservations/{reservation_id}/cancel";
+    let big = Some(format!(r#"{{"capacity": 1, "pad": "{}"}}"#, "x".repeat(17 * 1024)));
+
+    // PUT /slots/{slot_id}
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/s1",
+        &[JSON],
+        Some(r#"{"capacity": 2}"#.into()),
+        201,
+    )
+    .await;
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/s1",
+        &[JSON],
+        Some(r#"{"capacity": 3}"#.into()),
+        200,
+    )
+    .await;
+    c.call(Method::PUT, slot, "/slots/s1", &[JSON], Some("{oops".into()), 400)
+        .await;
+    c.call(Method::PUT, slot, "/slots/s1", &[JSON], big.clone(), 413).await;
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/s1",
+        &[("content-type", "text/plain")],
+        Some("3".into()),
+        415,
+    )
+    .await;
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/s1",
+            &[JSON],
+            Some(r#"{"capacity": -1}"#.into()),
+            422,
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "capacity");
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/bad%20id",
+            &[JSON],
+            Some(r#"{"capacity": 1}"#.into()),
+            422,
+        )
+        .await;
+    assert_eq!(problem["errors"][0]["field"], "slot_id");
+    c.store().fail_next_call(StoreErrorKind::Other);
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/s1",
+            &[JSON],
+            Some(r#"{"capacity": 3}"#.into()),
+            500,
+        )
+        .await;
+    assert!(problem["request_id"].is_string());
+    c.store().fail_next_call(StoreErrorKind::Throttled);
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/s1",
+        &[JSON],
+        Some(r#"{"capacity": 3}"#.into()),
+        503,
+    )
+    .await;
+
+    // GET /slots/{slot_id}
+    let got = c.call(Method::GET, slot, "/slots/s1", &[], None, 200).await;
+    assert_eq!(
+        got,
+        json!({ "slot_id": "s1", "capacity": 3, "reserved": 0, "available": 3 })
+    );
+    c.call(Method::GET, slot, "/slots/nope", &[], None, 404).await;
+    c.store().fail_next_call(StoreErrorKind::Other);
+    c.call(Method::GET, slot, "/slots/s1", &[], None, 500).await;
+    c.store().fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::GET, slot, "/slots/s1", &[], None, 503).await;
+
+    // POST /reservations
+    let body = |seats: i64| Some(json!({ "slot_id": "s1", "guest_id": "ada", "seats": seats }).to_string());
+    let created = c
+        .call(
+            Method::POST,
+            reservations,
+            "/reservations",
+            &[JSON, ("idempotency-key", "k1")],
+            body(2),
+            201,
+        )
+        .await;
+    let replayed = c
+        .call(
+            Method::POST,
+            reservations,
+            "/reservations",
+            &[JSON, ("idempotency-key", "k1")],
+            body(2),
+            201,
+        )
+        .await;
+    assert_eq!(created, replayed);
+    c.call(
+        Method::POST,
+        reservations,
+        "/reservations",
+        &[JSON, ("idempotency-key", "k1")],
+        body(1),
+        422,
+    )
+    .await;
+    c.call(
+        Method::POST,
+        reservations,
+        "/reservations",
+        &[JSON],
+        Some("[".into()),
+        400,
+    )
+    .await;
+    c.call(Method::POST, reservations, "/reservations", &[JSON], big.clone(), 413)
+        .await;
+    c.call(Method::POST, reservations, "/reservations", &[], body(1), 415)
+        .await;
+    let problem = c
+        .call(
+            Method::POST,
+            reservations,
+            "/reservations",
+            &[JSON],
+            Some("{}".into()),
+            422,
+        )
+        .await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 3);
+    let other_slot = Some(json!({ "slot_id": "nope", "guest_id": "ada", "seats": 1 }).to_string());
+    c.call(Method::POST, reservations, "/reservations", &[JSON], other_slot, 404)
+        .await;
+    let problem = c
+        .call(Method::POST, reservations, "/reservations", &[JSON], body(2), 409)
+        .await;
+    assert_eq!(problem["code"], "sold_out");
+    c.store().fail_next_call(StoreErrorKind::Other);
+    c.call(Method::POST, reservations, "/reservations", &[JSON], body(1), 500)
+        .await;
+    c.store().fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::POST, reservations, "/reservations", &[JSON], body(1), 503)
+        .await;
+
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/s1",
+            &[JSON],
+            Some(r#"{"capacity": 1}"#.into()),
+            409,
+        )
+        .await;
+    assert_eq!(problem["code"], "capacity_below_reserved");
+
+    // GET /reservations/{reservation_id}
+    let id = created["reservation_id"].as_str().unwrap().to_owned();
+    let fetched = c
+        .call(Method::GET, one, &format!("/reservations/{id}"), &[], None, 200)
+        .await;
+    assert_eq!(fetched, created);
+    c.call(Method::GET, one, "/reservations/01JNOPE", &[], None, 404).await;
+    c.store().fail_next_call(StoreErrorKind::Other);
+    c.call(Method::GET, one, &format!("/reservations/{id}"), &[], None, 500)
+        .await;
+    c.store().fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::GET, one, &format!("/reservations/{id}"), &[], None, 503)
+        .await;
+
+    // POST /reservations/{reservation_id}/cancel
+    let cancel_path = format!("/reservations/{id}/cancel");
+    c.store().fail_next_call(StoreErrorKind::Other);
+    c.call(Method::POST, cancel, &cancel_path, &[], None, 500).await;
+    c.store().fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::POST, cancel, &cancel_path, &[], None, 503).await;
+    c.call(Method::POST, cancel, &cancel_path, &[JSON], big.clone(), 413)
+        .await;
+    c.call(Method::POST, cancel, "/reservations/01JNOPE/cancel", &[], None, 404)
+        .await;
+    let cancelled = c.call(Method::POST, cancel, &cancel_path, &[], None, 200).await;
+    assert_eq!(
+        (cancelled["status"].as_str(), cancelled["version"].as_u64()),
+        (Some("CANCELLED"), Some(2))
+    );
+    let problem = c.call(Method::POST, cancel, &cancel_path, &[], None, 409).await;
+    assert_eq!(problem["code"], "not_cancellable");
+
+    // GET /guests/{guest_id}/reservations, from the read model the projector keeps
+    let guests = "/guests/{guest_id}/reservations";
+    let page = c
+        .call(Method::GET, guests, "/guests/ada/reservations", &[], None, 200)
+        .await;
+    assert_eq!(page, json!({ "items": [] }));
+    // The projector applies versions in order: the creation, then the cancel.
+    let mut guest = String::new();
+    for snapshot in [&created, &cancelled] {
+        let reservation: domain::Reservation = serde_json::from_value(snapshot.clone()).unwrap();
+        guest = reservation.guest_id.as_str().to_owned();
+        let outcome = c
+            .app
+            .guests
+            .apply(&domain::GuestReservation {
+                reservation,
+                updated_at: time::OffsetDateTime::now_utc(),
+                last_event_id: domain::EventId::generate(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(outcome, domain::ApplyOutcome::Applied);
+    }
+    let page = c
+        .call(
+            Method::GET,
+            guests,
+            &format!("/guests/{guest}/reservations?limit=1"),
+            &[],
+            None,
+            200,
+        )
+        .await;
+    assert_eq!(page["items"][0], cancelled);
+    let problem = c
+        .call(
+            Method::GET,
+            guests,
+            "/guests/ada/reservations?limit=1000&cursor=x",
+            &[],
+            None,
+            422,
+        )
+        .await;
+    assert_eq!(problem["errors"].as_array().unwrap().len(), 2);
+    c.app.guests.fail_next_call(StoreErrorKind::Other);
+    c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 500)
+        .await;
+    c.app.guests.fail_next_call(StoreErrorKind::Throttled);
+    c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 503)
+        .await;
+
+    // Every documented status of every operation was produced above.
+    let documented: BTreeSet<_> = documented_operations(&c.doc)
+        .into_iter()
+        .flat_map(|((method, path), statuses)| statuses.into_iter().map(move |s| (method.clone(), path.clone(), s)))
+        .collect();
+    let missing: Vec<_> = documented.difference(&c.seen).collect();
+    assert!(missing.is_empty(), "documented but never exercised: {missing:?}");
+}
+
+#[tokio::test]
+async fn contention_that_outlasts_the_retries_is_a_409_conflict() {
+    let mut c = Contract::new();
+    c.call(
+        Method::PUT,
+        "/slots/{slot_id}",
+        "/slots/s1",
+        &[JSON],
+        Some(r#"{"capacity": 5}"#.into()),
+        201,
+    )
+    .await;
+    for _ in 0..3 {
+        c.store().fail_next_commit(|| CommitError::Contention);
+    }
+    let body = Some(json!({ "slot_id": "s1", "guest_id": "ada", "seats": 1 }).to_string());
+    let problem = c
+        .call(
+            Method::POST,
+            "/reservations",
+            "/reservations",
+            &[JSON],
+            body.clone(),
+            409,
+        )
+        .await;
+    assert_eq!(problem["code"], "conflict");
+    assert_eq!(
+        c.store().commit_attempts(),
+        3,
+        "bounded retries: exactly max_attempts commits"
+    );
+
+    // Contention that clears within the bound is invisible to the client.
+    c.store().fail_next_commit(|| CommitError::Contention);
+    c.store().fail_next_commit(|| CommitError::Contention);
+    c.call(Method::POST, "/reservations", "/reservations", &[JSON], body, 201)
+        .await;
+    assert_eq!(
+        c.store().outbox().len(),
+        1,
+        "one event, for the one committed reservation"
+    );
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_are_problem_json_404_and_405() {
+    let app = App::new(
+        ReservationService::new(InMemoryStore::new(), RetryPolicy::default()),
+        InMemoryReadModel::default(),
+    );
+    let send = |method: Method, path: &str| {
+        let request = Request::builder().method(method).uri(path).body(Body::Empty).unwrap();
+        api::handle(&app, request)
+    };
+    let response = send(Method::GET, "/nope").await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let response = send(Method::DELETE, "/slots/s1").await;
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "PUT, GET");
+    let Body::Text(text) = response.body() else {
+        panic!("text body")
+    };
+    assert_eq!(
+        serde_json::from_str::<Value>(text).unwrap()["code"],
+        "method_not_allowed"
+    );
+}

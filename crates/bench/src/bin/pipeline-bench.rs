@@ -1,0 +1,97 @@
+//! `pipeline-bench`: the benchmarks that compare the two relay modes and the functions, for
+//! `scripts/bench.sh` (never tests). Each prints one JSON line; the script writes
+//! docs/benchmarks.md from them.
+//!
+//!   pipeline-bench latency --mode stream|polling [--interval-ms N] --rate R --seconds S
+//!       API 201 → projector applied, at a fixed offered rate, through the local pipeline
+//!   pipeline-bench idle --mode stream|polling [--interval-ms N] --seconds S
+//!       what the relay asks of DynamoDB while nothing happens, by operation
+//!   pipeline-bench transactions --clients C --seconds S
+//!       raw TransactWriteItems of the API's three items, no HTTP and no handler
+//!   pipeline-bench init --binary PATH --kind api|relay|projector|notifier|poller --runs N
+//!       a function's start under a Lambda Runtime API: process start → first
+//!       `GET /runtime/invocation/next`, the first invocation, and peak RSS
+
+use bench::Mode;
+use bench::function_start::FunctionKind;
+use clap::{Parser, Subcommand};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "Relay modes, API and function benchmarks on the embedded stack")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Latency {
+        #[arg(long, value_enum)]
+        mode: Mode,
+        /// The poller's interval (polling mode).
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Reservations per second, offered on a fixed schedule (not closed-loop).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Writes every sample (milliseconds, one per line) here, for the plot.
+        #[arg(long)]
+        samples_out: Option<std::path::PathBuf>,
+    },
+    Idle {
+        #[arg(long, value_enum)]
+        mode: Mode,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+    Transactions {
+        #[arg(long, default_value_t = 32)]
+        clients: usize,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+    },
+    Init {
+        #[arg(long)]
+        binary: std::path::PathBuf,
+        #[arg(long, value_enum)]
+        kind: FunctionKind,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match Cli::parse().command {
+        Command::Latency {
+            mode,
+            interval_ms,
+            rate,
+            seconds,
+            samples_out,
+        } => bench::latency::run(mode, Duration::from_millis(interval_ms), rate, seconds, samples_out).await,
+        Command::Idle {
+            mode,
+            interval_ms,
+            seconds,
+        } => bench::idle::run(mode, Duration::from_millis(interval_ms), seconds).await,
+        Command::Transactions { clients, seconds } => bench::transactions::run(clients, seconds).await,
+        Command::Init { binary, kind, runs } => bench::function_start::run(binary, kind, runs).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pipeline-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

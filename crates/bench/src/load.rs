@@ -1,0 +1,104 @@
+//! Offered load against a running reservations API (`loadgen`).
+//!
+//! Creates `--slots` slots with room for every request, then runs `--clients` concurrent clients,
+//! each sending `POST /reservations` back to back (1 seat, a slot picked round-robin) until the
+//! time is up. Prints one JSON line: requests, statuses, rate and latency percentiles.
+
+use crate::stats;
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    #[arg(long, default_value_t = 10)]
+    pub seconds: u64,
+    /// Distinct slots the load is spread over; 1 makes every request contend on one item.
+    #[arg(long, default_value_t = 64)]
+    pub slots: usize,
+    /// Prefix for the slot ids, so runs do not share slots.
+    #[arg(long, default_value = "bench")]
+    pub slot_prefix: String,
+}
+
+/// Runs the load and prints one JSON line: requests, statuses, rate and latency percentiles.
+pub async fn run(args: Args) -> Result<()> {
+    if !(args.url.starts_with("http://127.") || args.url.starts_with("http://localhost")) {
+        bail!("loadgen only targets loopback addresses, got {}", args.url);
+    }
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.clients)
+        .build()?;
+    let run = ulid::Ulid::new().to_string().to_lowercase();
+    let slots: Vec<String> = (0..args.slots)
+        .map(|i| format!("{}-{run}-{i}", args.slot_prefix))
+        .collect();
+    for slot in &slots {
+        let response = http
+            .put(format!("{}/slots/{slot}", args.url))
+            .json(&json!({ "capacity": 1_000_000 }))
+            .send()
+            .await
+            .context("creating a slot")?;
+        if !response.status().is_success() {
+            bail!("creating slot {slot}: {}", response.status());
+        }
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(args.seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for client in 0..args.clients {
+        let http = http.clone();
+        let url = format!("{}/reservations", args.url);
+        let slots = slots.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+            let mut n = client;
+            while Instant::now() < deadline {
+                let body = json!({ "slot_id": slots[n % slots.len()], "guest_id": format!("g{client}"), "seats": 1 });
+                n += 1;
+                let sent = Instant::now();
+                let status = match http.post(&url).json(&body).send().await {
+                    Ok(response) => {
+                        let status = response.status().as_u16();
+                        let _ = response.bytes().await;
+                        status
+                    }
+                    Err(_) => 0,
+                };
+                latencies.push(sent.elapsed());
+                *statuses.entry(status).or_default() += 1;
+            }
+            (latencies, statuses)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    for task in tasks {
+        let (l, s) = task.await?;
+        latencies.extend(l);
+        for (status, count) in s {
+            *statuses.entry(status).or_default() += count;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let created = statuses.get(&201).copied().unwrap_or_default();
+    let report = json!({
+        "clients": args.clients,
+        "slots": args.slots,
+        "seconds": elapsed,
+        "requests": latencies.len(),
+        "statuses": statuses,
+        "created_per_second": created as f64 / elapsed,
+        "latency_ms": stats::summary(latencies.iter().map(|l| l.as_secs_f64() * 1000.0).collect()),
+    });
+    println!("{report}");
+    Ok(())
+}

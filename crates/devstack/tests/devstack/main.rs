@@ -1,0 +1,13 @@
+//! End-to-end tests of the product on the embedded local stack (DynamoDB Local, kinesis-mock,
+//! started by `scripts/test.sh`), one binary (each file a module): the API, the stream relay and
+//! the polling publisher, the consumers, load, the API fuzz and the smoke script; and the static
+//! checks that keep `template.yaml` equal to the code.
+
+mod api_fuzz;
+mod api_on_dynamodb_local;
+mod load;
+mod pipeline_to_consumers;
+mod polling_to_kinesis;
+mod relay_to_kinesis;
+mod smoke_script;
+mod template_matches;

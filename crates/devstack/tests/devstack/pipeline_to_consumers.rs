@@ -1,0 +1,281 @@
+//! The whole pipeline on the real engines: HTTP → DynamoDB → Streams → relay → Kinesis →
+//! projector and notifier → `GET /guests/{guest_id}/reservations`. Every mapping is drained, never
+//! waited for. Invariants 4 (per-reservation order) and 5 (exactly-once effect, replays change
+//! nothing), and 7 for a malformed record on the stream.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_kinesis::primitives::Blob;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use test_support::stack::{TestApi, TestStack};
+
+type Item = HashMap<String, AttributeValue>;
+
+/// Every item of a table keyed by its key attributes, for comparing whole tables.
+fn by_key(items: Vec<Item>, keys: &[&str]) -> BTreeMap<Vec<String>, String> {
+    items
+        .into_iter()
+        .map(|item| {
+            let key = keys.iter().map(|k| format!("{:?}", item[*k])).collect();
+            let mut fields: Vec<String> = item.iter().map(|(k, v)| format!("{k}={v:?}")).collect();
+            fields.sort();
+            (key, fields.join(","))
+        })
+        .collect()
+}
+
+async fn guest_page(http: &reqwest::Client, api: &TestApi, guest: &str, query: &str) -> Value {
+    let response = http
+        .get(api.url(&format!("/guests/{guest}/reservations{query}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn notifications(items: &[Item]) -> Vec<(String, u64)> {
+    let mut sent: Vec<(String, u64)> = items
+        .iter()
+        .filter(|i| i["item_type"].as_s().is_ok_and(|t| t == "Notification"))
+        .map(|i| {
+            (
+                i["reservation_id"].as_s().unwrap().clone(),
+                i["version"].as_n().unwrap().parse().unwrap(),
+            )
+        })
+        .collect();
+    sent.sort();
+    sent
+}
+
+#[tokio::test]
+async fn a_reservation_and_its_cancel_reach_the_guest_read_model_and_notify_once_each() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "dinner", 100).await;
+    let mut relay = stack.relay_mapping().await;
+    let mut projector = stack.projector_mapping().await;
+    let mut notifier = stack.notifier_mapping().await;
+
+    // Three reservations for ada (created one after another, so newest first is reverse order),
+    // one for bob; ada's second is cancelled.
+    let mut ada = Vec::new();
+    for _ in 0..3 {
+        ada.push(api.reserve(&http, "dinner", "ada").await);
+    }
+    let bob = api.reserve(&http, "dinner", "bob").await;
+    api.cancel(&http, &ada[1]).await;
+
+    relay.drain().await.unwrap();
+    projector.drain().await.unwrap();
+    notifier.drain().await.unwrap();
+
+    let page = guest_page(&http, &api, "ada", "").await;
+    let items = page["items"].as_array().unwrap();
+    let ids: Vec<&str> = items.iter().map(|i| i["reservation_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [ada[2].as_str(), ada[1].as_str(), ada[0].as_str()]);
+    let statuses: Vec<(&str, u64)> = items
+        .iter()
+        .map(|i| (i["status"].as_str().unwrap(), i["version"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(statuses, [("CONFIRMED", 1), ("CANCELLED", 2), ("CONFIRMED", 1)]);
+    assert!(page.get("next_cursor").is_none());
+    // The read model holds what the API answers for the reservation itself.
+    let direct = api.get_json(&http, &format!("/reservations/{}", ada[1])).await;
+    assert_eq!(items[1], direct);
+
+    // Pages of two: newest first, then the rest.
+    let first = guest_page(&http, &api, "ada", "?limit=2").await;
+    assert_eq!(first["items"].as_array().unwrap().len(), 2);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = guest_page(&http, &api, "ada", &format!("?limit=2&cursor={cursor}")).await;
+    assert_eq!(second["items"][0]["reservation_id"], ada[0].as_str());
+    assert!(second.get("next_cursor").is_none());
+    assert_eq!(
+        guest_page(&http, &api, "bob", "").await["items"][0]["reservation_id"],
+        bob.as_str()
+    );
+    assert_eq!(
+        guest_page(&http, &api, "nobody", "").await["items"],
+        Value::Array(vec![])
+    );
+
+    // One notification per event: 4 creations and 1 cancel.
+    let sent = notifications(&stack.scan_all(&stack.name("NOTIFICATIONS_TABLE")).await);
+    let mut expected: Vec<(String, u64)> = ada.iter().chain([&bob]).map(|id| (id.clone(), 1)).collect();
+    expected.push((ada[1].clone(), 2));
+    expected.sort();
+    assert_eq!(sent, expected);
+}
+
+#[tokio::test]
+async fn consuming_the_whole_stream_again_changes_nothing() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "lunch", 100).await;
+    let mut relay = stack.relay_mapping().await;
+    for i in 0..12 {
+        let id = api.reserve(&http, "lunch", &format!("guest-{}", i % 3)).await;
+        if i % 2 == 0 {
+            api.cancel(&http, &id).await;
+        }
+    }
+    relay.drain().await.unwrap();
+    stack.projector_mapping().await.drain().await.unwrap();
+    stack.notifier_mapping().await.drain().await.unwrap();
+    let read_model = stack.name("READ_MODEL_TABLE");
+    let notifications_table = stack.name("NOTIFICATIONS_TABLE");
+    let model_before = by_key(stack.scan_all(&read_model).await, &["guest_id", "reservation_id"]);
+    let sent_before = by_key(stack.scan_all(&notifications_table).await, &["pk"]);
+    assert_eq!(model_before.len(), 12);
+    assert_eq!(notifications(&stack.scan_all(&notifications_table).await).len(), 18);
+
+    // Fresh mappings start at the trim horizon again: every event is delivered a second time.
+    for _ in 0..2 {
+        stack.projector_mapping().await.drain().await.unwrap();
+        stack.notifier_mapping().await.drain().await.unwrap();
+    }
+    assert_eq!(
+        by_key(stack.scan_all(&read_model).await, &["guest_id", "reservation_id"]),
+        model_before
+    );
+    assert_eq!(by_key(stack.scan_all(&notifications_table).await, &["pk"]), sent_before);
+}
+
+#[tokio::test]
+async fn two_consumers_racing_across_a_reshard_apply_and_notify_each_version_once() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "s", 1000).await;
+    let mut relay = stack.relay_mapping().await;
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(api.reserve(&http, "s", &format!("g{}", i % 4)).await);
+    }
+    relay.drain().await.unwrap();
+    // Creations sit in the parent shards, cancellations of the same reservations in the children.
+    stack.reshard(4).await;
+    for id in &ids {
+        api.cancel(&http, id).await;
+    }
+    relay.drain().await.unwrap();
+
+    // Two projectors and two notifiers on the same tables at once, as during a shard split when
+    // an old and a new poller overlap.
+    let (mut p1, mut p2) = (stack.projector_mapping().await, stack.projector_mapping().await);
+    let (mut n1, mut n2) = (stack.notifier_mapping().await, stack.notifier_mapping().await);
+    let (a, b, c, d) = tokio::join!(p1.drain(), p2.drain(), n1.drain(), n2.drain());
+    for report in [a, b, c, d] {
+        let report = report.unwrap();
+        assert_eq!(report.records_to_on_failure, 0, "{report:?}");
+    }
+
+    let sent = notifications(&stack.scan_all(&stack.name("NOTIFICATIONS_TABLE")).await);
+    let mut expected: Vec<(String, u64)> = ids.iter().flat_map(|id| [(id.clone(), 1), (id.clone(), 2)]).collect();
+    expected.sort();
+    assert_eq!(sent, expected, "each event notified exactly once");
+    let model = stack.scan_all(&stack.name("READ_MODEL_TABLE")).await;
+    assert_eq!(model.len(), 20);
+    assert!(
+        model
+            .iter()
+            .all(|i| i["version"].as_n().unwrap() == "2" && i["status"].as_s().unwrap() == "CANCELLED")
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_record_on_the_stream_is_dead_lettered_and_the_shard_moves_on() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "s", 10).await;
+    let mut relay = stack.relay_mapping().await;
+    let id = api.reserve(&http, "s", "ada").await;
+    relay.drain().await.unwrap();
+    // Someone else's producer writes garbage under the same key, then the cancel follows.
+    stack
+        .kinesis
+        .put_record()
+        .stream_name(stack.name("EVENTS_STREAM"))
+        .partition_key(&id)
+        .data(Blob::new(b"{\"not\": \"an envelope\"}".to_vec()))
+        .send()
+        .await
+        .unwrap();
+    api.cancel(&http, &id).await;
+    relay.drain().await.unwrap();
+
+    let mut projector = stack.projector_mapping().await;
+    let report = projector.drain().await.unwrap();
+    assert_eq!(report.records_to_on_failure, 0);
+    let page = guest_page(&http, &api, "ada", "").await;
+    assert_eq!(page["items"][0]["status"], "CANCELLED");
+
+    let letters = relay::JsonLinesDeadLetters::new(stack.dead_letter_dir().join("projector-dead-letters.jsonl"))
+        .read_all()
+        .unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].function, "projector");
+    assert!(
+        letters[0].reason.starts_with("data is not an event envelope"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].record["kinesis"]["partitionKey"], id.as_str());
+    assert!(letters[0].sequence_number.is_some());
+    let shards: BTreeSet<_> = letters.iter().map(|l| l.event_source_arn.clone()).collect();
+    assert_eq!(shards.len(), 1);
+}
+
+#[tokio::test]
+async fn a_gap_is_retried_then_its_batch_goes_to_the_on_failure_destination_and_is_never_applied() {
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "s", 10).await;
+    let mut relay = stack.relay_mapping().await;
+    let kept = api.reserve(&http, "s", "ada").await;
+    relay.drain().await.unwrap();
+    // A cancel (version 2) of a reservation whose creation never reached the stream.
+    let orphan = "01M86ORPHAN0000000000000000";
+    let envelope = serde_json::json!({
+        "event_id": "01M86ORPHANEVENT0000000000", "event_type": "ReservationCancelled",
+        "aggregate_type": "Reservation", "aggregate_id": orphan, "version": 2,
+        "occurred_at": "2026-11-24T10:00:00Z", "trace_id": "t",
+        "payload": { "reservation_id": orphan, "slot_id": "s", "guest_id": "ada", "seats": 1,
+                     "status": "CANCELLED", "version": 2, "created_at": "2026-11-24T09:00:00Z",
+                     "cancelled_at": "2026-11-24T10:00:00Z" }
+    });
+    stack
+        .kinesis
+        .put_record()
+        .stream_name(stack.name("EVENTS_STREAM"))
+        .partition_key(orphan)
+        .data(Blob::new(serde_json::to_vec(&envelope).unwrap()))
+        .send()
+        .await
+        .unwrap();
+
+    let report = stack.projector_mapping().await.drain().await.unwrap();
+    assert_eq!(report.batches_to_on_failure, 1, "{report:?}");
+    assert!(report.invocations > 10, "retried before giving up: {report:?}");
+
+    let page = guest_page(&http, &api, "ada", "").await;
+    let ids: Vec<&str> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["reservation_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [kept.as_str()], "the gap was never applied");
+    let on_failure = std::fs::read_to_string(stack.dead_letter_dir().join("projector-on-failure.jsonl")).unwrap();
+    let record: Value = serde_json::from_str(on_failure.lines().next().unwrap()).unwrap();
+    let info = &record["KinesisBatchInfo"];
+    assert!(info["shardId"].as_str().unwrap().starts_with("shardId-"), "{record}");
+    assert_eq!(info["batchSize"], 1);
+    assert_eq!(record["requestContext"]["condition"], "RetryAttemptsExhausted");
+}

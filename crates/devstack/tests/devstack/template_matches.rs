@@ -1,0 +1,433 @@
+//! template.yaml is the product as much as the code: these tests keep it equal to the workspace
+//! (one function resource per Lambda crate), to the local stack (infra/resources.json), to the
+//! API's route table, to the relay's filter and to the metrics the code emits, and check each
+//! function's environment is one its typed config accepts. Static: no engine needed.
+
+use serde_yaml_ng::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
+    serde_yaml_ng::from_str(&text).expect("template.yaml parses")
+}
+
+fn resources_of_type<'a>(template: &'a Value, kind: &str) -> BTreeMap<String, &'a Value> {
+    template["Resources"]
+        .as_mapping()
+        .expect("Resources")
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+        .map(|(id, r)| (id.as_str().unwrap().to_owned(), r))
+        .collect()
+}
+
+/// A CloudFormation value as JSON, with tags (`!Ref`, ...) kept as `{"!Ref": ...}`.
+fn json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Tagged(tagged) => serde_json::json!({ tagged.tag.to_string(): json(&tagged.value) }),
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Value::Sequence(s) => s.iter().map(json).collect::<Vec<_>>().into(),
+        other => serde_json::to_value(other).unwrap(),
+    }
+}
+
+#[test]
+fn every_lambda_crate_has_a_function_resource_and_every_function_a_crate() {
+    let mut binaries = BTreeSet::new();
+    for entry in std::fs::read_dir(root().join("functions")).unwrap() {
+        let manifest = std::fs::read_to_string(entry.unwrap().path().join("Cargo.toml")).unwrap();
+        let manifest: toml_lite::Manifest = toml_lite::parse(&manifest);
+        binaries.extend(manifest.bins);
+    }
+    let template = template();
+    let functions: BTreeSet<String> = resources_of_type(&template, "AWS::Serverless::Function")
+        .values()
+        .map(|f| {
+            assert_eq!(f["Metadata"]["BuildMethod"].as_str(), Some("rust-cargolambda"));
+            f["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert!(!binaries.is_empty());
+    assert_eq!(functions, binaries);
+    let globals = &template["Globals"]["Function"];
+    assert_eq!(globals["Runtime"].as_str(), Some("provided.al2023"));
+    assert_eq!(json(&globals["Architectures"]), serde_json::json!(["arm64"]));
+}
+
+#[test]
+fn the_local_stack_does_not_drift_from_the_template() {
+    let local: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root().join("infra/resources.json")).unwrap()).unwrap();
+    let template = template();
+    let tables = resources_of_type(&template, "AWS::DynamoDB::Table");
+    let local_tables = local["Tables"].as_array().unwrap();
+    let local_ids: BTreeSet<&str> = local_tables.iter().map(|t| t["LogicalId"].as_str().unwrap()).collect();
+    let template_ids: BTreeSet<&str> = tables.keys().map(String::as_str).collect();
+    assert_eq!(local_ids, template_ids, "the same tables in both");
+    for table in local_tables {
+        let id = table["LogicalId"].as_str().unwrap();
+        let deployed = json(&tables[id]["Properties"]);
+        for property in [
+            "BillingMode",
+            "AttributeDefinitions",
+            "KeySchema",
+            "GlobalSecondaryIndexes",
+            "StreamSpecification",
+            "TimeToLiveSpecification",
+        ] {
+            assert_eq!(
+                table["Properties"].get(property),
+                deployed.get(property),
+                "{id}.{property} differs between infra/resources.json and template.yaml"
+            );
+        }
+    }
+    let streams = resources_of_type(&template, "AWS::Kinesis::Stream");
+    for stream in local["Streams"].as_array().unwrap() {
+        let id = stream["LogicalId"].as_str().unwrap();
+        assert!(streams.contains_key(id), "stream {id} is not in the template");
+        let retention = &template["Parameters"]["StreamRetentionHours"]["Default"];
+        assert_eq!(
+            stream["Properties"]["RetentionPeriodHours"].as_u64(),
+            retention.as_u64()
+        );
+    }
+}
+
+#[test]
+fn the_http_api_routes_are_the_handlers_routes() {
+    let template = template();
+    let routes: BTreeSet<String> = resources_of_type(&template, "AWS::ApiGatewayV2::Route")
+        .values()
+        .map(|r| r["Properties"]["RouteKey"].as_str().unwrap().to_owned())
+        .filter(|key| key != "$default")
+        .collect();
+    let handled: BTreeSet<String> = api::ROUTES.iter().map(|(m, p, _)| format!("{m} {p}")).collect();
+    assert_eq!(routes, handled);
+}
+
+/// RelayMode switches the API's marking, the stream relay's mapping and the poller's schedule
+/// together, so a deployment never has both relays on or neither.
+#[test]
+fn relay_mode_switches_the_marking_the_stream_mapping_and_the_schedule_together() {
+    let template = template();
+    let parameter = &template["Parameters"]["RelayMode"];
+    assert_eq!(parameter["Default"].as_str(), Some("stream"));
+    let allowed: Vec<&str> = parameter["AllowedValues"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for mode in &allowed {
+        mode.parse::<adapters::RelayMode>()
+            .unwrap_or_else(|e| panic!("the API would reject RelayMode {mode}: {e}"));
+    }
+    let resources = &template["Resources"];
+    let api_env = &resources["ApiFunction"]["Properties"]["Environment"]["Variables"]["RELAY_MODE"];
+    assert_eq!(json(api_env), serde_json::json!({"!Ref": "RelayMode"}));
+    let enabled = &resources["RelayEventSourceMapping"]["Properties"]["Enabled"];
+    assert_eq!(json(enabled), serde_json::json!({"!If": ["PollingRelay", false, true]}));
+    let schedule = &resources["PollerFunction"]["Properties"]["Events"]["EveryMinute"]["Properties"];
+    assert_eq!(
+        json(&schedule["State"]),
+        serde_json::json!({"!If": ["PollingRelay", "ENABLED", "DISABLED"]})
+    );
+    assert_eq!(
+        json(&template["Conditions"]["PollingRelay"]),
+        serde_json::json!({"!Equals": [{"!Ref": "RelayMode"}, "polling"]})
+    );
+}
+
+/// The metric names a function emits, from the code that emits them.
+fn emitted_metrics(function: &str) -> BTreeSet<String> {
+    let sets = match function {
+        "poller" => {
+            let poll = relay::PollStats {
+                oldest_pending_age: Some(std::time::Duration::ZERO),
+                ..Default::default()
+            };
+            vec![relay::RunStats::default().metrics(), poll.metrics()]
+        }
+        other => panic!("no alarm on {other}'s metrics was expected; add its metric sets here"),
+    };
+    sets.iter()
+        .flat_map(|set| {
+            let line: serde_json::Value = serde_json::from_str(&set.to_line(time::OffsetDateTime::UNIX_EPOCH)).unwrap();
+            line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["Name"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// An alarm on a metric nobody emits never fires: every alarm in the product's namespace watches a
+/// metric its function emits, under the dimension the code writes.
+#[test]
+fn every_alarm_on_a_product_metric_watches_a_metric_the_code_emits() {
+    let template = template();
+    let alarms = resources_of_type(&template, "AWS::CloudWatch::Alarm");
+    let mut checked = 0;
+    for (id, alarm) in &alarms {
+        let properties = &alarm["Properties"];
+        if properties["Namespace"].as_str() != Some(telemetry::NAMESPACE) {
+            continue;
+        }
+        let dimensions = json(&properties["Dimensions"]);
+        let function = dimensions[0]["Value"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{id}: {dimensions}"));
+        assert_eq!(
+            (dimensions[0]["Name"].as_str(), dimensions.as_array().unwrap().len()),
+            (Some("Function"), 1),
+            "{id}"
+        );
+        let metric = properties["MetricName"].as_str().unwrap();
+        assert!(
+            emitted_metrics(function).contains(metric),
+            "{id} watches {metric} of {function}, which the code does not emit"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no alarm on the product's own metrics");
+}
+
+/// The poller's alarms exist only in RelayMode polling (in stream mode it runs only for a sweep,
+/// and "not invoked" would always fire), and there is one for each way it can stop publishing.
+#[test]
+fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_backlog_and_silence() {
+    let template = template();
+    let poller_alarms: BTreeMap<String, &Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, alarm)| {
+            let dimension = json(&alarm["Properties"]["Dimensions"][0]["Value"]);
+            dimension == serde_json::json!({"!Ref": "PollerFunction"}) || dimension == "poller"
+        })
+        .collect();
+    let watched: BTreeSet<&str> = poller_alarms
+        .values()
+        .map(|alarm| alarm["Properties"]["MetricName"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        watched,
+        BTreeSet::from(["Errors", "FailedPolls", "Invocations", "OldestPendingAge"])
+    );
+    for (id, alarm) in &poller_alarms {
+        assert_eq!(alarm["Condition"].as_str(), Some("PollingRelay"), "{id}");
+    }
+    let silence = poller_alarms
+        .values()
+        .find(|a| a["Properties"]["MetricName"].as_str() == Some("Invocations"))
+        .unwrap();
+    assert_eq!(silence["Properties"]["TreatMissingData"].as_str(), Some("breaching"));
+}
+
+#[test]
+fn the_relay_mapping_filters_exactly_like_the_relay() {
+    let template = template();
+    let mapping = &template["Resources"]["RelayEventSourceMapping"]["Properties"];
+    let pattern = mapping["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap();
+    let deployed: serde_json::Value = serde_json::from_str(pattern).unwrap();
+    let code: serde_json::Value = serde_json::from_str(relay::OUTBOX_INSERT_FILTER).unwrap();
+    assert_eq!(deployed, code);
+    assert_eq!(
+        json(&mapping["FunctionResponseTypes"]),
+        serde_json::json!(["ReportBatchItemFailures"])
+    );
+    assert_eq!(
+        mapping["MaximumRetryAttempts"].as_i64(),
+        Some(-1),
+        "ADR 0002: the relay retries until it succeeds"
+    );
+    // And the local runner uses the same settings.
+    let local = devstack::pipeline::relay_mapping_config();
+    assert_eq!(local.batch_size as u64, mapping["BatchSize"].as_u64().unwrap());
+    assert_eq!(local.maximum_retry_attempts, None);
+    for consumer in ["ProjectorEventSourceMapping", "NotifierEventSourceMapping"] {
+        let mapping = &template["Resources"][consumer]["Properties"];
+        assert_eq!(
+            mapping["BisectBatchOnFunctionError"].as_bool(),
+            Some(true),
+            "{consumer}"
+        );
+        assert!(
+            matches!(
+                mapping["DestinationConfig"]["OnFailure"]["Destination"],
+                Value::Tagged(_)
+            ),
+            "{consumer}"
+        );
+    }
+}
+
+/// Each function's environment (Globals plus its own), with intrinsic values replaced by a
+/// placeholder, is accepted by that function's config parser.
+#[test]
+fn every_function_environment_satisfies_its_typed_config() {
+    let template = template();
+    let globals = template["Globals"]["Function"]["Environment"]["Variables"]
+        .as_mapping()
+        .unwrap();
+    let functions = resources_of_type(&template, "AWS::Serverless::Function");
+    for (id, function) in functions {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        let own = function["Properties"]["Environment"]["Variables"].as_mapping();
+        for (name, value) in globals.iter().chain(own.into_iter().flatten()) {
+            let value = resolve(&template, name.as_str().unwrap(), value);
+            vars.insert(name.as_str().unwrap().to_owned(), value);
+        }
+        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+        let outcome = match binary {
+            "reservations-api" => reservations_api::ApiConfig::from_vars(&vars)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "reservations-relay" => relay::RelayConfig::from_vars(&vars)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "reservations-poller" => relay::PollerConfig::from_vars(&vars)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "reservations-projector" => consumers::ConsumerConfig::from_vars(&vars, settings::names::READ_MODEL_TABLE)
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            "reservations-notifier" => {
+                consumers::ConsumerConfig::from_vars(&vars, settings::names::NOTIFICATIONS_TABLE)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            }
+            other => panic!("{id}: no config check for {other}; add one"),
+        };
+        outcome.unwrap_or_else(|e| panic!("{id} ({binary}) would not start: {e}"));
+    }
+}
+
+/// A variable's value as the function would see it: a `!Ref` to a parameter is its default,
+/// another intrinsic a stand-in name.
+fn resolve(template: &Value, name: &str, value: &Value) -> String {
+    let scalar = |v: &Value| match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    };
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => {
+            let target = tagged.value.as_str().unwrap_or_default();
+            match template["Parameters"].get(target) {
+                Some(parameter) => scalar(&parameter["Default"]).unwrap_or_default(),
+                None => format!("resolved-{target}"),
+            }
+        }
+        Value::Tagged(_) => format!("resolved-{name}"),
+        other => scalar(other).unwrap_or_else(|| format!("resolved-{name}")),
+    }
+}
+
+/// Just enough TOML reading for `[[bin]] name = "..."` (and the package name as the default bin).
+mod toml_lite {
+    pub struct Manifest {
+        pub bins: Vec<String>,
+    }
+
+    pub fn parse(text: &str) -> Manifest {
+        let mut section = String::new();
+        let mut package = None;
+        let mut bins = Vec::new();
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                section = line.to_owned();
+                continue;
+            }
+            if let Some(value) = line.strip_prefix("name = ") {
+                let value = value.trim_matches('"').to_owned();
+                match section.as_str() {
+                    "[package]" => package = Some(value),
+                    "[[bin]]" => bins.push(value),
+                    _ => {}
+                }
+            }
+        }
+        if bins.is_empty() {
+            bins.extend(package);
+        }
+        Manifest { bins }
+    }
+}
+
+/// The compose file parses and names what the scripts and the template expect.
+#[test]
+fn the_localstack_compose_file_serves_what_the_template_and_scripts_need() {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let compose: Value = serde_yaml_ng::from_str(&text).expect("docker-compose.yml parses");
+    let localstack = &compose["services"]["localstack"];
+    assert!(
+        localstack["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("localstack/localstack:")
+    );
+    let ports: Vec<&str> = localstack["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ports,
+        ["127.0.0.1:4566:4566"],
+        "loopback only, the port the scripts use"
+    );
+    let hooks = localstack["volumes"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find(|v| v.ends_with("/etc/localstack/init/ready.d:ro"))
+        .expect("init hooks mounted");
+    let hook_dir = root().join(hooks.split(':').next().unwrap());
+    assert!(hook_dir.is_dir(), "{} exists", hook_dir.display());
+
+    let services: BTreeSet<&str> = localstack["environment"]["SERVICES"]
+        .as_str()
+        .unwrap()
+        .split(',')
+        .collect();
+    let template = template();
+    let needed = template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .values()
+        .filter_map(|r| r["Type"].as_str())
+        .map(|kind| match kind.split("::").nth(1).unwrap() {
+            "Serverless" | "Lambda" => "lambda",
+            "DynamoDB" => "dynamodb",
+            "Kinesis" => "kinesis",
+            "SQS" => "sqs",
+            "Logs" => "logs",
+            "CloudWatch" => "cloudwatch",
+            "ApiGatewayV2" => "apigateway",
+            other => panic!("no LocalStack service known for {other}"),
+        })
+        .chain(["cloudformation", "iam", "s3", "sts", "dynamodbstreams"]);
+    for service in needed {
+        assert!(services.contains(service), "LocalStack SERVICES lacks {service}");
+    }
+
+    let hook = std::fs::read_to_string(hook_dir.join("10-artifacts-bucket.sh")).unwrap();
+    let deploy = std::fs::read_to_string(root().join("scripts/deploy-localstack.sh")).unwrap();
+    assert!(
+        hook.contains("s3://reservations-sam-artifacts") && deploy.contains("--s3-bucket reservations-sam-artifacts")
+    );
+    assert!(deploy.contains("http://localhost:4566"));
+}

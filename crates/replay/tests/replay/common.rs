@@ -1,0 +1,21 @@
+//! Shared by the replay crate's integration tests.
+
+use replay::audit::{AuditReport, audit};
+use test_support::stack::TestStack;
+
+/// The audit of everything the stack's outbox holds, against its stream and both consumers.
+pub async fn audit_everything(stack: &TestStack) -> AuditReport {
+    let projector = consumers::Projector::new(stack.read_model());
+    let notifier = consumers::Notifier::new(stack.notifications());
+    audit(
+        &stack.dynamodb,
+        &stack.kinesis,
+        &stack.name("OUTBOX_TABLE"),
+        &stack.name("EVENTS_STREAM"),
+        time::OffsetDateTime::UNIX_EPOCH,
+        time::OffsetDateTime::now_utc(),
+        &[&projector, &notifier],
+    )
+    .await
+    .unwrap()
+}

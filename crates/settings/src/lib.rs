@@ -1,0 +1,240 @@
+//! Settings from the environment, defined once for every function and tool.
+//!
+//! - [`names`]: each resource the product uses, the variable that names it and its default
+//!   (`OUTBOX_TABLE`, default `reservation-outbox`).
+//! - [`Vars`]: reads a variable as text or as a bounded whole number, with a default when it is
+//!   unset and an error that names the variable when it is set to something unusable.
+//!
+//! Every `*Config::from_vars` in the workspace takes the variables as a map, so tests pass their
+//! own instead of changing the process environment.
+
+use std::collections::HashMap;
+
+/// A resource the product uses, named by an environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceName {
+    pub var: &'static str,
+    pub default: &'static str,
+}
+
+/// The product's resources and their default names (the names the local stack and the docs use).
+pub mod names {
+    use super::ResourceName;
+
+    /// Slots, reservations and idempotency records (one table).
+    pub const RESERVATIONS_TABLE: ResourceName = ResourceName {
+        var: "RESERVATIONS_TABLE",
+        default: "reservations",
+    };
+    /// One item per event; its stream feeds the relay.
+    pub const OUTBOX_TABLE: ResourceName = ResourceName {
+        var: "OUTBOX_TABLE",
+        default: "reservation-outbox",
+    };
+    /// The Kinesis stream the events are published to.
+    pub const EVENTS_STREAM: ResourceName = ResourceName {
+        var: "EVENTS_STREAM",
+        default: "reservation-events",
+    };
+    /// The projector's guest read model.
+    pub const READ_MODEL_TABLE: ResourceName = ResourceName {
+        var: "READ_MODEL_TABLE",
+        default: "guest-reservations",
+    };
+    /// The notifier's sent notifications and per-reservation progress.
+    pub const NOTIFICATIONS_TABLE: ResourceName = ResourceName {
+        var: "NOTIFICATIONS_TABLE",
+        default: "reservation-notifications",
+    };
+
+    pub const ALL: [ResourceName; 5] = [
+        RESERVATIONS_TABLE,
+        OUTBOX_TABLE,
+        EVENTS_STREAM,
+        READ_MODEL_TABLE,
+        NOTIFICATIONS_TABLE,
+    ];
+
+    /// The resource named by `var`, if it is one of the product's.
+    pub fn by_var(var: &str) -> Option<ResourceName> {
+        ALL.into_iter().find(|name| name.var == var)
+    }
+}
+
+/// Retention settings shared by the functions and the tools that read the same tables.
+pub mod retention {
+    use super::WholeNumber;
+
+    /// `OUTBOX_RETENTION_DAYS`: the outbox items' TTL.
+    pub const OUTBOX_DAYS: WholeNumber = WholeNumber::positive("OUTBOX_RETENTION_DAYS", 7);
+    /// `IDEMPOTENCY_RETENTION_HOURS`: how long an Idempotency-Key is remembered.
+    pub const IDEMPOTENCY_HOURS: WholeNumber = WholeNumber::positive("IDEMPOTENCY_RETENTION_HOURS", 24);
+    /// `NOTIFICATION_RETENTION_DAYS`: the sent notifications' TTL.
+    pub const NOTIFICATION_DAYS: WholeNumber = WholeNumber {
+        var: "NOTIFICATION_RETENTION_DAYS",
+        default: 30,
+        min: 1,
+        max: Some(3650),
+        unit: Some("days"),
+    };
+}
+
+/// A whole-number setting: its variable, default and bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WholeNumber {
+    pub var: &'static str,
+    pub default: u64,
+    pub min: u64,
+    /// `None`: no upper bound.
+    pub max: Option<u64>,
+    /// What the number counts, for the error message ("days").
+    pub unit: Option<&'static str>,
+}
+
+impl WholeNumber {
+    /// At least 1, no upper bound.
+    pub const fn positive(var: &'static str, default: u64) -> Self {
+        Self {
+            var,
+            default,
+            min: 1,
+            max: None,
+            unit: None,
+        }
+    }
+
+    /// From `min` to `max`, both included.
+    pub const fn between(var: &'static str, default: u64, min: u64, max: u64) -> Self {
+        Self {
+            var,
+            default,
+            min,
+            max: Some(max),
+            unit: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingError {
+    #[error("{0} must not be empty")]
+    Empty(&'static str),
+    #[error("{var} must be a positive whole number, got {value:?}")]
+    NotPositive { var: &'static str, value: String },
+    #[error("{var} must be a whole number{} from {min} to {max}, got {value:?}", unit.map(|u| format!(" of {u}")).unwrap_or_default())]
+    OutOfRange {
+        var: &'static str,
+        min: u64,
+        max: u64,
+        unit: Option<&'static str>,
+        value: String,
+    },
+}
+
+/// The variables a configuration is read from (the process environment, or a test's map).
+#[derive(Debug, Clone, Copy)]
+pub struct Vars<'a>(pub &'a HashMap<String, String>);
+
+impl<'a> Vars<'a> {
+    /// The variable's value, trimmed; `None` when it is unset.
+    pub fn get(&self, var: &str) -> Option<&'a str> {
+        self.0.get(var).map(|v| v.trim())
+    }
+
+    /// Text with a default when unset; set but blank is an error, not the default.
+    pub fn text(&self, var: &'static str, default: &str) -> Result<String, SettingError> {
+        match self.get(var) {
+            None => Ok(default.to_owned()),
+            Some("") => Err(SettingError::Empty(var)),
+            Some(value) => Ok(value.to_owned()),
+        }
+    }
+
+    /// A resource's physical name: its variable, else its default.
+    pub fn name(&self, resource: ResourceName) -> Result<String, SettingError> {
+        self.text(resource.var, resource.default)
+    }
+
+    /// A resource's physical name, falling back to the default also when the variable is blank
+    /// (for tools, which take their names from whatever environment they are run in).
+    pub fn name_or_default(&self, resource: ResourceName) -> String {
+        self.name(resource).unwrap_or_else(|_| resource.default.to_owned())
+    }
+
+    /// A whole number within its bounds, or its default when unset.
+    pub fn whole_number(&self, setting: &WholeNumber) -> Result<u64, SettingError> {
+        let Some(value) = self.get(setting.var) else {
+            return Ok(setting.default);
+        };
+        let within = |n: &u64| *n >= setting.min && setting.max.is_none_or(|max| *n <= max);
+        match value.parse::<u64>().ok().filter(within) {
+            Some(n) => Ok(n),
+            None => Err(match setting.max {
+                None => SettingError::NotPositive {
+                    var: setting.var,
+                    value: self.0[setting.var].clone(),
+                },
+                Some(max) => SettingError::OutOfRange {
+                    var: setting.var,
+                    min: setting.min,
+                    max,
+                    unit: setting.unit,
+                    value: self.0[setting.var].clone(),
+                },
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn names_default_when_unset_and_refuse_blank() {
+        let empty = HashMap::new();
+        assert_eq!(Vars(&empty).name(names::OUTBOX_TABLE).unwrap(), "reservation-outbox");
+        let set = vars(&[("OUTBOX_TABLE", " ob ")]);
+        assert_eq!(Vars(&set).name(names::OUTBOX_TABLE).unwrap(), "ob");
+        let blank = vars(&[("OUTBOX_TABLE", " ")]);
+        assert_eq!(
+            Vars(&blank).name(names::OUTBOX_TABLE).unwrap_err().to_string(),
+            "OUTBOX_TABLE must not be empty"
+        );
+        assert_eq!(Vars(&blank).name_or_default(names::OUTBOX_TABLE), "reservation-outbox");
+        assert_eq!(names::by_var("EVENTS_STREAM"), Some(names::EVENTS_STREAM));
+        assert_eq!(names::by_var("PATH"), None);
+    }
+
+    #[test]
+    fn whole_numbers_keep_their_bounds_and_name_the_variable() {
+        let set = vars(&[("A", "0"), ("B", "61"), ("C", "forever"), ("D", "12")]);
+        let set = Vars(&set);
+        assert_eq!(
+            set.whole_number(&WholeNumber::positive("A", 7))
+                .unwrap_err()
+                .to_string(),
+            "A must be a positive whole number, got \"0\""
+        );
+        assert_eq!(
+            set.whole_number(&WholeNumber::between("B", 1, 10, 60))
+                .unwrap_err()
+                .to_string(),
+            "B must be a whole number from 10 to 60, got \"61\""
+        );
+        let days = WholeNumber {
+            unit: Some("days"),
+            ..WholeNumber::between("C", 30, 1, 3650)
+        };
+        assert_eq!(
+            set.whole_number(&days).unwrap_err().to_string(),
+            "C must be a whole number of days from 1 to 3650, got \"forever\""
+        );
+        assert_eq!(set.whole_number(&WholeNumber::between("D", 1, 10, 60)), Ok(12));
+        assert_eq!(set.whole_number(&WholeNumber::positive("unset", 7)), Ok(7));
+    }
+}

@@ -1,0 +1,48 @@
+//! What the workspace's integration tests and benchmarks share, so each piece is written once:
+//!
+//! - [`events`]: real event shapes (DynamoDB stream records of outbox items, Kinesis records of
+//!   envelopes, the committed AWS sample fixtures), built from the product's own types so they
+//!   cannot drift from what the store writes and the relay publishes.
+//! - [`stack`]: [`stack::TestStack`], fresh uniquely named tables and a stream on the real engines
+//!   (DynamoDB Local and kinesis-mock, started by `scripts/test.sh`), with the local API and the
+//!   functions behind their event source mappings.
+//! - [`cases`]: how many generated inputs a property test runs.
+//!
+//! Only tests and benchmarks depend on this crate; no Lambda does.
+
+pub mod events;
+pub mod stack;
+
+/// Generated inputs per property: `quick`, times `FUZZ_SCALE` (`scripts/test.sh --long` sets 10).
+pub fn cases(quick: u32) -> u32 {
+    quick * fuzz_scale()
+}
+
+/// `FUZZ_SCALE`, 1 when unset: how much longer the generated-input suites run.
+pub fn fuzz_scale() -> u32 {
+    std::env::var("FUZZ_SCALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}
+
+/// Figures a suite measured (counts of events, faults, generated cases), kept where the run's
+/// report can gather them: `scripts/test.sh` prints them at the end and `scripts/figures.sh`
+/// writes them into docs/guarantees.md. Each call also prints the figures with the test's output.
+pub mod figures {
+    /// Records `figures` under `name` in `RESERVATION_FIGURES_DIR` (set by `scripts/test.sh`),
+    /// replacing an earlier record of the same name.
+    pub fn record(name: &str, figures: serde_json::Value) {
+        println!("figures {name}: {figures}");
+        let Some(dir) = std::env::var_os("RESERVATION_FIGURES_DIR") else {
+            return;
+        };
+        let dir = std::path::PathBuf::from(dir);
+        let written = std::fs::create_dir_all(&dir)
+            .and_then(|()| std::fs::write(dir.join(format!("{name}.json")), figures.to_string() + "\n"));
+        if let Err(e) = written {
+            // The figures are a report, not a check: a failed write must not fail the test.
+            eprintln!("could not record the figures of {name} in {}: {e}", dir.display());
+        }
+    }
+}

@@ -1,0 +1,375 @@
+//! The test stack: integration tests run against the real engines (DynamoDB Local, kinesis-mock)
+//! through the real SDK, each on its own uniquely named tables and stream.
+
+use adapters::{DynamoReadModel, DynamoReservationStore, RelayMode, StoreTables};
+use api::{App, ReservationService, RetryPolicy};
+use devstack::resources::{self, ResourceNames, Resources};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub struct TestStack {
+    pub sdk: aws_config::SdkConfig,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub kinesis: aws_sdk_kinesis::Client,
+    pub names: ResourceNames,
+    /// What the API's store does for the relay: `Polling` marks new events unpublished.
+    pub relay_mode: RelayMode,
+}
+
+/// A running local API; stops when dropped.
+pub struct TestApi {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl TestApi {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+impl TestApi {
+    /// GETs `path` and returns the body as JSON, whatever the status.
+    pub async fn get_json(&self, http: &reqwest::Client, path: &str) -> serde_json::Value {
+        http.get(self.url(path))
+            .send()
+            .await
+            .expect("GET")
+            .json()
+            .await
+            .expect("a JSON body")
+    }
+
+    /// Creates (or resizes) a slot; panics unless 200/201.
+    pub async fn put_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32) {
+        let response = http
+            .put(self.url(&format!("/slots/{slot}")))
+            .json(&serde_json::json!({ "capacity": capacity }))
+            .send()
+            .await
+            .expect("PUT slot");
+        assert!(
+            response.status().is_success(),
+            "PUT slot answered {}",
+            response.status()
+        );
+    }
+
+    /// Reserves one seat and returns the reservation id; panics unless 201.
+    pub async fn reserve(&self, http: &reqwest::Client, slot: &str, guest: &str) -> String {
+        let response = http
+            .post(self.url("/reservations"))
+            .json(&serde_json::json!({ "slot_id": slot, "guest_id": guest, "seats": 1 }))
+            .send()
+            .await
+            .expect("POST reservation");
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().await.expect("reservation JSON");
+        body["reservation_id"].as_str().expect("reservation_id").to_owned()
+    }
+
+    /// Cancels a reservation; panics unless 200.
+    pub async fn cancel(&self, http: &reqwest::Client, id: &str) {
+        let response = http
+            .post(self.url(&format!("/reservations/{id}/cancel")))
+            .send()
+            .await
+            .expect("POST cancel");
+        assert_eq!(response.status(), 200);
+    }
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl TestStack {
+    /// Provisions fresh resources on the stack the environment points at. Panics (the test
+    /// fails, it is not skipped) when no local stack is configured: run `scripts/test.sh`.
+    pub async fn start() -> Self {
+        for var in ["AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_KINESIS"] {
+            assert!(
+                std::env::var(var).is_ok_and(|v| !v.is_empty()),
+                "{var} is not set: integration tests need the embedded stack; run them with scripts/test.sh"
+            );
+        }
+        let sdk = aws_config::load_from_env().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let prefix = format!("t{}-", ulid::Ulid::new().to_string().to_lowercase());
+        let names = ResourceNames::resolve(&resources, &HashMap::new(), &prefix);
+        resources::provision(&dynamodb, &kinesis, &resources, &names)
+            .await
+            .expect("provisioning the test resources on the local stack");
+        Self {
+            sdk,
+            dynamodb,
+            kinesis,
+            names,
+            relay_mode: RelayMode::Stream,
+        }
+    }
+
+    /// The same stack with the API marking new events for the polling publisher.
+    pub fn polling(mut self) -> Self {
+        self.relay_mode = RelayMode::Polling;
+        self
+    }
+
+    /// The polling publisher's view of this stack's outbox table (its index and lease).
+    pub fn outbox(&self) -> adapters::DynamoOutbox {
+        adapters::DynamoOutbox::new(self.dynamodb.clone(), self.name("OUTBOX_TABLE"))
+    }
+
+    pub fn name(&self, var: &str) -> String {
+        self.names
+            .get(var)
+            .unwrap_or_else(|| panic!("no resource named by {var}"))
+            .to_owned()
+    }
+
+    /// The store's tables on this stack, with the default retention.
+    pub fn tables(&self) -> StoreTables {
+        StoreTables {
+            reservations_table: self.name("RESERVATIONS_TABLE"),
+            outbox_table: self.name("OUTBOX_TABLE"),
+            relay_mode: self.relay_mode,
+            ..StoreTables::from_vars(&HashMap::new()).expect("the defaults are valid")
+        }
+    }
+
+    pub fn store(&self) -> DynamoReservationStore {
+        DynamoReservationStore::new(self.dynamodb.clone(), self.tables())
+    }
+
+    /// The guest read model the projector writes and the API reads.
+    pub fn read_model(&self) -> DynamoReadModel {
+        DynamoReadModel::new(self.dynamodb.clone(), self.name("READ_MODEL_TABLE"))
+    }
+
+    /// Serves the API on an ephemeral loopback port with the Lambda's handler.
+    pub async fn spawn_api(&self) -> TestApi {
+        let app = Arc::new(App::new(
+            ReservationService::new(self.store(), RetryPolicy::default()),
+            self.read_model(),
+        ));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let addr = listener.local_addr().expect("listener address");
+        let (stop, stopped) = oneshot::channel();
+        tokio::spawn(devstack::server::serve(listener, app, async {
+            let _ = stopped.await;
+        }));
+        TestApi { addr, stop: Some(stop) }
+    }
+
+    /// The relay behind its event source mapping on this stack's outbox stream; `drain()` it to
+    /// publish everything committed so far. Dead letters go to [`Self::dead_letter_dir`].
+    pub async fn relay_mapping(
+        &self,
+    ) -> devstack::pipeline::RelayMapping<relay::KinesisSink, relay::JsonLinesDeadLetters> {
+        let arn = devstack::pipeline::outbox_stream_arn(&self.dynamodb, &self.name("OUTBOX_TABLE"))
+            .await
+            .expect("outbox stream");
+        devstack::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
+    }
+
+    /// The polling publisher on this stack's outbox, polling every `interval`, with a short lease
+    /// (3 s, so a test replacing a killed poller waits briefly). Pair it with [`Self::polling`].
+    pub fn poller(&self, interval: std::time::Duration) -> devstack::pipeline::LocalPoller {
+        devstack::pipeline::poller(
+            &self.sdk,
+            &self.name("OUTBOX_TABLE"),
+            &self.name("EVENTS_STREAM"),
+            &self.dead_letter_dir(),
+            relay::PollerSettings {
+                interval,
+                batch_limit: 500,
+                lease_duration: std::time::Duration::from_secs(3),
+                lease_margin: std::time::Duration::from_millis(1_500),
+                // DynamoDB Local updates an index with the write itself.
+                drain_settle: std::time::Duration::from_millis(100),
+            },
+        )
+    }
+
+    /// The projector behind its mapping on this stack's Kinesis stream, writing this stack's read
+    /// model; `drain()` it to apply everything on the stream so far.
+    pub async fn projector_mapping(
+        &self,
+    ) -> devstack::pipeline::ConsumerMapping<consumers::Projector<DynamoReadModel>> {
+        self.consumer_mapping(consumers::Projector::new(self.read_model()))
+            .await
+    }
+
+    /// The notifier behind its mapping, writing this stack's notifications table.
+    pub async fn notifier_mapping(
+        &self,
+    ) -> devstack::pipeline::ConsumerMapping<consumers::Notifier<adapters::DynamoNotifications>> {
+        self.consumer_mapping(consumers::Notifier::new(self.notifications()))
+            .await
+    }
+
+    pub fn notifications(&self) -> adapters::DynamoNotifications {
+        adapters::DynamoNotifications::new(
+            self.dynamodb.clone(),
+            self.name("NOTIFICATIONS_TABLE"),
+            consumers::ConsumerConfig::notification_retention_from_vars(&HashMap::new()).expect("the default is valid"),
+        )
+    }
+
+    pub async fn consumer_mapping<C: consumers::Consumer>(
+        &self,
+        consumer: C,
+    ) -> devstack::pipeline::ConsumerMapping<C> {
+        devstack::pipeline::consumer_mapping(
+            &self.sdk,
+            &self.name("EVENTS_STREAM"),
+            consumer,
+            &self.dead_letter_dir(),
+        )
+        .await
+        .expect("kinesis stream")
+    }
+
+    pub fn dead_letter_dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir()
+            .join("reservation-outbox-tests")
+            .join(self.name("EVENTS_STREAM"))
+    }
+
+    /// Every event on this stack's Kinesis stream, read from the start, parents before children.
+    pub async fn events_on_kinesis(&self) -> Vec<devstack::events::ReadEvent> {
+        let mut mapping = devstack::events::collector(&self.sdk, &self.name("EVENTS_STREAM"))
+            .await
+            .expect("kinesis stream");
+        mapping.drain().await.expect("read the kinesis stream");
+        mapping.function().handler().events.lock().unwrap().clone()
+    }
+
+    /// A new, empty table shaped like the one named by `var` (e.g. to rebuild a read model into).
+    pub async fn create_table_like(&self, var: &str, suffix: &str) -> String {
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let table = resources
+            .tables
+            .iter()
+            .find(|t| t.name_from == var)
+            .unwrap_or_else(|| panic!("no table named by {var}"));
+        let name = format!("{}-{suffix}", self.name(var));
+        resources::create_table(&self.dynamodb, &name, &table.properties)
+            .await
+            .expect("creating a table on the local stack");
+        name
+    }
+
+    /// A new, empty stream shaped like the one named by `var`, active when this returns.
+    pub async fn create_stream_like(&self, var: &str, suffix: &str) -> String {
+        let resources = Resources::embedded().expect("infra/resources.json parses");
+        let stream = resources
+            .streams
+            .iter()
+            .find(|s| s.name_from == var)
+            .unwrap_or_else(|| panic!("no stream named by {var}"));
+        let name = format!("{}-{suffix}", self.name(var));
+        resources::create_stream(&self.kinesis, &name, &stream.properties)
+            .await
+            .expect("creating a stream on the local stack");
+        name
+    }
+
+    /// Reshards the Kinesis stream to `target` open shards and waits until it is active again.
+    pub async fn reshard(&self, target: i32) {
+        use aws_sdk_kinesis::types::{ScalingType, StreamStatus};
+        let stream = self.name("EVENTS_STREAM");
+        self.kinesis
+            .update_shard_count()
+            .stream_name(&stream)
+            .target_shard_count(target)
+            .scaling_type(ScalingType::UniformScaling)
+            .send()
+            .await
+            .expect("UpdateShardCount");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let summary = self
+                .kinesis
+                .describe_stream_summary()
+                .stream_name(&stream)
+                .send()
+                .await
+                .expect("DescribeStreamSummary");
+            let description = summary.stream_description_summary().expect("summary");
+            if description.stream_status() == &StreamStatus::Active && description.open_shard_count() == target {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "resharding did not finish");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every item of a table, following pagination.
+    pub async fn scan_all(&self, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .dynamodb
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .expect("scan");
+            items.extend(page.items.unwrap_or_default());
+            start = page.last_evaluated_key;
+            if start.is_none() {
+                return items;
+            }
+        }
+    }
+}
+
+/// (reservation, versions in the order they appear on the stream), checking each record's
+/// partition key is its reservation id.
+pub fn versions_by_reservation(events: &[devstack::events::ReadEvent]) -> BTreeMap<String, Vec<(u64, String)>> {
+    let mut by_key: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+    for event in events {
+        let envelope = event
+            .envelope
+            .as_ref()
+            .expect("every record on the stream is an envelope");
+        assert_eq!(
+            event.partition_key,
+            envelope.aggregate_id.as_str(),
+            "partition key = reservation id"
+        );
+        by_key
+            .entry(event.partition_key.clone())
+            .or_default()
+            .push((envelope.version.get(), envelope.event_type.as_str().to_owned()));
+    }
+    by_key
+}
+
+/// What the stream should hold for reservations `created`, of which `cancelled` were cancelled.
+pub fn expected_versions(created: &[String], cancelled: &BTreeSet<String>) -> BTreeMap<String, Vec<(u64, String)>> {
+    created
+        .iter()
+        .map(|id| {
+            let mut versions = vec![(1, "ReservationCreated".to_owned())];
+            if cancelled.contains(id) {
+                versions.push((2, "ReservationCancelled".to_owned()));
+            }
+            (id.clone(), versions)
+        })
+        .collect()
+}

@@ -1,0 +1,87 @@
+//! The API Lambda's wiring, shared by its `main.rs` and by the local stack so both build the very
+//! same application: the typed config read once at start, and the DynamoDB store and read model
+//! behind `api::App`.
+
+use adapters::{DynamoReadModel, DynamoReservationStore, StoreConfigError, StoreTables};
+use api::{App, ReservationService, RetryPolicy};
+use std::collections::HashMap;
+
+/// The API's configuration: its store's tables and retention, and the read model it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiConfig {
+    pub store: StoreTables,
+    /// `READ_MODEL_TABLE`: the guest read model the projector builds; the API only reads it.
+    pub read_model_table: String,
+}
+
+impl ApiConfig {
+    pub fn from_env() -> Result<Self, StoreConfigError> {
+        Self::from_vars(&std::env::vars().collect())
+    }
+
+    /// Reads the store's variables (see [`StoreTables::from_vars`]) and `READ_MODEL_TABLE`.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, StoreConfigError> {
+        Ok(Self {
+            store: StoreTables::from_vars(vars)?,
+            read_model_table: settings::Vars(vars).name(settings::names::READ_MODEL_TABLE)?,
+        })
+    }
+}
+
+pub type DynamoApp = App<DynamoReservationStore, DynamoReadModel>;
+
+/// The application the Lambda serves, on `dynamodb`.
+pub fn app(dynamodb: aws_sdk_dynamodb::Client, config: &ApiConfig) -> DynamoApp {
+    let store = DynamoReservationStore::new(dynamodb.clone(), config.store.clone());
+    let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
+    App::new(ReservationService::new(store, RetryPolicy::default()), guests)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use adapters::RelayMode;
+    use time::Duration;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_design() {
+        let config = ApiConfig::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config.store.reservations_table, "reservations");
+        assert_eq!(config.store.outbox_table, "reservation-outbox");
+        assert_eq!(config.read_model_table, "guest-reservations");
+        assert_eq!(config.store.outbox_retention, Duration::days(7));
+        assert_eq!(config.store.idempotency_retention, Duration::hours(24));
+    }
+
+    #[test]
+    fn overrides_are_read_and_bad_values_name_the_variable() {
+        let config = ApiConfig::from_vars(&vars(&[("OUTBOX_TABLE", "ob"), ("OUTBOX_RETENTION_DAYS", "3")])).unwrap();
+        assert_eq!(config.store.outbox_table, "ob");
+        assert_eq!(config.store.outbox_retention, Duration::days(3));
+        let err = ApiConfig::from_vars(&vars(&[("OUTBOX_RETENTION_DAYS", "0")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "OUTBOX_RETENTION_DAYS must be a positive whole number, got \"0\""
+        );
+        assert!(ApiConfig::from_vars(&vars(&[("RESERVATIONS_TABLE", " ")])).is_err());
+    }
+
+    #[test]
+    fn relay_mode_defaults_to_stream_and_rejects_anything_else() {
+        assert_eq!(
+            ApiConfig::from_vars(&HashMap::new()).unwrap().store.relay_mode,
+            RelayMode::Stream
+        );
+        let polling = ApiConfig::from_vars(&vars(&[("RELAY_MODE", "polling")])).unwrap();
+        assert_eq!(polling.store.relay_mode, RelayMode::Polling);
+        let err = ApiConfig::from_vars(&vars(&[("RELAY_MODE", "cdc")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"RELAY_MODE must be "stream" or "polling", got "cdc""#
+        );
+    }
+}

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Writes the figures the last scripts/test.sh run recorded (.devstack/figures/) into the
+# "Figures of the last recorded run" section of docs/guarantees.md, so that document never
+# carries numbers copied by hand. Run it after scripts/test.sh (or scripts/test.sh --long).
+set -euo pipefail
+# shellcheck source=lib/stack.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
+
+figures="$ROOT/.devstack/figures"
+[[ -f "$figures/run.json" ]] || die "no recorded figures in ${figures#"$ROOT"/}: run scripts/test.sh first"
+command -v python3 >/dev/null || apt_install python3
+python3 - "$figures" "$ROOT/docs/guarantees.md" <<'PY'
+import json, pathlib, sys
+
+figures, document = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+run = json.loads((figures / "run.json").read_text())
+def load(name):
+    path = figures / f"{name}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+lines = [
+    f"Recorded by `scripts/test.sh` on {run['date']} at commit {run['commit']} ({run['cores']} cores; "
+    f"{run['chaos_events']:,} chaos events, fuzz scale {run['fuzz_scale']}), written here by `scripts/figures.sh`.",
+    "",
+]
+chaos = load("chaos")
+if chaos:
+    relay, consumer = chaos["relay_faults"], chaos["consumer_faults"]
+    lines += [
+        f"- **Chaos suite** (invariants 3, 4, 5): {chaos['events']:,} events of {chaos['reservations']:,} reservations; "
+        f"injected {relay.get('failed records', 0):,} failed records, {relay.get('throttled calls', 0):,} throttled calls, "
+        f"{relay.get('relay kills', 0):,} relay kills, {consumer.get('consumer kills', 0):,} consumer kills, "
+        f"{consumer.get('store failures', 0):,} store failures; the audit found **{chaos['missing']} missing and "
+        f"{chaos['misordered']} misordered** of {chaos['committed']:,} committed events among "
+        f"{chaos['records_on_stream']:,} records on the stream ({chaos['duplicated_versions']:,} versions delivered more "
+        f"than once); {chaos['seconds']} s.",
+    ]
+load_test = load("load")
+if load_test:
+    statuses = ", ".join(f"{count:,} × {status}" for status, count in sorted(load_test["statuses"].items()))
+    codes = ", ".join(f"{count:,} `{code}`" for code, count in sorted(load_test["codes"].items()))
+    lines += [
+        f"- **Load test** (invariant 2): {load_test['requests']:,} concurrent requests for {load_test['capacity']} seats: "
+        f"{statuses} ({codes}); {load_test['events_on_kinesis']} ReservationCreated events on Kinesis.",
+    ]
+fuzz = load("api_fuzz")
+if fuzz:
+    lines += [
+        f"- **API fuzz** (invariant 7): schemathesis generated {fuzz['generated']:,} cases, {fuzz['passed']:,} passed "
+        f"({fuzz['examples_per_operation']} examples per operation).",
+    ]
+
+begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"
+text = document.read_text()
+if begin not in text or end not in text:
+    sys.exit(f"error: {document} has no {begin} ... {end} section")
+head, rest = text.split(begin, 1)
+_, tail = rest.split(end, 1)
+document.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+print(f"figures of {run['date']} ({run['commit']}) written into {document.name}")
+PY
