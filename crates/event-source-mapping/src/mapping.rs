@@ -130,6 +130,11 @@ where
         &self.function
     }
 
+    /// Where given-up batches go, if anywhere.
+    pub fn on_failure(&self) -> Option<&D> {
+        self.on_failure.as_ref()
+    }
+
     /// Processes everything that can be read now, shard lineage included, and returns when a
     /// whole pass read nothing.
     pub async fn drain(&mut self) -> Result<DrainReport, SourceError> {
@@ -432,17 +437,25 @@ async fn send_to_on_failure<S, F, D>(
         SourceKind::DynamoDbStreams => "DDBStreamBatchInfo",
         SourceKind::Kinesis => "KinesisBatchInfo",
     };
+    // The function lives in the region and account of its event source.
+    let source_arn: Vec<&str> = ctx.source.event_source_arn().split(':').collect();
+    let (region, account) = match source_arn.as_slice() {
+        [_, _, _, region, account, ..] => (*region, *account),
+        _ => ("us-east-1", "000000000000"),
+    };
     let mut invocation_record = json!({
         "requestContext": {
             "requestId": format!("{}-{}", shard_id, first.sequence_number),
-            "functionArn": format!("arn:aws:lambda:local:000000000000:function:{}", ctx.config.function_name),
+            "functionArn": format!("arn:aws:lambda:{region}:{account}:function:{}", ctx.config.function_name),
             "condition": condition,
             "approximateInvokeCount": attempts,
         },
         "responseContext": {
             "statusCode": 200,
             "executedVersion": "$LATEST",
-            "functionError": error.map(|e| e.error_type.clone()),
+            // Lambda's X-Amz-Function-Error: "Unhandled" for any error the runtime reports,
+            // whatever its errorType.
+            "functionError": error.map(|_| "Unhandled"),
         },
         "version": "1.0",
         "timestamp": rfc3339(OffsetDateTime::now_utc()),
