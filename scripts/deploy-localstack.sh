@@ -1,31 +1,101 @@
 #!/usr/bin/env bash
-# Deploys the real template.yaml into the LocalStack of docker-compose.yml with samlocal, then
-# runs scripts/smoke.sh against the API it created. Needs Docker (`docker compose up -d` first);
-# HTTP APIs need LocalStack Pro (LOCALSTACK_AUTH_TOKEN).
+# Deploys the real template.yaml to a running LocalStack and runs scripts/smoke.sh against it; the
+# stack stays up for you to call (its outputs are printed and kept in .localstack/).
+#
+#   scripts/localstack.sh start && scripts/deploy-localstack.sh      # host mode, no Docker
+#   docker compose up -d && scripts/deploy-localstack.sh             # LocalStack in Docker
+#   scripts/deploy-localstack.sh RelayMode=polling                   # more parameter overrides
+#
+# Without arguments it deploys the settings LocalStack community can serve: ApiEndpoint=FunctionUrl
+# (HTTP APIs are a Pro feature), AuthMode=NONE, under the stack name `reservations` (STACK_NAME).
+# The functions are built for where they will run: for this host when LocalStack runs them as host
+# processes (scripts/localstack.sh), with cargo lambda for Lambda's Amazon Linux in Docker, both
+# for this machine's architecture (the Architecture parameter follows).
+# Settings: LOCALSTACK_ENDPOINT (http://127.0.0.1:4566), STACK_NAME (reservations).
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
+# shellcheck source=lib/localstack.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/localstack.sh"
 
-endpoint="${LOCALSTACK_ENDPOINT:-http://localhost:4566}"
+endpoint="$LOCALSTACK_ENDPOINT"
 stack="${STACK_NAME:-reservations}"
-curl -sf "$endpoint/_localstack/init/ready" >/dev/null ||
-  die "LocalStack is not ready at $endpoint: run 'docker compose up -d' and wait for it to be healthy"
+curl -sf "$endpoint/_localstack/health" >/dev/null ||
+  die "no LocalStack answers at $endpoint: start one with scripts/localstack.sh start (no Docker) or docker compose up -d"
 
 ensure_cargo
-ensure_sam local
+ensure_aws_tools
 export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}" AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
-export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" AWS_PAGER=""
+# Every client the CLI makes (package makes its own for S3) goes to LocalStack, S3 by path: a
+# bucket's virtual host name would need DNS.
+mkdir -p "$LOCALSTACK_DIR"
+printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_DEFAULT_REGION" >"$LOCALSTACK_DIR/aws-config"
+aws() { AWS_ENDPOINT_URL="$endpoint" AWS_CONFIG_FILE="$LOCALSTACK_DIR/aws-config" "$AWS_VENV/bin/aws" "$@"; }
+
+case "$(uname -m)" in
+  x86_64 | amd64) architecture=x86_64 ;;
+  aarch64 | arm64) architecture=arm64 ;;
+  *) die "no Lambda architecture for this machine ($(uname -m))" ;;
+esac
+mapfile -t binaries < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\)"/\1/p' "$ROOT"/functions/*/Cargo.toml)
+code="$LOCALSTACK_DIR/deploy/$stack/code"
+rm -rf "$code"
+mkdir -p "$code"
 cd "$ROOT"
-log "samlocal build (cargo lambda, arm64)"
-samlocal build --beta-features
-log "samlocal deploy --stack-name $stack"
-samlocal deploy --stack-name "$stack" --s3-bucket reservations-sam-artifacts \
-  --capabilities CAPABILITY_IAM --no-confirm-changeset --no-fail-on-empty-changeset \
-  --parameter-overrides AuthMode=NONE "$@"
-api_url=$(awslocal cloudformation describe-stacks --stack-name "$stack" \
-  --query "Stacks[0].Outputs[?OutputKey=='ApiUrl'].OutputValue" --output text)
-api_id=$(printf '%s' "$api_url" | sed -E 's#https://([^.]+)\..*#\1#')
-local_url="$endpoint/restapis/$api_id/_user_request_"
-[[ "$api_url" == https://* ]] && local_url="http://$api_id.execute-api.localhost.localstack.cloud:4566"
-log "API: $local_url"
-"$ROOT/scripts/smoke.sh" "$local_url"
+if localstack_pid >/dev/null && [[ "$endpoint" == "http://127.0.0.1:$LOCALSTACK_PORT" ]]; then
+  # Host mode runs each bootstrap on this machine: a plain build is what runs.
+  log "building the functions for this host (cargo build)"
+  cargo build --quiet "${binaries[@]/#/--package=}"
+  built="$ROOT/target/debug"
+else
+  ensure_venv
+  export PATH="$VENV/bin:$PATH"
+  log "building the functions for Lambda ($architecture, cargo lambda build --release)"
+  cargo lambda build --quiet --release "--${architecture/_/-}" "${binaries[@]/#/--package=}"
+  built="$ROOT/target/lambda"
+fi
+for binary in "${binaries[@]}"; do
+  mkdir -p "$code/$binary"
+  if [[ -f "$built/$binary/bootstrap" ]]; then cp "$built/$binary/bootstrap" "$code/$binary/bootstrap"; else cp "$built/$binary" "$code/$binary/bootstrap"; fi
+done
+
+deploy_dir="$LOCALSTACK_DIR/deploy/$stack"
+"$AWS_VENV/bin/python" "$ROOT/scripts/lib/template.py" with-code template.yaml "$code" >"$deploy_dir/template.json"
+bucket="$stack-artifacts"
+aws s3api head-bucket --bucket "$bucket" >/dev/null 2>&1 || aws s3 mb "s3://$bucket" >/dev/null
+log "packaging and deploying stack $stack to $endpoint"
+# Quiet unless it fails: it reports every upload's progress.
+if ! packaged=$(aws cloudformation package --template-file "$deploy_dir/template.json" --s3-bucket "$bucket" \
+  --output-template-file "$deploy_dir/packaged.yaml" 2>&1); then
+  printf '%s\n' "$packaged" | tail -n 5 >&2
+  die "packaging the functions for stack $stack failed"
+fi
+if ! aws cloudformation deploy --template-file "$deploy_dir/packaged.yaml" --stack-name "$stack" \
+  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
+  --parameter-overrides ApiEndpoint=FunctionUrl AuthMode=NONE "Architecture=$architecture" "$@"; then
+  aws cloudformation describe-stack-events --stack-name "$stack" \
+    --query "StackEvents[?contains(ResourceStatus, 'FAILED')].[LogicalResourceId, ResourceStatusReason]" \
+    --output text >&2 || true
+  die "stack $stack did not deploy; the failed resources are listed above"
+fi
+aws cloudformation describe-stacks --stack-name "$stack" --query "Stacks[0].Outputs" --output json \
+  >"$deploy_dir/outputs.json"
+output() {
+  "$AWS_VENV/bin/python" -c 'import json,sys; print(next(o["OutputValue"] for o in json.load(open(sys.argv[1])) if o["OutputKey"] == sys.argv[2]))' \
+    "$deploy_dir/outputs.json" "$1"
+}
+api_url="$(output ApiUrl)"
+log "stack $stack is up; its outputs are in ${deploy_dir#"$ROOT"/}/outputs.json"
+"$ROOT/scripts/smoke.sh" "$api_url"
+host="${api_url#*://}"
+cat <<EOF
+
+  ApiUrl: $api_url
+  curl -s -X PUT $api_url/slots/dinner -H 'content-type: application/json' -d '{"capacity": 20}'
+  AWS_ENDPOINT_URL=$endpoint EVENTS_STREAM=$(output EventsStreamName) scripts/events.sh
+  Delete it: .venv-aws/bin/aws --endpoint-url $endpoint cloudformation delete-stack --stack-name $stack
+
+  (A host name under .localhost is this machine; where the resolver does not know that, add
+   --resolve ${host%:*}:${host##*:}:127.0.0.1 to curl.)
+EOF

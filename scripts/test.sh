@@ -3,7 +3,12 @@
 # on ports of its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT, TEST_SQS_PORT; free ones are picked
 # when those are taken), runs the whole workspace's tests against them, and stops them, also when
 # a test fails.
-# Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest).
+# Then it starts LocalStack in host mode (scripts/localstack.sh), deploys template.yaml to it
+# (scripts/deploy-localstack.sh, which also runs scripts/smoke.sh) and runs the end-to-end suite
+# of crates/e2e on the deployed stack, and stops LocalStack.
+#
+# Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest) and
+# select tests of the first phase; with arguments the LocalStack phase does not run.
 #
 # The chaos, load and fuzz suites run a quick profile by default (10,000 chaos events, a few
 # hundred generated inputs per property); --long (first argument) runs 50,000 chaos events and
@@ -15,16 +20,25 @@
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
+# The LocalStack phase runs a LocalStack of its own (its own folder and port), whatever else runs.
+export LOCALSTACK_DIR="$ROOT/.localstack/test-run" LOCALSTACK_PORT="${TEST_LOCALSTACK_PORT:-14566}"
+# shellcheck source=lib/localstack.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/localstack.sh"
 
 if [[ "${1:-}" == --long ]]; then
   shift
   export CHAOS_EVENTS="${CHAOS_EVENTS:-50000}" FUZZ_SCALE="${FUZZ_SCALE:-10}"
 fi
 
-runner=(cargo test --workspace --no-fail-fast)
+# The end-to-end suite (crates/e2e) needs the deployed stack: it runs in the LocalStack phase.
+runner=(cargo test --workspace --exclude e2e --no-fail-fast)
+e2e_runner=(cargo test -p e2e --no-fail-fast)
 if cargo nextest --version >/dev/null 2>&1; then
-  runner=(cargo nextest run --workspace --no-fail-fast)
+  runner=(cargo nextest run --workspace --exclude e2e --no-fail-fast)
+  e2e_runner=(cargo nextest run -p e2e --no-fail-fast)
 fi
+# The Lambda binaries, built once for this host (scripts/deploy-localstack.sh builds the same).
+mapfile -t function_packages < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\)"/--package=\1/p' "$ROOT"/functions/*/Cargo.toml)
 
 cd "$ROOT"
 # A fresh clone builds once: incremental caches would only double the size of target/ on CI's disk.
@@ -35,19 +49,32 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   ensure_engines
   ensure_sqs_engine
   ensure_venv
+  ensure_aws_tools
+  # LocalStack is installed even when arguments skip its phase: the tests of
+  # scripts/localstack.sh's refusals start it.
+  localstack_install
   # The API fuzz test (crates/devstack/tests/devstack/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
   export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
-  log "static checks: rustfmt, clippy, shellcheck, cfn-lint, checkov"
+  log "static checks: rustfmt, clippy, shellcheck, cfn-lint (the SAM source and its transform), checkov"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
-  "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run infra/localstack/ready.d/*.sh
+  "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
   "$VENV/bin/cfn-lint" template.yaml
+  # What CloudFormation will really create, for both front doors: the SAM source hides limits
+  # that only the generated resources show.
+  mkdir -p "$ROOT/.devstack"
+  for endpoint in HttpApi FunctionUrl; do
+    "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml "ApiEndpoint=$endpoint" \
+      >"$ROOT/.devstack/template-$endpoint.json"
+    "$VENV/bin/cfn-lint" "$ROOT/.devstack/template-$endpoint.json"
+  done
   # Every failed check fails the run; a check may only be skipped in the template's Metadata,
   # with its reason written next to the resource. --skip-download: no network needed.
   "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
+  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}" --package=reservations-replay
   export RESERVATION_TEST_STARTED="$started"
   if command -v ip >/dev/null && unshare --net true 2>/dev/null; then
     exec unshare --net env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"
@@ -65,7 +92,7 @@ free_port() {
   echo "$port"
 }
 
-trap 'stop_started' EXIT
+trap 'stop_started; localstack_stop >/dev/null 2>&1' EXIT
 trap 'exit 130' INT TERM
 
 ddb_port="$(free_port "${TEST_DYNAMODB_PORT:-18000}")"
@@ -87,6 +114,27 @@ printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "fuzz_scale": %s, "co
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
 "${runner[@]}" "$@"
+
+if [[ $# -eq 0 ]]; then
+  localstack_phase_started=$(date +%s)
+  log "LocalStack phase: template.yaml deployed to LocalStack (host mode), end to end"
+  # The engines of the first phase are done; LocalStack brings its own.
+  stop_started
+  (
+    # LocalStack and the functions it runs take endpoints from here, not from the engines above.
+    unset AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SQS
+    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+    localstack_start
+    # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does
+    # not update an EventBridge rule), so polling mode gets a stack of its own.
+    bash "$ROOT/scripts/deploy-localstack.sh"
+    STACK_NAME=reservations-polling bash "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
+    AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
+      E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" "${e2e_runner[@]}"
+  )
+  localstack_stop
+  log "LocalStack phase done in $(( $(date +%s) - localstack_phase_started )) s"
+fi
 for figures in "$RESERVATION_FIGURES_DIR"/*.json; do
   [[ "$(basename "$figures")" == run.json ]] || log "figures $(basename "$figures" .json): $(cat "$figures")"
 done

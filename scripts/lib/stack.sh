@@ -51,19 +51,19 @@ pip_tools() {
 
 ensure_venv() { pip_tools "$VENV" "${PY_TOOLS[@]}"; }
 
-# The SAM CLI (and, with "local", samlocal and awslocal) in a venv of their own: their pins
-# conflict with checkov's. cargo-lambda comes from .venv.
+# The SAM CLI in a venv of its own: its pins conflict with checkov's. cargo-lambda comes from .venv.
 SAM_VENV="$ROOT/.venv-sam"
 ensure_sam() {
   ensure_venv
-  if [[ "${1:-}" == local ]]; then
-    pip_tools "$SAM_VENV" aws-sam-cli aws-sam-cli-local awscli awscli-local
-  else
-    pip_tools "$SAM_VENV" aws-sam-cli
-  fi
+  pip_tools "$SAM_VENV" aws-sam-cli
   # .venv first: cargo-lambda finds zig through its python3.
   export PATH="$VENV/bin:$SAM_VENV/bin:$PATH"
 }
+
+# The AWS CLI (package and deploy a template, read stack outputs) and the SAM translator (lint the
+# template as CloudFormation will see it), pinned, in a venv of their own.
+AWS_VENV="$ROOT/.venv-aws"
+ensure_aws_tools() { pip_tools "$AWS_VENV" awscli==1.44.62 aws-sam-translator==1.108.0; }
 
 ensure_engines() {
   ensure_java

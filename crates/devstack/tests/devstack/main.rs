@@ -6,8 +6,10 @@
 mod api_fuzz;
 mod api_on_dynamodb_local;
 mod load;
+mod localstack_script;
 mod pipeline_to_consumers;
 mod polling_to_kinesis;
 mod relay_to_kinesis;
 mod smoke_script;
+mod template_limits;
 mod template_matches;
