@@ -30,8 +30,10 @@ if chaos:
         f"- **Chaos suite** (invariants 3, 4, 5): {chaos['events']:,} events of {chaos['reservations']:,} reservations; "
         f"injected {relay.get('failed records', 0):,} failed records, {relay.get('throttled calls', 0):,} throttled calls, "
         f"{relay.get('relay kills', 0):,} relay kills, {consumer.get('consumer kills', 0):,} consumer kills, "
-        f"{consumer.get('store failures', 0):,} store failures; the audit found **{chaos['missing']} missing and "
-        f"{chaos['misordered']} misordered** of {chaos['committed']:,} committed events among "
+        f"{consumer.get('store failures', 0):,} store failures, {consumer.get('throttling bursts', 0):,} throttling "
+        f"bursts on the consumers' tables (the longest {consumer.get('longest burst', 0)} calls in a row); the audit found "
+        f"**{chaos['missing']} missing and {chaos['misordered']} misordered** of {chaos['committed']:,} committed events, "
+        f"**{chaos.get('stalled', 0)} reservations stalled**, among "
         f"{chaos['records_on_stream']:,} records on the stream ({chaos['duplicated_versions']:,} versions delivered more "
         f"than once); {chaos['seconds']} s.",
     ]

@@ -1,11 +1,18 @@
 //! One Kinesis batch through a consumer.
 //!
-//! Records are taken in shard order. A record that is not a valid event is dead-lettered with the
-//! whole record and the shard moves on. An event is applied through the consumer's port, which
-//! says applied, duplicate (acknowledged) or gap. After a gap or a store failure on a reservation,
-//! that reservation's later records in the batch are left alone (they would be gaps too), while
-//! other reservations go on. The earliest record left unapplied is reported as the batch item
-//! failure: Lambda re-delivers from it, and what was applied after it comes back as duplicates.
+//! Records are taken in shard order. An event is applied through the consumer's port, which says
+//! applied, duplicate (acknowledged) or gap.
+//!
+//! What can never be applied goes to the dead letters, whole and with the reason, and the shard
+//! moves on: a record that is not a valid event, a write the store refuses as invalid, and a gap
+//! (a version whose predecessor never came: waiting for it would hold the whole shard). A gap's
+//! letter names the missing version; once it is published again (the recovery sweep), re-driving
+//! the letter applies it (docs/adr/0003-consumer-exactly-once-in-order.md).
+//!
+//! What may succeed later (throttling, a timeout, a store error) is retried: that reservation's
+//! later records in the batch are left alone while other reservations go on, and the earliest
+//! record left unapplied is reported as the batch item failure. Lambda re-delivers from it, with
+//! no limit but the records' age, and what was applied after it comes back as duplicates.
 
 use crate::Consumer;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
@@ -26,6 +33,7 @@ pub struct BatchStats {
     pub records: usize,
     pub applied: usize,
     pub duplicates: usize,
+    /// Gaps dead-lettered (each held back with its letter until re-driven).
     pub gaps: usize,
     pub store_failures: usize,
     /// Later records of a reservation that already had a gap or failure in this batch.
@@ -50,7 +58,9 @@ impl BatchStats {
 pub enum RecordOutcome {
     Applied,
     Duplicate,
+    /// A gap, dead-lettered with the version it waits for.
     Gap,
+    /// Worth retrying (throttling, a timeout, a store error): handed back to the mapping.
     StoreFailure,
     HeldBack,
     DeadLettered,
@@ -105,7 +115,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 RecordOutcome::DeadLetterFailed => {}
             }
             match outcome {
-                RecordOutcome::Gap | RecordOutcome::StoreFailure | RecordOutcome::HeldBack => {
+                RecordOutcome::StoreFailure | RecordOutcome::HeldBack => {
                     blocked.insert(key);
                     first_unapplied.get_or_insert(record);
                 }
@@ -113,7 +123,10 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                     first_unapplied.get_or_insert(record);
                     break;
                 }
-                RecordOutcome::Applied | RecordOutcome::Duplicate | RecordOutcome::DeadLettered => {}
+                RecordOutcome::Applied
+                | RecordOutcome::Duplicate
+                | RecordOutcome::Gap
+                | RecordOutcome::DeadLettered => {}
             }
         }
         let mut response = KinesisEventResponse::default();
@@ -170,8 +183,20 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 RecordOutcome::Duplicate
             }
             Ok(ApplyOutcome::Gap { expected }) => {
-                tracing::warn!(%expected, sequence_number, "gap: an earlier version is missing; will retry");
-                RecordOutcome::Gap
+                let reason = format!(
+                    "gap: version {expected} of reservation {} never arrived before version {}; publish it again \
+                     (the recovery sweep), then re-drive this letter",
+                    event.reservation_id(),
+                    event.version()
+                );
+                match self.dead_letter(record, &reason).await {
+                    RecordOutcome::DeadLettered => RecordOutcome::Gap,
+                    other => other,
+                }
+            }
+            Err(e) if e.kind == domain::ports::StoreErrorKind::Rejected => {
+                let reason = format!("the store refused the write: {e}: {}", error_chain(&e));
+                self.dead_letter(record, &reason).await
             }
             Err(e) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), sequence_number, "store failed; will retry");
@@ -180,6 +205,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         }
     }
 
+    /// Stores the record, whole, with why it can never be applied as it is.
     async fn dead_letter(&self, record: &KinesisEventRecord, reason: &str) -> RecordOutcome {
         let letter = DeadLetter {
             function: self.consumer.name().to_owned(),
@@ -192,15 +218,26 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         };
         match self.dead_letters.send(&letter).await {
             Ok(()) => {
-                tracing::error!(consumer = self.consumer.name(), reason, sequence_number = %record.kinesis.sequence_number, partition_key = %record.kinesis.partition_key, "malformed record dead-lettered");
+                tracing::error!(consumer = self.consumer.name(), reason, sequence_number = %record.kinesis.sequence_number, partition_key = %record.kinesis.partition_key, "record dead-lettered");
                 RecordOutcome::DeadLettered
             }
             Err(e) => {
-                tracing::error!(consumer = self.consumer.name(), reason, error = %e, sequence_number = %record.kinesis.sequence_number, "malformed record and its dead letter could not be stored; will retry from it");
+                tracing::error!(consumer = self.consumer.name(), reason, error = %e, sequence_number = %record.kinesis.sequence_number, "record cannot be applied and its dead letter could not be stored; will retry from it");
                 RecordOutcome::DeadLetterFailed
             }
         }
     }
+}
+
+/// An error and its causes, for a dead letter's reason.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        causes.push(cause.to_string());
+        source = cause.source();
+    }
+    causes.join(": ")
 }
 
 /// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, dead letters, and

@@ -122,16 +122,17 @@ impl<C: Consumer, D: DeadLetters> TypedHandler for ConsumerFunction<C, D> {
 pub type ConsumerMapping<C> =
     EventSourceMapping<KinesisSource, TypedFunction<ConsumerFunction<C, JsonLinesDeadLetters>>, JsonLinesOnFailure>;
 
-/// A consumer mapping's settings: the template's, for the local runner. A gap is retried a
-/// bounded number of times (its predecessor may still be on its way), then the batch's metadata
-/// goes to the on-failure destination and the shard moves on (invariant 4 of docs/design.md).
+/// A consumer mapping's settings: the template's, for the local runner. What the consumer hands
+/// back may succeed later (throttling, a store error): it is retried without limit. What can
+/// never be applied (malformed records, gaps) the consumer dead-letters itself
+/// (invariant 4 of docs/design.md).
 pub fn consumer_mapping_config(function_name: &str) -> MappingConfig {
     MappingConfig {
         function_name: function_name.into(),
         batch_size: 100,
         maximum_batching_window: Duration::ZERO,
         starting_position: StartingPosition::TrimHorizon,
-        maximum_retry_attempts: Some(10),
+        maximum_retry_attempts: None,
         maximum_record_age: None,
         bisect_batch_on_function_error: true,
         report_batch_item_failures: true,

@@ -17,6 +17,9 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum StoreErrorKind {
     /// The store asked us to slow down (throughput exceeded, request limit): worth a retry later.
     Throttled,
+    /// The store refused the request itself (an item over its size limit, an invalid key):
+    /// the same request can never succeed.
+    Rejected,
     /// Anything else: a bug, a permission problem, a network failure the SDK gave up on.
     Other,
 }

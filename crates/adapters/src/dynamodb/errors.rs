@@ -25,6 +25,7 @@ where
 {
     let kind = match err.code() {
         Some(code) if THROTTLING_CODES.contains(&code) => StoreErrorKind::Throttled,
+        Some("ValidationException") => StoreErrorKind::Rejected,
         _ => StoreErrorKind::Other,
     };
     let request_id = err.request_id().map(str::to_owned);

@@ -53,34 +53,51 @@ async fn duplicates_are_acknowledged_and_applied_once() {
     assert_eq!(applied(&handler).len(), 2);
 }
 
+/// A dead letter's record as a one-record event, as `reservations-replay redrive` hands it back.
+fn redriven(letter: &dead_letters::DeadLetter) -> KinesisEvent {
+    serde_json::from_value(json!({ "Records": [letter.record] })).unwrap()
+}
+
 #[tokio::test]
-async fn a_gap_is_reported_and_holds_back_only_its_reservation() {
+async fn a_gap_is_dead_lettered_with_the_version_it_waits_for_and_holds_back_only_its_reservation() {
     let handler = projector();
-    // A's v1 is missing: A v2 is a gap, A v3 is held back, B goes on.
+    // A's v1 is missing: A v2 and v3 are gaps, each dead-lettered; B goes on, and nothing is
+    // handed back, so the shard moves on.
     let (response, stats) = handler
         .handle(&batch(10, &[("A", 2), ("B", 1), ("A", 3), ("B", 2)]))
         .await;
-    assert_eq!(failures(&response), [format!("{:056}", 10)]);
+    assert!(failures(&response).is_empty(), "a gap never holds the shard");
     assert_eq!(
         stats,
         BatchStats {
             records: 4,
             applied: 2,
-            gaps: 1,
-            held_back: 1,
+            gaps: 2,
             ..Default::default()
         }
     );
     assert_eq!(applied(&handler), [("B".into(), 1), ("B".into(), 2)]);
+    let letters = handler.dead_letters().letters();
+    assert_eq!(letters.len(), 2, "one letter per held event: {letters:?}");
+    for (letter, version) in letters.iter().zip([2, 3]) {
+        assert!(
+            letter.reason.contains(&format!(
+                "version 1 of reservation A never arrived before version {version}"
+            )),
+            "{}",
+            letter.reason
+        );
+        assert_eq!(letter.record["kinesis"]["partitionKey"], "A", "the record, whole");
+        assert!(letter.sequence_number.is_some());
+    }
 
-    // Once v1 has arrived, the re-delivery from the reported record applies A in order and finds
-    // B's events to be duplicates.
+    // Once v1 has been published again, re-driving the letters applies A in order.
     handler.handle(&batch(5, &[("A", 1)])).await;
-    let (response, stats) = handler
-        .handle(&batch(10, &[("A", 2), ("B", 1), ("A", 3), ("B", 2)]))
-        .await;
-    assert!(failures(&response).is_empty());
-    assert_eq!((stats.applied, stats.duplicates), (2, 2));
+    for letter in &letters {
+        let (response, stats) = handler.handle(&redriven(letter)).await;
+        assert!(failures(&response).is_empty());
+        assert_eq!(stats.applied, 1);
+    }
     let a: Vec<u64> = applied(&handler)
         .into_iter()
         .filter(|(id, _)| id == "A")
@@ -93,9 +110,30 @@ async fn a_gap_is_reported_and_holds_back_only_its_reservation() {
 async fn an_out_of_order_delivery_never_applies_a_later_version_first() {
     let handler = projector();
     let (response, _) = handler.handle(&batch(1, &[("A", 2), ("A", 1)])).await;
-    // v2 is a gap; v1 behind it is held back (it would be applied on the re-delivery).
-    assert_eq!(failures(&response), [format!("{:056}", 1)]);
-    assert!(applied(&handler).is_empty());
+    // v2 is a gap (dead-lettered, waiting for v1); v1 is then applied, v2 is not.
+    assert!(failures(&response).is_empty());
+    assert_eq!(applied(&handler), [("A".into(), 1)]);
+    let letters = handler.dead_letters().letters();
+    assert_eq!(letters.len(), 1);
+    // Its re-drive now applies it, after v1.
+    handler.handle(&redriven(&letters[0])).await;
+    assert_eq!(applied(&handler), [("A".into(), 1), ("A".into(), 2)]);
+}
+
+#[tokio::test]
+async fn a_write_the_store_refuses_as_invalid_is_dead_lettered_not_retried() {
+    let handler = projector();
+    handler.consumer().store().fail_next_call(StoreErrorKind::Rejected);
+    let (response, stats) = handler.handle(&batch(1, &[("A", 1), ("B", 1)])).await;
+    assert!(failures(&response).is_empty(), "nothing to retry: it can never pass");
+    assert_eq!((stats.dead_lettered, stats.applied), (1, 1));
+    let letters = handler.dead_letters().letters();
+    assert!(
+        letters[0].reason.starts_with("the store refused the write"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].record["kinesis"]["partitionKey"], "A");
 }
 
 #[tokio::test]

@@ -5,12 +5,13 @@
 //! - the relay's Kinesis client fails ~20% of records and throttles whole calls in bursts;
 //! - the relay is killed mid-batch (after a put was accepted it hangs until the mapping's function
 //!   timeout drops it), so Lambda re-delivers the batch and the stream gets repeated runs;
-//! - the consumers' stores fail now and then and a consumer is killed mid-batch the same way;
+//! - the consumers' stores fail now and then, and throttle in bursts longer than any fixed retry
+//!   budget would outlast (15 to 40 calls in a row), and a consumer is killed mid-batch the same way;
 //! - two projectors race on one read model, so every event is delivered to it twice.
 //!
-//! At the end the audit reports nothing missing and nothing first seen out of order, the read
-//! model equals the reservations table, and every reservation's versions were applied exactly
-//! once each, in order. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
+//! At the end the audit reports nothing missing and nothing first seen out of order, no
+//! reservation is stalled (no consumer dead-lettered anything), the read model equals the
+//! reservations table, and every reservation's versions were applied exactly once each, in order. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
 //! runs 50,000), fixed seeds, and a deadline.
 
 use api::request::{CreateReservation, PutSlot};
@@ -113,11 +114,14 @@ impl EventSink for ChaoticSink {
     }
 }
 
-/// A consumer under chaos: its store fails now and then, and it is sometimes killed mid-batch.
-/// Records every write that took effect, to check the order of application.
+/// A consumer under chaos: its store fails now and then, throttles in long bursts, and it is
+/// sometimes killed mid-batch. Records every write that took effect, to check the order of
+/// application.
 struct Chaotic<C> {
     inner: C,
     rng: Mutex<StdRng>,
+    /// Calls left in the current throttling burst.
+    burst_left: Mutex<u32>,
     applied: Arc<Mutex<Vec<(String, u64)>>>,
     faults: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
@@ -130,7 +134,18 @@ impl<C: Consumer> Consumer for Chaotic<C> {
     async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
         let (fail, kill) = {
             let mut rng = self.rng.lock().unwrap();
-            (rng.random_bool(0.003), rng.random_bool(0.001))
+            let mut burst = self.burst_left.lock().unwrap();
+            if *burst == 0 && rng.random_bool(0.0003) {
+                // Longer than the 10 retries the consumers' mappings used to allow.
+                *burst = rng.random_range(15..=40);
+                let mut faults = self.faults.lock().unwrap();
+                *faults.entry("throttling bursts").or_default() += 1;
+                let longest = faults.entry("longest burst").or_default();
+                *longest = (*longest).max(u64::from(*burst));
+            }
+            let in_burst = *burst > 0;
+            *burst = burst.saturating_sub(1);
+            (in_burst || rng.random_bool(0.003), rng.random_bool(0.001))
         };
         if fail {
             *self.faults.lock().unwrap().entry("store failures").or_default() += 1;
@@ -208,6 +223,7 @@ fn chaotic<C>(
     Chaotic {
         inner,
         rng: Mutex::new(StdRng::seed_from_u64(seed)),
+        burst_left: Mutex::new(0),
         applied: applied.clone(),
         faults: faults.clone(),
     }
@@ -334,6 +350,14 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         "chaos: {events} events committed in {committed_in:?}, all checked after {:?}; relay faults {injected:?}; consumer faults {consumer_faults:?}; {report}",
         started.elapsed()
     );
+    let stalled: Vec<relay::DeadLetter> = ["projector", "notifier"]
+        .iter()
+        .flat_map(|consumer| {
+            JsonLinesDeadLetters::new(dir.join(format!("{consumer}-dead-letters.jsonl")))
+                .read_all()
+                .unwrap()
+        })
+        .collect();
     test_support::figures::record(
         "chaos",
         serde_json::json!({
@@ -345,6 +369,7 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
             "records_on_stream": report.on_stream,
             "missing": report.missing_on_stream.len(),
             "misordered": report.misordered.len(),
+            "stalled": stalled.len(),
             "duplicated_versions": report.duplicated.len(),
             "seconds": started.elapsed().as_secs(),
         }),
@@ -363,9 +388,23 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         "the relay's faults were injected: {injected:?}"
     );
     assert!(
-        consumer_faults.get("store failures").copied().unwrap_or(0) > 0,
-        "consumer faults were injected: {consumer_faults:?}"
+        consumer_faults.get("store failures").copied().unwrap_or(0) > 0
+            && consumer_faults.get("longest burst").copied().unwrap_or(0) > 10,
+        "consumer faults were injected, throttling longer than the old retry budget: {consumer_faults:?}"
     );
+    // No reservation stalled: no consumer gave up on an event (a gap or anything else).
+    assert!(
+        stalled.is_empty(),
+        "{} events given up: {:?}",
+        stalled.len(),
+        stalled.first()
+    );
+    for consumer in ["projector", "notifier"] {
+        assert!(
+            !dir.join(format!("{consumer}-on-failure.jsonl")).exists(),
+            "{consumer} gave a batch up"
+        );
+    }
 
     // The read model equals the truth, reservation by reservation.
     let truth = states(stack.scan_all(&stack.name("RESERVATIONS_TABLE")).await);
