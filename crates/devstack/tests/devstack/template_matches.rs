@@ -215,7 +215,7 @@ fn every_alarm_on_a_product_metric_watches_a_metric_the_code_emits() {
 /// The poller's alarms exist only in RelayMode polling (in stream mode it runs only for a sweep,
 /// and "not invoked" would always fire), and there is one for each way it can stop publishing.
 #[test]
-fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_backlog_and_silence() {
+fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_throttles_failed_polls_backlog_and_silence() {
     let template = template();
     let poller_alarms: BTreeMap<String, &Value> = resources_of_type(&template, "AWS::CloudWatch::Alarm")
         .into_iter()
@@ -230,7 +230,7 @@ fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_failed_polls_ba
         .collect();
     assert_eq!(
         watched,
-        BTreeSet::from(["Errors", "FailedPolls", "Invocations", "OldestPendingAge"])
+        BTreeSet::from(["Errors", "FailedPolls", "Invocations", "OldestPendingAge", "Throttles"])
     );
     for (id, alarm) in &poller_alarms {
         assert_eq!(alarm["Condition"].as_str(), Some("PollingRelay"), "{id}");
@@ -444,4 +444,105 @@ fn localstack_serves_every_service_the_template_needs_in_docker_and_in_host_mode
         .chain(["cloudformation", "s3", "iam", "sts", "dynamodbstreams", "kms"])
         .collect();
     assert_eq!(in_host_mode, needed, "exactly the services the template needs");
+}
+
+/// The logical id a dimension's value names (`!Ref X`, `!GetAtt X.Name`).
+fn dimension_target(value: &serde_json::Value) -> String {
+    let named = value
+        .get("!Ref")
+        .or(value.get("!GetAtt"))
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    named.split('.').next().unwrap_or_default().to_owned()
+}
+
+/// Every (namespace, metric, resource) an alarm watches, metric math included.
+fn watched_metrics(template: &Value) -> BTreeSet<(String, String, String)> {
+    let mut watched = BTreeSet::new();
+    for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values() {
+        let properties = json(&alarm["Properties"]);
+        let mut metrics = vec![properties.clone()];
+        for query in properties["Metrics"].as_array().into_iter().flatten() {
+            metrics.push(query["MetricStat"]["Metric"].clone());
+        }
+        for metric in metrics {
+            let (Some(namespace), Some(name)) = (metric["Namespace"].as_str(), metric["MetricName"].as_str()) else {
+                continue;
+            };
+            for dimension in metric["Dimensions"].as_array().into_iter().flatten() {
+                watched.insert((
+                    namespace.to_owned(),
+                    name.to_owned(),
+                    dimension_target(&dimension["Value"]),
+                ));
+            }
+        }
+    }
+    watched
+}
+
+#[test]
+fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_clear() {
+    let template = template();
+    for (id, alarm) in resources_of_type(&template, "AWS::CloudWatch::Alarm") {
+        let properties = &alarm["Properties"];
+        assert!(!properties["AlarmActions"].is_null(), "{id} pages");
+        assert_eq!(
+            json(&properties["OKActions"]),
+            json(&properties["AlarmActions"]),
+            "{id} clears its page where it sent it"
+        );
+    }
+    let watched = watched_metrics(&template);
+    let expect = |namespace: &str, metric: &str, resource: &str| {
+        let key = (namespace.to_owned(), metric.to_owned(), resource.to_owned());
+        assert!(watched.contains(&key), "no alarm on {key:?}");
+    };
+    for function in resources_of_type(&template, "AWS::Serverless::Function").keys() {
+        expect("AWS/Lambda", "Errors", function);
+        expect("AWS/Lambda", "Throttles", function);
+    }
+    for table in resources_of_type(&template, "AWS::DynamoDB::Table").keys() {
+        expect("AWS/DynamoDB", "ReadThrottleEvents", table);
+        expect("AWS/DynamoDB", "WriteThrottleEvents", table);
+        expect("AWS/DynamoDB", "SystemErrors", table);
+    }
+    for stream in resources_of_type(&template, "AWS::Kinesis::Stream").keys() {
+        expect("AWS/Kinesis", "WriteProvisionedThroughputExceeded", stream);
+    }
+    for queue in resources_of_type(&template, "AWS::SQS::Queue").keys() {
+        expect("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue);
+    }
+    for consumer in ["RelayFunction", "ProjectorFunction", "NotifierFunction"] {
+        expect("AWS/Lambda", "IteratorAge", consumer);
+    }
+    // The front door, whichever it is: server errors and p99 latency.
+    expect("AWS/ApiGateway", "5xx", "HttpApi");
+    expect("AWS/ApiGateway", "Latency", "HttpApi");
+    expect("AWS/Lambda", "Url5xxCount", "ApiFunction");
+    expect("AWS/Lambda", "UrlRequestLatency", "ApiFunction");
+}
+
+#[test]
+fn the_record_of_what_happened_survives_deletion_and_replacement() {
+    let template = template();
+    let kept = ["ReservationsTable", "OutboxTable", "EventsStream"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain(resources_of_type(&template, "AWS::SQS::Queue").into_keys());
+    for id in kept {
+        let resource = &template["Resources"][id.as_str()];
+        assert_eq!(resource["UpdateReplacePolicy"].as_str(), Some("Retain"), "{id}");
+        assert_eq!(
+            resource["DeletionPolicy"].as_str(),
+            Some("RetainExceptOnCreate"),
+            "{id}"
+        );
+    }
+    for table in resources_of_type(&template, "AWS::DynamoDB::Table").values() {
+        assert_eq!(
+            json(&table["Properties"]["PointInTimeRecoverySpecification"]),
+            serde_json::json!({ "PointInTimeRecoveryEnabled": true })
+        );
+    }
 }
