@@ -4,8 +4,9 @@
 # when those are taken), runs the whole workspace's tests against them, and stops them, also when
 # a test fails.
 # Then it starts LocalStack in host mode (scripts/localstack.sh), deploys template.yaml to it
-# (scripts/deploy-localstack.sh, which also runs scripts/smoke.sh) and runs the end-to-end suite
-# of crates/e2e on the deployed stack, and stops LocalStack.
+# twice, with the stream relay and with the polling publisher (scripts/deploy-localstack.sh, which
+# also runs scripts/smoke.sh), runs the end-to-end suite of crates/e2e on the deployed stacks, and
+# stops LocalStack.
 #
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest) and
 # select tests of the first phase; with arguments the LocalStack phase does not run.
@@ -35,7 +36,8 @@ runner=(cargo test --workspace --exclude e2e --no-fail-fast)
 e2e_runner=(cargo test -p e2e --no-fail-fast)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --exclude e2e --no-fail-fast)
-  e2e_runner=(cargo nextest run -p e2e --no-fail-fast)
+  # --workspace with a filter: the binaries the first phase built, with the same features.
+  e2e_runner=(cargo nextest run --workspace --no-fail-fast -E 'package(e2e)')
 fi
 # The Lambda binaries, built once for this host (scripts/deploy-localstack.sh builds the same).
 mapfile -t function_packages < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\)"/--package=\1/p' "$ROOT"/functions/*/Cargo.toml)
@@ -60,6 +62,13 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
   "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
+  # The Lambdas link no SDK feature they do not use (the CLI tools' credential sources), and pin
+  # the SDK's behaviour in code (settings::sdk_config) rather than take the latest.
+  for package in "${function_packages[@]}"; do
+    extra=$(cargo tree --quiet -e features "$package" |
+      grep -oE 'aws-config feature "(sso|credentials-process)"|feature "behavior-version-latest"' | sort -u || true)
+    [[ -z "$extra" ]] || die "${package#--package=} links SDK features it does not need: ${extra//$'\n'/, }"
+  done
   "$VENV/bin/cfn-lint" template.yaml
   # What CloudFormation will really create, for both front doors: the SAM source hides limits
   # that only the generated resources show.
@@ -74,7 +83,8 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
-  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}" --package=reservations-replay
+  # Exactly the build scripts/deploy-localstack.sh asks for, so the deploy finds it done.
+  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}"
   export RESERVATION_TEST_STARTED="$started"
   if command -v ip >/dev/null && unshare --net true 2>/dev/null; then
     exec unshare --net env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"

@@ -37,7 +37,7 @@ impl DeployedStack {
                 (field("OutputKey"), field("OutputValue"))
             })
             .collect();
-        let sdk = aws_config::load_from_env().await;
+        let sdk = settings::sdk_config().await;
         let api_url = outputs["ApiUrl"].trim_end_matches('/').to_owned();
         let gateway: SocketAddr = endpoint
             .trim_start_matches("http://")

@@ -212,7 +212,7 @@ enum ReplayInto {
 
 /// Replays into the projector or the notifier, or prints, and says how it went on stderr.
 async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::new(&sdk);
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let options = read.options();
@@ -265,7 +265,7 @@ fn audit_range(args: &AuditArgs) -> anyhow::Result<(time::OffsetDateTime, time::
 
 async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditReport> {
     let (from, to) = audit_range(args)?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let tables = ConsumerTables::from_env()?;
     let projector = tables.projector(dynamodb.clone(), None);
@@ -352,7 +352,7 @@ const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
 /// Re-drives a dead-letter file or queue. Returns (done, still failing).
 async fn run_redrive(args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
     use anyhow::Context;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let stream = &args.stream.stream;
     match (&args.source.dead_letters, &args.source.queue) {
         (Some(path), _) => {

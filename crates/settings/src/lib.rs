@@ -10,6 +10,17 @@
 
 use std::collections::HashMap;
 
+/// The AWS SDK's configuration as every binary loads it: endpoints, region and credentials from
+/// the SDK's own chain (`AWS_ENDPOINT_URL`, `AWS_PROFILE`, ...), and the SDK behaviour pinned to
+/// the version the product is tested with, so an SDK upgrade cannot change retries, timeouts or
+/// defaults unnoticed.
+#[cfg(feature = "aws")]
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::v2026_01_12())
+        .load()
+        .await
+}
+
 /// A resource the product uses, named by an environment variable.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResourceName {

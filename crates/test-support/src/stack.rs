@@ -99,7 +99,7 @@ impl TestStack {
                 "{var} is not set: integration tests need the embedded stack; run them with scripts/test.sh"
             );
         }
-        let sdk = aws_config::load_from_env().await;
+        let sdk = settings::sdk_config().await;
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let kinesis = aws_sdk_kinesis::Client::new(&sdk);
         let resources = Resources::embedded().expect("infra/resources.json parses");

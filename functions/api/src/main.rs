@@ -10,7 +10,7 @@ async fn main() -> Result<(), Error> {
     lambda_http::tracing::init_default_subscriber();
     let config = ApiConfig::from_env()?;
     // Endpoints, region and credentials come from the SDK's own configuration chain.
-    let sdk_config = aws_config::load_from_env().await;
+    let sdk_config = settings::sdk_config().await;
     let app = reservations_api::app(aws_sdk_dynamodb::Client::new(&sdk_config), &config)
         .with_metrics(telemetry::Emitter::Stdout);
     let app = &app;

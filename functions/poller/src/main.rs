@@ -18,7 +18,7 @@ const KINESIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = PollerConfig::from_env()?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::from_conf(
         aws_sdk_kinesis::config::Builder::from(&sdk)
             .timeout_config(

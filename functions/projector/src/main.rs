@@ -10,7 +10,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = ConsumerConfig::projector_from_env()?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let handler = ConsumerHandler::new(
         Projector::new(DynamoReadModel::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table)),
         config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),

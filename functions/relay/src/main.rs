@@ -13,7 +13,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_millis(1_500);
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = RelayConfig::from_env()?;
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     let dead_letters = config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
     let relay = Relay::new(
         KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.events_stream),

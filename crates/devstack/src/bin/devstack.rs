@@ -243,7 +243,7 @@ async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs, relay_mode: Option
 }
 
 async fn run(cli: Cli) -> Result<()> {
-    let sdk = aws_config::load_from_env().await;
+    let sdk = settings::sdk_config().await;
     match cli.command {
         Command::Provision(args) => provision(&sdk, &args).await,
         Command::Serve(args) => serve(&sdk, &args, None).await,

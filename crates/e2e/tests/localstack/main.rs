@@ -18,23 +18,18 @@ const PIPELINE_WAIT: Duration = Duration::from_secs(120);
 /// Each reservation's versions in the order they first appear on the stream, checking that every
 /// record is an envelope keyed by its reservation.
 fn first_appearances(events: &[devstack::events::ReadEvent]) -> BTreeMap<String, Vec<u64>> {
-    let mut seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-    for event in events {
-        let envelope = event
-            .envelope
-            .as_ref()
-            .expect("every record on the stream is an envelope");
-        assert_eq!(
-            event.partition_key,
-            envelope.aggregate_id.as_str(),
-            "partition key = reservation id"
-        );
-        let versions = seen.entry(event.partition_key.clone()).or_default();
-        if !versions.contains(&envelope.version.get()) {
-            versions.push(envelope.version.get());
-        }
-    }
-    seen
+    test_support::stack::versions_by_reservation(events)
+        .into_iter()
+        .map(|(id, versions)| {
+            let mut first = Vec::new();
+            for (version, _) in versions {
+                if !first.contains(&version) {
+                    first.push(version);
+                }
+            }
+            (id, first)
+        })
+        .collect()
 }
 
 /// The stack with the stream relay (RelayMode stream, the default).
