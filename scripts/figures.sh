@@ -45,11 +45,13 @@ if load_test:
         f"- **Load test** (invariant 2): {load_test['requests']:,} concurrent requests for {load_test['capacity']} seats: "
         f"{statuses} ({codes}); {load_test['events_on_kinesis']} ReservationCreated events on Kinesis.",
     ]
-fuzz = load("api_fuzz")
+fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:
+    jwt = (f"; under AuthMode JWT as a guest, {fuzz_jwt['generated']:,} generated, {fuzz_jwt['passed']:,} passed"
+           if fuzz_jwt else "")
     lines += [
         f"- **API fuzz** (invariant 7): schemathesis generated {fuzz['generated']:,} cases, {fuzz['passed']:,} passed "
-        f"({fuzz['examples_per_operation']} examples per operation).",
+        f"({fuzz['examples_per_operation']} examples per operation){jwt}.",
     ]
 
 begin, end = "<!-- figures:begin -->", "<!-- figures:end -->"

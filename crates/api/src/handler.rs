@@ -1,6 +1,7 @@
 //! From an HTTP request to an HTTP response: routing, parsing, the use case, and the mapping of
 //! every outcome to a status and body. Shared verbatim by the Lambda and the local dev server.
 
+use crate::auth::{AuthPolicy, Caller, forbidden};
 use crate::problem::{FieldError, Problem};
 use crate::request;
 use crate::routes::{self, RouteError, RouteId};
@@ -25,6 +26,8 @@ pub struct App<S, G> {
     pub service: ReservationService<S>,
     pub guests: G,
     pub metrics: telemetry::Emitter,
+    /// How callers are told apart and what each may touch; open unless set.
+    pub auth: AuthPolicy,
 }
 
 impl<S, G> App<S, G> {
@@ -33,7 +36,14 @@ impl<S, G> App<S, G> {
             service,
             guests,
             metrics: telemetry::Emitter::Off,
+            auth: AuthPolicy::Open,
         }
+    }
+
+    /// Tells callers apart by `policy` (the deployment's AuthMode).
+    pub fn with_auth(mut self, policy: AuthPolicy) -> Self {
+        self.auth = policy;
+        self
     }
 
     /// Emits business metrics (EMF): ReservationsCreated, SoldOut. Off unless set.
@@ -160,9 +170,13 @@ where
     let param = matched.param.unwrap_or_default();
     let body = body_bytes(req.body());
     let service = &app.service;
+    let caller = Caller::of(&app.auth, req)?;
 
     match matched.route {
         RouteId::PutSlot => {
+            if !caller.may_manage_slots() {
+                return Err(forbidden("only an admin creates or resizes slots"));
+            }
             let slot_id = SlotId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
             request::require_json(req.headers())?;
             request::check_size(body)?;
@@ -181,7 +195,12 @@ where
             request::require_json(req.headers())?;
             request::check_size(body)?;
             let command = request::parse_create_reservation(body)?;
-            let key = idempotency_key(req.headers())?;
+            if !caller.may_act_for(&command.guest_id) {
+                return Err(forbidden(
+                    "a guest books for themself: guest_id must be the token's subject",
+                ));
+            }
+            let key = idempotency_key(req.headers())?.map(|key| caller.own_key(key));
             let replayable = key.is_some();
             let trace_id = trace_id(req.headers());
             let outcome = match service.create_reservation(command, key, trace_id.clone()).await {
@@ -221,12 +240,22 @@ where
         RouteId::GetReservation => {
             let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
             let reservation = service.get_reservation(&id).await.map_err(service_problem)?;
+            if !caller.may_act_for(&reservation.guest_id) {
+                return Err(not_yours());
+            }
             Ok(json(StatusCode::OK, &reservation))
         }
         RouteId::CancelReservation => {
             // Cancel takes no body; a large one is still refused so nobody streams megabytes at us.
             request::check_size(body)?;
             let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
+            if let Caller::Guest(_) = caller {
+                // Only a guest can be refused: look before cancelling.
+                let reservation = service.get_reservation(&id).await.map_err(service_problem)?;
+                if !caller.may_act_for(&reservation.guest_id) {
+                    return Err(not_yours());
+                }
+            }
             let cancelled = service
                 .cancel_reservation(&id, trace_id(req.headers()))
                 .await
@@ -236,6 +265,9 @@ where
         }
         RouteId::ListGuestReservations => {
             let guest_id = GuestId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
+            if !caller.may_act_for(&guest_id) {
+                return Err(forbidden("a guest reads only their own reservations"));
+            }
             let page = request::parse_page(req.uri().query())?;
             let found = app
                 .guests
@@ -272,6 +304,10 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Proble
     IdempotencyKey::parse(text)
         .map(Some)
         .map_err(|e| Problem::validation(vec![e.into()]))
+}
+
+fn not_yours() -> Problem {
+    forbidden("this reservation belongs to another guest")
 }
 
 fn slot_not_found(slot_id: &str) -> Problem {

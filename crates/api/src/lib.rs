@@ -8,12 +8,14 @@
 // its size (a few machine words) is not worth boxing.
 #![allow(clippy::result_large_err)]
 
+pub mod auth;
 pub mod handler;
 pub mod problem;
 pub mod request;
 pub mod routes;
 pub mod service;
 
+pub use auth::{AuthPolicy, Caller};
 pub use handler::{App, handle};
 pub use routes::ROUTES;
 pub use service::{ReservationService, RetryPolicy};

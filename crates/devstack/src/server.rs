@@ -11,6 +11,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
+use lambda_http::RequestExt;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,7 @@ fn from_lambda_body(body: lambda_http::Body) -> Full<Bytes> {
 
 async fn serve_one<S, G>(
     app: Arc<App<S, G>>,
+    authorizer: Option<Arc<LocalJwtAuthorizer>>,
     req: hyper::Request<Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible>
 where
@@ -66,7 +68,11 @@ where
             Vec::new()
         }
     };
-    let request = lambda_http::Request::from_parts(parts, to_lambda_body(bytes));
+    let context = authorizer.as_ref().and_then(|a| a.context(&parts.headers));
+    let mut request = lambda_http::Request::from_parts(parts, to_lambda_body(bytes));
+    if let Some(context) = context {
+        request = request.with_request_context(context);
+    }
     let response = api::handle(&app, request).await;
     let (parts, body) = response.into_parts();
     Ok(hyper::Response::from_parts(parts, from_lambda_body(body)))
@@ -76,6 +82,20 @@ where
 pub async fn serve<S, G>(
     listener: TcpListener,
     app: Arc<App<S, G>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()>
+where
+    S: SlotStore + ReservationStore + IdempotencyStore + 'static,
+    G: GuestReservationsReader + 'static,
+{
+    serve_with(listener, app, None, shutdown).await
+}
+
+/// [`serve`], with `authorizer` standing in for API Gateway's JWT authorizer.
+pub async fn serve_with<S, G>(
+    listener: TcpListener,
+    app: Arc<App<S, G>>,
+    authorizer: Option<Arc<LocalJwtAuthorizer>>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()>
 where
@@ -96,9 +116,9 @@ where
             },
             () = &mut shutdown => return Ok(()),
         };
-        let app = Arc::clone(&app);
+        let (app, authorizer) = (Arc::clone(&app), authorizer.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| serve_one(Arc::clone(&app), req));
+            let service = hyper::service::service_fn(move |req| serve_one(Arc::clone(&app), authorizer.clone(), req));
             if let Err(e) = http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
                 .await
@@ -106,5 +126,71 @@ where
                 tracing::debug!(error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+/// What API Gateway's JWT authorizer does, for the local server: verifies the bearer token (HS256
+/// with a local secret; signature, expiry, issuer and audience) and passes its claims on in the
+/// request context, as API Gateway does. A request with no valid token reaches the handler
+/// without claims, and under AuthMode JWT it answers 401 (API Gateway answers before it).
+pub struct LocalJwtAuthorizer {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+impl LocalJwtAuthorizer {
+    pub fn hs256(secret: &[u8], issuer: &str, audience: &str) -> Self {
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        Self {
+            key: jsonwebtoken::DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// The request context of a request bearing a valid token.
+    fn context(&self, headers: &http::HeaderMap) -> Option<lambda_http::request::RequestContext> {
+        use lambda_http::aws_lambda_events::apigw::{
+            ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
+        };
+        let token = headers
+            .get(http::header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?;
+        let claims =
+            jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &self.key, &self.validation)
+                .map_err(|e| tracing::debug!(error = %e, "token refused"))
+                .ok()?
+                .claims;
+        let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+        // As API Gateway passes them: strings as they are, lists as "[a b]", the rest as JSON.
+        jwt.claims = claims
+            .iter()
+            .map(|(name, value)| {
+                let text = match value {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Array(items) => {
+                        let items: Vec<String> = items
+                            .iter()
+                            .map(|i| i.as_str().map(str::to_owned).unwrap_or_else(|| i.to_string()))
+                            .collect();
+                        format!("[{}]", items.join(" "))
+                    }
+                    other => other.to_string(),
+                };
+                (name.clone(), text)
+            })
+            .collect();
+        jwt.scopes = claims
+            .get("scope")
+            .and_then(|s| s.as_str())
+            .map(|s| s.split(' ').map(str::to_owned).collect());
+        let mut authorizer = ApiGatewayRequestAuthorizer::default();
+        authorizer.jwt = Some(jwt);
+        let mut context = ApiGatewayV2httpRequestContext::default();
+        context.authorizer = Some(authorizer);
+        Some(lambda_http::request::RequestContext::ApiGatewayV2(context))
     }
 }

@@ -137,6 +137,12 @@ impl IdempotencyKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// This key in the namespace of one caller (`owner`, an opaque tag), as it is stored: two
+    /// callers sending the same key never meet. Exempt from the client's length limit.
+    pub fn owned_by(&self, owner: &str) -> Self {
+        Self(format!("{owner}/{}", self.0))
+    }
 }
 
 /// Correlates one request's logs with the events it caused and every consumer's work on them.

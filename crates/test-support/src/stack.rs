@@ -156,18 +156,36 @@ impl TestStack {
 
     /// Serves the API on an ephemeral loopback port with the Lambda's handler.
     pub async fn spawn_api(&self) -> TestApi {
-        let app = Arc::new(App::new(
-            ReservationService::new(self.store(), RetryPolicy::default()),
-            self.read_model(),
-        ));
+        self.spawn_api_with_auth(api::AuthPolicy::Open, None).await
+    }
+
+    /// [`Self::spawn_api`] telling callers apart by `policy`, with `authorizer` verifying bearer
+    /// tokens as API Gateway's JWT authorizer would.
+    pub async fn spawn_api_with_auth(
+        &self,
+        policy: api::AuthPolicy,
+        authorizer: Option<devstack::server::LocalJwtAuthorizer>,
+    ) -> TestApi {
+        let app = Arc::new(
+            App::new(
+                ReservationService::new(self.store(), RetryPolicy::default()),
+                self.read_model(),
+            )
+            .with_auth(policy),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("listener address");
         let (stop, stopped) = oneshot::channel();
-        tokio::spawn(devstack::server::serve(listener, app, async {
-            let _ = stopped.await;
-        }));
+        tokio::spawn(devstack::server::serve_with(
+            listener,
+            app,
+            authorizer.map(Arc::new),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         TestApi { addr, stop: Some(stop) }
     }
 
@@ -372,4 +390,43 @@ pub fn expected_versions(created: &[String], cancelled: &BTreeSet<String>) -> BT
             (id.clone(), versions)
         })
         .collect()
+}
+
+/// Signed test tokens for a local API behind [`devstack::server::LocalJwtAuthorizer`]: no network,
+/// no identity provider.
+pub mod tokens {
+    pub const SECRET: &[u8] = b"test-secret-of-the-local-authorizer";
+    pub const ISSUER: &str = "https://issuer.test";
+    pub const AUDIENCE: &str = "reservations-tests";
+
+    /// The authorizer that accepts the tokens below.
+    pub fn authorizer() -> devstack::server::LocalJwtAuthorizer {
+        devstack::server::LocalJwtAuthorizer::hs256(SECRET, ISSUER, AUDIENCE)
+    }
+
+    /// The JWT policy the template deploys by default.
+    pub fn policy() -> api::AuthPolicy {
+        api::AuthPolicy::Jwt {
+            guest_claim: "sub".into(),
+            admin_scope: "reservations/admin".into(),
+            admin_group: "reservations-admins".into(),
+        }
+    }
+
+    /// A token for `subject`, valid for an hour, with `extra` claims.
+    pub fn token(subject: &str, extra: serde_json::Value) -> String {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut claims = serde_json::json!({
+            "sub": subject, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 3600,
+        });
+        if let (Some(claims), Some(extra)) = (claims.as_object_mut(), extra.as_object()) {
+            claims.extend(extra.clone());
+        }
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(SECRET),
+        )
+        .expect("a signed token")
+    }
 }

@@ -3,27 +3,57 @@
 //! behind `api::App`.
 
 use adapters::{DynamoReadModel, DynamoReservationStore, StoreConfigError, StoreTables};
-use api::{App, ReservationService, RetryPolicy};
+use api::{App, AuthPolicy, ReservationService, RetryPolicy};
 use std::collections::HashMap;
 
-/// The API's configuration: its store's tables and retention, and the read model it serves.
+/// The API's configuration: its store's tables and retention, the read model it serves, and how
+/// it tells callers apart.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiConfig {
     pub store: StoreTables,
     /// `READ_MODEL_TABLE`: the guest read model the projector builds; the API only reads it.
     pub read_model_table: String,
+    /// `AUTH_MODE` (NONE, IAM, JWT; the template's AuthMode), with `JWT_GUEST_CLAIM` and
+    /// `JWT_ADMIN_SCOPE` in JWT mode.
+    pub auth: AuthPolicy,
 }
 
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ApiConfigError {
+    #[error(transparent)]
+    Store(#[from] StoreConfigError),
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
+    #[error("AUTH_MODE must be NONE, IAM or JWT, got {0:?}")]
+    AuthMode(String),
+}
+
+/// The `cognito:groups` member that makes a JWT caller an admin, beside the admin scope.
+pub const ADMIN_GROUP: &str = "reservations-admins";
+
 impl ApiConfig {
-    pub fn from_env() -> Result<Self, StoreConfigError> {
+    pub fn from_env() -> Result<Self, ApiConfigError> {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    /// Reads the store's variables (see [`StoreTables::from_vars`]) and `READ_MODEL_TABLE`.
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, StoreConfigError> {
+    /// Reads the store's variables (see [`StoreTables::from_vars`]), `READ_MODEL_TABLE` and the
+    /// auth settings.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ApiConfigError> {
+        let env = settings::Vars(vars);
+        let auth = match env.get("AUTH_MODE").unwrap_or("NONE") {
+            "NONE" => AuthPolicy::Open,
+            "IAM" => AuthPolicy::Iam,
+            "JWT" => AuthPolicy::Jwt {
+                guest_claim: env.text("JWT_GUEST_CLAIM", "sub")?,
+                admin_scope: env.text("JWT_ADMIN_SCOPE", "reservations/admin")?,
+                admin_group: ADMIN_GROUP.to_owned(),
+            },
+            other => return Err(ApiConfigError::AuthMode(other.to_owned())),
+        };
         Ok(Self {
             store: StoreTables::from_vars(vars)?,
-            read_model_table: settings::Vars(vars).name(settings::names::READ_MODEL_TABLE)?,
+            read_model_table: env.name(settings::names::READ_MODEL_TABLE)?,
+            auth,
         })
     }
 }
@@ -34,7 +64,7 @@ pub type DynamoApp = App<DynamoReservationStore, DynamoReadModel>;
 pub fn app(dynamodb: aws_sdk_dynamodb::Client, config: &ApiConfig) -> DynamoApp {
     let store = DynamoReservationStore::new(dynamodb.clone(), config.store.clone());
     let guests = DynamoReadModel::new(dynamodb, &config.read_model_table);
-    App::new(ReservationService::new(store, RetryPolicy::default()), guests)
+    App::new(ReservationService::new(store, RetryPolicy::default()), guests).with_auth(config.auth.clone())
 }
 
 #[cfg(test)]
@@ -68,6 +98,26 @@ mod tests {
             "OUTBOX_RETENTION_DAYS must be a positive whole number, got \"0\""
         );
         assert!(ApiConfig::from_vars(&vars(&[("RESERVATIONS_TABLE", " ")])).is_err());
+    }
+
+    #[test]
+    fn auth_mode_follows_the_template_and_a_bad_one_is_named() {
+        assert_eq!(ApiConfig::from_vars(&HashMap::new()).unwrap().auth, AuthPolicy::Open);
+        assert_eq!(
+            ApiConfig::from_vars(&vars(&[("AUTH_MODE", "IAM")])).unwrap().auth,
+            AuthPolicy::Iam
+        );
+        let jwt = ApiConfig::from_vars(&vars(&[("AUTH_MODE", "JWT"), ("JWT_GUEST_CLAIM", "email")])).unwrap();
+        assert_eq!(
+            jwt.auth,
+            AuthPolicy::Jwt {
+                guest_claim: "email".into(),
+                admin_scope: "reservations/admin".into(),
+                admin_group: ADMIN_GROUP.into()
+            }
+        );
+        let err = ApiConfig::from_vars(&vars(&[("AUTH_MODE", "jwt")])).unwrap_err();
+        assert_eq!(err.to_string(), r#"AUTH_MODE must be NONE, IAM or JWT, got "jwt""#);
     }
 
     #[test]

@@ -3,10 +3,10 @@
 //! answer's status is documented for its operation, and every body matches its documented schema.
 
 use adapters::{InMemoryReadModel, InMemoryStore};
-use api::{App, ROUTES, ReservationService, RetryPolicy};
+use api::{App, AuthPolicy, ROUTES, ReservationService, RetryPolicy};
 use domain::ports::{CommitError, ReadModelStore, StoreErrorKind};
 use http::{Method, Request};
-use lambda_http::Body;
+use lambda_http::{Body, RequestExt};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -57,6 +57,8 @@ struct Contract {
     doc: Value,
     app: App<InMemoryStore, InMemoryReadModel>,
     seen: BTreeSet<(String, String, u16)>,
+    /// The verified token's claims API Gateway would pass with each request (AuthMode JWT).
+    claims: Option<Vec<(&'static str, &'static str)>>,
 }
 
 impl Contract {
@@ -73,6 +75,7 @@ impl Contract {
                 InMemoryReadModel::default(),
             ),
             seen: BTreeSet::new(),
+            claims: None,
         }
     }
 
@@ -94,7 +97,10 @@ impl Contract {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(body.map(Body::Text).unwrap_or(Body::Empty)).unwrap();
+        let mut request = builder.body(body.map(Body::Text).unwrap_or(Body::Empty)).unwrap();
+        if let Some(claims) = &self.claims {
+            request = request.with_request_context(jwt_context(claims));
+        }
         let response = api::handle(&self.app, request).await;
         let status = response.status().as_u16();
         let content_type = response
@@ -140,6 +146,20 @@ impl Contract {
 }
 
 const JSON: (&str, &str) = ("content-type", "application/json");
+
+/// The request context API Gateway's JWT authorizer passes on after verifying a token.
+fn jwt_context(claims: &[(&str, &str)]) -> lambda_http::request::RequestContext {
+    use lambda_http::aws_lambda_events::apigw::{
+        ApiGatewayRequestAuthorizer, ApiGatewayRequestAuthorizerJwtDescription, ApiGatewayV2httpRequestContext,
+    };
+    let mut jwt = ApiGatewayRequestAuthorizerJwtDescription::default();
+    jwt.claims = claims.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut authorizer = ApiGatewayRequestAuthorizer::default();
+    authorizer.jwt = Some(jwt);
+    let mut context = ApiGatewayV2httpRequestContext::default();
+    context.authorizer = Some(authorizer);
+    lambda_http::request::RequestContext::ApiGatewayV2(context)
+}
 
 #[test]
 fn documented_operations_are_exactly_the_routed_ones() {
@@ -410,6 +430,50 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     c.app.guests.fail_next_call(StoreErrorKind::Throttled);
     c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 503)
         .await;
+
+    // AuthMode JWT: a guest reaches only their own; a request without a verified token is 401.
+    c.app.auth = AuthPolicy::Jwt {
+        guest_claim: "sub".into(),
+        admin_scope: "reservations/admin".into(),
+        admin_group: "reservations-admins".into(),
+    };
+    c.claims = Some(vec![("sub", "bob")]);
+    let forbidden = c
+        .call(Method::GET, one, &format!("/reservations/{id}"), &[], None, 403)
+        .await;
+    assert_eq!(forbidden["code"], "forbidden");
+    c.call(Method::POST, cancel, &cancel_path, &[], None, 403).await;
+    c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 403)
+        .await;
+    c.call(Method::POST, reservations, "/reservations", &[JSON], body(1), 403)
+        .await;
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/s1",
+        &[JSON],
+        Some(r#"{"capacity": 9}"#.into()),
+        403,
+    )
+    .await;
+    // Bob's own are his: his page, and a booking for himself.
+    c.call(Method::GET, guests, "/guests/bob/reservations", &[], None, 200)
+        .await;
+    let own = Some(json!({ "slot_id": "s1", "guest_id": "bob", "seats": 1 }).to_string());
+    c.call(Method::POST, reservations, "/reservations", &[JSON], own, 201)
+        .await;
+    c.claims = None;
+    for (method, template, path) in [
+        (Method::PUT, slot, "/slots/s1"),
+        (Method::GET, slot, "/slots/s1"),
+        (Method::POST, reservations, "/reservations"),
+        (Method::GET, one, "/reservations/01JNOPE"),
+        (Method::POST, cancel, "/reservations/01JNOPE/cancel"),
+        (Method::GET, guests, "/guests/ada/reservations"),
+    ] {
+        let problem = c.call(method, template, path, &[JSON], Some("{}".into()), 401).await;
+        assert_eq!(problem["code"], "unauthorized");
+    }
 
     // Every documented status of every operation was produced above.
     let documented: BTreeSet<_> = documented_operations(&c.doc)

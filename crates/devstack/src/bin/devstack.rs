@@ -117,6 +117,16 @@ struct ServeArgs {
     /// Address to listen on. Loopback by default: this is a development server.
     #[arg(long, env = "DEVSTACK_ADDR", default_value = "127.0.0.1:3000")]
     addr: SocketAddr,
+    /// With AUTH_MODE=JWT: verify bearer tokens signed (HS256) with the secret in this file, as
+    /// API Gateway's JWT authorizer would, and pass their claims to the API.
+    #[arg(long, env = "DEVSTACK_JWT_SECRET_FILE", requires_all = ["jwt_issuer", "jwt_audience"])]
+    jwt_secret_file: Option<PathBuf>,
+    /// The issuer the tokens must name (with --jwt-secret-file).
+    #[arg(long, env = "DEVSTACK_JWT_ISSUER")]
+    jwt_issuer: Option<String>,
+    /// The audience the tokens must name (with --jwt-secret-file).
+    #[arg(long, env = "DEVSTACK_JWT_AUDIENCE")]
+    jwt_audience: Option<String>,
 }
 
 async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<()> {
@@ -230,6 +240,22 @@ async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs, relay_mode: Option
         config.store.relay_mode = mode;
     }
     let app = Arc::new(reservations_api::app(aws_sdk_dynamodb::Client::new(sdk), &config));
+    let authorizer = match (&args.jwt_secret_file, &args.jwt_issuer, &args.jwt_audience) {
+        (Some(file), Some(issuer), Some(audience)) => {
+            let secret = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+            Some(Arc::new(devstack::server::LocalJwtAuthorizer::hs256(
+                secret.trim_ascii(),
+                issuer,
+                audience,
+            )))
+        }
+        _ => None,
+    };
+    if config.auth != api::AuthPolicy::Open && authorizer.is_none() {
+        tracing::warn!(
+            "AUTH_MODE asks for verified callers, and nothing here verifies them: every request is 401 (use --jwt-secret-file with AUTH_MODE=JWT)"
+        );
+    }
     let listener = tokio::net::TcpListener::bind(args.addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.addr))?;
@@ -238,7 +264,7 @@ async fn serve(sdk: &aws_config::SdkConfig, args: &ServeArgs, relay_mode: Option
         listener.local_addr()?,
         config.store.relay_mode
     );
-    devstack::server::serve(listener, app, ctrl_c()).await?;
+    devstack::server::serve_with(listener, app, authorizer, ctrl_c()).await?;
     Ok(())
 }
 

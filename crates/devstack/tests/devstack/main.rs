@@ -5,6 +5,7 @@
 
 mod api_fuzz;
 mod api_on_dynamodb_local;
+mod auth_on_the_local_api;
 mod load;
 mod localstack_script;
 mod pipeline_to_consumers;
