@@ -52,15 +52,19 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   ensure_sqs_engine
   ensure_venv
   ensure_aws_tools
+  ensure_cargo_deny
   # LocalStack is installed even when arguments skip its phase: the tests of
   # scripts/localstack.sh's refusals start it.
   localstack_install
   # The API fuzz test (crates/devstack/tests/devstack/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
   export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
-  log "static checks: rustfmt, clippy, shellcheck, cfn-lint (the SAM source and its transform), checkov"
+  log "static checks: rustfmt, clippy, cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
+  # Licences, duplicate heavy crates and sources (deny.toml), then advisories (RustSec).
+  "$CARGO_DENY" --log-level error check licenses bans sources
+  check_advisories
   "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
   # The Lambdas link no SDK feature they do not use (the CLI tools' credential sources), and pin
   # the SDK's behaviour in code (settings::sdk_config) rather than take the latest.

@@ -60,6 +60,40 @@ ensure_sam() {
   export PATH="$VENV/bin:$SAM_VENV/bin:$PATH"
 }
 
+# cargo-deny (licences, duplicate heavy crates, sources; deny.toml), built from crates.io once.
+CARGO_DENY_VERSION=0.20.2
+CARGO_DENY="$TOOLS/cargo-deny/bin/cargo-deny"
+ensure_cargo_deny() {
+  [[ -x "$CARGO_DENY" ]] && "$CARGO_DENY" --version 2>/dev/null | grep -qF "$CARGO_DENY_VERSION" && return
+  log "installing cargo-deny $CARGO_DENY_VERSION into .tools/ (cargo install, a few minutes once)"
+  cargo install --quiet --locked --root "$TOOLS/cargo-deny" "cargo-deny@$CARGO_DENY_VERSION"
+}
+
+# `cargo deny check advisories` against the RustSec database: a local clone named by
+# RUSTSEC_ADVISORY_DB (machines that reach the package registries but not GitHub), else the
+# database fetched from GitHub. With neither it says, in one line, that advisories went unchecked:
+# the database is the one input this run cannot get from a registry.
+check_advisories() {
+  local db_root="$TOOLS/advisory-dbs"
+  # cargo-deny 0.20 keeps the default database in a folder named after its URL's hash.
+  local db="$db_root/advisory-db-3157b0e258782691"
+  if [[ -n "${RUSTSEC_ADVISORY_DB:-}" ]]; then
+    [[ -d "$RUSTSEC_ADVISORY_DB" ]] || die "RUSTSEC_ADVISORY_DB=$RUSTSEC_ADVISORY_DB is not a directory"
+    rm -rf "$db" && mkdir -p "$db_root"
+    git clone --quiet "$RUSTSEC_ADVISORY_DB" "$db"
+  elif ! CARGO_HOME="$TOOLS" "$CARGO_DENY" --log-level error fetch db >/dev/null 2>&1; then
+    log "advisories NOT checked: the RustSec database is unreachable (set RUSTSEC_ADVISORY_DB to a clone of github.com/rustsec/advisory-db)"
+    return 0
+  fi
+  log "advisories: against the RustSec database of $(git -C "$db" log -1 --format=%cs)"
+  local config status=0
+  config=$(mktemp)
+  { cat "$ROOT/deny.toml"; printf '\n[advisories]\ndb-path = "%s"\n' "$db_root"; } >"$config"
+  "$CARGO_DENY" --offline --log-level error --config "$config" check advisories || status=$?
+  rm -f "$config"
+  return "$status"
+}
+
 # The AWS CLI (package and deploy a template, read stack outputs) and the SAM translator (lint the
 # template as CloudFormation will see it), pinned, in a venv of their own.
 AWS_VENV="$ROOT/.venv-aws"
