@@ -72,7 +72,7 @@ if ! packaged=$(aws cloudformation package --template-file "$deploy_dir/template
   die "packaging the functions for stack $stack failed"
 fi
 if ! aws cloudformation deploy --template-file "$deploy_dir/packaged.yaml" --stack-name "$stack" \
-  --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
+  --s3-bucket "$bucket" --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
   --parameter-overrides ApiEndpoint=FunctionUrl AuthMode=NONE "Architecture=$architecture" "$@"; then
   aws cloudformation describe-stack-events --stack-name "$stack" \
     --query "StackEvents[?contains(ResourceStatus, 'FAILED')].[LogicalResourceId, ResourceStatusReason]" \

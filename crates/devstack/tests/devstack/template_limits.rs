@@ -333,6 +333,17 @@ fn every_bounded_property_of_the_template_is_within_its_aws_limit() {
 }
 
 #[test]
+fn the_template_fits_cloudformations_limit_for_a_template_in_s3() {
+    // Over 51,200 bytes a template must be uploaded to S3 (sam deploy and
+    // scripts/deploy-localstack.sh both do); there it may have up to 1 MB.
+    let bytes = template_text().len();
+    assert!(
+        bytes <= 1_000_000,
+        "template.yaml has {bytes} bytes, over CloudFormation's 1 MB"
+    );
+}
+
+#[test]
 fn a_property_over_its_limit_is_reported() {
     // The template as it was when a first deploy failed, and a few more breaches.
     let text = template_text()
