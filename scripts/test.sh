@@ -66,6 +66,10 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   "$CARGO_DENY" --log-level error check licenses bans sources
   check_advisories
   "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
+  # The docs tell users to run scripts/*.sh as they are: each must be executable in the clone.
+  for script in scripts/*.sh; do
+    [[ -x "$script" ]] || die "$script is not executable (git update-index --chmod=+x $script)"
+  done
   # The Lambdas link no SDK feature they do not use (the CLI tools' credential sources), and pin
   # the SDK's behaviour in code (settings::sdk_config) rather than take the latest.
   for package in "${function_packages[@]}"; do
@@ -141,8 +145,8 @@ if [[ $# -eq 0 ]]; then
     localstack_start
     # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does
     # not update an EventBridge rule), so polling mode gets a stack of its own.
-    bash "$ROOT/scripts/deploy-localstack.sh"
-    STACK_NAME=reservations-polling bash "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
+    "$ROOT/scripts/deploy-localstack.sh"
+    STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
     AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
       E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" "${e2e_runner[@]}"
   )

@@ -17,14 +17,14 @@ fn scratch() -> PathBuf {
 }
 
 fn localstack_sh(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new("bash")
-        .arg(root().join("scripts/localstack.sh"))
+    // Run as the README writes it, so a script that is not executable fails here too.
+    Command::new(root().join("scripts/localstack.sh"))
         .args(args)
         .env("LOCALSTACK_DIR", dir)
         .envs(env.iter().copied())
         .stdin(std::process::Stdio::null())
         .output()
-        .expect("bash runs")
+        .expect("scripts/localstack.sh runs")
 }
 
 /// The refusal: exit 1 and exactly one line on stderr beginning with `error:`.

@@ -105,15 +105,14 @@ async fn smoke(url: String, args: &[&str], env: &[(&str, &str)]) -> Output {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
     tokio::task::spawn_blocking(move || {
-        Command::new("bash")
-            .arg(script)
+        Command::new(script)
             .arg(url)
             .args(args)
             .env("SMOKE_READ_MODEL_WAIT", "30")
             .env_remove("AWS_SESSION_TOKEN")
             .envs(env)
             .output()
-            .expect("bash runs")
+            .expect("scripts/smoke.sh runs")
     })
     .await
     .unwrap()
