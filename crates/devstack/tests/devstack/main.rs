@@ -1,7 +1,7 @@
 //! End-to-end tests of the product on the embedded local stack (DynamoDB Local, kinesis-mock,
 //! started by `scripts/test.sh`), one binary (each file a module): the API, the stream relay and
 //! the polling publisher, the consumers, load, the API fuzz and the smoke script; and the static
-//! checks that keep `template.yaml` equal to the code.
+//! checks that keep `template.yaml` equal to the code and within what AWS accepts.
 
 mod api_fuzz;
 mod api_on_dynamodb_local;
@@ -14,3 +14,4 @@ mod relay_to_kinesis;
 mod smoke_script;
 mod template_limits;
 mod template_matches;
+mod template_rules;
