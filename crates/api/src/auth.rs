@@ -15,6 +15,13 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Request, RequestExt};
 use sha2::{Digest, Sha256};
 
+/// The JWT claim that is the guest, unless the deployment names another (JwtGuestClaim).
+pub const DEFAULT_GUEST_CLAIM: &str = "sub";
+/// The scope that makes a JWT caller an admin, unless the deployment names another (JwtAdminScope).
+pub const DEFAULT_ADMIN_SCOPE: &str = "reservations/admin";
+/// The `cognito:groups` member that makes a JWT caller an admin, beside the admin scope.
+pub const ADMIN_GROUP: &str = "reservations-admins";
+
 /// How callers are told apart, from the deployment's AuthMode.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum AuthPolicy {
@@ -32,6 +39,22 @@ pub enum AuthPolicy {
         admin_scope: String,
         admin_group: String,
     },
+}
+
+impl AuthPolicy {
+    /// AuthMode JWT with the guest in `guest_claim` and admins by `admin_scope` or [`ADMIN_GROUP`].
+    pub fn jwt(guest_claim: impl Into<String>, admin_scope: impl Into<String>) -> Self {
+        Self::Jwt {
+            guest_claim: guest_claim.into(),
+            admin_scope: admin_scope.into(),
+            admin_group: ADMIN_GROUP.to_owned(),
+        }
+    }
+
+    /// AuthMode JWT as the template deploys it by default.
+    pub fn default_jwt() -> Self {
+        Self::jwt(DEFAULT_GUEST_CLAIM, DEFAULT_ADMIN_SCOPE)
+    }
 }
 
 /// The caller of one request.
@@ -150,11 +173,7 @@ mod tests {
     use std::collections::HashMap;
 
     fn jwt_policy() -> AuthPolicy {
-        AuthPolicy::Jwt {
-            guest_claim: "sub".into(),
-            admin_scope: "reservations/admin".into(),
-            admin_group: "reservations-admins".into(),
-        }
+        AuthPolicy::default_jwt()
     }
 
     fn with_claims(claims: &[(&str, &str)], scopes: Option<Vec<String>>) -> Request {

@@ -406,11 +406,7 @@ pub mod tokens {
 
     /// The JWT policy the template deploys by default.
     pub fn policy() -> api::AuthPolicy {
-        api::AuthPolicy::Jwt {
-            guest_claim: "sub".into(),
-            admin_scope: "reservations/admin".into(),
-            admin_group: "reservations-admins".into(),
-        }
+        api::AuthPolicy::default_jwt()
     }
 
     /// A token for `subject`, valid for an hour, with `extra` claims.

@@ -28,9 +28,6 @@ pub enum ApiConfigError {
     AuthMode(String),
 }
 
-/// The `cognito:groups` member that makes a JWT caller an admin, beside the admin scope.
-pub const ADMIN_GROUP: &str = "reservations-admins";
-
 impl ApiConfig {
     pub fn from_env() -> Result<Self, ApiConfigError> {
         Self::from_vars(&std::env::vars().collect())
@@ -43,11 +40,10 @@ impl ApiConfig {
         let auth = match env.get("AUTH_MODE").unwrap_or("NONE") {
             "NONE" => AuthPolicy::Open,
             "IAM" => AuthPolicy::Iam,
-            "JWT" => AuthPolicy::Jwt {
-                guest_claim: env.text("JWT_GUEST_CLAIM", "sub")?,
-                admin_scope: env.text("JWT_ADMIN_SCOPE", "reservations/admin")?,
-                admin_group: ADMIN_GROUP.to_owned(),
-            },
+            "JWT" => AuthPolicy::jwt(
+                env.text("JWT_GUEST_CLAIM", api::auth::DEFAULT_GUEST_CLAIM)?,
+                env.text("JWT_ADMIN_SCOPE", api::auth::DEFAULT_ADMIN_SCOPE)?,
+            ),
             other => return Err(ApiConfigError::AuthMode(other.to_owned())),
         };
         Ok(Self {
@@ -108,14 +104,7 @@ mod tests {
             AuthPolicy::Iam
         );
         let jwt = ApiConfig::from_vars(&vars(&[("AUTH_MODE", "JWT"), ("JWT_GUEST_CLAIM", "email")])).unwrap();
-        assert_eq!(
-            jwt.auth,
-            AuthPolicy::Jwt {
-                guest_claim: "email".into(),
-                admin_scope: "reservations/admin".into(),
-                admin_group: ADMIN_GROUP.into()
-            }
-        );
+        assert_eq!(jwt.auth, AuthPolicy::jwt("email", "reservations/admin"));
         let err = ApiConfig::from_vars(&vars(&[("AUTH_MODE", "jwt")])).unwrap_err();
         assert_eq!(err.to_string(), r#"AUTH_MODE must be NONE, IAM or JWT, got "jwt""#);
     }

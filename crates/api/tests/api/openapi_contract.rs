@@ -432,11 +432,7 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
         .await;
 
     // AuthMode JWT: a guest reaches only their own; a request without a verified token is 401.
-    c.app.auth = AuthPolicy::Jwt {
-        guest_claim: "sub".into(),
-        admin_scope: "reservations/admin".into(),
-        admin_group: "reservations-admins".into(),
-    };
+    c.app.auth = AuthPolicy::default_jwt();
     c.claims = Some(vec![("sub", "bob")]);
     let forbidden = c
         .call(Method::GET, one, &format!("/reservations/{id}"), &[], None, 403)

@@ -38,7 +38,7 @@ async fn a_guest_reaches_only_their_own_reservations_and_an_admin_everyones() {
         .await;
     let http = Client::new();
     let (ada, bob) = (tokens::token("ada", json!({})), tokens::token("bob", json!({})));
-    let admin = tokens::token("ops", json!({ "scope": "reservations/admin" }));
+    let admin = tokens::token("ops", json!({ "scope": api::auth::DEFAULT_ADMIN_SCOPE }));
     use reqwest::Method;
 
     // Slots are an admin's.

@@ -321,6 +321,25 @@ fn every_function_environment_satisfies_its_typed_config() {
     }
 }
 
+#[test]
+fn the_templates_jwt_defaults_are_the_apis() {
+    let template = template();
+    let default = |name: &str| template["Parameters"][name]["Default"].as_str().map(str::to_owned);
+    assert_eq!(
+        default("JwtGuestClaim").as_deref(),
+        Some(api::auth::DEFAULT_GUEST_CLAIM)
+    );
+    assert_eq!(
+        default("JwtAdminScope").as_deref(),
+        Some(api::auth::DEFAULT_ADMIN_SCOPE)
+    );
+    let described = template["Parameters"]["JwtAdminScope"]["Description"].as_str().unwrap();
+    assert!(
+        described.contains(api::auth::ADMIN_GROUP),
+        "JwtAdminScope's description names the admin group"
+    );
+}
+
 /// A variable's value as the function would see it: a `!Ref` to a parameter is its default,
 /// another intrinsic a stand-in name.
 fn resolve(template: &Value, name: &str, value: &Value) -> String {
