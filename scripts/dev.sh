@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# The whole product on this machine, no Docker: DynamoDB Local and kinesis-mock on 127.0.0.1,
-# tables and stream from infra/resources.json, and the API on http://127.0.0.1:3000 served by the
-# Lambda's own handler. Ctrl-C stops everything this script started.
+# The whole product on this machine, no Docker: DynamoDB Local, kinesis-mock and moto (SNS and
+# SQS) on 127.0.0.1, tables and stream from infra/resources.json, the notifications topic and its
+# subscriber queue, and the API on http://127.0.0.1:3000 served by the Lambda's own handler.
+# Ctrl-C stops everything this script started.
 #
 # Against LocalStack or AWS instead: set AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_DYNAMODB /
-# AWS_ENDPOINT_URL_KINESIS), or pass --external to use whatever the SDK configuration says
+# AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_SNS, AWS_ENDPOINT_URL_SQS), or pass --external to use whatever the SDK configuration says
 # (profile, region, credentials); no local engine is started then.
 #
 # Relay mode: --relay stream (default: DynamoDB Streams → relay) or --relay polling (the polling
 # publisher, every POLL_INTERVAL_MS, default 1000; the API then marks new events for it).
 #
-# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), API_ADDR (127.0.0.1:3000), RELAY_MODE,
+# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), SNS_SQS_PORT (4575), API_ADDR
+# (127.0.0.1:3000), RELAY_MODE,
 # plus the service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; README).
 set -euo pipefail
 # shellcheck source=lib/stack.sh
@@ -38,6 +40,7 @@ fi
 
 DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
 KINESIS_PORT="${KINESIS_PORT:-4568}"
+SNS_SQS_PORT="${SNS_SQS_PORT:-4575}"
 API_ADDR="${API_ADDR:-127.0.0.1:3000}"
 API_URL="http://$API_ADDR"
 LOG_DIR="$ROOT/.devstack/logs"
@@ -53,16 +56,25 @@ if $external; then
   log "using the SDK's configuration (external endpoints), starting no local engine"
 else
   ensure_engines
-  log "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT and kinesis-mock on 127.0.0.1:$KINESIS_PORT"
+  ensure_sqs_engine
+  log "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT, kinesis-mock on 127.0.0.1:$KINESIS_PORT and moto (SNS, SQS) on 127.0.0.1:$SNS_SQS_PORT"
   start_engines "$DYNAMODB_PORT" "$KINESIS_PORT" "$LOG_DIR"
+  start_sqs_engine "$SNS_SQS_PORT" "$LOG_DIR" SNS_SQS_PORT
 fi
+
+# Tables, stream, the notifications topic and its queue (again in `up`: it changes nothing then);
+# the topic's ARN is for the tools below.
+provisioned=$("$ROOT/target/debug/devstack" provision) || die "provisioning the local resources failed (logs: $LOG_DIR)"
+NOTIFICATIONS_TOPIC_ARN="${NOTIFICATIONS_TOPIC_ARN:-$(sed -n 's/^ready: NOTIFICATIONS_TOPIC_ARN=//p' <<<"$provisioned")}"
+export NOTIFICATIONS_TOPIC_ARN
 
 # For scripts/events.sh, scripts/replay.sh and other tools run from another terminal.
 mkdir -p "$ROOT/.devstack"
 {
   for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
-    AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM \
-    READ_MODEL_TABLE NOTIFICATIONS_TABLE RELAY_MODE; do
+    AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE \
+    RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM READ_MODEL_TABLE NOTIFICATIONS_TABLE NOTIFICATIONS_TOPIC \
+    NOTIFICATIONS_QUEUE NOTIFICATIONS_TOPIC_ARN RELAY_MODE; do
     [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
   done
 } >"$ROOT/.devstack/env"
@@ -95,6 +107,10 @@ cat <<EOT
 
   # the events the relay put on Kinesis (another terminal; --follow to keep watching)
   scripts/events.sh
+
+  # the guest notifications the notifier published to the SNS FIFO topic, as its subscribed
+  # queue receives them, one JSON line each (another terminal; --follow to watch them arrive)
+  scripts/notifications.sh --follow
 
   # rebuild the read model from the stream (idempotent: a second run changes nothing)
   scripts/replay.sh projector

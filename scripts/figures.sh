@@ -35,7 +35,13 @@ if chaos:
         f"**{chaos['missing']} missing and {chaos['misordered']} misordered** of {chaos['committed']:,} committed events, "
         f"**{chaos.get('stalled', 0)} reservations stalled**, among "
         f"{chaos['records_on_stream']:,} records on the stream ({chaos['duplicated_versions']:,} versions delivered more "
-        f"than once); {chaos['seconds']} s.",
+        f"than once). Delivered: the queue subscribed to the notifications topic received "
+        f"**{chaos.get('messages_delivered', 0) - chaos.get('repeats_within_dedup_window', 0):,} "
+        f"distinct notifications, one per event**, each reservation's in version order, under "
+        f"{consumer.get('publish throttles', 0):,} throttled and {consumer.get('publish timeouts', 0):,} timed-out "
+        f"publishes; {chaos.get('repeats_within_dedup_window', 0):,} repeats, all within the deduplication window "
+        f"that SNS FIFO absorbs (moto does not), {chaos.get('republished_after_dedup_window', 0)} after it; "
+        f"{chaos['seconds']} s.",
     ]
 load_test = load("load")
 if load_test:

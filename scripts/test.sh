@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every test, unit and integration. Starts its own DynamoDB Local, kinesis-mock and moto (for SQS)
+# Every test, unit and integration. Starts its own DynamoDB Local, kinesis-mock and moto (SNS, SQS)
 # on ports of its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT, TEST_SQS_PORT; free ones are picked
 # when those are taken), runs the whole workspace's tests against them, and stops them, also when
 # a test fails.
@@ -116,7 +116,7 @@ trap 'exit 130' INT TERM
 ddb_port="$(free_port "${TEST_DYNAMODB_PORT:-18000}")"
 kinesis_port="$(free_port "${TEST_KINESIS_PORT:-14568}")"
 sqs_port="$(free_port "${TEST_SQS_PORT:-15999}")"
-log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port, moto (SQS) :$sqs_port"
+log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port, moto (SNS, SQS) :$sqs_port"
 # Clear endpoints a developer may have exported for LocalStack: tests run on their own stack.
 unset AWS_ENDPOINT_URL AWS_PROFILE
 start_engines "$ddb_port" "$kinesis_port" "$ROOT/.devstack/test-logs"
@@ -140,7 +140,8 @@ if [[ $# -eq 0 ]]; then
   stop_started
   (
     # LocalStack and the functions it runs take endpoints from here, not from the engines above.
-    unset AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SQS
+    unset AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS \
+      AWS_ENDPOINT_URL_SQS
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
     localstack_start
     # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does

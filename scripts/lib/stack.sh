@@ -169,20 +169,22 @@ start_engines() {
   export AWS_REGION="${AWS_REGION:-us-east-1}"
 }
 
-# moto's server stands in for SQS in the tests of what reads a dead-letter queue (no SQS
-# emulator runs on this machine otherwise). Its own venv: its pins are not checkov's.
+# moto's server stands in for SNS and SQS: the notifications topic and its subscriber queue, and
+# the dead-letter queues the tests read (no other SNS/SQS emulator runs on this machine). Its own
+# venv: its pins are not checkov's.
 MOTO_VENV="$ROOT/.venv-moto"
 ensure_sqs_engine() { pip_tools "$MOTO_VENV" "moto[server]==5.2.5"; }
 
-# start_sqs_engine PORT LOG_DIR: starts moto's server on loopback and points the SDK's SQS at it.
+# start_sqs_engine PORT LOG_DIR [PORT_VARIABLE]: starts moto's server on loopback and points the
+# SDK's SNS and SQS at it. PORT_VARIABLE names the setting that chooses another port.
 start_sqs_engine() {
-  local port=$1 log_dir=$2
+  local port=$1 log_dir=$2 port_variable=${3:-TEST_SQS_PORT}
   mkdir -p "$log_dir"
-  port_in_use "$port" && die "port $port is already in use; stop what holds it or choose another (TEST_SQS_PORT)"
-  "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_dir/moto-sqs.log" 2>&1 &
+  port_in_use "$port" && die "port $port is already in use; stop what holds it or choose another ($port_variable)"
+  "$MOTO_VENV/bin/moto_server" -H 127.0.0.1 -p "$port" >"$log_dir/moto.log" 2>&1 &
   STARTED_PIDS+=($!)
-  wait_for_port "$port" "moto (SQS)" "$!" "$log_dir/moto-sqs.log"
-  export AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$port"
+  wait_for_port "$port" "moto (SNS and SQS)" "$!" "$log_dir/moto.log"
+  export AWS_ENDPOINT_URL_SNS="http://127.0.0.1:$port" AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$port"
 }
 
 stop_started() {

@@ -195,7 +195,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 }
             }
             Err(e) if e.kind == domain::ports::StoreErrorKind::Rejected => {
-                let reason = format!("the store refused the write: {e}: {}", error_chain(&e));
+                let reason = format!("refused for good: {e}: {}", error_chain(&e));
                 self.dead_letter(record, &reason).await
             }
             Err(e) => {

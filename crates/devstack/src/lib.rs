@@ -9,7 +9,10 @@
 //! - [`pipeline`] runs the relay (or the polling publisher) and the consumers behind in-process
 //!   event source mappings configured as the deployed ones.
 //! - [`events`] reads the events back from Kinesis, parents before children.
+//! - [`channel`] creates the notifications topic and its example subscriber queue, and reads what
+//!   the subscriber received.
 
+pub mod channel;
 pub mod events;
 pub mod pipeline;
 pub mod resources;

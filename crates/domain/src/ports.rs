@@ -192,6 +192,24 @@ pub trait NotificationSender: Send + Sync {
     ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
 }
 
+/// Where a notification leaves the system (a topic other systems subscribe to). A publish may be
+/// repeated for the same notification after a crash; the channel deduplicates by
+/// `notification_id` for as long as it can ([`NotificationChannel::dedup_window`]).
+pub trait NotificationChannel: Send + Sync {
+    fn publish(&self, notification: &Notification) -> impl Future<Output = Result<Delivery, StoreError>> + Send;
+
+    /// How long after a first publish a repeat of it is absorbed by the channel.
+    fn dedup_window(&self) -> time::Duration;
+}
+
+/// The channel's receipt for one published notification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub message_id: String,
+    /// The channel's order within the reservation's message group, when it gives one.
+    pub sequence_number: Option<String>,
+}
+
 /// Shared handles: one store behind several consumers (a replay next to the live one, tests).
 impl<T: ReadModelStore> ReadModelStore for std::sync::Arc<T> {
     fn apply(&self, view: &GuestReservation) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {

@@ -14,7 +14,7 @@
 //! `audit` exits 1 when a committed event is missing from the stream or from a consumer;
 //! `redrive` exits 1 when some letters still fail (they stay in the file or queue).
 
-use adapters::{DynamoNotifications, DynamoReadModel};
+use adapters::{DynamoNotifications, DynamoReadModel, SnsTopic};
 use clap::{Args, Parser, Subcommand};
 use consumers::{ConsumerConfig, Notifier, Projector};
 use dead_letters::MemoryDeadLetters;
@@ -148,11 +148,23 @@ impl Progress for Bar {
     }
 }
 
-/// The tables the consumers write, from the same variables and defaults as their Lambdas.
+/// The tables the consumers write and the notifier's topic, from the same variables and defaults
+/// as their Lambdas.
 struct ConsumerTables {
     read_model: String,
     notifications: String,
     notification_retention: time::Duration,
+    /// `NOTIFICATIONS_TOPIC_ARN`: only needed to notify (a replay into the notifier, a re-drive
+    /// of its letters), not to read its progress (audit, dry runs).
+    topic_arn: Option<String>,
+}
+
+/// Whether a notifier built by the tool will publish.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Publishes {
+    Yes,
+    /// Reads its progress only (audit, dry runs): no topic needed.
+    No,
 }
 
 impl ConsumerTables {
@@ -163,6 +175,10 @@ impl ConsumerTables {
             read_model: env.name_or_default(names::READ_MODEL_TABLE),
             notifications: env.name_or_default(names::NOTIFICATIONS_TABLE),
             notification_retention: ConsumerConfig::notification_retention_from_vars(&vars)?,
+            topic_arn: env
+                .get(names::NOTIFICATIONS_TOPIC_ARN)
+                .filter(|a| !a.is_empty())
+                .map(str::to_owned),
         })
     }
 
@@ -173,12 +189,27 @@ impl ConsumerTables {
         ))
     }
 
-    fn notifier(&self, dynamodb: aws_sdk_dynamodb::Client, table: Option<String>) -> Notifier<DynamoNotifications> {
-        Notifier::new(DynamoNotifications::new(
-            dynamodb,
+    fn notifier(
+        &self,
+        sdk: &aws_config::SdkConfig,
+        table: Option<String>,
+        publishes: Publishes,
+    ) -> anyhow::Result<Notifier<DynamoNotifications<SnsTopic>>> {
+        let topic_arn = match (&self.topic_arn, publishes) {
+            (Some(arn), _) => arn.clone(),
+            // Never published to.
+            (None, Publishes::No) => String::new(),
+            (None, Publishes::Yes) => anyhow::bail!(
+                "{} is not set: the notifier publishes to the notifications SNS FIFO topic; set it to the topic's ARN (stack output NotificationsTopicArn)",
+                names::NOTIFICATIONS_TOPIC_ARN
+            ),
+        };
+        Ok(Notifier::new(DynamoNotifications::new(
+            aws_sdk_dynamodb::Client::new(sdk),
             table.unwrap_or_else(|| self.notifications.clone()),
             self.notification_retention,
-        ))
+            SnsTopic::new(aws_sdk_sns::Client::new(sdk), topic_arn),
+        )))
     }
 }
 
@@ -227,7 +258,8 @@ async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
             replay::replay(&kinesis, &options, &mut Target::Consumer(projector), progress).await?
         }
         ReplayInto::Notifier(table) => {
-            let notifier = ConsumerTables::from_env()?.notifier(dynamodb, table);
+            let publishes = if read.dry_run { Publishes::No } else { Publishes::Yes };
+            let notifier = ConsumerTables::from_env()?.notifier(&sdk, table, publishes)?;
             replay::replay(&kinesis, &options, &mut Target::Consumer(notifier), progress).await?
         }
         ReplayInto::Print => {
@@ -269,7 +301,7 @@ async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditRepor
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let tables = ConsumerTables::from_env()?;
     let projector = tables.projector(dynamodb.clone(), None);
-    let notifier = tables.notifier(dynamodb.clone(), None);
+    let notifier = tables.notifier(&sdk, None, Publishes::No)?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
     Ok(replay::audit::audit(
         &dynamodb,
@@ -287,7 +319,9 @@ async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditRepor
 /// configuration.
 struct Redriver {
     projector: consumers::ConsumerHandler<Projector<DynamoReadModel>, MemoryDeadLetters>,
-    notifier: consumers::ConsumerHandler<Notifier<DynamoNotifications>, MemoryDeadLetters>,
+    notifier: consumers::ConsumerHandler<Notifier<DynamoNotifications<SnsTopic>>, MemoryDeadLetters>,
+    /// Why notifier letters cannot be re-driven here, if they cannot.
+    notifier_unavailable: Option<String>,
     relay: relay::Relay<relay::KinesisSink, MemoryDeadLetters>,
 }
 
@@ -309,7 +343,11 @@ impl Redriver {
                 tables.projector(dynamodb.clone(), None),
                 MemoryDeadLetters::default(),
             ),
-            notifier: consumers::ConsumerHandler::new(tables.notifier(dynamodb, None), MemoryDeadLetters::default()),
+            notifier: consumers::ConsumerHandler::new(
+                tables.notifier(sdk, None, Publishes::No)?,
+                MemoryDeadLetters::default(),
+            ),
+            notifier_unavailable: tables.notifier(sdk, None, Publishes::Yes).err().map(|e| e.to_string()),
             relay: relay::Relay::new(
                 relay::KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), stream),
                 MemoryDeadLetters::default(),
@@ -327,6 +365,11 @@ impl Redriver {
             relay: &self.relay,
         };
         match line {
+            Line::Letter(letter) if letter.function == "notifier" && self.notifier_unavailable.is_some() => {
+                let why = self.notifier_unavailable.as_deref().unwrap_or_default();
+                println!("not re-driven (notifier): {why}");
+                Entry::Kept
+            }
             Line::Letter(letter) => match redrive(&functions, &letter).await {
                 Redriven::Done => Entry::Done,
                 Redriven::StillFailing(again) => {

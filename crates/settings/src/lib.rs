@@ -58,13 +58,30 @@ pub mod names {
         default: "reservation-notifications",
     };
 
-    pub const ALL: [ResourceName; 5] = [
+    /// The SNS FIFO topic notifications are published to (the local stack creates it by this
+    /// name; deployed functions get its ARN in `NOTIFICATIONS_TOPIC_ARN`).
+    pub const NOTIFICATIONS_TOPIC: ResourceName = ResourceName {
+        var: "NOTIFICATIONS_TOPIC",
+        default: "reservation-notifications.fifo",
+    };
+    /// The example subscriber: an SQS FIFO queue subscribed to the notifications topic.
+    pub const NOTIFICATIONS_QUEUE: ResourceName = ResourceName {
+        var: "NOTIFICATIONS_QUEUE",
+        default: "reservation-notifications-subscriber.fifo",
+    };
+
+    pub const ALL: [ResourceName; 7] = [
         RESERVATIONS_TABLE,
         OUTBOX_TABLE,
         EVENTS_STREAM,
         READ_MODEL_TABLE,
         NOTIFICATIONS_TABLE,
+        NOTIFICATIONS_TOPIC,
+        NOTIFICATIONS_QUEUE,
     ];
+
+    /// The notifications topic's ARN, for the notifier.
+    pub const NOTIFICATIONS_TOPIC_ARN: &str = "NOTIFICATIONS_TOPIC_ARN";
 
     /// The resource named by `var`, if it is one of the product's.
     pub fn by_var(var: &str) -> Option<ResourceName> {
@@ -130,6 +147,8 @@ impl WholeNumber {
 pub enum SettingError {
     #[error("{0} must not be empty")]
     Empty(&'static str),
+    #[error("{var} is not set: it must be {what}")]
+    Missing { var: &'static str, what: &'static str },
     #[error("{var} must be a positive whole number, got {value:?}")]
     NotPositive { var: &'static str, value: String },
     #[error("{var} must be a whole number{} from {min} to {max}, got {value:?}", unit.map(|u| format!(" of {u}")).unwrap_or_default())]
@@ -156,6 +175,15 @@ impl<'a> Vars<'a> {
     pub fn text(&self, var: &'static str, default: &str) -> Result<String, SettingError> {
         match self.get(var) {
             None => Ok(default.to_owned()),
+            Some("") => Err(SettingError::Empty(var)),
+            Some(value) => Ok(value.to_owned()),
+        }
+    }
+
+    /// Text that has no default; `what` says what it must be, for the error.
+    pub fn required(&self, var: &'static str, what: &'static str) -> Result<String, SettingError> {
+        match self.get(var) {
+            None => Err(SettingError::Missing { var, what }),
             Some("") => Err(SettingError::Empty(var)),
             Some(value) => Ok(value.to_owned()),
         }

@@ -98,7 +98,7 @@ impl MetricSet {
 }
 
 /// Where EMF lines go: stdout in Lambda, memory in tests, nowhere when disabled.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub enum Emitter {
     #[default]
     Stdout,

@@ -16,6 +16,8 @@ pub struct TestStack {
     pub names: ResourceNames,
     /// What the API's store does for the relay: `Polling` marks new events unpublished.
     pub relay_mode: RelayMode,
+    /// The notifications topic and subscriber queue, created on first use.
+    channel: tokio::sync::OnceCell<devstack::channel::ChannelResources>,
 }
 
 /// A running local API; stops when dropped.
@@ -114,6 +116,7 @@ impl TestStack {
             kinesis,
             names,
             relay_mode: RelayMode::Stream,
+            channel: Default::default(),
         }
     }
 
@@ -231,17 +234,64 @@ impl TestStack {
     /// The notifier behind its mapping, writing this stack's notifications table.
     pub async fn notifier_mapping(
         &self,
-    ) -> devstack::pipeline::ConsumerMapping<consumers::Notifier<adapters::DynamoNotifications>> {
-        self.consumer_mapping(consumers::Notifier::new(self.notifications()))
+    ) -> devstack::pipeline::ConsumerMapping<consumers::Notifier<adapters::DynamoNotifications<adapters::SnsTopic>>>
+    {
+        self.consumer_mapping(consumers::Notifier::new(self.notifications().await))
             .await
     }
 
-    pub fn notifications(&self) -> adapters::DynamoNotifications {
+    /// The notifier's log on this stack, publishing to this stack's topic.
+    pub async fn notifications(&self) -> adapters::DynamoNotifications<adapters::SnsTopic> {
+        self.notifications_through(adapters::SnsTopic::new(
+            aws_sdk_sns::Client::new(&self.sdk),
+            &self.channel().await.topic_arn,
+        ))
+    }
+
+    /// The notifier's log on this stack, publishing through `channel` (a wrapper that injects
+    /// faults around the real topic, say).
+    pub fn notifications_through<C>(&self, channel: C) -> adapters::DynamoNotifications<C> {
         adapters::DynamoNotifications::new(
             self.dynamodb.clone(),
             self.name("NOTIFICATIONS_TABLE"),
             consumers::ConsumerConfig::notification_retention_from_vars(&HashMap::new()).expect("the default is valid"),
+            channel,
         )
+    }
+
+    /// This stack's notifications topic and its subscriber queue (SNS and SQS on moto in
+    /// `scripts/test.sh`), created on first use.
+    pub async fn channel(&self) -> &devstack::channel::ChannelResources {
+        self.channel
+            .get_or_init(|| async {
+                assert!(
+                    std::env::var("AWS_ENDPOINT_URL_SNS").is_ok_and(|v| !v.is_empty()),
+                    "AWS_ENDPOINT_URL_SNS is not set: the notifications tests need the embedded stack's SNS; run them with scripts/test.sh"
+                );
+                let prefix = self.name("NOTIFICATIONS_TABLE").replace(settings::names::NOTIFICATIONS_TABLE.default, "");
+                devstack::channel::provision(
+                    &aws_sdk_sns::Client::new(&self.sdk),
+                    &aws_sdk_sqs::Client::new(&self.sdk),
+                    &format!("{prefix}{}", settings::names::NOTIFICATIONS_TOPIC.default),
+                    &format!("{prefix}{}", settings::names::NOTIFICATIONS_QUEUE.default),
+                )
+                .await
+                .expect("creating the notifications topic and queue on the local stack")
+            })
+            .await
+    }
+
+    /// Every message the subscriber queue holds (received and deleted), once it stays empty for
+    /// half a second.
+    pub async fn received_notifications(&self) -> Vec<devstack::channel::ReceivedNotification> {
+        let queue_url = self.channel().await.queue_url.clone();
+        devstack::channel::receive_all(
+            &aws_sdk_sqs::Client::new(&self.sdk),
+            &queue_url,
+            std::time::Duration::from_millis(500),
+        )
+        .await
+        .expect("receiving from the notifications queue")
     }
 
     pub async fn consumer_mapping<C: consumers::Consumer>(

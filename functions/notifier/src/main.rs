@@ -1,23 +1,27 @@
-//! The notifier Lambda: Kinesis events → one notification per event. Only wiring.
+//! The notifier Lambda: Kinesis events → one message per event on the notifications SNS FIFO
+//! topic, recorded in the notifications table. Only wiring.
 
-use adapters::DynamoNotifications;
+use adapters::{DynamoNotifications, SnsTopic};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use consumers::{ConsumerConfig, ConsumerHandler, Notifier};
+use consumers::{ConsumerHandler, Notifier, NotifierConfig};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let config = ConsumerConfig::notifier_from_env()?;
+    let config = NotifierConfig::from_env()?;
     let sdk = settings::sdk_config().await;
+    let notifications = DynamoNotifications::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.consumer.table,
+        config.consumer.notification_retention,
+        SnsTopic::new(aws_sdk_sns::Client::new(&sdk), &config.topic_arn),
+    )
+    .with_metrics(telemetry::Emitter::Stdout);
     let handler = ConsumerHandler::new(
-        Notifier::new(DynamoNotifications::new(
-            aws_sdk_dynamodb::Client::new(&sdk),
-            &config.table,
-            config.notification_retention,
-        )),
-        config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),
+        Notifier::new(notifications),
+        config.consumer.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk)),
     )
     .with_metrics(telemetry::Emitter::Stdout);
     let handler = &handler;

@@ -9,14 +9,20 @@ use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Put, ReturnValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use domain::ports::{
-    GuestReservationsReader, NotificationSender, Page, PageRequest, ReadModelStore, StoreError, StoreErrorKind,
+    Delivery, GuestReservationsReader, NotificationChannel, NotificationSender, Page, PageRequest, ReadModelStore,
+    StoreError, StoreErrorKind,
 };
 use domain::{
     ApplyOutcome, EventId, GuestId, GuestReservation, Notification, Reservation, ReservationId, Version, decide,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
+use time::format_description::well_known::Rfc3339;
 use time::{Duration, OffsetDateTime};
 
 /// Key attributes of the guest read model table.
@@ -181,13 +187,58 @@ impl GuestReservationsReader for DynamoReadModel {
     }
 }
 
-/// The default notification channel: a table of sent notifications (TTL) and, per reservation,
-/// the last version notified, written together in one transaction.
+/// The notifier's log in DynamoDB around a [`NotificationChannel`]: per reservation, the last
+/// version notified (the progress item); per notification, what was sent and the channel's receipt
+/// (TTL).
+///
+/// One notification is three steps (docs/adr/0005-notification-delivery.md):
+/// 1. **claim**: the progress item is marked with the notification as pending, on condition that
+///    its version is the reservation's next one; a failed condition is a duplicate or a gap and
+///    nothing is published. The mark keeps when the first attempt was made.
+/// 2. **publish** to the channel, which deduplicates by the notification id.
+/// 3. **record**: the progress advances and the sent notification is stored, in one transaction.
+///
+/// A crash between 2 and 3 leaves the claim; the retry publishes again, which the channel absorbs
+/// within its deduplication window. A retry later than that may deliver the notification twice:
+/// it is counted ([`RepublishCounts`]), logged and, with metrics on, emitted as
+/// `NotificationsRepublishedAfterDedupWindow`.
 #[derive(Debug, Clone)]
-pub struct DynamoNotifications {
+pub struct DynamoNotifications<C> {
     client: Client,
     table: String,
     retention: Duration,
+    channel: C,
+    republished: std::sync::Arc<RepublishCounts>,
+    metrics: telemetry::Emitter,
+}
+
+/// Publishes repeated because a notifier stopped between publishing and recording.
+#[derive(Debug, Default)]
+pub struct RepublishCounts {
+    /// Repeats within the channel's deduplication window: absorbed by the channel.
+    within_window: AtomicU64,
+    /// Repeats after it: the channel may deliver the notification a second time.
+    after_window: AtomicU64,
+}
+
+impl RepublishCounts {
+    pub fn within_window(&self) -> u64 {
+        self.within_window.load(Ordering::Relaxed)
+    }
+
+    pub fn after_window(&self) -> u64 {
+        self.after_window.load(Ordering::Relaxed)
+    }
+}
+
+/// The metric emitted for each repeat after the deduplication window (alarmed on in template.yaml).
+pub const REPUBLISHED_AFTER_WINDOW_METRIC: &str = "NotificationsRepublishedAfterDedupWindow";
+
+/// What the notifier emits for one repeat after the deduplication window.
+pub fn republished_after_window_metrics() -> telemetry::MetricSet {
+    let mut metrics = telemetry::MetricSet::new("notifier");
+    metrics.count(REPUBLISHED_AFTER_WINDOW_METRIC, 1.0);
+    metrics
 }
 
 pub fn notification_pk(notification_id: &EventId) -> String {
@@ -197,6 +248,10 @@ pub fn notification_pk(notification_id: &EventId) -> String {
 pub fn notifier_progress_pk(reservation_id: &ReservationId) -> String {
     format!("PROGRESS#{reservation_id}")
 }
+
+/// The progress item's mark of a notification claimed but not recorded yet.
+const PENDING_EVENT: &str = "pending_event_id";
+const PENDING_SINCE: &str = "pending_since";
 
 #[derive(Debug, Serialize, Deserialize)]
 struct NotificationItem {
@@ -214,24 +269,125 @@ struct NotificationItem {
     occurred_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]
     sent_at: OffsetDateTime,
+    /// The channel's receipt.
+    message_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sequence_number: Option<String>,
     /// TTL, epoch seconds.
     expires_at: i64,
 }
 
-impl DynamoNotifications {
-    pub fn new(client: Client, table: impl Into<String>, retention: Duration) -> Self {
+/// What the claim found.
+enum Claim {
+    /// The notification is the reservation's next; `first_attempt` is set when an earlier attempt
+    /// claimed it and did not record it (it may have published).
+    Next {
+        first_attempt: Option<OffsetDateTime>,
+    },
+    NotNext(ApplyOutcome),
+}
+
+impl<C> DynamoNotifications<C> {
+    pub fn new(client: Client, table: impl Into<String>, retention: Duration, channel: C) -> Self {
         Self {
             client,
             table: table.into(),
             retention,
+            channel,
+            republished: Default::default(),
+            metrics: telemetry::Emitter::Off,
         }
     }
-}
 
-impl NotificationSender for DynamoNotifications {
-    async fn send_once(&self, notification: &Notification) -> Result<ApplyOutcome, StoreError> {
-        const OP: &str = "TransactWriteItems(notification)";
-        let now = OffsetDateTime::now_utc();
+    /// Emits a metric for each repeat after the deduplication window; off unless set.
+    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+        self.metrics = emitter;
+        self
+    }
+
+    pub fn channel(&self) -> &C {
+        &self.channel
+    }
+
+    pub fn republished(&self) -> &RepublishCounts {
+        &self.republished
+    }
+
+    /// Step 1: marks the notification pending if its version is the reservation's next.
+    async fn claim(&self, notification: &Notification, now: OffsetDateTime) -> Result<Claim, StoreError> {
+        const OP: &str = "UpdateItem(claim notification)";
+        let (condition, previous) = progress_condition(notification.version);
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(notifier_progress_pk(&notification.reservation_id)))
+            .update_expression(format!(
+                "SET item_type = :progress, {PENDING_EVENT} = :event, \
+                 {PENDING_SINCE} = if_not_exists({PENDING_SINCE}, :now)"
+            ))
+            .condition_expression(condition)
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":progress", s("NotifierProgress"))
+            .expression_attribute_values(":event", s(notification.notification_id.as_str()))
+            .expression_attribute_values(":now", s(rfc3339(OP, now)?))
+            .return_values(ReturnValue::AllOld)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if let Some(previous) = previous {
+            request = request.expression_attribute_values(":previous", previous);
+        }
+        match request.send().await {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                let pending_here = old.get(PENDING_EVENT).and_then(|v| v.as_s().ok()).map(String::as_str)
+                    == Some(notification.notification_id.as_str());
+                let first_attempt = old
+                    .get(PENDING_SINCE)
+                    .and_then(|v| v.as_s().ok())
+                    .filter(|_| pending_here)
+                    .and_then(|at| OffsetDateTime::parse(at, &Rfc3339).ok());
+                Ok(Claim::Next { first_attempt })
+            }
+            Err(err) if is_conditional_check_failure(&err) => {
+                let old = match err.as_service_error() {
+                    Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item.clone(),
+                    _ => None,
+                };
+                Ok(Claim::NotNext(not_applied(
+                    stored_version(old.as_ref()),
+                    notification.version,
+                )))
+            }
+            Err(err) => Err(store_error(OP, err)),
+        }
+    }
+
+    /// Drops this notification's claim (best effort: a claim left behind only makes a later
+    /// publish count as a repeat).
+    async fn release(&self, notification: &Notification) {
+        let released = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(notifier_progress_pk(&notification.reservation_id)))
+            .update_expression(format!("REMOVE {PENDING_EVENT}, {PENDING_SINCE}"))
+            .condition_expression(format!("{PENDING_EVENT} = :event"))
+            .expression_attribute_values(":event", s(notification.notification_id.as_str()))
+            .send()
+            .await;
+        if let Err(err) = released {
+            tracing::warn!(error = %store_error("UpdateItem(release claim)", err), "could not release the claim");
+        }
+    }
+
+    /// Step 3: advances the progress and stores the sent notification, in one transaction.
+    async fn record(
+        &self,
+        notification: &Notification,
+        delivery: Delivery,
+        now: OffsetDateTime,
+    ) -> Result<ApplyOutcome, StoreError> {
+        const OP: &str = "TransactWriteItems(record notification)";
         let item = serialize(
             OP,
             &NotificationItem {
@@ -247,14 +403,18 @@ impl NotificationSender for DynamoNotifications {
                 trace_id: notification.trace_id.to_string(),
                 occurred_at: notification.occurred_at,
                 sent_at: now,
+                message_id: delivery.message_id,
+                sequence_number: delivery.sequence_number,
                 expires_at: (now + self.retention).unix_timestamp(),
             },
         )?;
-        let (condition, previous) = version_condition(notification.version, "pk");
+        let (condition, previous) = progress_condition(notification.version);
         let mut progress = Update::builder()
             .table_name(&self.table)
             .key("pk", s(notifier_progress_pk(&notification.reservation_id)))
-            .update_expression("SET #version = :version, item_type = :progress")
+            .update_expression(format!(
+                "SET #version = :version, item_type = :progress REMOVE {PENDING_EVENT}, {PENDING_SINCE}"
+            ))
             .condition_expression(condition)
             .expression_attribute_names("#version", "version")
             .expression_attribute_values(":version", n(notification.version.get()))
@@ -278,7 +438,7 @@ impl NotificationSender for DynamoNotifications {
             .transact_write_items()
             .set_transact_items(Some(items))
             // No ClientRequestToken: a repeat within its 10 minutes would report success for what
-            // is a duplicate. The conditions alone keep it to one send, and name the repeat.
+            // is a duplicate. The conditions alone keep it to one record, and name the repeat.
             .send()
             .await;
         let err = match result {
@@ -288,12 +448,13 @@ impl NotificationSender for DynamoNotifications {
         if let Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) = err.as_service_error() {
             let reasons = cancelled.cancellation_reasons();
             let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+            // Another notifier recorded it first (its publish had the same deduplication id).
             if code(0) == "ConditionalCheckFailed" {
                 let stored = stored_version(reasons[0].item());
                 return Ok(not_applied(stored, notification.version));
             }
             if code(1) == "ConditionalCheckFailed" {
-                // Notified already under this id (progress was reset by hand, or a replay of it).
+                // Recorded already under this id (progress was reset by hand, or a replay of it).
                 return Ok(ApplyOutcome::Duplicate);
             }
         }
@@ -303,6 +464,64 @@ impl NotificationSender for DynamoNotifications {
         };
         let request_id = err.request_id().map(str::to_owned);
         Err(StoreError::new(kind, OP, err).with_request_id(request_id))
+    }
+
+    /// A repeated publish: within the channel's window it is absorbed; after it, it is counted and
+    /// reported, since the channel may deliver it again.
+    fn count_republish(&self, notification: &Notification, first_attempt: OffsetDateTime, window: Duration) {
+        let since = OffsetDateTime::now_utc() - first_attempt;
+        if since <= window {
+            self.republished.within_window.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(first_attempt = %first_attempt, "publishing again within the channel's deduplication window");
+            return;
+        }
+        self.republished.after_window.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            notification_id = %notification.notification_id.as_str(),
+            reservation_id = %notification.reservation_id,
+            version = %notification.version,
+            first_attempt = %first_attempt,
+            seconds_since = since.whole_seconds(),
+            "publishing again after the channel's deduplication window: subscribers may receive this \
+             notification twice (same notification_id)"
+        );
+        self.metrics.emit(&republished_after_window_metrics());
+    }
+}
+
+fn rfc3339(operation: &'static str, at: OffsetDateTime) -> Result<String, StoreError> {
+    at.format(&Rfc3339)
+        .map_err(|e| StoreError::new(StoreErrorKind::Other, operation, e))
+}
+
+/// The progress item's version must be the one before `version`; for version 1 it has none (the
+/// item may exist, holding a claim).
+fn progress_condition(version: Version) -> (String, Option<AttributeValue>) {
+    match version.get() {
+        1 => ("attribute_not_exists(#version)".to_owned(), None),
+        v => ("#version = :previous".to_owned(), Some(n(v - 1))),
+    }
+}
+
+impl<C: NotificationChannel> NotificationSender for DynamoNotifications<C> {
+    async fn send_once(&self, notification: &Notification) -> Result<ApplyOutcome, StoreError> {
+        let first_attempt = match self.claim(notification, OffsetDateTime::now_utc()).await? {
+            Claim::NotNext(outcome) => return Ok(outcome),
+            Claim::Next { first_attempt } => first_attempt,
+        };
+        if let Some(first_attempt) = first_attempt {
+            self.count_republish(notification, first_attempt, self.channel.dedup_window());
+        }
+        let delivery = match self.channel.publish(notification).await {
+            Ok(delivery) => delivery,
+            Err(refused) if refused.kind == StoreErrorKind::Rejected => {
+                // Certainly not published: a re-drive after the fix is a first publish.
+                self.release(notification).await;
+                return Err(refused);
+            }
+            Err(other) => return Err(other),
+        };
+        self.record(notification, delivery, OffsetDateTime::now_utc()).await
     }
 
     async fn notified_version(&self, reservation_id: &ReservationId) -> Result<Option<Version>, StoreError> {

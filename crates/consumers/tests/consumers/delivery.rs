@@ -129,7 +129,7 @@ async fn a_write_the_store_refuses_as_invalid_is_dead_lettered_not_retried() {
     assert_eq!((stats.dead_lettered, stats.applied), (1, 1));
     let letters = handler.dead_letters().letters();
     assert!(
-        letters[0].reason.starts_with("the store refused the write"),
+        letters[0].reason.starts_with("refused for good"),
         "{}",
         letters[0].reason
     );

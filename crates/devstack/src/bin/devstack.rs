@@ -8,11 +8,14 @@
 //!   devstack consumers            run the projector and the notifier on the Kinesis stream
 //!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
+//!   devstack notifications [--follow]
+//!                                 print (and consume) what the example subscriber queue received
 //!
 //! Endpoints, region and credentials come from the SDK's usual configuration
-//! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_PROFILE, ...).
+//! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_SNS,
+//! AWS_ENDPOINT_URL_SQS, AWS_PROFILE, ...).
 
-use adapters::{DynamoNotifications, DynamoReadModel, RelayMode};
+use adapters::{DynamoNotifications, DynamoReadModel, RelayMode, SnsTopic};
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use consumers::{ConsumerConfig, Notifier, Projector};
@@ -63,6 +66,13 @@ enum Command {
     /// Print the events on the Kinesis stream (every shard, parents before children) as JSON lines.
     Events {
         /// Keep waiting for new events instead of stopping at the end of the stream.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Print the notifications the example subscriber queue received, one JSON line each, and
+    /// delete them from the queue (this is the subscriber).
+    Notifications {
+        /// Keep waiting for new notifications instead of stopping when the queue is empty.
         #[arg(long)]
         follow: bool,
     },
@@ -145,7 +155,41 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
     for (var, name) in names.as_env() {
         println!("ready: {var}={name}");
     }
+    let channel = notification_channel(sdk).await?;
+    println!("ready: {}={}", names::NOTIFICATIONS_TOPIC_ARN, channel.topic_arn);
+    println!("ready: NOTIFICATIONS_QUEUE_URL={}", channel.queue_url);
     Ok(())
+}
+
+/// The notifications topic and its example subscriber, created unless they exist.
+async fn notification_channel(sdk: &aws_config::SdkConfig) -> Result<devstack::channel::ChannelResources> {
+    devstack::channel::provision(
+        &aws_sdk_sns::Client::new(sdk),
+        &aws_sdk_sqs::Client::new(sdk),
+        &env_name(names::NOTIFICATIONS_TOPIC),
+        &env_name(names::NOTIFICATIONS_QUEUE),
+    )
+    .await
+}
+
+async fn print_notifications(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
+    let sqs = aws_sdk_sqs::Client::new(sdk);
+    let queue_url = notification_channel(sdk).await?.queue_url;
+    loop {
+        let batch = devstack::channel::receive_batch(&sqs, &queue_url).await?;
+        for received in &batch {
+            println!("{}", serde_json::to_string(&received.message)?);
+        }
+        if batch.is_empty() {
+            if !follow {
+                return Ok(());
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = ctrl_c() => return Ok(()),
+            }
+        }
+    }
 }
 
 /// A resource's name from the environment, else its default.
@@ -210,14 +254,19 @@ async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> 
         dir,
     )
     .await?;
+    let topic_arn = match std::env::var(names::NOTIFICATIONS_TOPIC_ARN) {
+        Ok(arn) if !arn.is_empty() => arn,
+        _ => notification_channel(sdk).await?.topic_arn,
+    };
+    let topic = SnsTopic::new(aws_sdk_sns::Client::new(sdk), &topic_arn);
     let notifier = pipeline::consumer_mapping(
         sdk,
         &events_stream,
-        Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention)),
+        Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention, topic)),
         dir,
     )
     .await?;
-    println!("consuming Kinesis {events_stream}: projector → {read_model}, notifier → {notifications}");
+    println!("consuming Kinesis {events_stream}: projector → {read_model}, notifier → {notifications} and {topic_arn}");
     let idle = std::time::Duration::from_millis(100);
     tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
     Ok(())
@@ -277,6 +326,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Sweep { since, relay: args } => sweep(&sdk, since, &args).await,
         Command::Consumers(args) => consumers(&sdk, &args).await,
         Command::Events { follow } => print_events(&sdk, follow).await,
+        Command::Notifications { follow } => print_notifications(&sdk, follow).await,
         Command::Up {
             provision: p,
             serve: s,

@@ -8,6 +8,7 @@ mod api_on_dynamodb_local;
 mod auth_on_the_local_api;
 mod load;
 mod localstack_script;
+mod notifications_on_sns;
 mod pipeline_to_consumers;
 mod polling_to_kinesis;
 mod relay_to_kinesis;

@@ -109,6 +109,15 @@ async fn a_reservation_and_its_cancel_reach_the_guest_read_model_and_notify_once
     expected.push((ada[1].clone(), 2));
     expected.sort();
     assert_eq!(sent, expected);
+    // And one message each on the queue subscribed to the notifications topic.
+    let mut delivered: Vec<(String, u64)> = stack
+        .received_notifications()
+        .await
+        .into_iter()
+        .map(|r| (r.message.reservation_id, r.message.version))
+        .collect();
+    delivered.sort();
+    assert_eq!(delivered, expected);
 }
 
 #[tokio::test]
@@ -144,6 +153,11 @@ async fn consuming_the_whole_stream_again_changes_nothing() {
         model_before
     );
     assert_eq!(by_key(stack.scan_all(&notifications_table).await, &["pk"]), sent_before);
+    assert_eq!(
+        stack.received_notifications().await.len(),
+        18,
+        "one message per event on the subscribed queue, after three deliveries of each"
+    );
 }
 
 #[tokio::test]
@@ -179,6 +193,16 @@ async fn two_consumers_racing_across_a_reshard_apply_and_notify_each_version_onc
     let mut expected: Vec<(String, u64)> = ids.iter().flat_map(|id| [(id.clone(), 1), (id.clone(), 2)]).collect();
     expected.sort();
     assert_eq!(sent, expected, "each event notified exactly once");
+    // Delivered once each too, each reservation's creation before its cancel.
+    let mut delivered: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for received in stack.received_notifications().await {
+        delivered
+            .entry(received.message.reservation_id)
+            .or_default()
+            .push(received.message.version);
+    }
+    assert_eq!(delivered.len(), 20);
+    assert!(delivered.values().all(|v| v == &[1, 2]), "{delivered:?}");
     let model = stack.scan_all(&stack.name("READ_MODEL_TABLE")).await;
     assert_eq!(model.len(), 20);
     assert!(

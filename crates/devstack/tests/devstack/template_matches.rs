@@ -166,6 +166,7 @@ fn emitted_metrics(function: &str) -> BTreeSet<String> {
             };
             vec![relay::RunStats::default().metrics(), poll.metrics()]
         }
+        "notifier" => vec![adapters::dynamodb::consumers::republished_after_window_metrics()],
         other => panic!("no alarm on {other}'s metrics was expected; add its metric sets here"),
     };
     sets.iter()
@@ -401,6 +402,7 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
         "DynamoDB" => "dynamodb",
         "Kinesis" => "kinesis",
         "SQS" => "sqs",
+        "SNS" => "sns",
         "Logs" => "logs",
         "CloudWatch" => "cloudwatch",
         "ApiGatewayV2" => "apigatewayv2",
@@ -529,8 +531,17 @@ fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_cle
     for stream in resources_of_type(&template, "AWS::Kinesis::Stream").keys() {
         expect("AWS/Kinesis", "WriteProvisionedThroughputExceeded", stream);
     }
+    // Dead letters need a person as soon as there is one; a subscriber's queue, when it falls
+    // behind.
     for queue in resources_of_type(&template, "AWS::SQS::Queue").keys() {
-        expect("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue);
+        if queue.ends_with("DeadLetterQueue") {
+            expect("AWS/SQS", "ApproximateNumberOfMessagesVisible", queue);
+        } else {
+            expect("AWS/SQS", "ApproximateAgeOfOldestMessage", queue);
+        }
+    }
+    for topic in resources_of_type(&template, "AWS::SNS::Topic").keys() {
+        expect("AWS/SNS", "NumberOfNotificationsFailed", topic);
     }
     for consumer in ["RelayFunction", "ProjectorFunction", "NotifierFunction"] {
         expect("AWS/Lambda", "IteratorAge", consumer);

@@ -177,6 +177,40 @@ async fn carries_every_event_in_order_to_both_consumers(stack: &DeployedStack) {
     })
     .await;
 
+    // And published: the subscribed queue received one message per event from the deployed
+    // topic, each reservation's in version order, each carrying its filterable attributes.
+    let queue_url = stack.output("NotificationsSubscriberQueueUrl").to_owned();
+    let received = std::sync::Mutex::new(BTreeMap::<String, Vec<u64>>::new());
+    eventually(
+        "one message per event on the subscribed queue",
+        PIPELINE_WAIT,
+        async || {
+            let batch = devstack::channel::receive_batch(&stack.sqs, &queue_url)
+                .await
+                .expect("receive from the subscriber queue");
+            let mut received = received.lock().unwrap();
+            for message in batch {
+                assert_eq!(
+                    message.message_group_id.as_deref(),
+                    Some(message.message.reservation_id.as_str())
+                );
+                assert_eq!(message.kind_attribute.as_deref(), Some(message.message.kind.as_str()));
+                if expected.contains_key(&message.message.reservation_id) {
+                    received
+                        .entry(message.message.reservation_id)
+                        .or_default()
+                        .push(message.message.version);
+                }
+            }
+            if *received == expected {
+                Ok(())
+            } else {
+                Err(received.values().map(Vec::len).sum::<usize>())
+            }
+        },
+    )
+    .await;
+
     // The audit, against LocalStack: every committed event is on the stream and applied by both
     // consumers.
     let replay = std::env::current_exe()

@@ -7,19 +7,31 @@
 //!   timeout drops it), so Lambda re-delivers the batch and the stream gets repeated runs;
 //! - the consumers' stores fail now and then, and throttle in bursts longer than any fixed retry
 //!   budget would outlast (15 to 40 calls in a row), and a consumer is killed mid-batch the same way;
-//! - two projectors race on one read model, so every event is delivered to it twice.
+//! - two projectors race on one read model, so every event is delivered to it twice;
+//! - the notifier's publishes to the SNS FIFO topic throttle in bursts and sometimes time out
+//!   before SNS answered, while a subscriber drains the queue subscribed to the topic.
+//!
+//! A notifier stopped between a publish SNS accepted and its record (the mapping's function
+//! timeout cuts a slow batch) publishes again; SNS FIFO absorbs that repeat within its five-minute
+//! deduplication window. moto, which stands in for SNS here, deduplicates only against messages
+//! its queue still holds, and the subscriber has consumed them by then; so the suite checks that
+//! every repeat moto delivered came within the window (what SNS FIFO would have absorbed) and that
+//! each event was delivered, counting one per notification id.
 //!
 //! At the end the audit reports nothing missing and nothing first seen out of order, no
 //! reservation is stalled (no consumer dead-lettered anything), the read model equals the
-//! reservations table, and every reservation's versions were applied exactly once each, in order. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
+//! reservations table, every reservation's versions were applied exactly once each, in order, and
+//! the queue subscribed to the notifications topic received exactly one message per event, in
+//! version order per reservation. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
 //! runs 50,000), fixed seeds, and a deadline.
 
+use adapters::SnsTopic;
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use consumers::{Consumer, Notifier, Projector};
 use devstack::pipeline::{RelayHandler, consumer_mapping_config, consumer_mapping_with, relay_mapping_config};
-use domain::ports::{StoreError, StoreErrorKind};
-use domain::{ApplyOutcome, Capacity, GuestId, ReservationEvent, Seats, SlotId, TraceId, Version};
+use domain::ports::{Delivery, NotificationChannel, StoreError, StoreErrorKind};
+use domain::{ApplyOutcome, Capacity, GuestId, Notification, ReservationEvent, Seats, SlotId, TraceId, Version};
 use event_source_mapping::function::TypedFunction;
 use event_source_mapping::{DynamoDbStreamsSource, EventSourceMapping, JsonLinesOnFailure};
 use futures::StreamExt;
@@ -111,6 +123,43 @@ impl EventSink for ChaoticSink {
             std::future::pending::<()>().await;
         }
         Ok(merged)
+    }
+}
+
+/// The notifier's topic under chaos: publishes throttle in bursts, and some time out before SNS
+/// answered (the notifier hangs until the mapping's function timeout ends it).
+struct ChaoticChannel {
+    inner: SnsTopic,
+    rng: Mutex<StdRng>,
+    burst_left: Mutex<u32>,
+    faults: Arc<Mutex<BTreeMap<&'static str, u64>>>,
+}
+
+impl NotificationChannel for ChaoticChannel {
+    async fn publish(&self, notification: &Notification) -> Result<Delivery, StoreError> {
+        let (throttle, kill) = {
+            let mut rng = self.rng.lock().unwrap();
+            let mut burst = self.burst_left.lock().unwrap();
+            if *burst == 0 && rng.random_bool(0.002) {
+                *burst = rng.random_range(2..=20);
+            }
+            let throttle = *burst > 0;
+            *burst = burst.saturating_sub(1);
+            (throttle, rng.random_bool(0.003))
+        };
+        if throttle {
+            *self.faults.lock().unwrap().entry("publish throttles").or_default() += 1;
+            return Err(StoreError::new(StoreErrorKind::Throttled, "Publish", "injected"));
+        }
+        if kill {
+            *self.faults.lock().unwrap().entry("publish timeouts").or_default() += 1;
+            std::future::pending::<()>().await;
+        }
+        self.inner.publish(notification).await
+    }
+
+    fn dedup_window(&self) -> time::Duration {
+        self.inner.dedup_window()
     }
 }
 
@@ -296,6 +345,34 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
     let applied = Arc::new(Mutex::new(Vec::new()));
     let notified = Arc::new(Mutex::new(Vec::new()));
     let faults = Arc::new(Mutex::new(BTreeMap::new()));
+    let notifications = Arc::new(stack.notifications_through(ChaoticChannel {
+        inner: stack.notifications().await.channel().clone(),
+        rng: Mutex::new(StdRng::seed_from_u64(4)),
+        burst_left: Mutex::new(0),
+        faults: faults.clone(),
+    }));
+    // A subscriber drains the subscribed queue as messages arrive, as a real one would.
+    let subscriber = {
+        let sqs = aws_sdk_sqs::Client::new(&stack.sdk);
+        let queue_url = stack.channel().await.queue_url.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let mut received = Vec::new();
+            while !*stop.borrow() {
+                let batch = devstack::channel::receive_batch(&sqs, &queue_url).await.unwrap();
+                if batch.is_empty() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+                received.extend(batch);
+            }
+            let rest = devstack::channel::receive_all(&sqs, &queue_url, Duration::from_millis(500));
+            received.extend(rest.await.unwrap());
+            received
+        })
+    };
     let mut consumers = Vec::new();
     for (seed, name) in [(1, "projector"), (2, "projector"), (3, "notifier")] {
         let mut config = consumer_mapping_config(&format!("reservations-{name}"));
@@ -311,7 +388,7 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
                 .unwrap();
             tokio::spawn(mapping.run(idle, run))
         } else {
-            let consumer = chaotic(Notifier::new(stack.notifications()), seed, &notified, &faults);
+            let consumer = chaotic(Notifier::new(notifications.clone()), seed, &notified, &faults);
             let mapping = consumer_mapping_with(&stack.sdk, &stream, consumer, &dir, config)
                 .await
                 .unwrap();
@@ -346,6 +423,9 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
 
     let injected = sink.stats.lock().unwrap().clone();
     let consumer_faults = faults.lock().unwrap().clone();
+    // What the subscriber of the notifications topic received.
+    let received = subscriber.await.unwrap();
+    let republished = notifications.republished();
     println!(
         "chaos: {events} events committed in {committed_in:?}, all checked after {:?}; relay faults {injected:?}; consumer faults {consumer_faults:?}; {report}",
         started.elapsed()
@@ -371,6 +451,10 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
             "misordered": report.misordered.len(),
             "stalled": stalled.len(),
             "duplicated_versions": report.duplicated.len(),
+            "messages_delivered": received.len(),
+            "repeats_within_dedup_window": received.len() - received.iter().map(|r| &r.message.notification_id).collect::<std::collections::HashSet<_>>().len(),
+            "republished_within_dedup_window": republished.within_window(),
+            "republished_after_dedup_window": republished.after_window(),
             "seconds": started.elapsed().as_secs(),
         }),
     );
@@ -392,6 +476,14 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
             && consumer_faults.get("longest burst").copied().unwrap_or(0) > 10,
         "consumer faults were injected, throttling longer than the old retry budget: {consumer_faults:?}"
     );
+    assert!(
+        consumer_faults.get("publish throttles").copied().unwrap_or(0) > 0
+            && consumer_faults.get("publish timeouts").copied().unwrap_or(0) > 0,
+        "publish faults were injected: {consumer_faults:?}"
+    );
+    // A publish that timed out before SNS answered is published again, within the window.
+    assert!(republished.within_window() >= consumer_faults["publish timeouts"]);
+    assert_eq!(republished.after_window(), 0);
     // No reservation stalled: no consumer gave up on an event (a gap or anything else).
     assert!(
         stalled.is_empty(),
@@ -434,6 +526,42 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
             "notifier progress of {id}"
         );
     }
+
+    // Delivered, not just recorded: every event reached the subscribed queue, each repeat within
+    // the deduplication window, and each reservation's first deliveries in version order, up to
+    // the truth.
+    let mut first_sent: HashMap<&str, u64> = HashMap::new();
+    let mut delivered: HashMap<String, Vec<u64>> = HashMap::new();
+    for message in &received {
+        assert_eq!(
+            message.message_group_id.as_deref(),
+            Some(message.message.reservation_id.as_str())
+        );
+        let sent = message.sent_timestamp_ms.expect("SentTimestamp");
+        match first_sent.entry(message.message.notification_id.as_str()) {
+            std::collections::hash_map::Entry::Occupied(first) => {
+                let after = Duration::from_millis(sent.saturating_sub(*first.get()));
+                assert!(
+                    after < Duration::from_secs(300),
+                    "{} repeated {after:?} after its first delivery: beyond SNS FIFO's deduplication window",
+                    message.message.notification_id
+                );
+            }
+            std::collections::hash_map::Entry::Vacant(first) => {
+                first.insert(sent);
+                delivered
+                    .entry(message.message.reservation_id.clone())
+                    .or_default()
+                    .push(message.message.version);
+            }
+        }
+    }
+    assert_eq!(first_sent.len(), events, "every event delivered");
+    for (id, versions) in &delivered {
+        let latest: u64 = truth[id].1.parse().unwrap();
+        assert_eq!(versions, &(1..=latest).collect::<Vec<_>>(), "messages of {id}");
+    }
+    assert_eq!(delivered.len(), truth.len(), "every reservation was notified");
 
     // What the consumers saw take effect: never a version twice, never past the truth. (A write
     // cut short by a kill takes effect unseen, so this log may miss versions; the tables above

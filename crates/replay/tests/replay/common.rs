@@ -6,7 +6,7 @@ use test_support::stack::TestStack;
 /// The audit of everything the stack's outbox holds, against its stream and both consumers.
 pub async fn audit_everything(stack: &TestStack) -> AuditReport {
     let projector = consumers::Projector::new(stack.read_model());
-    let notifier = consumers::Notifier::new(stack.notifications());
+    let notifier = consumers::Notifier::new(stack.notifications().await);
     audit(
         &stack.dynamodb,
         &stack.kinesis,

@@ -15,14 +15,16 @@ fn letter(function: &str, reason: &str, record: Value) -> String {
     .to_string()
 }
 
-/// Runs `reservations-replay redrive` with `source` (the file or queue) against the test stack.
-fn redrive(stack: &TestStack, source: &[&str]) -> std::process::Output {
+/// Runs `reservations-replay redrive` with `source` (the file or queue) against the test stack,
+/// its notifier publishing to `topic_arn`.
+fn redrive(stack: &TestStack, topic_arn: &str, source: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
         .arg("redrive")
         .args(source)
         .args(["--stream", &stack.name("EVENTS_STREAM")])
         .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
         .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
+        .env("NOTIFICATIONS_TOPIC_ARN", topic_arn)
         .output()
         .unwrap()
 }
@@ -61,7 +63,8 @@ async fn fixed_letters_go_back_to_their_function_and_leave_the_file_the_rest_sta
     ];
     std::fs::write(&file, lines.join("\n") + "\n").unwrap();
 
-    let run = || redrive(&stack, &["--dead-letters", file.to_str().unwrap()]);
+    let topic_arn = stack.channel().await.topic_arn.clone();
+    let run = || redrive(&stack, &topic_arn, &["--dead-letters", file.to_str().unwrap()]);
     let output = run();
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
@@ -171,7 +174,7 @@ async fn letters_in_an_sqs_queue_are_redriven_the_fixed_deleted_the_failing_repl
             .unwrap();
     }
 
-    let output = redrive(&stack, &["--queue", &queue_url]);
+    let output = redrive(&stack, &stack.channel().await.topic_arn, &["--queue", &queue_url]);
     let stdout = String::from_utf8(output.stdout).unwrap();
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");

@@ -107,6 +107,7 @@ async fn a_dry_run_counts_what_would_happen_and_writes_nothing() {
         stack.dynamodb.clone(),
         &fresh,
         time::Duration::days(1),
+        stack.notifications().await.channel().clone(),
     )));
     let summary = replay::replay(&stack.kinesis, &dry, &mut target, &NoProgress)
         .await
