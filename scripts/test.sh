@@ -53,13 +53,18 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   ensure_venv
   ensure_aws_tools
   ensure_cargo_deny
+  ensure_asyncapi_parser
   # LocalStack is installed even when arguments skip its phase: the tests of
   # scripts/localstack.sh's refusals start it.
   localstack_install
   # The API fuzz test (crates/devstack/tests/devstack/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
   export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
-  log "static checks: rustfmt, clippy, cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov"
+  # The example consumer in another language (examples/python-consumer), with its own pins.
+  mapfile -t consumer_requirements < <(grep -v '^#' "$ROOT/examples/python-consumer/requirements.txt")
+  pip_tools "$ROOT/.venv-consumer" "${consumer_requirements[@]}"
+  export PYTHON_CONSUMER="$ROOT/.venv-consumer/bin/python"
+  log "static checks: rustfmt, clippy, cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov, AsyncAPI"
   cargo fmt --all --check
   cargo clippy --quiet --workspace --all-targets -- -D warnings
   # Licences, duplicate heavy crates and sources (deny.toml), then advisories (RustSec).
@@ -89,6 +94,8 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   # Every failed check fails the run; a check may only be skipped in the template's Metadata,
   # with its reason written next to the resource. --skip-download: no network needed.
   "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
+  # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
+  validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
   # Exactly the build scripts/deploy-localstack.sh asks for, so the deploy finds it done.

@@ -94,6 +94,30 @@ check_advisories() {
   return "$status"
 }
 
+# The AsyncAPI parser validates the event contract (schemas/asyncapi); a folder of its own, so the
+# engines' packages are not installed again when it changes.
+ASYNCAPI_DIR="$TOOLS/asyncapi"
+ASYNCAPI_PARSER=@asyncapi/parser@3.6.6
+ensure_asyncapi_parser() {
+  local marker
+  marker="$ASYNCAPI_DIR/.installed-$(printf '%s' "$ASYNCAPI_PARSER" | sha256sum | cut -c1-12)"
+  [[ -f "$marker" ]] && return
+  ensure_node
+  log "installing the AsyncAPI parser (npm: $ASYNCAPI_PARSER) into .tools/"
+  mkdir -p "$ASYNCAPI_DIR"
+  [[ -f "$ASYNCAPI_DIR/package.json" ]] || printf '{"name":"reservation-outbox-asyncapi","private":true}\n' >"$ASYNCAPI_DIR/package.json"
+  (cd "$ASYNCAPI_DIR" && npm install --no-audit --no-fund --loglevel=error "$ASYNCAPI_PARSER" >/dev/null)
+  rm -f "$ASYNCAPI_DIR"/.installed-*
+  touch "$marker"
+}
+
+# validate_asyncapi DOCUMENT: the parser's errors, one line each; fails on any.
+validate_asyncapi() {
+  # The script imports the parser from its own folder's node_modules.
+  cp "$ROOT/scripts/lib/validate-asyncapi.mjs" "$ASYNCAPI_DIR/"
+  node "$ASYNCAPI_DIR/validate-asyncapi.mjs" "$1"
+}
+
 # The AWS CLI (package and deploy a template, read stack outputs) and the SAM translator (lint the
 # template as CloudFormation will see it), pinned, in a venv of their own.
 AWS_VENV="$ROOT/.venv-aws"

@@ -15,6 +15,8 @@ use tokio::time::Instant;
 pub struct ReadEvent {
     pub partition_key: String,
     pub sequence_number: String,
+    /// The record's data as it was on the stream.
+    pub data: Vec<u8>,
     pub envelope: Result<EventEnvelope, String>,
 }
 
@@ -45,6 +47,7 @@ impl TypedHandler for Collector {
             events.push(ReadEvent {
                 partition_key: record.kinesis.partition_key.clone(),
                 sequence_number: record.kinesis.sequence_number.clone(),
+                data: data.to_vec(),
                 envelope,
             });
         }

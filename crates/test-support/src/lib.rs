@@ -6,10 +6,13 @@
 //! - [`stack`]: [`stack::TestStack`], fresh uniquely named tables and a stream on the real engines
 //!   (DynamoDB Local and kinesis-mock, started by `scripts/test.sh`), with the local API and the
 //!   functions behind their event source mappings.
+//! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
+//!   to them, and the compatibility gate against the released ones.
 //! - [`cases`]: how many generated inputs a property test runs.
 //!
 //! Only tests and benchmarks depend on this crate; no Lambda does.
 
+pub mod contract;
 pub mod events;
 pub mod stack;
 

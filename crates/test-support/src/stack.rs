@@ -314,8 +314,18 @@ impl TestStack {
             .join(self.name("EVENTS_STREAM"))
     }
 
-    /// Every event on this stack's Kinesis stream, read from the start, parents before children.
+    /// Every event on this stack's Kinesis stream, read from the start, parents before children;
+    /// each checked against the published contract (`schemas/events/v1`), which fails the test
+    /// naming the event and the field. Use [`Self::records_on_kinesis`] for a stream that holds
+    /// records that are not events on purpose.
     pub async fn events_on_kinesis(&self) -> Vec<devstack::events::ReadEvent> {
+        let events = self.records_on_kinesis().await;
+        crate::contract::assert_events_keep_the_contract(events.iter().map(|e| e.data.as_slice()));
+        events
+    }
+
+    /// Every record on this stack's Kinesis stream, unchecked.
+    pub async fn records_on_kinesis(&self) -> Vec<devstack::events::ReadEvent> {
         let mut mapping = devstack::events::collector(&self.sdk, &self.name("EVENTS_STREAM"))
             .await
             .expect("kinesis stream");

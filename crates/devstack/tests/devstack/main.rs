@@ -11,6 +11,7 @@ mod localstack_script;
 mod notifications_on_sns;
 mod pipeline_to_consumers;
 mod polling_to_kinesis;
+mod python_consumer;
 mod relay_to_kinesis;
 mod smoke_script;
 mod template_limits;

@@ -72,6 +72,8 @@ async fn a_reservation_and_its_cancel_reach_the_guest_read_model_and_notify_once
     relay.drain().await.unwrap();
     projector.drain().await.unwrap();
     notifier.drain().await.unwrap();
+    // What the consumers read keeps the published event contract.
+    assert_eq!(stack.events_on_kinesis().await.len(), 5);
 
     let page = guest_page(&http, &api, "ada", "").await;
     let items = page["items"].as_array().unwrap();

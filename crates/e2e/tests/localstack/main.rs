@@ -99,6 +99,10 @@ async fn carries_every_event_in_order_to_both_consumers(stack: &DeployedStack) {
     )
     .await;
 
+    // Every record the deployed relay or poller wrote keeps the published event contract.
+    let records = stack.events_on_kinesis().await;
+    test_support::contract::assert_events_keep_the_contract(records.iter().map(|e| e.data.as_slice()));
+
     // The deployed projector, through LocalStack's Kinesis mapping, built each guest's read model.
     for (guest, reservations) in &by_guest {
         eventually(&format!("{guest}'s read model"), PIPELINE_WAIT, async || {

@@ -498,6 +498,9 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         );
     }
 
+    // Every record on the stream, repeats included, keeps the published event contract.
+    assert_eq!(stack.events_on_kinesis().await.len(), report.on_stream);
+
     // The read model equals the truth, reservation by reservation.
     let truth = states(stack.scan_all(&stack.name("RESERVATIONS_TABLE")).await);
     let read_model = states(stack.scan_all(&stack.name("READ_MODEL_TABLE")).await);

@@ -63,6 +63,8 @@ async fn live_pipeline(stack: &TestStack) -> Vec<String> {
     }
     relay.drain().await.unwrap();
     stack.projector_mapping().await.drain().await.unwrap();
+    // What the replays below read keeps the published contract.
+    assert!(stack.events_on_kinesis().await.len() >= 24);
     ids
 }
 
