@@ -365,10 +365,11 @@ impl Redriver {
             relay: &self.relay,
         };
         match line {
-            Line::Letter(letter) if letter.function == "notifier" && self.notifier_unavailable.is_some() => {
-                let why = self.notifier_unavailable.as_deref().unwrap_or_default();
-                println!("not re-driven (notifier): {why}");
-                Entry::Kept
+            // Still failing, with the reason: it stays, and the run says so in its exit status.
+            Line::Letter(mut letter) if letter.function == "notifier" && self.notifier_unavailable.is_some() => {
+                letter.reason = self.notifier_unavailable.clone().unwrap_or_default();
+                println!("still failing (notifier): {}", letter.reason);
+                Entry::Failing(Box::new(letter))
             }
             Line::Letter(letter) => match redrive(&functions, &letter).await {
                 Redriven::Done => Entry::Done,

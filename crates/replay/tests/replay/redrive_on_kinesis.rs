@@ -105,6 +105,39 @@ async fn fixed_letters_go_back_to_their_function_and_leave_the_file_the_rest_sta
     assert_eq!(stack.events_on_kinesis().await.len(), 1);
 }
 
+#[tokio::test]
+async fn a_notifier_letter_without_the_topic_stays_with_what_to_set_and_the_run_fails() {
+    let stack = TestStack::start().await;
+    let file = stack.dead_letter_dir().join("notifier-letters.jsonl");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    let envelope = envelope_json("R-notify", 1);
+    let record = kinesis_record(1, "R-notify", &serde_json::to_vec(&envelope).unwrap());
+    std::fs::write(&file, letter("notifier", "the topic was gone", record) + "\n").unwrap();
+
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
+        .args(["redrive", "--dead-letters", file.to_str().unwrap()])
+        .args(["--stream", &stack.name("EVENTS_STREAM")])
+        .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
+        .env_remove("NOTIFICATIONS_TOPIC_ARN")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("still failing (notifier): NOTIFICATIONS_TOPIC_ARN is not set"),
+        "{stdout}"
+    );
+    // The letter stays, whole, with what to set as its reason; nothing was notified.
+    let left: Value = serde_json::from_str(std::fs::read_to_string(&file).unwrap().trim()).unwrap();
+    assert_eq!(left["record"]["kinesis"]["partitionKey"], "R-notify");
+    assert!(
+        left["reason"].as_str().unwrap().contains("NotificationsTopicArn"),
+        "{left}"
+    );
+    assert!(stack.scan_all(&stack.name("NOTIFICATIONS_TABLE")).await.is_empty());
+}
+
 /// Every message body left in a queue (received with a short visibility, so nothing is changed).
 async fn bodies_in(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Vec<String> {
     let mut bodies = Vec::new();
