@@ -24,6 +24,7 @@ use futures::StreamExt;
 use relay::{
     Classified, EventSink, KinesisSink, MemoryDeadLetters, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord,
 };
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -48,6 +49,13 @@ pub struct Args {
     /// Concurrent API calls while generating the events.
     #[arg(long, default_value_t = 16)]
     pub writers: usize,
+    /// Keeps each workload's captured Lambda events in this folder (one event per line) and
+    /// reuses them on the next run, so a profile can repeat the same passes without regenerating.
+    #[arg(long)]
+    pub events_dir: Option<std::path::PathBuf>,
+    /// Only the overhead passes (no kinesis-mock): what a profiler should look at.
+    #[arg(long)]
+    pub overhead_only: bool,
 }
 
 /// How the events of a workload are laid out in the stream.
@@ -68,6 +76,46 @@ impl Workload {
             Self::CreateCancelPairs => "create and cancel pairs",
         }
     }
+
+    fn file_name(self) -> &'static str {
+        match self {
+            Self::CreatesThenCancels => "creates-then-cancels.jsonl",
+            Self::CreateCancelPairs => "create-cancel-pairs.jsonl",
+        }
+    }
+}
+
+/// The workload's Lambda events: from `--events-dir` if it has them for this many events and
+/// this batch size, otherwise generated on the stack (and kept there if asked).
+async fn lambda_events(stack: &TestStack, args: &Args, workload: Workload) -> Result<Vec<Vec<u8>>> {
+    let kept = args
+        .events_dir
+        .as_ref()
+        .map(|dir| dir.join(format!("{}-{}-{}", args.events, args.batch_size, workload.file_name())));
+    if let Some(path) = kept.as_ref().filter(|p| p.exists()) {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        eprintln!("{}: events from {}", workload.name(), path.display());
+        return Ok(text.lines().map(|line| line.as_bytes().to_vec()).collect());
+    }
+    let generated = Instant::now();
+    generate(stack, workload, args.events, args.writers).await?;
+    eprintln!(
+        "{}: {} events committed in {:.0} s",
+        workload.name(),
+        args.events,
+        generated.elapsed().as_secs_f64()
+    );
+    let batches = capture_batches(stack, args.batch_size).await?;
+    if let Some(path) = kept {
+        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+        let mut text = Vec::new();
+        for batch in &batches {
+            text.extend_from_slice(batch);
+            text.push(b'\n');
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(batches)
 }
 
 /// Wall and CPU time of one pass over all batches.
@@ -197,21 +245,22 @@ async fn capture_batches(stack: &TestStack, batch_size: usize) -> Result<Vec<Vec
     Ok(std::mem::take(&mut *mapping.function().batches.lock().unwrap()))
 }
 
-/// One pass of the relay over every batch, as the Lambda runtime would run it.
+/// One pass of the relay over every batch, as the Lambda runtime and the relay's `main` run it:
+/// the payload taken as raw JSON, handled, the response written out.
 async fn relay_pass<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, batches: &[Vec<u8>]) -> Result<Pass> {
     let (wall, cpu) = (Instant::now(), ProcessTime::now());
     let mut calls = 0;
     for bytes in batches {
-        let event: Event = serde_json::from_slice(bytes)?;
+        let payload: Box<RawValue> = serde_json::from_slice(bytes)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let outcome = relay.handle(&event, deadline).await;
+        let outcome = relay.handle_json(payload.get(), deadline).await?;
         ensure!(
             outcome.response.batch_item_failures.is_empty(),
             "the relay gave part of a batch back: {:?}",
             outcome.stats.publish.last_error
         );
         ensure!(
-            outcome.stats.published == event.records.len(),
+            outcome.stats.published == outcome.stats.records,
             "not every record was published"
         );
         calls += outcome.stats.publish.calls;
@@ -272,15 +321,7 @@ fn cpu_ms_per_event(events: usize, pass: &Pass) -> f64 {
 
 pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
     let stack = TestStack::start().await;
-    let generated = Instant::now();
-    generate(&stack, workload, args.events, args.writers).await?;
-    let generate_seconds = generated.elapsed().as_secs_f64();
-    eprintln!(
-        "{}: {} events committed in {generate_seconds:.0} s",
-        workload.name(),
-        args.events
-    );
-    let batches = capture_batches(&stack, args.batch_size).await?;
+    let batches = lambda_events(&stack, args, workload).await?;
     let decoded: Vec<Event> = batches
         .iter()
         .map(|b| serde_json::from_slice(b))
@@ -318,6 +359,15 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
         workload.name(),
         cpu_ms_per_event(events, &overhead)
     );
+    let overhead = json!({
+        "passes": args.overhead_passes,
+        "events_per_second": rate(events, &overhead),
+        "cpu_ms_per_event": cpu_ms_per_event(events, &overhead),
+        "calls": overhead.calls,
+    });
+    if args.overhead_only {
+        return Ok(json!({ "workload": workload.name(), "events": events, "overhead": overhead }));
+    }
 
     // Every pass gets a fresh stream shaped like the real one: kinesis-mock slows down as a stream
     // fills, which would otherwise favour whichever side runs first.
@@ -364,13 +414,7 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
         "events": events,
         "batch_size": args.batch_size,
         "invocations": batches.len(),
-        "generate_seconds": generate_seconds,
-        "overhead": {
-            "passes": args.overhead_passes,
-            "events_per_second": rate(events, &overhead),
-            "cpu_ms_per_event": cpu_ms_per_event(events, &overhead),
-            "calls": overhead.calls,
-        },
+        "overhead": overhead,
         "kinesis": {
             "passes": args.kinesis_passes,
             "raw_events_per_second": rate(events, &raw),

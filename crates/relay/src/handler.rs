@@ -1,12 +1,13 @@
 //! One invocation of the relay: classify every record, dead-letter the poison ones, publish the
 //! rest in order, and tell Lambda where to resume.
 
-use crate::classify::{Classified, SkipReason, classify};
+use crate::classify::{Classified, SkipReason, StreamRecord, classify_record};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::publish::{PublishPolicy, PublishReport, publish_in_order};
 use crate::sink::{EventSink, SinkRecord};
-use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use serde_json::value::RawValue;
 use tokio::time::Instant;
 
 pub struct Relay<S, D> {
@@ -81,32 +82,60 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         &self.dead_letters
     }
 
-    /// Handles one batch. Never fails: what could not be published is reported as the batch item
-    /// failure to re-deliver from (the earliest unfinished record; Lambda re-delivers it and
-    /// everything after it in the shard).
+    /// Handles one batch of the typed Lambda event; see [`Relay::handle_json`], which it calls
+    /// with the event's JSON.
     pub async fn handle(&self, event: &Event, deadline: Instant) -> RelayOutcome {
+        match serde_json::to_string(event) {
+            Ok(json) => match self.handle_json(&json, deadline).await {
+                Ok(outcome) => outcome,
+                Err(e) => unreachable!("a typed event always has Records: {e}"),
+            },
+            Err(e) => unreachable!("a typed event always serializes: {e}"),
+        }
+    }
+
+    /// Handles one batch, given as the JSON Lambda delivers. Fails only when the JSON is not
+    /// `{"Records": [...]}` at all; otherwise what could not be published is reported as the
+    /// batch item failure to re-deliver from (the earliest unfinished record; Lambda re-delivers
+    /// it and everything after it in the shard), and a record that is not a stream record at all
+    /// is dead-lettered like any other that can never be published.
+    pub async fn handle_json(&self, event: &str, deadline: Instant) -> Result<RelayOutcome, serde_json::Error> {
+        // One pass over the event reads every record. Should one of them not be a stream record,
+        // a second pass reads them one by one, so that only that one is dead-lettered.
+        let records: Vec<Result<StreamRecord, serde_json::Error>> =
+            match serde_json::from_str::<Batch<StreamRecord>>(event) {
+                Ok(batch) => batch.records.into_iter().map(Ok).collect(),
+                Err(_) => raw_records(event)?
+                    .iter()
+                    .map(|raw| serde_json::from_str(raw.get()))
+                    .collect(),
+            };
         let mut stats = RelayStats {
-            records: event.records.len(),
-            oldest_record_created_ms: event
-                .records
-                .iter()
-                .map(|r| r.change.approximate_creation_date_time.timestamp_millis())
-                .filter(|ms| *ms > 0)
-                .min(),
+            records: records.len(),
+            oldest_record_created_ms: records.iter().flatten().filter_map(StreamRecord::created_ms).min(),
             ..Default::default()
         };
-        let mut publishable: Vec<(usize, SinkRecord)> = Vec::new();
+        let mut positions: Vec<usize> = Vec::with_capacity(records.len());
+        let mut publishable: Vec<SinkRecord> = Vec::with_capacity(records.len());
+        let mut raw_cache: Option<Vec<&RawValue>> = None;
         // Records from here on are not handled in this invocation (a dead letter could not be stored).
-        let mut cutoff = event.records.len();
+        let mut cutoff = records.len();
 
-        for (index, record) in event.records.iter().enumerate() {
-            match classify(record) {
+        for (index, record) in records.iter().enumerate() {
+            let classified = match record {
+                Ok(record) => classify_record(record),
+                Err(e) => Classified::Poison {
+                    reason: format!("not a DynamoDB stream record: {e}"),
+                },
+            };
+            match classified {
                 Classified::Publish {
-                    envelope,
                     record: sink_record,
+                    event,
                 } => {
-                    tracing::debug!(event_id = %envelope.event_id, reservation_id = %envelope.aggregate_id, version = %envelope.version, trace_id = %envelope.trace_id, "publishing");
-                    publishable.push((index, sink_record));
+                    tracing::debug!(event_id = %event.event_id, reservation_id = %event.reservation_id, version = %event.version, trace_id = %event.trace_id, "publishing");
+                    positions.push(index);
+                    publishable.push(sink_record);
                 }
                 Classified::Skip(reason) => {
                     match reason {
@@ -114,17 +143,23 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
                         SkipReason::NotAnInsert => stats.skipped_not_inserts += 1,
                         SkipReason::NotAnOutboxItem => stats.skipped_not_outbox += 1,
                     }
-                    tracing::debug!(?reason, event_name = %record.event_name, sequence_number = ?record.change.sequence_number, "skipped");
+                    if let Ok(record) = record {
+                        tracing::debug!(?reason, event_name = %record.event_name, sequence_number = %record.change.sequence_number, "skipped");
+                    }
                 }
                 Classified::Poison { reason } => {
-                    let letter = dead_letter(record, &reason);
+                    let raw = match &mut raw_cache {
+                        Some(raw) => raw,
+                        None => raw_cache.insert(raw_records(event)?),
+                    };
+                    let letter = dead_letter(raw[index], record.as_ref().ok(), &reason);
                     match self.dead_letters.send(&letter).await {
                         Ok(()) => {
                             stats.dead_lettered += 1;
-                            tracing::error!(%reason, sequence_number = ?record.change.sequence_number, event_source_arn = ?record.event_source_arn, "record cannot be published; dead-lettered");
+                            tracing::error!(%reason, sequence_number = ?letter.sequence_number, event_source_arn = ?letter.event_source_arn, "record cannot be published; dead-lettered");
                         }
                         Err(e) => {
-                            tracing::error!(%reason, error = %e, sequence_number = ?record.change.sequence_number, "record cannot be published and its dead letter could not be stored; will retry from it");
+                            tracing::error!(%reason, error = %e, sequence_number = ?letter.sequence_number, "record cannot be published and its dead letter could not be stored; will retry from it");
                             cutoff = index;
                             break;
                         }
@@ -132,19 +167,20 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
                 }
             }
         }
-        publishable.retain(|(index, _)| *index < cutoff);
+        let kept = positions.partition_point(|index| *index < cutoff);
+        positions.truncate(kept);
+        publishable.truncate(kept);
 
-        let records: Vec<SinkRecord> = publishable.iter().map(|(_, r)| r.clone()).collect();
-        let report = publish_in_order(&self.sink, &records, &self.policy, deadline).await;
+        let report = publish_in_order(&self.sink, &publishable, &self.policy, deadline).await;
         stats.published = report.published.iter().filter(|p| **p).count();
-        let first_unpublished = report.first_unpublished().map(|k| publishable[k].0);
+        let first_unpublished = report.first_unpublished().map(|k| positions[k]);
         let resume_at = first_unpublished
             .into_iter()
-            .chain((cutoff < event.records.len()).then_some(cutoff))
+            .chain((cutoff < records.len()).then_some(cutoff))
             .min();
         if report.gave_up {
             tracing::warn!(
-                unpublished = records.len() - stats.published,
+                unpublished = publishable.len() - stats.published,
                 retries = report.retries,
                 last_error = report.last_error.as_deref().unwrap_or(""),
                 "giving the rest of the batch back to Lambda"
@@ -155,7 +191,14 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         let mut response = DynamoDbEventResponse::default();
         if let Some(index) = resume_at {
             let mut failure = DynamoDbBatchItemFailure::default();
-            failure.item_identifier = Some(item_identifier(&event.records[index]));
+            // A record that is not even a stream record has no identifier Lambda would know:
+            // an empty one makes Lambda retry the whole batch, which loses nothing.
+            failure.item_identifier = Some(
+                records[index]
+                    .as_ref()
+                    .map(|record| record.item_identifier().to_owned())
+                    .unwrap_or_default(),
+            );
             response.batch_item_failures.push(failure);
         }
         tracing::info!(
@@ -169,27 +212,32 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             "relay batch done"
         );
         self.metrics.emit(&stats.metrics(time::OffsetDateTime::now_utc()));
-        RelayOutcome { response, stats }
+        Ok(RelayOutcome { response, stats })
     }
 }
 
-/// Lambda identifies DynamoDB stream records by sequence number.
-fn item_identifier(record: &EventRecord) -> String {
-    record
-        .change
-        .sequence_number
-        .clone()
-        .unwrap_or_else(|| record.event_id.clone())
+/// A Lambda event of DynamoDB stream records.
+#[derive(serde::Deserialize)]
+struct Batch<T> {
+    #[serde(rename = "Records")]
+    records: Vec<T>,
 }
 
-fn dead_letter(record: &EventRecord, reason: &str) -> DeadLetter {
+/// The event's records as the JSON they came as: for dead letters, which are rare.
+fn raw_records(event: &str) -> Result<Vec<&RawValue>, serde_json::Error> {
+    serde_json::from_str::<Batch<&RawValue>>(event).map(|batch| batch.records)
+}
+
+fn dead_letter(raw: &RawValue, record: Option<&StreamRecord<'_>>, reason: &str) -> DeadLetter {
+    let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     DeadLetter {
         function: "relay".into(),
         reason: reason.to_owned(),
-        event_source_arn: record.event_source_arn.clone(),
-        event_id: Some(record.event_id.clone()),
-        sequence_number: record.change.sequence_number.clone(),
-        record: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
+        event_source_arn: record.and_then(|r| text(&r.event_source_arn)),
+        event_id: record.and_then(|r| text(&r.event_id)),
+        sequence_number: record.and_then(|r| text(&r.change.sequence_number)),
+        // The record exactly as Lambda delivered it, for the re-drive.
+        record: serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null),
         dead_lettered_at: time::OffsetDateTime::now_utc(),
     }
 }

@@ -1,6 +1,7 @@
 //! The stream relay: DynamoDB Streams records of the outbox table in, Kinesis records out.
 //!
-//! - [`classify`] decides per stream record: publish (an outbox INSERT), skip (TTL removals,
+//! - [`classify`] decides per stream record, read from the event's JSON without building
+//!   attribute maps ([`dynamodb_json`]): publish (an outbox INSERT), skip (TTL removals,
 //!   modifications, other items), or dead-letter (a record that can never be published).
 //! - [`publish`] puts the publishable records on an [`sink::EventSink`] so that no event of a
 //!   reservation ever reaches the stream before an earlier one of the same reservation, even when
@@ -12,6 +13,7 @@
 
 pub mod classify;
 pub mod config;
+pub mod dynamodb_json;
 /// Dead letters live in their own crate, shared with the consumers.
 pub mod dead_letter {
     pub use dead_letters::*;
@@ -22,7 +24,7 @@ pub mod polling;
 pub mod publish;
 pub mod sink;
 
-pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
+pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, StreamRecord, classify, classify_record};
 pub use config::{PollerConfig, RelayConfig};
 pub use dead_letter::{
     ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,

@@ -1,9 +1,9 @@
 //! The relay Lambda (DynamoDB Streams event source, ReportBatchItemFailures). Only wiring.
 
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
+use serde_json::value::RawValue;
 use std::time::Duration;
 
 /// Time kept back from Lambda's deadline to answer before being cut off.
@@ -22,9 +22,11 @@ async fn main() -> Result<(), Error> {
     )
     .with_metrics(telemetry::Emitter::Stdout);
     let relay = &relay;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<Event>| async move {
+    // The event stays JSON until the relay reads the little of it it needs (relay::classify).
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
         let deadline = relay::invocation_deadline(event.context.deadline, DEADLINE_MARGIN);
-        Ok::<DynamoDbEventResponse, Error>(relay.handle(&event.payload, deadline).await.response)
+        let outcome = relay.handle_json(event.payload.get(), deadline).await?;
+        Ok::<DynamoDbEventResponse, Error>(outcome.response)
     }))
     .await
 }

@@ -29,7 +29,7 @@ fn only(event: &Event) -> Classified {
 
 #[test]
 fn an_outbox_insert_is_published_as_the_design_envelope_keyed_by_reservation() {
-    let Classified::Publish { envelope, record } = only(&fixture("outbox-insert")) else {
+    let Classified::Publish { record, event } = only(&fixture("outbox-insert")) else {
         panic!("should publish")
     };
     assert_eq!(record.partition_key, "01M862NN08VG1A2W9F724MN75V");
@@ -56,7 +56,17 @@ fn an_outbox_insert_is_published_as_the_design_envelope_keyed_by_reservation() {
         }),
         "the storage attributes item_type and expires_at stay out of the event"
     );
+    let envelope: domain::EventEnvelope = serde_json::from_slice(&record.data).unwrap();
     assert_eq!(envelope.reservation().unwrap().seats.get(), 2);
+    assert_eq!(
+        (event.event_id, event.reservation_id, event.version, event.trace_id),
+        (
+            envelope.event_id,
+            envelope.aggregate_id,
+            envelope.version,
+            envelope.trace_id
+        )
+    );
 }
 
 #[test]
@@ -205,4 +215,38 @@ async fn each_batch_emits_emf_metrics_with_the_relay_lag() {
     assert_eq!(doc["PutRecordsFailures"], 0.0);
     // The fixtures were written in 2026: now − their creation time is positive and large.
     assert!(doc["RelayLag"].as_f64().unwrap() > 0.0, "{doc}");
+}
+
+#[tokio::test]
+async fn a_record_that_is_not_a_stream_record_is_dead_lettered_as_delivered_and_the_rest_published() {
+    let insert: serde_json::Value = serde_json::from_str(fixtures::OUTBOX_INSERT).unwrap();
+    let good = insert["Records"][0].clone();
+    let broken = serde_json::json!({ "eventID": "broken", "eventName": "INSERT", "dynamodb": "not an object" });
+    let event = serde_json::json!({ "Records": [broken, good] }).to_string();
+    let relay = Relay::new(
+        RecordingSink::default(),
+        MemoryDeadLetters::default(),
+        PublishPolicy::default(),
+    );
+    let outcome = relay
+        .handle_json(&event, Instant::now() + Duration::from_secs(60))
+        .await
+        .expect("the event has Records");
+
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(
+        relay.sink().accepted.lock().unwrap().len(),
+        1,
+        "the good record is published"
+    );
+    let letters = relay.dead_letters().letters();
+    assert_eq!(letters.len(), 1);
+    assert!(
+        letters[0].reason.contains("not a DynamoDB stream record"),
+        "{}",
+        letters[0].reason
+    );
+    assert_eq!(letters[0].record, broken, "kept exactly as delivered");
+    // An event that is not a batch of records at all is the invocation's error.
+    assert!(relay.handle_json(r#"{"records": []}"#, Instant::now()).await.is_err());
 }
