@@ -10,14 +10,18 @@
 #   scripts/bench.sh api [CLIENTS] [SECONDS]   POST /reservations next to raw TransactWriteItems (32, 20)
 #   scripts/bench.sh relay [EVENTS] [BATCH]    relay CPU per event and rate vs raw PutRecords (10000, 100)
 #   scripts/bench.sh functions [RUNS]          zipped arm64 size, init time, peak RSS (5 runs)
+#   scripts/bench.sh consumers [EVENTS] [BATCH] projector and notifier CPU and capacity per event (10000, 100)
+#   scripts/bench.sh cost [RESERVATIONS] [CANCELS]
+#                                              measured capacity units and CPU → docs/cost.md, the bill
+#                                              per million reservations for each relay (1000, 250)
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 what="${1:-all}"
 case "$what" in
-  all | modes | api | relay | functions) ;;
-  *) die "unknown benchmark '$what' (available: all, modes, api, relay, functions)" ;;
+  all | modes | api | relay | functions | consumers | cost) ;;
+  *) die "unknown benchmark '$what' (available: all, modes, api, relay, functions, consumers, cost)" ;;
 esac
 [[ "$what" == all ]] && (($# > 1)) && die "'all' takes no arguments; run one benchmark to change its parameters"
 
@@ -312,15 +316,83 @@ answers at once instead of polling until its deadline.""")
 PY
 }
 
+bench_consumers() {
+  local events="${1:-10000}" batch="${2:-100}" results
+  fresh_engines
+  log "consumers: $events events, batches of $batch, in memory and on DynamoDB Local"
+  results="$("$bin/consumer-bench" --events "$events" --batch-size "$batch")"
+  echo "$results"
+  python3 - "$results" "$machine" "$day" "$(command_line consumers "$events" "$batch")" <<'PY' | write_section "## Consumers: cost per event"
+import json, sys
+r = json.loads(sys.argv[1])
+machine, day, command = sys.argv[2:5]
+print(f"""## Consumers: cost per event
+
+Command: `{command}` (release build, one thread). Run on {day}: {machine}.
+
+The same {r['events']} Kinesis events (three quarters creates, then cancels of a third of them, the
+envelopes as the relay writes them) in {r['invocations']} invocations of {r['batch_size']}, through each consumer's
+handler as the Lambda runtime would run it (event JSON → `KinesisEvent`, the handler, response →
+JSON).
+
+- **In memory**: the adapters' in-memory twins (the same version rule): the handler's own work,
+  process CPU per event, median of {r['memory_passes']} passes, each on an empty store.
+- **DynamoDB Local**: the real adapters through the SDK, each pass on fresh tables, mean of
+  {r['dynamodb_passes']} passes after a warm-up. The notifier's channel accepts every notification in
+  memory (SNS is not measured here). Capacity is what DynamoDB Local reports per call
+  (`ReturnConsumedCapacity=TOTAL`), per applied event.
+
+| consumer | in memory: CPU µs/event | in memory: events/s | DynamoDB Local: CPU ms/event (SDK incl.) | DynamoDB Local: events/s | RRU/event | WRU/event | calls/event |
+|---|---|---|---|---|---|---|---|""")
+for name in ("projector", "notifier"):
+    c = r[name]
+    units = c["units_per_event"]
+    calls = sum(op["calls"] for op in units["by_operation"].values())
+    ops = ", ".join(f"{op} {v['calls']:.0f}" for op, v in sorted(units["by_operation"].items()))
+    print(f"| {name} | {c['memory']['cpu_ms_per_event'] * 1000:.1f} | {c['memory']['events_per_second']:,.0f} | "
+          f"{c['dynamodb']['cpu_ms_per_event']:.3f} | {c['dynamodb']['events_per_second']:,.0f} | "
+          f"{units['read']:.2f} | {units['write']:.2f} | {calls:.0f} ({ops}) |")
+print("""
+The projector writes one item per event with a condition on the version. The notifier makes three
+steps per notification (docs/adr/0005-notification-delivery.md): it claims the reservation's next
+version on its progress item (an update), publishes, then advances the progress and stores the
+sent notification in one transaction: sending each notification once costs those writes.
+DynamoDB Local runs on the same two cores; its latency, not the handler, sets the events/s.""")
+PY
+}
+
+bench_cost() {
+  local reservations="${1:-1000}" cancels="${2:-250}" out="$logs/cost"
+  mkdir -p "$out"
+  fresh_engines
+  log "cost: capacity units of $reservations reservations and $cancels cancels in each relay mode, then the poller idle"
+  "$bin/pipeline-bench" capacity --reservations "$reservations" --cancels "$cancels" >"$out/capacity.json"
+  fresh_engines
+  log "cost: the consumers' units and CPU per event"
+  "$bin/consumer-bench" --events 2000 --memory-passes 1 --dynamodb-passes 1 >"$out/consumers.json"
+  fresh_engines
+  log "cost: the relay's CPU per event"
+  "$bin/relay-bench" --events 2000 --kinesis-passes 1 >"$out/relay.jsonl"
+  pip_tools "$ROOT/.venv-bench" matplotlib==3.9.2
+  "$ROOT/.venv-bench/bin/python" "$ROOT/scripts/lib/cost-model.py" "$out/capacity.json" "$out/consumers.json" \
+    "$out/relay.jsonl" "$ROOT/docs/cost.md" "$ROOT/docs/cost.png" "$(command_line cost "$reservations" "$cancels")" \
+    "$machine" "$day"
+  log "wrote docs/cost.md and docs/cost.png"
+}
+
 case "$what" in
   modes) bench_modes "${@:2}" ;;
   api) bench_api "${@:2}" ;;
   relay) bench_relay "${@:2}" ;;
   functions) bench_functions "${@:2}" ;;
+  consumers) bench_consumers "${@:2}" ;;
+  cost) bench_cost "${@:2}" ;;
   all)
     bench_modes
     bench_api
     bench_relay
+    bench_consumers
     bench_functions
+    bench_cost
     ;;
 esac

@@ -8,8 +8,12 @@
 //! - [`transactions`]: raw `TransactWriteItems` of the API's items, no HTTP, no handler;
 //! - [`function_start`]: a function binary's start and first invocation under [`runtime_api`];
 //! - [`relay_cost`]: the relay's CPU per event, and its rate next to raw `PutRecords`;
-//! - [`load`]: offered load against a running API.
+//! - [`load`]: offered load against a running API;
+//! - [`capacity`]: DynamoDB capacity units per reservation, cancel and relayed event;
+//! - [`consumer_cost`]: the projector's and the notifier's CPU and capacity per event.
 
+pub mod capacity;
+pub mod consumer_cost;
 pub mod function_start;
 pub mod idle;
 pub mod latency;

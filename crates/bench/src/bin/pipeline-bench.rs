@@ -11,6 +11,9 @@
 //!   pipeline-bench init --binary PATH --kind api|relay|projector|notifier|poller --runs N
 //!       a function's start under a Lambda Runtime API: process start → first
 //!       `GET /runtime/invocation/next`, the first invocation, and peak RSS
+//!   pipeline-bench capacity --reservations N --cancels M
+//!       DynamoDB capacity units per reservation, cancel and relayed event in each relay mode,
+//!       and Kinesis PUT payload units per event
 
 use bench::Mode;
 use bench::function_start::FunctionKind;
@@ -55,6 +58,13 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         seconds: u64,
     },
+    Capacity {
+        #[arg(long, default_value_t = 1000)]
+        reservations: usize,
+        /// How many of those are then cancelled.
+        #[arg(long, default_value_t = 250)]
+        cancels: usize,
+    },
     Init {
         #[arg(long)]
         binary: std::path::PathBuf,
@@ -86,6 +96,9 @@ async fn main() -> std::process::ExitCode {
         } => bench::idle::run(mode, Duration::from_millis(interval_ms), seconds).await,
         Command::Transactions { clients, seconds } => bench::transactions::run(clients, seconds).await,
         Command::Init { binary, kind, runs } => bench::function_start::run(binary, kind, runs).await,
+        Command::Capacity { reservations, cancels } => bench::capacity::run(reservations, cancels)
+            .await
+            .map(|result| println!("{result}")),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
