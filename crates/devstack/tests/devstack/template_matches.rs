@@ -576,3 +576,51 @@ fn the_record_of_what_happened_survives_deletion_and_replacement() {
         );
     }
 }
+
+#[test]
+fn with_enhanced_fan_out_each_consumer_reads_through_its_own_registered_consumer() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["ConsumerFanOut"]["Default"].as_str(),
+        Some("SHARED"),
+        "shared throughput costs nothing extra, so it stays the default"
+    );
+    let registered = resources_of_type(&template, "AWS::Kinesis::StreamConsumer");
+    for (function, consumer) in [
+        ("ProjectorFunction", "ProjectorStreamConsumer"),
+        ("NotifierFunction", "NotifierStreamConsumer"),
+    ] {
+        let declared = registered
+            .get(consumer)
+            .unwrap_or_else(|| panic!("{consumer} is declared"));
+        assert_eq!(declared["Condition"].as_str(), Some("EnhancedFanOut"));
+        assert_eq!(
+            json(&declared["Properties"]["StreamARN"]),
+            serde_json::json!({ "!GetAtt": "EventsStream.Arn" })
+        );
+        let consumer_arn = serde_json::json!({ "!GetAtt": format!("{consumer}.ConsumerARN") });
+        // The function's mapping reads through the consumer when it exists, the stream otherwise.
+        let mapping = resources_of_type(&template, "AWS::Lambda::EventSourceMapping")
+            .into_values()
+            .find(|m| json(&m["Properties"]["FunctionName"]) == serde_json::json!({ "!Ref": function }))
+            .unwrap_or_else(|| panic!("{function} has a mapping"));
+        assert_eq!(
+            json(&mapping["Properties"]["EventSourceArn"]),
+            serde_json::json!({ "!If": ["EnhancedFanOut", consumer_arn, { "!GetAtt": "EventsStream.Arn" }] })
+        );
+        // And may subscribe to exactly that consumer, only when it exists.
+        let statements = json(&template["Resources"][function]["Properties"]["Policies"][0]["Statement"]);
+        let pushed = statements
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|s| s.get("!If").filter(|branches| branches[0] == "EnhancedFanOut"))
+            .unwrap_or_else(|| panic!("{function} has the enhanced fan-out statement"));
+        assert_eq!(pushed[1]["Resource"], consumer_arn);
+        assert_eq!(
+            pushed[1]["Action"],
+            serde_json::json!(["kinesis:SubscribeToShard", "kinesis:DescribeStreamConsumer"])
+        );
+        assert_eq!(pushed[2], serde_json::json!({ "!Ref": "AWS::NoValue" }));
+    }
+}
