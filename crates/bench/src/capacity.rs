@@ -303,17 +303,10 @@ pub async fn run(reservations: usize, cancels: usize) -> anyhow::Result<serde_js
 }
 
 /// The polling publisher on the stack's (metered) outbox, with the deployed settings.
-fn poller(
-    stack: &test_support::stack::TestStack,
-    interval: std::time::Duration,
-) -> relay::Poller<adapters::DynamoOutbox, adapters::DynamoOutbox, relay::KinesisSink, relay::MemoryDeadLetters> {
-    let outbox = adapters::DynamoOutbox::new(stack.dynamodb.clone(), stack.name("OUTBOX_TABLE"));
-    relay::Poller::new(
-        outbox.clone(),
-        outbox,
-        relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
-        relay::MemoryDeadLetters::default(),
-        relay::PublishPolicy::default(),
+fn poller(stack: &test_support::stack::TestStack, interval: std::time::Duration) -> crate::BenchPoller {
+    crate::poller(
+        stack,
+        stack.dynamodb.clone(),
         relay::PollerSettings {
             interval,
             // DynamoDB Local updates the index with the write itself.

@@ -72,13 +72,9 @@ pub async fn run(mode: Mode, interval: Duration, seconds: u64) -> Result<()> {
                     .interceptor(table_calls.clone())
                     .build(),
             );
-            let outbox = adapters::DynamoOutbox::new(dynamodb, stack.name("OUTBOX_TABLE"));
-            let poller = relay::Poller::new(
-                outbox.clone(),
-                outbox,
-                relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
-                relay::MemoryDeadLetters::default(),
-                relay::PublishPolicy::default(),
+            let poller = crate::poller(
+                &stack,
+                dynamodb,
                 relay::PollerSettings {
                     interval,
                     ..Default::default()

@@ -56,6 +56,23 @@ impl Mode {
     }
 }
 
+pub type BenchPoller =
+    relay::Poller<adapters::DynamoOutbox, adapters::DynamoOutbox, relay::KinesisSink, relay::MemoryDeadLetters>;
+
+/// The polling publisher on the stack's outbox through `dynamodb` (a client with an interceptor,
+/// say), publishing to the stack's stream; dead letters kept in memory.
+pub fn poller(stack: &TestStack, dynamodb: aws_sdk_dynamodb::Client, settings: relay::PollerSettings) -> BenchPoller {
+    let outbox = adapters::DynamoOutbox::new(dynamodb, stack.name("OUTBOX_TABLE"));
+    relay::Poller::new(
+        outbox.clone(),
+        outbox,
+        relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
+        relay::MemoryDeadLetters::default(),
+        relay::PublishPolicy::default(),
+        settings,
+    )
+}
+
 /// The local event source mappings' pause when a shard has nothing new (as `devstack up`).
 pub const MAPPING_IDLE_WAIT: Duration = Duration::from_millis(100);
 
