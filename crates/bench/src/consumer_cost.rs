@@ -10,17 +10,16 @@
 //! Run it on one thread: process CPU time is then the handler's (plus the SDK's) own.
 
 use crate::capacity::{CapacityMeter, metered_client};
+use crate::stats::Pass;
 use adapters::{DynamoNotifications, DynamoReadModel, InMemoryNotifications, InMemoryReadModel};
 use anyhow::{Result, ensure};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use consumers::{Consumer, ConsumerHandler, Notifier, Projector};
-use cpu_time::ProcessTime;
 use domain::Notification;
 use domain::ports::{Delivery, NotificationChannel, StoreError};
 use relay::MemoryDeadLetters;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
 use test_support::events::{envelope_json, kinesis_record};
 use test_support::stack::TestStack;
 
@@ -80,14 +79,9 @@ fn lambda_events(events: usize, batch_size: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-struct Pass {
-    wall: Duration,
-    cpu: Duration,
-}
-
 /// One pass over every batch, as the Lambda runtime would run the handler.
 async fn pass<C: Consumer>(handler: &ConsumerHandler<C, MemoryDeadLetters>, batches: &[Vec<u8>]) -> Result<Pass> {
-    let (wall, cpu) = (Instant::now(), ProcessTime::now());
+    let clock = Pass::start();
     for bytes in batches {
         let event: KinesisEvent = serde_json::from_slice(bytes)?;
         let (response, stats) = handler.handle(&event).await;
@@ -98,16 +92,13 @@ async fn pass<C: Consumer>(handler: &ConsumerHandler<C, MemoryDeadLetters>, batc
         );
         std::hint::black_box(serde_json::to_vec(&response)?);
     }
-    Ok(Pass {
-        wall: wall.elapsed(),
-        cpu: cpu.elapsed(),
-    })
+    Ok(clock.stop(batches.len() as u32))
 }
 
 fn per_event(events: usize, pass: &Pass) -> Value {
     json!({
-        "events_per_second": events as f64 / pass.wall.as_secs_f64(),
-        "cpu_ms_per_event": pass.cpu.as_secs_f64() * 1000.0 / events as f64,
+        "events_per_second": pass.events_per_second(events),
+        "cpu_ms_per_event": pass.cpu_ms_per_event(events),
     })
 }
 
@@ -118,16 +109,7 @@ async fn in_memory<C: Consumer>(make: impl Fn() -> C, batches: &[Vec<u8>], passe
         // A fresh store each pass: every event is applied, none is a duplicate.
         results.push(pass(&ConsumerHandler::new(make(), MemoryDeadLetters::default()), batches).await?);
     }
-    results.sort_by_key(|p| p.cpu);
-    Ok(results.swap_remove(results.len() / 2))
-}
-
-fn mean(passes: &[Pass]) -> Pass {
-    let n = passes.len() as u32;
-    Pass {
-        wall: passes.iter().map(|p| p.wall).sum::<Duration>() / n,
-        cpu: passes.iter().map(|p| p.cpu).sum::<Duration>() / n,
-    }
+    Ok(Pass::median_cpu(&results))
 }
 
 pub async fn run(args: &Args) -> Result<Value> {
@@ -216,12 +198,12 @@ pub async fn run(args: &Args) -> Result<Value> {
         "dynamodb_passes": args.dynamodb_passes,
         "projector": {
             "memory": per_event(events, &projector_memory),
-            "dynamodb": per_event(events, &mean(&projector_passes)),
+            "dynamodb": per_event(events, &Pass::mean(&projector_passes)),
             "units_per_event": units_per_event(&projector_units),
         },
         "notifier": {
             "memory": per_event(events, &notifier_memory),
-            "dynamodb": per_event(events, &mean(&notifier_passes)),
+            "dynamodb": per_event(events, &Pass::mean(&notifier_passes)),
             "units_per_event": units_per_event(&notifier_units),
         },
     }))

@@ -12,11 +12,11 @@
 //!
 //! Run it on one thread: process CPU time is then the relay's (plus the SDK's) own.
 
+use crate::stats::Pass;
 use anyhow::{Context, Result, bail, ensure};
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use aws_lambda_events::event::dynamodb::Event;
-use cpu_time::ProcessTime;
 use domain::{Capacity, GuestId, ReservationId, Seats, SlotId, TraceId};
 use event_source_mapping::function::Function;
 use event_source_mapping::{EventSourceMapping, FunctionError, MappingConfig, MemoryOnFailure};
@@ -116,29 +116,6 @@ async fn lambda_events(stack: &TestStack, args: &Args, workload: Workload) -> Re
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(batches)
-}
-
-/// Wall and CPU time of one pass over all batches.
-#[derive(Clone, Copy)]
-struct Pass {
-    wall: Duration,
-    cpu: Duration,
-    calls: u32,
-}
-
-fn mean(passes: &[Pass]) -> Pass {
-    let n = passes.len() as u32;
-    Pass {
-        wall: passes.iter().map(|p| p.wall).sum::<Duration>() / n,
-        cpu: passes.iter().map(|p| p.cpu).sum::<Duration>() / n,
-        calls: passes.iter().map(|p| p.calls).sum::<u32>() / n,
-    }
-}
-
-fn median_by(passes: &[Pass], key: impl Fn(&Pass) -> Duration) -> Pass {
-    let mut sorted = passes.to_vec();
-    sorted.sort_by_key(|p| key(p));
-    sorted[sorted.len() / 2]
 }
 
 /// Keeps the events the mapping hands over, as the bytes Lambda would deliver.
@@ -248,7 +225,7 @@ async fn capture_batches(stack: &TestStack, batch_size: usize) -> Result<Vec<Vec
 /// One pass of the relay over every batch, as the Lambda runtime and the relay's `main` run it:
 /// the payload taken as raw JSON, handled, the response written out.
 async fn relay_pass<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, batches: &[Vec<u8>]) -> Result<Pass> {
-    let (wall, cpu) = (Instant::now(), ProcessTime::now());
+    let clock = Pass::start();
     let mut calls = 0;
     for bytes in batches {
         let payload: Box<RawValue> = serde_json::from_slice(bytes)?;
@@ -266,11 +243,7 @@ async fn relay_pass<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, batches: 
         calls += outcome.stats.publish.calls;
         std::hint::black_box(serde_json::to_vec(&outcome.response)?);
     }
-    Ok(Pass {
-        wall: wall.elapsed(),
-        cpu: cpu.elapsed(),
-        calls,
-    })
+    Ok(clock.stop(calls))
 }
 
 fn kinesis_sink(stack: &TestStack, stream: &str) -> KinesisSink {
@@ -294,29 +267,14 @@ async fn fresh_stream(stack: &TestStack, count: &mut u32) -> String {
 /// The same records as plain `PutRecords` calls through the relay's own sink, one per batch:
 /// what a relay with no work of its own and no ordering rule would do.
 async fn raw_pass(sink: &KinesisSink, calls: &[Vec<SinkRecord>]) -> Result<(Pass, u64)> {
-    let (wall, cpu) = (Instant::now(), ProcessTime::now());
+    let clock = Pass::start();
     let mut failed = 0;
     for call in calls {
         let records: Vec<&SinkRecord> = call.iter().collect();
         let outcomes = sink.put_records(&records).await?;
         failed += outcomes.iter().filter(|o| **o != PutOutcome::Accepted).count() as u64;
     }
-    Ok((
-        Pass {
-            wall: wall.elapsed(),
-            cpu: cpu.elapsed(),
-            calls: calls.len() as u32,
-        },
-        failed,
-    ))
-}
-
-fn rate(events: usize, pass: &Pass) -> f64 {
-    events as f64 / pass.wall.as_secs_f64()
-}
-
-fn cpu_ms_per_event(events: usize, pass: &Pass) -> f64 {
-    pass.cpu.as_secs_f64() * 1000.0 / events as f64
+    Ok((clock.stop(calls.len() as u32), failed))
 }
 
 pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
@@ -353,16 +311,16 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
     for _ in 0..args.overhead_passes {
         overhead.push(relay_pass(&overhead_relay, &batches).await?);
     }
-    let overhead = median_by(&overhead, |p| p.cpu);
+    let overhead = Pass::median_cpu(&overhead);
     eprintln!(
         "{}: overhead {:.4} CPU-ms/event",
         workload.name(),
-        cpu_ms_per_event(events, &overhead)
+        overhead.cpu_ms_per_event(events)
     );
     let overhead = json!({
         "passes": args.overhead_passes,
-        "events_per_second": rate(events, &overhead),
-        "cpu_ms_per_event": cpu_ms_per_event(events, &overhead),
+        "events_per_second": overhead.events_per_second(events),
+        "cpu_ms_per_event": overhead.cpu_ms_per_event(events),
         "calls": overhead.calls,
     });
     if args.overhead_only {
@@ -392,7 +350,7 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
             eprintln!(
                 "{}: raw pass {pass}: {:.0} events/s",
                 workload.name(),
-                rate(events, &result)
+                result.events_per_second(events)
             );
             raw.push(result);
             raw_failed += failed;
@@ -401,13 +359,13 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
             eprintln!(
                 "{}: relay pass {pass}: {:.0} events/s",
                 workload.name(),
-                rate(events, &result)
+                result.events_per_second(events)
             );
             relayed.push(result);
         }
     }
-    let raw = mean(&raw);
-    let relayed = mean(&relayed);
+    let raw = Pass::mean(&raw);
+    let relayed = Pass::mean(&relayed);
 
     Ok(json!({
         "workload": workload.name(),
@@ -417,14 +375,14 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
         "overhead": overhead,
         "kinesis": {
             "passes": args.kinesis_passes,
-            "raw_events_per_second": rate(events, &raw),
-            "raw_cpu_ms_per_event": cpu_ms_per_event(events, &raw),
+            "raw_events_per_second": raw.events_per_second(events),
+            "raw_cpu_ms_per_event": raw.cpu_ms_per_event(events),
             "raw_calls": raw.calls,
             "raw_failed_records": raw_failed,
-            "relay_events_per_second": rate(events, &relayed),
-            "relay_cpu_ms_per_event": cpu_ms_per_event(events, &relayed),
+            "relay_events_per_second": relayed.events_per_second(events),
+            "relay_cpu_ms_per_event": relayed.cpu_ms_per_event(events),
             "relay_calls": relayed.calls,
-            "ratio": rate(events, &relayed) / rate(events, &raw),
+            "ratio": relayed.events_per_second(events) / raw.events_per_second(events),
         },
     }))
 }
