@@ -2,7 +2,7 @@
 //! source mapping's FilterCriteria already drops the rest, and this check makes a missing or wrong
 //! filter harmless.
 
-use crate::dynamodb_json::{from_item_json, from_item_json_with};
+use crate::dynamodb_json::{deserialize_item_with, from_item_json, from_item_json_with};
 use crate::sink::{MAX_BYTES_PER_RECORD, SinkRecord};
 use aws_lambda_events::event::dynamodb::EventRecord;
 use domain::{EventId, EventType, ReservationId, TraceId, Version};
@@ -51,7 +51,7 @@ pub struct PublishedEvent {
 /// relay's tests hold the two equal), except that the payload is carried as the JSON text it
 /// is transcoded to while the item is read, instead of a `serde_json::Value` built from the
 /// item and written out again.
-#[derive(Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize)]
 struct OutboxEnvelope {
     event_id: EventId,
     event_type: EventType,
@@ -78,8 +78,13 @@ fn payload_as_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<
 /// `EventRecord`), borrowed from the Lambda event's JSON: no attribute maps are built, and the
 /// keys and old image are skipped unread. Lambda's JSON escapes none of these strings, so they
 /// are borrowed; one that is escaped is copied.
-#[derive(Debug, Default, Deserialize)]
-pub struct StreamRecord<'a> {
+///
+/// `I` is how the new image is held: as its JSON, read once the record is known to be an outbox
+/// INSERT (the default, which reads any record), or as an [`OutboxImage`] read in the same pass
+/// as the rest of the record (which fails on an image that is not an event envelope).
+#[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
+pub struct StreamRecord<'a, I = &'a RawValue> {
     #[serde(rename = "eventID", borrow, default)]
     pub event_id: Cow<'a, str>,
     #[serde(rename = "eventName", borrow, default)]
@@ -89,7 +94,7 @@ pub struct StreamRecord<'a> {
     #[serde(rename = "userIdentity", borrow, default)]
     pub user_identity: Option<UserIdentity<'a>>,
     #[serde(rename = "dynamodb", borrow, default)]
-    pub change: Change<'a>,
+    pub change: Change<'a, I>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -100,19 +105,29 @@ pub struct UserIdentity<'a> {
     pub principal_id: Cow<'a, str>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct Change<'a> {
+#[derive(Debug, Deserialize)]
+#[serde(bound(deserialize = "I: Deserialize<'de>"))]
+pub struct Change<'a, I> {
     /// Seconds since the epoch, with a fraction.
     #[serde(rename = "ApproximateCreationDateTime", default)]
     pub approximate_creation_date_time: Option<f64>,
     #[serde(rename = "SequenceNumber", borrow, default)]
     pub sequence_number: Cow<'a, str>,
-    /// The item as DynamoDB JSON, read only once the record is known to be an outbox INSERT.
-    #[serde(rename = "NewImage", borrow, default)]
-    pub new_image: Option<&'a RawValue>,
+    #[serde(rename = "NewImage", default = "Option::default")]
+    pub new_image: Option<I>,
 }
 
-impl StreamRecord<'_> {
+impl<I> Default for Change<'_, I> {
+    fn default() -> Self {
+        Self {
+            approximate_creation_date_time: None,
+            sequence_number: Cow::Borrowed(""),
+            new_image: None,
+        }
+    }
+}
+
+impl<I> StreamRecord<'_, I> {
     /// Milliseconds since the epoch of `ApproximateCreationDateTime`, when it is there.
     pub fn created_ms(&self) -> Option<i64> {
         self.change
@@ -128,6 +143,62 @@ impl StreamRecord<'_> {
         } else {
             &self.change.sequence_number
         }
+    }
+}
+
+/// A new image read as an outbox item in the stream record's own pass: the event envelope and
+/// the item type beside it. Reading fails when the image is not an event envelope; the relay
+/// then reads that batch again with images held as JSON, which classifies any record.
+#[derive(Debug)]
+pub struct OutboxImage<'a> {
+    item_type: Option<Cow<'a, str>>,
+    envelope: OutboxEnvelope,
+}
+
+impl<'de> Deserialize<'de> for OutboxImage<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let (item_type, envelope) = deserialize_item_with(deserializer, "item_type");
+        Ok(Self {
+            item_type,
+            envelope: envelope?,
+        })
+    }
+}
+
+/// What a new image holds for the relay.
+pub struct ImageRead<'a> {
+    item_type: Option<Cow<'a, str>>,
+    envelope: Result<OutboxEnvelope, serde_json::Error>,
+}
+
+/// How a stream record's new image is held until it is classified.
+pub trait NewImage<'a> {
+    /// The item type and the envelope; `None` for an empty image.
+    fn read(self) -> Option<ImageRead<'a>>;
+}
+
+impl<'a> NewImage<'a> for &'a RawValue {
+    fn read(self) -> Option<ImageRead<'a>> {
+        if is_empty_object(self) {
+            return None;
+        }
+        let image = self.get();
+        let (item_type, envelope) = from_item_json_with::<OutboxEnvelope>(image, "item_type");
+        // A failed pass may have stopped before the item type: read it alone.
+        let item_type = match (&envelope, item_type) {
+            (Err(_), None) => from_item_json::<ItemType>(image).ok().and_then(|i| i.item_type),
+            (_, item_type) => item_type,
+        };
+        Some(ImageRead { item_type, envelope })
+    }
+}
+
+impl<'a> NewImage<'a> for OutboxImage<'a> {
+    fn read(self) -> Option<ImageRead<'a>> {
+        Some(ImageRead {
+            item_type: self.item_type,
+            envelope: Ok(self.envelope),
+        })
     }
 }
 
@@ -150,14 +221,15 @@ pub fn classify(record: &EventRecord) -> Classified {
         }
     };
     match serde_json::from_str::<StreamRecord>(&json) {
-        Ok(view) => classify_record(&view),
+        Ok(mut view) => classify_record(&mut view),
         Err(e) => Classified::Poison {
             reason: format!("not a DynamoDB stream record: {e}"),
         },
     }
 }
 
-pub fn classify_record(record: &StreamRecord<'_>) -> Classified {
+/// Decides what becomes of a record; takes its new image (the envelope moves into the result).
+pub fn classify_record<'a, I: NewImage<'a>>(record: &mut StreamRecord<'a, I>) -> Classified {
     if let Some(identity) = &record.user_identity
         && identity.type_ == "Service"
         && identity.principal_id == TTL_PRINCIPAL
@@ -167,33 +239,26 @@ pub fn classify_record(record: &StreamRecord<'_>) -> Classified {
     if record.event_name != "INSERT" {
         return Classified::Skip(SkipReason::NotAnInsert);
     }
-    let image = match record.change.new_image {
-        Some(image) if !is_empty_object(image) => image.get(),
-        _ => {
-            return Classified::Poison {
-                reason: "INSERT without NewImage: the table's stream must use NEW_IMAGE or NEW_AND_OLD_IMAGES".into(),
-            };
-        }
+    let Some(image) = record.change.new_image.take().and_then(NewImage::read) else {
+        return Classified::Poison {
+            reason: "INSERT without NewImage: the table's stream must use NEW_IMAGE or NEW_AND_OLD_IMAGES".into(),
+        };
     };
-    // One pass reads the envelope and the item type beside it.
-    let (item_type, envelope) = from_item_json_with::<OutboxEnvelope>(image, "item_type");
-    let is_outbox_item = |item_type: Option<&str>| item_type == Some(OUTBOX_ITEM_TYPE);
-    let envelope = match envelope {
-        Ok(envelope) if is_outbox_item(item_type.as_deref()) => envelope,
-        Ok(_) => return Classified::Skip(SkipReason::NotAnOutboxItem),
-        Err(e) => {
-            // The pass may have stopped before the item type: read it alone.
-            let item_type = item_type.or_else(|| from_item_json::<ItemType>(image).ok().and_then(|i| i.item_type));
-            if !is_outbox_item(item_type.as_deref()) {
-                return Classified::Skip(SkipReason::NotAnOutboxItem);
-            }
-            return Classified::Poison {
-                reason: format!("outbox item is not a valid event envelope: {e}"),
-            };
-        }
-    };
-    // The published JSON is a little shorter than the image's DynamoDB JSON: one allocation.
-    let mut data = Vec::with_capacity(image.len());
+    if image.item_type.as_deref() != Some(OUTBOX_ITEM_TYPE) {
+        return Classified::Skip(SkipReason::NotAnOutboxItem);
+    }
+    match image.envelope {
+        Ok(envelope) => publishable(envelope),
+        Err(e) => Classified::Poison {
+            reason: format!("outbox item is not a valid event envelope: {e}"),
+        },
+    }
+}
+
+/// The envelope as the Kinesis record to put, unless it is too large to put.
+fn publishable(envelope: OutboxEnvelope) -> Classified {
+    // The envelope's own fields take about 320 bytes of JSON besides the payload: one allocation.
+    let mut data = Vec::with_capacity(envelope.payload.get().len() + 384);
     if let Err(e) = serde_json::to_writer(&mut data, &envelope) {
         return Classified::Poison {
             reason: format!("envelope does not serialize to JSON: {e}"),

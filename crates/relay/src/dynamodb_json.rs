@@ -32,14 +32,23 @@ pub fn from_item_json_with<'de, T: Deserialize<'de>>(
     json: &'de str,
     name: &str,
 ) -> (Option<Cow<'de, str>>, Result<T, serde_json::Error>) {
-    let mut watched = None;
     let mut reader = serde_json::Deserializer::from_str(json);
+    let (watched, value) = deserialize_item_with(&mut reader, name);
+    (watched, value.and_then(|value| reader.end().map(|()| value)))
+}
+
+/// [`from_item_json_with`] for an item inside larger JSON: reads `T` from the item `deserializer`
+/// is at, with the string attribute `name` aside.
+pub fn deserialize_item_with<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+    name: &str,
+) -> (Option<Cow<'de, str>>, Result<T, D::Error>) {
+    let mut watched = None;
     let value = T::deserialize(WatchedItem {
-        inner: &mut reader,
+        inner: deserializer,
         name,
         watched: &mut watched,
-    })
-    .and_then(|value| reader.end().map(|()| value));
+    });
     (watched, value)
 }
 

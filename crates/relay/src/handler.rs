@@ -1,7 +1,7 @@
 //! One invocation of the relay: classify every record, dead-letter the poison ones, publish the
 //! rest in order, and tell Lambda where to resume.
 
-use crate::classify::{Classified, SkipReason, StreamRecord, classify_record};
+use crate::classify::{Classified, NewImage, OutboxImage, SkipReason, StreamRecord, classify_record};
 use crate::dead_letter::{DeadLetter, DeadLetters};
 use crate::publish::{PublishPolicy, PublishReport, publish_in_order};
 use crate::sink::{EventSink, SinkRecord};
@@ -100,16 +100,31 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
     /// it and everything after it in the shard), and a record that is not a stream record at all
     /// is dead-lettered like any other that can never be published.
     pub async fn handle_json(&self, event: &str, deadline: Instant) -> Result<RelayOutcome, serde_json::Error> {
-        // One pass over the event reads every record. Should one of them not be a stream record,
-        // a second pass reads them one by one, so that only that one is dead-lettered.
-        let records: Vec<Result<StreamRecord, serde_json::Error>> =
-            match serde_json::from_str::<Batch<StreamRecord>>(event) {
-                Ok(batch) => batch.records.into_iter().map(Ok).collect(),
-                Err(_) => raw_records(event)?
+        // The mapping's filter lets only outbox INSERTs through, so one pass usually reads every
+        // record and its envelope. Should one not read so, the batch is read again record by
+        // record, images kept as JSON: each record is then classified on its own, and only one
+        // that is not even a stream record is dead-lettered as such.
+        match serde_json::from_str::<Batch<StreamRecord<OutboxImage>>>(event) {
+            Ok(batch) => {
+                self.relay(event, batch.records.into_iter().map(Ok).collect(), deadline)
+                    .await
+            }
+            Err(_) => {
+                let records = raw_records(event)?
                     .iter()
-                    .map(|raw| serde_json::from_str(raw.get()))
-                    .collect(),
-            };
+                    .map(|raw| serde_json::from_str::<StreamRecord>(raw.get()))
+                    .collect();
+                self.relay(event, records, deadline).await
+            }
+        }
+    }
+
+    async fn relay<'a, I: NewImage<'a>>(
+        &self,
+        event: &'a str,
+        mut records: Vec<Result<StreamRecord<'a, I>, serde_json::Error>>,
+        deadline: Instant,
+    ) -> Result<RelayOutcome, serde_json::Error> {
         let mut stats = RelayStats {
             records: records.len(),
             oldest_record_created_ms: records.iter().flatten().filter_map(StreamRecord::created_ms).min(),
@@ -121,7 +136,7 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         // Records from here on are not handled in this invocation (a dead letter could not be stored).
         let mut cutoff = records.len();
 
-        for (index, record) in records.iter().enumerate() {
+        for (index, record) in records.iter_mut().enumerate() {
             let classified = match record {
                 Ok(record) => classify_record(record),
                 Err(e) => Classified::Poison {
@@ -228,7 +243,7 @@ fn raw_records(event: &str) -> Result<Vec<&RawValue>, serde_json::Error> {
     serde_json::from_str::<Batch<&RawValue>>(event).map(|batch| batch.records)
 }
 
-fn dead_letter(raw: &RawValue, record: Option<&StreamRecord<'_>>, reason: &str) -> DeadLetter {
+fn dead_letter<I>(raw: &RawValue, record: Option<&StreamRecord<'_, I>>, reason: &str) -> DeadLetter {
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     DeadLetter {
         function: "relay".into(),

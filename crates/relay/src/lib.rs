@@ -24,7 +24,9 @@ pub mod polling;
 pub mod publish;
 pub mod sink;
 
-pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, StreamRecord, classify, classify_record};
+pub use classify::{
+    Classified, NewImage, OUTBOX_INSERT_FILTER, OutboxImage, SkipReason, StreamRecord, classify, classify_record,
+};
 pub use config::{PollerConfig, RelayConfig};
 pub use dead_letter::{
     ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,

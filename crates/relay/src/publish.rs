@@ -13,7 +13,6 @@
 
 use crate::sink::{EventSink, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, PutOutcome, SinkErrorKind, SinkRecord};
 use rand::Rng;
-use std::collections::HashSet;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -87,10 +86,13 @@ fn calls_of(round: &[usize], records: &[SinkRecord]) -> Vec<Vec<usize>> {
 }
 
 fn next_round(records: &[SinkRecord], published: &[bool], p0: usize) -> Vec<usize> {
-    let mut blocked: HashSet<&str> = (p0 + 1..records.len())
-        .filter(|&i| published[i])
-        .map(|i| records[i].partition_key.as_str())
-        .collect();
+    // Keys are hashed once per record per round: a fast hash, sized for the batch.
+    let mut blocked = foldhash::HashSet::with_capacity_and_hasher(records.len() - p0, Default::default());
+    blocked.extend(
+        (p0 + 1..records.len())
+            .filter(|&i| published[i])
+            .map(|i| records[i].partition_key.as_str()),
+    );
     (p0..records.len())
         .filter(|&i| !published[i] && blocked.insert(records[i].partition_key.as_str()))
         .collect()

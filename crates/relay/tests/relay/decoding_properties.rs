@@ -176,3 +176,36 @@ proptest! {
         }
     }
 }
+
+/// The relay's decision on a record read in one pass (the image read as an outbox envelope
+/// with the record), when that pass reads it at all, and read in two (the image kept as JSON).
+fn one_pass_and_two_pass(record: &Value) -> (Option<Classified>, Classified) {
+    let text = record.to_string();
+    let one_pass = serde_json::from_str::<relay::StreamRecord<relay::OutboxImage>>(&text)
+        .ok()
+        .map(|mut record| relay::classify_record(&mut record));
+    let mut two_pass: relay::StreamRecord = serde_json::from_str(&text).unwrap();
+    (one_pass, relay::classify_record(&mut two_pass))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases(1024)))]
+
+    #[test]
+    fn reading_a_record_in_one_pass_decides_as_reading_it_in_two(
+        image in prop_oneof![any_image(), mutated_image(), Just(valid_image())],
+        event_name in prop_oneof![Just("INSERT".to_owned()), Just("MODIFY".to_owned()), ".{0,8}"],
+    ) {
+        let (one_pass, two_pass) = one_pass_and_two_pass(&stream_record(&event_name, image));
+        if let Some(one_pass) = one_pass {
+            prop_assert_eq!(one_pass, two_pass);
+        }
+    }
+}
+
+#[test]
+fn an_outbox_insert_is_read_in_one_pass() {
+    let (one_pass, two_pass) = one_pass_and_two_pass(&stream_record("INSERT", valid_image()));
+    assert!(matches!(two_pass, Classified::Publish { .. }), "{two_pass:?}");
+    assert_eq!(one_pass, Some(two_pass));
+}
