@@ -234,7 +234,7 @@ Command: `{command}` (release build, one thread). Run on {day}: {machine}.
 The events are real: reservations and cancels committed through the API's service on DynamoDB
 Local, read back from the outbox table's stream by the local event source mapping in batches of
 {batch}, and kept as the JSON Lambda would deliver. Each pass sends all of them through the relay as
-the Lambda runtime would (event JSON → `Event`, the relay, response → JSON).
+the Lambda runtime would (event JSON → `Box<RawValue>`, the relay, response → JSON).
 
 - **Overhead**: the relay with a sink that accepts everything; process CPU time per event (median of
   {rows[0]['overhead']['passes']} passes). Goal: ≤ 0.003 CPU-ms (3 µs) per event; see "Relay hot path" below.

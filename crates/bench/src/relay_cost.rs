@@ -5,7 +5,7 @@
 //!    outbox stream through the local event source mapping: the exact Lambda events (batches of
 //!    `--batch-size`) the relay would get, kept as JSON bytes.
 //! 2. Overhead: every batch through the relay into a sink that accepts everything, counting what
-//!    the Lambda runtime does too (event JSON → `Event`, response → JSON).
+//!    the Lambda runtime does too (event JSON → `Box<RawValue>`, response → JSON).
 //! 3. Against kinesis-mock: the same batches through the relay and its Kinesis sink, next to the
 //!    same records sent as plain `PutRecords` calls of the same size, one call at a time; passes in
 //!    ABBA order, each on a fresh stream.

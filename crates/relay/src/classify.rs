@@ -6,7 +6,7 @@ use crate::dynamodb_json::{deserialize_item_with, from_item_json, from_item_json
 use crate::sink::{MAX_BYTES_PER_RECORD, SinkRecord};
 use aws_lambda_events::event::dynamodb::EventRecord;
 use domain::{EventId, EventType, ReservationId, TraceId, Version};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use time::OffsetDateTime;
@@ -48,10 +48,10 @@ pub struct PublishedEvent {
 }
 
 /// The envelope as the relay reads and publishes it: [`domain::EventEnvelope`] field for field (the
-/// relay's tests hold the two equal), except that the payload is carried as the JSON text it
-/// is transcoded to while the item is read, instead of a `serde_json::Value` built from the
-/// item and written out again.
-#[derive(Debug, Deserialize, Serialize)]
+/// relay's tests hold the two equal), except that the payload is carried as the JSON it is
+/// transcoded to while the item is read, instead of a `serde_json::Value` built from the item
+/// and written out again.
+#[derive(Debug, Deserialize)]
 struct OutboxEnvelope {
     event_id: EventId,
     event_type: EventType,
@@ -60,18 +60,43 @@ struct OutboxEnvelope {
     version: Version,
     #[serde(with = "time::serde::rfc3339")]
     occurred_at: OffsetDateTime,
+    /// JSON, as serde_json wrote it.
     #[serde(deserialize_with = "payload_as_json")]
-    payload: Box<RawValue>,
+    payload: Vec<u8>,
     trace_id: TraceId,
 }
 
+impl OutboxEnvelope {
+    /// The envelope as JSON, its fields in the order of [`domain::EventEnvelope`]. The payload
+    /// goes in as it was written, without being parsed again.
+    fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
+        out.extend_from_slice(br#"{"event_id":"#);
+        serde_json::to_writer(&mut *out, &self.event_id)?;
+        out.extend_from_slice(br#","event_type":"#);
+        serde_json::to_writer(&mut *out, &self.event_type)?;
+        out.extend_from_slice(br#","aggregate_type":"#);
+        serde_json::to_writer(&mut *out, &self.aggregate_type)?;
+        out.extend_from_slice(br#","aggregate_id":"#);
+        serde_json::to_writer(&mut *out, &self.aggregate_id)?;
+        out.extend_from_slice(br#","version":"#);
+        serde_json::to_writer(&mut *out, &self.version)?;
+        out.extend_from_slice(br#","occurred_at":"#);
+        time::serde::rfc3339::serialize(&self.occurred_at, &mut serde_json::Serializer::new(&mut *out))?;
+        out.extend_from_slice(br#","payload":"#);
+        out.extend_from_slice(&self.payload);
+        out.extend_from_slice(br#","trace_id":"#);
+        serde_json::to_writer(&mut *out, &self.trace_id)?;
+        out.push(b'}');
+        Ok(())
+    }
+}
+
 /// Any value, written out as plain JSON as it is read.
-fn payload_as_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Box<RawValue>, D::Error> {
+fn payload_as_json<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
     use serde::de::Error;
     let mut json = Vec::with_capacity(256);
     serde_transcode::transcode(deserializer, &mut serde_json::Serializer::new(&mut json)).map_err(D::Error::custom)?;
-    let json = String::from_utf8(json).map_err(D::Error::custom)?;
-    RawValue::from_string(json).map_err(D::Error::custom)
+    Ok(json)
 }
 
 /// What the relay reads of a DynamoDB stream record (the shape of `aws_lambda_events`'
@@ -258,8 +283,8 @@ pub fn classify_record<'a, I: NewImage<'a>>(record: &mut StreamRecord<'a, I>) ->
 /// The envelope as the Kinesis record to put, unless it is too large to put.
 fn publishable(envelope: OutboxEnvelope) -> Classified {
     // The envelope's own fields take about 320 bytes of JSON besides the payload: one allocation.
-    let mut data = Vec::with_capacity(envelope.payload.get().len() + 384);
-    if let Err(e) = serde_json::to_writer(&mut data, &envelope) {
+    let mut data = Vec::with_capacity(envelope.payload.len() + 384);
+    if let Err(e) = envelope.write_json(&mut data) {
         return Classified::Poison {
             reason: format!("envelope does not serialize to JSON: {e}"),
         };

@@ -37,6 +37,13 @@ pub use polling::{PollError, PollStats, Poller, PollerRequest, PollerSettings, R
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
 
+/// The allocator of the relay's Lambda, and of its benchmark so that it measures the same thing:
+/// each binary declares it (`#[global_allocator] static ALLOCATOR: relay::Allocator =
+/// relay::Allocator {};`). With glibc's malloc, allocating and freeing each batch's event (about
+/// 100 KB) and every record's small strings took an eighth of the relay's time
+/// (docs/benchmarks.md, "Relay hot path").
+pub type Allocator = mimalloc::MiMalloc;
+
 /// The instant to finish by, from Lambda's deadline (epoch milliseconds), keeping `margin` back
 /// to answer before being cut off.
 pub fn invocation_deadline(deadline_epoch_ms: u64, margin: std::time::Duration) -> tokio::time::Instant {

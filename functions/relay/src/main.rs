@@ -6,6 +6,9 @@ use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
 use serde_json::value::RawValue;
 use std::time::Duration;
 
+#[global_allocator]
+static ALLOCATOR: relay::Allocator = relay::Allocator {};
+
 /// Time kept back from Lambda's deadline to answer before being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1_500);
 

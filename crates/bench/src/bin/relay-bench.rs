@@ -6,6 +6,10 @@ use anyhow::{Result, ensure};
 use bench::relay_cost::{Args, Workload, run};
 use clap::Parser;
 
+// The relay Lambda's allocator, so that the figures are the Lambda's.
+#[global_allocator]
+static ALLOCATOR: relay::Allocator = relay::Allocator {};
+
 #[derive(Parser)]
 #[command(about = "Relay overhead and throughput against kinesis-mock")]
 struct Cli {
