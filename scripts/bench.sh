@@ -34,7 +34,7 @@ log "building release binaries"
 (cd "$ROOT" && cargo build --quiet --release -p devstack -p bench)
 bin="$ROOT/target/release"
 
-ddb_port=18100; kinesis_port=14668; api_port=13100
+ddb_port=18100; kinesis_port=14668; api_port=13100; sqs_port="${BENCH_SQS_PORT:-14670}"
 logs="$ROOT/.devstack/bench-logs"
 unset AWS_ENDPOINT_URL AWS_PROFILE RELAY_MODE
 
@@ -275,7 +275,13 @@ bench_functions() {
   log "functions: native release builds for the Runtime API emulator"
   (cd "$ROOT" && cargo build --quiet --release "${kinds[@]/#/--package=reservations-}")
   fresh_engines
+  # The notifier's topic and the dead-letter queues: moto stands in for SNS and SQS.
+  ensure_sqs_engine
+  start_sqs_engine "$sqs_port" "$logs" BENCH_SQS_PORT
   RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
+  # The notifier starts only with its topic's ARN, which provisioning reports.
+  NOTIFICATIONS_TOPIC_ARN="$(sed -n 's/^ready: NOTIFICATIONS_TOPIC_ARN=//p' "$logs/provision.log")"
+  export NOTIFICATIONS_TOPIC_ARN
   for kind in "${kinds[@]}"; do
     log "functions: reservations-$kind, $runs cold starts"
     results+="$("$bin/pipeline-bench" init --binary "$bin/reservations-$kind" --kind "$kind" --runs "$runs")"$'\n'

@@ -69,7 +69,9 @@ async fn start_once(
 ) -> Result<(f64, f64, u64)> {
     let mut api = RuntimeApi::start(serde_json::to_vec(&first_event(kind))?).await?;
     let stack_env: Vec<(String, String)> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("AWS_") || k.ends_with("_TABLE") || k == "EVENTS_STREAM")
+        .filter(|(k, _)| {
+            k.starts_with("AWS_") || k.ends_with("_TABLE") || k == "EVENTS_STREAM" || k == "NOTIFICATIONS_TOPIC_ARN"
+        })
         .collect();
     let spawned = Instant::now();
     let mut child = tokio::process::Command::new(binary)
