@@ -106,22 +106,26 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         // that is not even a stream record is dead-lettered as such.
         match serde_json::from_str::<Batch<StreamRecord<OutboxImage>>>(event) {
             Ok(batch) => {
-                self.relay(event, batch.records.into_iter().map(Ok).collect(), deadline)
-                    .await
+                let records = batch.records.into_iter().map(Ok).collect();
+                self.relay(event, None, records, deadline).await
             }
             Err(_) => {
-                let records = raw_records(event)?
+                let raw = raw_records(event)?;
+                let records = raw
                     .iter()
                     .map(|raw| serde_json::from_str::<StreamRecord>(raw.get()))
                     .collect();
-                self.relay(event, records, deadline).await
+                self.relay(event, Some(raw), records, deadline).await
             }
         }
     }
 
+    /// `raw` is each record's JSON when the event was already split into them; otherwise it is
+    /// split only if a record has to be dead-lettered.
     async fn relay<'a, I: NewImage<'a>>(
         &self,
         event: &'a str,
+        raw: Option<Vec<&'a RawValue>>,
         mut records: Vec<Result<StreamRecord<'a, I>, serde_json::Error>>,
         deadline: Instant,
     ) -> Result<RelayOutcome, serde_json::Error> {
@@ -132,7 +136,7 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         };
         let mut positions: Vec<usize> = Vec::with_capacity(records.len());
         let mut publishable: Vec<SinkRecord> = Vec::with_capacity(records.len());
-        let mut raw_cache: Option<Vec<&RawValue>> = None;
+        let mut raw_cache = raw;
         // Records from here on are not handled in this invocation (a dead letter could not be stored).
         let mut cutoff = records.len();
 
