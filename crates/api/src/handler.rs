@@ -13,7 +13,6 @@ use domain::{GuestId, IdempotencyKey, Reservation, ReservationId, Slot, SlotId, 
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use lambda_http::{Body, Request, RequestExt};
 use serde::Serialize;
-use std::error::Error as StdError;
 use tracing::Instrument;
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -135,7 +134,7 @@ where
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     async {
-        let mut response = match dispatch(app, &req).await {
+        let mut response = match app.dispatch(&req).await {
             Ok(response) => response,
             Err(problem) => problem.into_response(&request_id),
         };
@@ -149,12 +148,183 @@ where
     .await
 }
 
-async fn dispatch<S, G>(app: &App<S, G>, req: &Request) -> Result<Response<Body>, Problem>
+/// What the business counts, as EMF metrics of the `api` function.
+enum BusinessMetric<'a> {
+    ReservationCreated {
+        reservation_id: &'a ReservationId,
+        trace_id: &'a TraceId,
+    },
+    SoldOut {
+        slot_id: &'a SlotId,
+    },
+}
+
+/// One function per route: each authorizes, parses, runs its use case and answers. The checks
+/// run in the order a client would fix them: who you are, then what you sent.
+impl<S, G> App<S, G>
 where
     S: SlotStore + ReservationStore + IdempotencyStore,
     G: GuestReservationsReader,
 {
-    let matched = routes::route(req.method(), req.uri().path()).map_err(|e| match e {
+    async fn dispatch(&self, req: &Request) -> Result<Response<Body>, Problem> {
+        let matched = routes::route(req.method(), req.uri().path()).map_err(|e| route_problem(e, req))?;
+        let param = matched.param.unwrap_or_default();
+        let caller = Caller::of(&self.auth, req)?;
+        match matched.route {
+            RouteId::PutSlot => self.put_slot(req, &caller, param).await,
+            RouteId::GetSlot => self.get_slot(param).await,
+            RouteId::CreateReservation => self.create_reservation(req, &caller).await,
+            RouteId::GetReservation => self.get_reservation(&caller, param).await,
+            RouteId::CancelReservation => self.cancel_reservation(req, &caller, param).await,
+            RouteId::ListGuestReservations => self.list_guest_reservations(req, &caller, param).await,
+        }
+    }
+
+    async fn put_slot(&self, req: &Request, caller: &Caller, param: &str) -> Result<Response<Body>, Problem> {
+        if !caller.may_manage_slots() {
+            return Err(forbidden("only an admin creates or resizes slots"));
+        }
+        let slot_id = SlotId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
+        let command = request::parse_put_slot(json_body(req)?)?;
+        match self
+            .service
+            .put_slot(&slot_id, command)
+            .await
+            .map_err(service_problem)?
+        {
+            SlotWrite::Created(slot) => Ok(json(StatusCode::CREATED, &SlotView::from(&slot))),
+            SlotWrite::Updated(slot) => Ok(json(StatusCode::OK, &SlotView::from(&slot))),
+        }
+    }
+
+    async fn get_slot(&self, param: &str) -> Result<Response<Body>, Problem> {
+        let slot_id = SlotId::parse(param).map_err(|_| slot_not_found(param))?;
+        let slot = self.service.get_slot(&slot_id).await.map_err(service_problem)?;
+        Ok(json(StatusCode::OK, &SlotView::from(&slot)))
+    }
+
+    async fn create_reservation(&self, req: &Request, caller: &Caller) -> Result<Response<Body>, Problem> {
+        let command = request::parse_create_reservation(json_body(req)?)?;
+        if !caller.may_act_for(&command.guest_id) {
+            return Err(forbidden(
+                "a guest books for themself: guest_id must be the token's subject",
+            ));
+        }
+        let key = idempotency_key(req.headers())?.map(|key| caller.own_key(key));
+        let replayable = key.is_some();
+        let trace_id = trace_id(req.headers());
+        let outcome = match self.service.create_reservation(command, key, trace_id.clone()).await {
+            Ok(outcome) => outcome,
+            Err(e) => {
+                if let ServiceError::SoldOut { slot_id } = &e {
+                    self.count(BusinessMetric::SoldOut { slot_id });
+                }
+                return Err(service_problem(e));
+            }
+        };
+        match outcome {
+            CreateOutcome::Created(reservation) => {
+                tracing::info!(reservation_id = %reservation.reservation_id, slot_id = %reservation.slot_id, seats = reservation.seats.get(), %trace_id, replayable, "reservation created");
+                self.count(BusinessMetric::ReservationCreated {
+                    reservation_id: &reservation.reservation_id,
+                    trace_id: &trace_id,
+                });
+                let mut response = json(StatusCode::CREATED, &reservation);
+                set_location(&mut response, &reservation.reservation_id);
+                Ok(response)
+            }
+            CreateOutcome::Replayed { status, body } => {
+                let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
+                let mut response = raw_json(status, body);
+                response
+                    .headers_mut()
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+                Ok(response)
+            }
+        }
+    }
+
+    async fn get_reservation(&self, caller: &Caller, param: &str) -> Result<Response<Body>, Problem> {
+        let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
+        let reservation = self.service.get_reservation(&id).await.map_err(service_problem)?;
+        if !caller.may_act_for(&reservation.guest_id) {
+            return Err(not_yours());
+        }
+        Ok(json(StatusCode::OK, &reservation))
+    }
+
+    async fn cancel_reservation(&self, req: &Request, caller: &Caller, param: &str) -> Result<Response<Body>, Problem> {
+        // Cancel takes no body; a large one is still refused so nobody streams megabytes at us.
+        request::check_size(body_bytes(req.body()))?;
+        let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
+        if let Caller::Guest(_) = caller {
+            // Only a guest can be refused: look before cancelling.
+            let reservation = self.service.get_reservation(&id).await.map_err(service_problem)?;
+            if !caller.may_act_for(&reservation.guest_id) {
+                return Err(not_yours());
+            }
+        }
+        let cancelled = self
+            .service
+            .cancel_reservation(&id, trace_id(req.headers()))
+            .await
+            .map_err(service_problem)?;
+        tracing::info!(reservation_id = %cancelled.reservation_id, version = %cancelled.version, "reservation cancelled");
+        Ok(json(StatusCode::OK, &cancelled))
+    }
+
+    async fn list_guest_reservations(
+        &self,
+        req: &Request,
+        caller: &Caller,
+        param: &str,
+    ) -> Result<Response<Body>, Problem> {
+        let guest_id = GuestId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
+        if !caller.may_act_for(&guest_id) {
+            return Err(forbidden("a guest reads only their own reservations"));
+        }
+        let page = request::parse_page(req.uri().query())?;
+        let found = self
+            .guests
+            .guest_reservations(&guest_id, &page)
+            .await
+            .map_err(|e| service_problem(ServiceError::Store(e)))?;
+        Ok(json(
+            StatusCode::OK,
+            &GuestReservationsPage {
+                items: found.items.into_iter().map(|i| i.reservation).collect(),
+                next_cursor: found.next_after.as_ref().map(request::cursor_for),
+            },
+        ))
+    }
+
+    /// The one place business metrics are built and emitted.
+    fn count(&self, metric: BusinessMetric) {
+        let mut metrics = telemetry::MetricSet::new("api");
+        match metric {
+            BusinessMetric::ReservationCreated {
+                reservation_id,
+                trace_id,
+            } => metrics
+                .count("ReservationsCreated", 1.0)
+                .property("reservation_id", reservation_id.as_str())
+                .property("trace_id", trace_id.to_string()),
+            BusinessMetric::SoldOut { slot_id } => metrics.count("SoldOut", 1.0).property("slot_id", slot_id.as_str()),
+        };
+        self.metrics.emit(&metrics);
+    }
+}
+
+/// A JSON body within the size limit, as bytes.
+fn json_body(req: &Request) -> Result<&[u8], Problem> {
+    request::require_json(req.headers())?;
+    let body = body_bytes(req.body());
+    request::check_size(body)?;
+    Ok(body)
+}
+
+fn route_problem(error: RouteError, req: &Request) -> Problem {
+    match error {
         RouteError::NotFound => Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -166,122 +336,6 @@ where
             format!("{} is not allowed here; use {}", req.method(), allowed.join(", ")),
         )
         .with_header(header::ALLOW, allowed.join(", ")),
-    })?;
-    let param = matched.param.unwrap_or_default();
-    let body = body_bytes(req.body());
-    let service = &app.service;
-    let caller = Caller::of(&app.auth, req)?;
-
-    match matched.route {
-        RouteId::PutSlot => {
-            if !caller.may_manage_slots() {
-                return Err(forbidden("only an admin creates or resizes slots"));
-            }
-            let slot_id = SlotId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
-            request::require_json(req.headers())?;
-            request::check_size(body)?;
-            let command = request::parse_put_slot(body)?;
-            match service.put_slot(&slot_id, command).await.map_err(service_problem)? {
-                SlotWrite::Created(slot) => Ok(json(StatusCode::CREATED, &SlotView::from(&slot))),
-                SlotWrite::Updated(slot) => Ok(json(StatusCode::OK, &SlotView::from(&slot))),
-            }
-        }
-        RouteId::GetSlot => {
-            let slot_id = SlotId::parse(param).map_err(|_| slot_not_found(param))?;
-            let slot = service.get_slot(&slot_id).await.map_err(service_problem)?;
-            Ok(json(StatusCode::OK, &SlotView::from(&slot)))
-        }
-        RouteId::CreateReservation => {
-            request::require_json(req.headers())?;
-            request::check_size(body)?;
-            let command = request::parse_create_reservation(body)?;
-            if !caller.may_act_for(&command.guest_id) {
-                return Err(forbidden(
-                    "a guest books for themself: guest_id must be the token's subject",
-                ));
-            }
-            let key = idempotency_key(req.headers())?.map(|key| caller.own_key(key));
-            let replayable = key.is_some();
-            let trace_id = trace_id(req.headers());
-            let outcome = match service.create_reservation(command, key, trace_id.clone()).await {
-                Ok(outcome) => outcome,
-                Err(e) => {
-                    if let ServiceError::SoldOut { slot_id } = &e {
-                        let mut metrics = telemetry::MetricSet::new("api");
-                        metrics.count("SoldOut", 1.0).property("slot_id", slot_id.as_str());
-                        app.metrics.emit(&metrics);
-                    }
-                    return Err(service_problem(e));
-                }
-            };
-            match outcome {
-                CreateOutcome::Created(reservation) => {
-                    tracing::info!(reservation_id = %reservation.reservation_id, slot_id = %reservation.slot_id, seats = reservation.seats.get(), %trace_id, replayable, "reservation created");
-                    let mut metrics = telemetry::MetricSet::new("api");
-                    metrics
-                        .count("ReservationsCreated", 1.0)
-                        .property("reservation_id", reservation.reservation_id.as_str())
-                        .property("trace_id", trace_id.to_string());
-                    app.metrics.emit(&metrics);
-                    let mut response = json(StatusCode::CREATED, &reservation);
-                    set_location(&mut response, &reservation.reservation_id);
-                    Ok(response)
-                }
-                CreateOutcome::Replayed { status, body } => {
-                    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::OK);
-                    let mut response = raw_json(status, body);
-                    response
-                        .headers_mut()
-                        .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
-                    Ok(response)
-                }
-            }
-        }
-        RouteId::GetReservation => {
-            let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
-            let reservation = service.get_reservation(&id).await.map_err(service_problem)?;
-            if !caller.may_act_for(&reservation.guest_id) {
-                return Err(not_yours());
-            }
-            Ok(json(StatusCode::OK, &reservation))
-        }
-        RouteId::CancelReservation => {
-            // Cancel takes no body; a large one is still refused so nobody streams megabytes at us.
-            request::check_size(body)?;
-            let id = ReservationId::parse(param).map_err(|_| reservation_not_found(param))?;
-            if let Caller::Guest(_) = caller {
-                // Only a guest can be refused: look before cancelling.
-                let reservation = service.get_reservation(&id).await.map_err(service_problem)?;
-                if !caller.may_act_for(&reservation.guest_id) {
-                    return Err(not_yours());
-                }
-            }
-            let cancelled = service
-                .cancel_reservation(&id, trace_id(req.headers()))
-                .await
-                .map_err(service_problem)?;
-            tracing::info!(reservation_id = %cancelled.reservation_id, version = %cancelled.version, "reservation cancelled");
-            Ok(json(StatusCode::OK, &cancelled))
-        }
-        RouteId::ListGuestReservations => {
-            let guest_id = GuestId::parse(param).map_err(|e| Problem::validation(vec![e.into()]))?;
-            if !caller.may_act_for(&guest_id) {
-                return Err(forbidden("a guest reads only their own reservations"));
-            }
-            let page = request::parse_page(req.uri().query())?;
-            let found = app
-                .guests
-                .guest_reservations(&guest_id, &page)
-                .await
-                .map_err(|e| service_problem(ServiceError::Store(e)))?;
-            Ok(json(
-                StatusCode::OK,
-                &GuestReservationsPage {
-                    items: found.items.into_iter().map(|i| i.reservation).collect(),
-                    next_cursor: found.next_after.as_ref().map(request::cursor_for),
-                },
-            ))
-        }
     }
 }
 
@@ -326,18 +380,6 @@ fn reservation_not_found(id: &str) -> Problem {
     )
 }
 
-/// The error's causes, outermost first, for one log field.
-fn error_chain(err: &dyn StdError) -> String {
-    let mut chain = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        chain.push_str(": ");
-        chain.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    chain
-}
-
 fn service_problem(err: ServiceError) -> Problem {
     match err {
         ServiceError::SlotNotFound(id) => slot_not_found(id.as_str()),
@@ -361,7 +403,7 @@ fn service_problem(err: ServiceError) -> Problem {
             Problem::new(StatusCode::CONFLICT, "conflict", err.to_string())
         }
         ServiceError::Store(e) if e.kind == StoreErrorKind::Throttled => {
-            tracing::warn!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %error_chain(&e), "store throttled");
+            tracing::warn!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %telemetry::error_chain(&e), "store throttled");
             Problem::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "throttled",
@@ -370,7 +412,7 @@ fn service_problem(err: ServiceError) -> Problem {
             .with_header(header::RETRY_AFTER, "1")
         }
         ServiceError::Store(e) => {
-            tracing::error!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %error_chain(&e), "store failure");
+            tracing::error!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %telemetry::error_chain(&e), "store failure");
             Problem::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
