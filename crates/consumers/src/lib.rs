@@ -67,10 +67,6 @@ impl<N> Notifier<N> {
     pub fn new(sender: N) -> Self {
         Self { sender }
     }
-
-    pub fn sender(&self) -> &N {
-        &self.sender
-    }
 }
 
 impl<N: NotificationSender> Consumer for Notifier<N> {

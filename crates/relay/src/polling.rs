@@ -7,9 +7,9 @@
 //! Only the holder of the publisher lease polls, so two pollers never interleave their puts of one
 //! reservation; a crashed holder's lease expires and another takes over.
 
-use crate::dead_letter::{DeadLetter, DeadLetters};
-use crate::publish::{PublishPolicy, PublishReport, error_chain, publish_in_order};
-use crate::sink::{EventSink, MAX_BYTES_PER_RECORD, SinkRecord};
+use crate::publish::{PublishPolicy, PublishReport, publish_in_order};
+use crate::sink::{EventSink, SinkRecord};
+use dead_letters::{DeadLetter, DeadLetters};
 use domain::ports::{OutboxKey, PendingEvent, PublisherLease, StoreError, UndecodableItem, UnpublishedEvents};
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -191,23 +191,10 @@ struct BatchEvent {
 fn batch_event(event: PendingEvent) -> BatchEvent {
     let key = event.key;
     let record = event.event.and_then(|envelope| {
-        let data = serde_json::to_vec(&envelope).map_err(|e| UndecodableItem {
-            reason: format!("envelope does not serialize to JSON: {e}"),
-            item: serde_json::Value::Null,
+        let record = SinkRecord::of_envelope(&envelope).map_err(|reason| UndecodableItem {
+            reason,
+            item: serde_json::to_value(&envelope).unwrap_or_default(),
         })?;
-        let record = SinkRecord {
-            partition_key: envelope.partition_key().to_owned(),
-            data,
-        };
-        if record.size() > MAX_BYTES_PER_RECORD {
-            return Err(UndecodableItem {
-                reason: format!(
-                    "event is {} bytes; Kinesis accepts at most {MAX_BYTES_PER_RECORD} per record",
-                    record.size()
-                ),
-                item: serde_json::to_value(&envelope).unwrap_or_default(),
-            });
-        }
         if record.partition_key != key.aggregate_id {
             return Err(UndecodableItem {
                 reason: format!(
@@ -292,20 +279,12 @@ where
         self
     }
 
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     pub fn sink(&self) -> &S {
         &self.sink
     }
 
     pub fn dead_letters(&self) -> &D {
         &self.dead_letters
-    }
-
-    pub fn settings(&self) -> &PollerSettings {
-        &self.settings
     }
 
     /// One poll, for the lease holder: read, publish in order, mark. Puts stop before `deadline`.
@@ -533,7 +512,7 @@ where
                     }
                     Err(error) => {
                         stats.failed_polls += 1;
-                        tracing::warn!(error = %error_chain(&error), "poll failed; trying again");
+                        tracing::warn!(error = %telemetry::error_chain(&error), "poll failed; trying again");
                     }
                 }
                 if until_drained && stats.drained {

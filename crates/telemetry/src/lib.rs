@@ -1,6 +1,9 @@
-//! CloudWatch Embedded Metric Format (EMF): a function prints one JSON document per invocation
-//! to stdout; CloudWatch Logs turns its `_aws` section into metrics. No agent, no PutMetricData
-//! call, no latency added to the invocation.
+//! What the functions tell operators: CloudWatch Embedded Metric Format (EMF) metrics, and
+//! [`error_chain`], an error with its causes as one log field.
+//!
+//! EMF: a function prints one JSON document per invocation to stdout; CloudWatch Logs turns its
+//! `_aws` section into metrics. No agent, no PutMetricData call, no latency added to the
+//! invocation.
 //!
 //! ```
 //! let mut metrics = telemetry::MetricSet::new("relay");
@@ -97,12 +100,26 @@ impl MetricSet {
     }
 }
 
-/// Where EMF lines go: stdout in Lambda, memory in tests, nowhere when disabled.
+/// An error and its causes, outermost first, joined by ": ": one field for a log line, a dead
+/// letter's reason or a report.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut chain = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        chain.push_str(": ");
+        chain.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    chain
+}
+
+/// Where EMF lines go: stdout in Lambda, memory in tests, nowhere when disabled (the default:
+/// a function turns metrics on where it is wired, never by accident in a test or a tool).
 #[derive(Debug, Clone, Default)]
 pub enum Emitter {
-    #[default]
     Stdout,
     Memory(Arc<Mutex<Vec<String>>>),
+    #[default]
     Off,
 }
 
