@@ -6,8 +6,7 @@ use domain::ports::{
     Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
     SlotWrite, SlotWriteError, StoreError,
 };
-use domain::{EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId};
-use rand::Rng;
+use domain::{Backoff, EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
 use time::OffsetDateTime;
@@ -36,26 +35,16 @@ pub enum ServiceError {
 #[derive(Debug, Clone, Copy)]
 pub struct RetryPolicy {
     pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
+    /// The wait between attempts: racing requests spread out.
+    pub backoff: Backoff,
 }
 
 impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             max_attempts: 10,
-            base_delay: Duration::from_millis(5),
-            max_delay: Duration::from_millis(250),
+            backoff: Backoff::new(Duration::from_millis(5), Duration::from_millis(250)),
         }
-    }
-}
-
-impl RetryPolicy {
-    /// Full jitter: a random delay up to an exponentially growing cap, so racing requests spread out.
-    fn delay(&self, attempt: u32) -> Duration {
-        let cap = self.base_delay.saturating_mul(1 << attempt.min(16)).min(self.max_delay);
-        let micros = rand::rng().random_range(0..=cap.as_micros() as u64);
-        Duration::from_micros(micros)
     }
 }
 
@@ -186,7 +175,7 @@ where
                 Err(CommitError::Contention | CommitError::ReservationChanged) => {}
             }
             tracing::debug!(attempt, slot_id = %command.slot_id, "reservation commit lost a race; retrying");
-            tokio::time::sleep(self.retry.delay(attempt)).await;
+            tokio::time::sleep(self.retry.backoff.delay(attempt)).await;
         }
         Err(ServiceError::Contended {
             attempts: self.retry.max_attempts,
@@ -220,7 +209,7 @@ where
                 }
             }
             tracing::debug!(attempt, %reservation_id, "cancellation commit lost a race; retrying");
-            tokio::time::sleep(self.retry.delay(attempt)).await;
+            tokio::time::sleep(self.retry.backoff.delay(attempt)).await;
         }
         Err(ServiceError::Contended {
             attempts: self.retry.max_attempts,

@@ -8,6 +8,7 @@ pub mod event;
 pub mod ids;
 pub mod ports;
 pub mod reservation;
+pub mod retry;
 pub mod slot;
 pub mod validation;
 
@@ -17,5 +18,6 @@ pub use consumer::{
 pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType, OUTBOX_ITEM_TYPE};
 pub use ids::{EventId, GuestId, IdempotencyKey, ReservationId, SlotId, TraceId};
 pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};
+pub use retry::Backoff;
 pub use slot::{Capacity, Seats, Slot};
 pub use validation::ValidationError;

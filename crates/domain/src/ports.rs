@@ -17,6 +17,9 @@ type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 pub enum StoreErrorKind {
     /// The store asked us to slow down (throughput exceeded, request limit): worth a retry later.
     Throttled,
+    /// Another writer held or changed the same items at the same moment (a transaction
+    /// conflict, a transaction in progress): worth a retry soon. Contention, not load.
+    Contended,
     /// The store refused the request itself (an item over its size limit, an invalid key):
     /// the same request can never succeed.
     Rejected,

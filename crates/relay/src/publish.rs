@@ -12,7 +12,7 @@
 //!   duplicate, never a step back in version.
 
 use crate::sink::{EventSink, MAX_BYTES_PER_CALL, MAX_RECORDS_PER_CALL, PutOutcome, SinkErrorKind, SinkRecord};
-use rand::Rng;
+use domain::Backoff;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -20,29 +20,17 @@ use tokio::time::Instant;
 pub struct PublishPolicy {
     /// Rounds in a row with a failure before giving the rest back to Lambda.
     pub max_failed_rounds: u32,
-    pub base_backoff: Duration,
-    pub max_backoff: Duration,
+    /// The wait after a failed round: throttled relays spread out instead of hammering the shard
+    /// in step.
+    pub backoff: Backoff,
 }
 
 impl Default for PublishPolicy {
     fn default() -> Self {
         Self {
             max_failed_rounds: 12,
-            base_backoff: Duration::from_millis(20),
-            max_backoff: Duration::from_secs(2),
+            backoff: Backoff::new(Duration::from_millis(20), Duration::from_secs(2)),
         }
-    }
-}
-
-impl PublishPolicy {
-    /// Full jitter over an exponentially growing cap: throttled relays spread out instead of
-    /// hammering the shard in step.
-    fn backoff(&self, failed_rounds: u32) -> Duration {
-        let cap = self
-            .base_backoff
-            .saturating_mul(1 << failed_rounds.min(16))
-            .min(self.max_backoff);
-        Duration::from_micros(rand::rng().random_range(0..=cap.as_micros() as u64))
     }
 }
 
@@ -143,7 +131,7 @@ pub async fn publish_in_order<S: EventSink>(
                     if e.kind == SinkErrorKind::Throttled {
                         report.throttled_records += call.len() as u64;
                     }
-                    report.last_error = Some(error_chain(&e));
+                    report.last_error = Some(telemetry::error_chain(&e));
                 }
             }
         }
@@ -156,7 +144,7 @@ pub async fn publish_in_order<S: EventSink>(
             report.gave_up = true;
             break;
         }
-        let delay = policy.backoff(failed_rounds);
+        let delay = policy.backoff.delay(failed_rounds);
         if Instant::now() + delay >= deadline {
             report.gave_up = true;
             break;
@@ -165,17 +153,6 @@ pub async fn publish_in_order<S: EventSink>(
         tokio::time::sleep(delay).await;
     }
     report
-}
-
-pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -65,8 +65,7 @@ impl Contract {
     fn new() -> Self {
         let retry = RetryPolicy {
             max_attempts: 3,
-            base_delay: Duration::from_micros(1),
-            max_delay: Duration::from_micros(1),
+            backoff: domain::Backoff::new(Duration::from_micros(1), Duration::from_micros(1)),
         };
         Self {
             doc: document(),

@@ -3,11 +3,11 @@
 //! re-delivery simulated from the reported batch item failure. Every event is accepted at least
 //! once, and each reservation's accepted versions never go back.
 
-use crate::common::{FlakySink, assert_all_accepted_in_version_order};
+use crate::common::{FlakySink, assert_all_accepted_in_version_order, relay_event};
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
+use dead_letters::MemoryDeadLetters;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use relay::dead_letter::MemoryDeadLetters;
 use relay::{PublishPolicy, Relay};
 use std::time::Duration;
 use test_support::events::{envelope, outbox_image, outbox_stream_record};
@@ -55,8 +55,7 @@ async fn ten_thousand_events_through_random_failures_and_throttling_all_arrive_i
     // A small failure budget so that giving up and Lambda's re-delivery happen often.
     let policy = PublishPolicy {
         max_failed_rounds: 3,
-        base_backoff: Duration::from_millis(10),
-        max_backoff: Duration::from_millis(200),
+        backoff: domain::Backoff::new(Duration::from_millis(10), Duration::from_millis(200)),
     };
     let relay = Relay::new(sink, MemoryDeadLetters::default(), policy);
 
@@ -71,7 +70,7 @@ async fn ten_thousand_events_through_random_failures_and_throttling_all_arrive_i
         let end = (checkpoint + BATCH_SIZE).min(records.len());
         let mut event = Event::default();
         event.records = records[checkpoint..end].to_vec();
-        let outcome = relay.handle(&event, Instant::now() + Duration::from_secs(30)).await;
+        let outcome = relay_event(&relay, &event, Instant::now() + Duration::from_secs(30)).await;
         match outcome.response.batch_item_failures.first() {
             None => checkpoint = end,
             Some(failure) => {

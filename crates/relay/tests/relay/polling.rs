@@ -4,9 +4,9 @@
 
 use crate::common::{FlakySink, assert_all_accepted_first_in_version_order, assert_all_accepted_in_version_order};
 use adapters::InMemoryOutbox;
+use dead_letters::MemoryDeadLetters;
 use domain::EventEnvelope;
 use domain::ports::{OutboxKey, PublisherLease};
-use relay::dead_letter::MemoryDeadLetters;
 use relay::{EventSink, Poller, PollerSettings, PublishPolicy, PutOutcome, SinkError, SinkRecord};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,8 +67,7 @@ fn fast_settings() -> PollerSettings {
 fn fast_policy() -> PublishPolicy {
     PublishPolicy {
         max_failed_rounds: 3,
-        base_backoff: Duration::from_millis(1),
-        max_backoff: Duration::from_millis(20),
+        backoff: domain::Backoff::new(Duration::from_millis(1), Duration::from_millis(20)),
     }
 }
 
@@ -204,7 +203,7 @@ async fn an_undecodable_item_is_dead_lettered_with_its_key_and_does_not_block_th
     assert_eq!(letters[0].record["version"], 1);
 }
 
-fn poller_dead_letters(poller: &TestPoller) -> Vec<relay::DeadLetter> {
+fn poller_dead_letters(poller: &TestPoller) -> Vec<dead_letters::DeadLetter> {
     poller.dead_letters().letters()
 }
 
