@@ -2,12 +2,18 @@
 //!
 //! [`dynamodb::DynamoReservationStore`] is the production store: every reservation change is one
 //! `TransactWriteItems` spanning the slot, the reservation, the outbox event and the idempotency
-//! record. [`memory::InMemoryStore`] has the same observable semantics for fast unit tests.
-//! [`sns::SnsTopic`] is the channel notifications leave the system through.
+//! record. [`sns::SnsTopic`] is the channel notifications leave the system through.
+//!
+//! With the `test-util` feature (tests and benchmarks only, never a Lambda), in-memory stores
+//! with the same observable semantics: `InMemoryStore`, `InMemoryOutbox`, `InMemoryReadModel`,
+//! `InMemoryNotifications`.
 
 pub mod dynamodb;
+#[cfg(feature = "test-util")]
 pub mod memory;
+#[cfg(feature = "test-util")]
 pub mod memory_consumers;
+#[cfg(feature = "test-util")]
 pub mod memory_outbox;
 pub mod sns;
 
@@ -15,7 +21,10 @@ pub use dynamodb::consumers::{DynamoNotifications, DynamoReadModel, RepublishCou
 pub use dynamodb::items::RelayMode;
 pub use dynamodb::outbox::DynamoOutbox;
 pub use dynamodb::{DynamoReservationStore, StoreConfigError, StoreTables};
+#[cfg(feature = "test-util")]
 pub use memory::InMemoryStore;
+#[cfg(feature = "test-util")]
 pub use memory_consumers::{InMemoryNotifications, InMemoryReadModel};
+#[cfg(feature = "test-util")]
 pub use memory_outbox::InMemoryOutbox;
 pub use sns::SnsTopic;

@@ -275,3 +275,62 @@ async fn unknown_errors_keep_their_cause_and_the_aws_request_id() {
         Some("InternalServerError")
     );
 }
+
+/// A channel that takes every notification.
+struct AcceptingChannel;
+
+impl domain::ports::NotificationChannel for AcceptingChannel {
+    async fn publish(&self, _: &domain::Notification) -> Result<domain::ports::Delivery, StoreError> {
+        Ok(domain::ports::Delivery {
+            message_id: "m-1".into(),
+            sequence_number: None,
+        })
+    }
+
+    fn dedup_window(&self) -> time::Duration {
+        time::Duration::minutes(5)
+    }
+}
+
+/// The notifier's store on a client answering from `rules`: the claim, then the record.
+async fn notify_through(rules: &[&Rule]) -> Result<domain::ApplyOutcome, StoreError> {
+    use domain::ports::NotificationSender;
+    let client: Client = mock_client!(aws_sdk_dynamodb, RuleMode::Sequential, rules, |config| config
+        .retry_config(RetryConfig::disabled()));
+    let notifications = adapters::DynamoNotifications::new(
+        client,
+        "reservation-notifications",
+        time::Duration::days(7),
+        AcceptingChannel,
+    );
+    let envelope = new_reservation(false).event;
+    let event = domain::ReservationEvent::from_envelope(envelope).unwrap();
+    notifications.send_once(&domain::Notification::for_event(&event)).await
+}
+
+fn claimed() -> Rule {
+    mock!(Client::update_item)
+        .then_output(|| aws_sdk_dynamodb::operation::update_item::UpdateItemOutput::builder().build())
+}
+
+#[tokio::test]
+async fn a_notification_record_that_meets_a_conflicting_writer_is_contention_not_throttling() {
+    let conflict = cancelled_with(vec![reason("TransactionConflict", None), reason("None", None)]);
+    let err = notify_through(&[&claimed(), &conflict]).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Contended);
+
+    let in_progress = mock!(Client::transact_write_items).then_error(|| {
+        TransactWriteItemsError::TransactionInProgressException(
+            aws_sdk_dynamodb::types::error::TransactionInProgressException::builder()
+                .meta(ErrorMetadata::builder().code("TransactionInProgressException").build())
+                .build(),
+        )
+    });
+    let err = notify_through(&[&claimed(), &in_progress]).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Contended);
+
+    // Throttling inside the transaction is still throttling.
+    let throttled = cancelled_with(vec![reason("ThrottlingError", None), reason("None", None)]);
+    let err = notify_through(&[&claimed(), &throttled]).await.unwrap_err();
+    assert_eq!(err.kind, StoreErrorKind::Throttled);
+}

@@ -15,9 +15,9 @@ use adapters::{DynamoNotifications, DynamoReadModel, InMemoryNotifications, InMe
 use anyhow::{Result, ensure};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use consumers::{Consumer, ConsumerHandler, Notifier, Projector};
+use dead_letters::MemoryDeadLetters;
 use domain::Notification;
 use domain::ports::{Delivery, NotificationChannel, StoreError};
-use relay::MemoryDeadLetters;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicU64, Ordering};
 use test_support::events::{envelope_json, kinesis_record};

@@ -9,10 +9,11 @@
 //! letter names the missing version; once it is published again (the recovery sweep), re-driving
 //! the letter applies it (docs/adr/0003-consumer-exactly-once-in-order.md).
 //!
-//! What may succeed later (throttling, a timeout, a store error) is retried: that reservation's
-//! later records in the batch are left alone while other reservations go on, and the earliest
-//! record left unapplied is reported as the batch item failure. Lambda re-delivers from it, with
-//! no limit but the records' age, and what was applied after it comes back as duplicates.
+//! What may succeed later (throttling, a transaction conflict, a timeout, a store error) is
+//! retried: that reservation's later records in the batch are left alone while other
+//! reservations go on, and the earliest record left unapplied is reported as the batch item
+//! failure. Lambda re-delivers from it, with no limit but the records' age, and what was applied
+//! after it comes back as duplicates.
 
 use crate::Consumer;
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
@@ -36,6 +37,9 @@ pub struct BatchStats {
     /// Gaps dead-lettered (each held back with its letter until re-driven).
     pub gaps: usize,
     pub store_failures: usize,
+    /// Writes that lost a race with another writer (a transaction conflict): retried like store
+    /// failures, counted apart so that contention is not read as load.
+    pub contended: usize,
     /// Later records of a reservation that already had a gap or failure in this batch.
     pub held_back: usize,
     pub dead_lettered: usize,
@@ -48,6 +52,7 @@ impl BatchStats {
         self.duplicates += other.duplicates;
         self.gaps += other.gaps;
         self.store_failures += other.store_failures;
+        self.contended += other.contended;
         self.held_back += other.held_back;
         self.dead_lettered += other.dead_lettered;
     }
@@ -55,13 +60,15 @@ impl BatchStats {
 
 /// The fate of one record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RecordOutcome {
+enum RecordOutcome {
     Applied,
     Duplicate,
     /// A gap, dead-lettered with the version it waits for.
     Gap,
     /// Worth retrying (throttling, a timeout, a store error): handed back to the mapping.
     StoreFailure,
+    /// Lost a race with another writer of the same items: handed back to the mapping.
+    Contended,
     HeldBack,
     DeadLettered,
     /// Malformed, and its dead letter could not be stored: nothing after it is handled.
@@ -111,11 +118,12 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 RecordOutcome::DeadLettered => stats.dead_lettered += 1,
                 RecordOutcome::Gap => stats.gaps += 1,
                 RecordOutcome::StoreFailure => stats.store_failures += 1,
+                RecordOutcome::Contended => stats.contended += 1,
                 RecordOutcome::HeldBack => stats.held_back += 1,
                 RecordOutcome::DeadLetterFailed => {}
             }
             match outcome {
-                RecordOutcome::StoreFailure | RecordOutcome::HeldBack => {
+                RecordOutcome::StoreFailure | RecordOutcome::Contended | RecordOutcome::HeldBack => {
                     blocked.insert(key);
                     first_unapplied.get_or_insert(record);
                 }
@@ -142,6 +150,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             duplicates = stats.duplicates,
             gaps = stats.gaps,
             store_failures = stats.store_failures,
+            contended = stats.contended,
             held_back = stats.held_back,
             dead_lettered = stats.dead_lettered,
             retry_from = first_unapplied.map(|r| r.kinesis.sequence_number.as_str()),
@@ -157,7 +166,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
     }
 
     /// Decodes and applies one record.
-    pub async fn process(&self, record: &KinesisEventRecord) -> RecordOutcome {
+    async fn process(&self, record: &KinesisEventRecord) -> RecordOutcome {
         let sequence_number = record.kinesis.sequence_number.as_str();
         let event = match decode(record) {
             Ok(event) => event,
@@ -195,8 +204,12 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 }
             }
             Err(e) if e.kind == domain::ports::StoreErrorKind::Rejected => {
-                let reason = format!("refused for good: {e}: {}", error_chain(&e));
+                let reason = format!("refused for good: {}", telemetry::error_chain(&e));
                 self.dead_letter(record, &reason).await
+            }
+            Err(e) if e.kind == domain::ports::StoreErrorKind::Contended => {
+                tracing::info!(error = %telemetry::error_chain(&e), sequence_number, "lost a race with another writer; will retry");
+                RecordOutcome::Contended
             }
             Err(e) => {
                 tracing::warn!(error = %e, source = ?std::error::Error::source(&e), sequence_number, "store failed; will retry");
@@ -229,19 +242,9 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
     }
 }
 
-/// An error and its causes, for a dead letter's reason.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut causes = Vec::new();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        causes.push(cause.to_string());
-        source = cause.source();
-    }
-    causes.join(": ")
-}
-
-/// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, dead letters, and
-/// the consumer's lag (now − the oldest record's arrival on the stream).
+/// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, transaction
+/// conflicts, dead letters, and the consumer's lag (now − the oldest record's arrival on the
+/// stream).
 pub fn batch_metrics(
     consumer: &str,
     stats: &BatchStats,
@@ -254,6 +257,7 @@ pub fn batch_metrics(
         .count("DuplicatesSkipped", stats.duplicates as f64)
         .count("Gaps", stats.gaps as f64)
         .count("StoreFailures", stats.store_failures as f64)
+        .count("TransactionConflicts", stats.contended as f64)
         .count("DeadLettered", stats.dead_lettered as f64);
     let oldest = event
         .records

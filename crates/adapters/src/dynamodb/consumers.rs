@@ -2,10 +2,9 @@
 //! an event takes effect once and in order, however often and by however many consumers at once
 //! it is delivered; a failed condition is read back as a duplicate or a gap.
 
-use super::errors::{is_conditional_check_failure, store_error};
+use super::errors::{cancellation_kind, is_conditional_check_failure, store_error};
 use super::{Item, built, deserialize, n, s, serialize};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -458,8 +457,14 @@ impl<C> DynamoNotifications<C> {
                 return Ok(ApplyOutcome::Duplicate);
             }
         }
-        let kind = match err.code() {
-            Some("TransactionCanceledException" | "TransactionInProgressException") => StoreErrorKind::Throttled,
+        let kind = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancelled)) => cancellation_kind(
+                cancelled
+                    .cancellation_reasons()
+                    .iter()
+                    .map(|r| r.code().unwrap_or("None")),
+            ),
+            Some(TransactWriteItemsError::TransactionInProgressException(_)) => StoreErrorKind::Contended,
             _ => StoreErrorKind::Other,
         };
         let request_id = err.request_id().map(str::to_owned);

@@ -87,10 +87,6 @@ impl CancellationReasons {
         self.reasons.get(index).map(|r| r.code.as_str())
     }
 
-    fn any(&self, codes: &[&str]) -> bool {
-        self.reasons.iter().any(|r| codes.contains(&r.code.as_str()))
-    }
-
     fn unexpected(&self, kind: StoreErrorKind) -> CommitError {
         CommitError::Store(
             StoreError::new(kind, self.operation, UnexpectedCancellation(self.reasons.clone()))
@@ -124,12 +120,21 @@ impl CancellationReasons {
     }
 
     fn common(&self) -> CommitError {
-        if self.any(&["TransactionConflict"]) {
-            return CommitError::Contention;
+        match cancellation_kind(self.reasons.iter().map(|r| r.code.as_str())) {
+            StoreErrorKind::Contended => CommitError::Contention,
+            kind => self.unexpected(kind),
         }
-        if self.any(THROTTLING_CODES) {
-            return self.unexpected(StoreErrorKind::Throttled);
-        }
-        self.unexpected(StoreErrorKind::Other)
+    }
+}
+
+/// What a cancelled transaction's reason codes say, once the use case's own conditions are
+/// accounted for: a conflicting writer, throttling, or something else.
+pub(crate) fn cancellation_kind<'a>(mut codes: impl Iterator<Item = &'a str> + Clone) -> StoreErrorKind {
+    if codes.clone().any(|code| code == "TransactionConflict") {
+        StoreErrorKind::Contended
+    } else if codes.any(|code| THROTTLING_CODES.contains(&code)) {
+        StoreErrorKind::Throttled
+    } else {
+        StoreErrorKind::Other
     }
 }

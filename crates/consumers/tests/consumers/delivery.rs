@@ -149,6 +149,25 @@ async fn a_store_failure_is_retried_from_that_record() {
 }
 
 #[tokio::test]
+async fn a_write_that_lost_a_race_is_retried_and_counted_as_contention_not_as_a_store_failure() {
+    let (emitter, lines) = telemetry::Emitter::memory();
+    let handler = projector().with_metrics(emitter);
+    handler.consumer().store().fail_next_call(StoreErrorKind::Contended);
+    let (response, stats) = handler.handle(&batch(1, &[("A", 1), ("B", 1)])).await;
+    assert_eq!(failures(&response), [format!("{:056}", 1)]);
+    assert_eq!((stats.contended, stats.store_failures, stats.applied), (1, 0, 1));
+    let doc: Value = serde_json::from_str(&lines.lock().unwrap()[0]).unwrap();
+    assert_eq!(
+        (doc["TransactionConflicts"].as_f64(), doc["StoreFailures"].as_f64()),
+        (Some(1.0), Some(0.0))
+    );
+
+    let (response, _) = handler.handle(&batch(1, &[("A", 1), ("B", 1)])).await;
+    assert!(failures(&response).is_empty());
+    assert_eq!(applied(&handler), [("B".into(), 1), ("A".into(), 1)]);
+}
+
+#[tokio::test]
 async fn malformed_records_go_to_the_dead_letters_with_context_and_the_shard_moves_on() {
     let handler = projector();
     let aws_sample: KinesisEvent = serde_json::from_str(fixtures::KINESIS_EVENT_AWS_SAMPLE).unwrap();
@@ -283,7 +302,14 @@ async fn each_batch_emits_emf_metrics_and_each_event_logs_its_trace_id() {
         MemoryDeadLetters::default(),
     )
     .with_metrics(emitter);
-    handler.handle(&batch(1, &[("A", 1), ("A", 1), ("B", 2)])).await;
+    let event = batch(1, &[("A", 1), ("A", 1), ("B", 2)]);
+    let arrived_ms = event.records[0]
+        .kinesis
+        .approximate_arrival_timestamp
+        .timestamp_millis();
+    let before_ms = now_ms();
+    handler.handle(&event).await;
+    let after_ms = now_ms();
 
     let lines = lines.lock().unwrap().clone();
     assert_eq!(lines.len(), 1, "one EMF document per batch");
@@ -297,7 +323,13 @@ async fn each_batch_emits_emf_metrics_and_each_event_logs_its_trace_id() {
         ),
         (Some(1.0), Some(1.0), Some(1.0))
     );
-    assert!(doc["ConsumerLag"].as_f64().unwrap() >= 0.0);
+    // The lag is the handler's clock minus the records' arrival, read between the two readings
+    // of the clock taken around the call.
+    let lag = doc["ConsumerLag"].as_f64().unwrap();
+    assert!(
+        ((before_ms - arrived_ms) as f64..=(after_ms - arrived_ms) as f64).contains(&lag),
+        "lag {lag} ms, arrival {arrived_ms}, called between {before_ms} and {after_ms}"
+    );
     let names: Vec<&str> = doc["_aws"]["CloudWatchMetrics"][0]["Metrics"]
         .as_array()
         .unwrap()
@@ -317,4 +349,8 @@ async fn each_batch_emits_emf_metrics_and_each_event_logs_its_trace_id() {
     assert_eq!(span["trace_id"], "T-A-1");
     assert_eq!(span["reservation_id"], "A");
     assert_eq!(span["event_id"], "E-A-1");
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
