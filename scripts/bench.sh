@@ -237,7 +237,7 @@ Local, read back from the outbox table's stream by the local event source mappin
 the Lambda runtime would (event JSON → `Box<RawValue>`, the relay, response → JSON).
 
 - **Overhead**: the relay with a sink that accepts everything; process CPU time per event (median of
-  {rows[0]['overhead']['passes']} passes). Goal: ≤ 0.003 CPU-ms (3 µs) per event; see "Relay hot path" below.
+  {rows[0]['overhead']['passes']} passes). Goal: ≤ 0.02 CPU-ms (20 µs) per event, with the well-kept readers (ADR 0006); see "Relay hot path" below.
 - **Against kinesis-mock**: the relay with its Kinesis sink next to the same records sent as plain
   `PutRecords` calls, one per batch, one call at a time ("raw"). Passes run in ABBA order, each on a
   fresh stream with the real stream's shard count (kinesis-mock slows down as a stream fills, so a

@@ -55,12 +55,12 @@ pub async fn run(mode: Mode, interval: Duration, seconds: u64) -> Result<()> {
             let arn = devstack::pipeline::outbox_stream_arn(&stack.dynamodb, &stack.name("OUTBOX_TABLE")).await?;
             let relay = relay::Relay::new(
                 relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
-                relay::MemoryDeadLetters::default(),
+                dead_letters::MemoryDeadLetters::default(),
                 relay::PublishPolicy::default(),
             );
             let mapping = event_source_mapping::EventSourceMapping::new(
                 event_source_mapping::DynamoDbStreamsSource::new(streams, arn),
-                event_source_mapping::function::TypedFunction::new(devstack::pipeline::RelayHandler(relay)),
+                devstack::pipeline::RelayHandler(relay),
                 None::<event_source_mapping::MemoryOnFailure>,
                 devstack::pipeline::relay_mapping_config(),
             );

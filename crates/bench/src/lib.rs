@@ -57,7 +57,7 @@ impl Mode {
 }
 
 pub type BenchPoller =
-    relay::Poller<adapters::DynamoOutbox, adapters::DynamoOutbox, relay::KinesisSink, relay::MemoryDeadLetters>;
+    relay::Poller<adapters::DynamoOutbox, adapters::DynamoOutbox, relay::KinesisSink, dead_letters::MemoryDeadLetters>;
 
 /// The polling publisher on the stack's outbox through `dynamodb` (a client with an interceptor,
 /// say), publishing to the stack's stream; dead letters kept in memory.
@@ -67,7 +67,7 @@ pub fn poller(stack: &TestStack, dynamodb: aws_sdk_dynamodb::Client, settings: r
         outbox.clone(),
         outbox,
         relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
-        relay::MemoryDeadLetters::default(),
+        dead_letters::MemoryDeadLetters::default(),
         relay::PublishPolicy::default(),
         settings,
     )

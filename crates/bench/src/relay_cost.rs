@@ -17,13 +17,12 @@ use anyhow::{Context, Result, bail, ensure};
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use aws_lambda_events::event::dynamodb::Event;
+use dead_letters::MemoryDeadLetters;
 use domain::{Capacity, GuestId, ReservationId, Seats, SlotId, TraceId};
 use event_source_mapping::function::Function;
 use event_source_mapping::{EventSourceMapping, FunctionError, MappingConfig, MemoryOnFailure};
 use futures::StreamExt;
-use relay::{
-    Classified, EventSink, KinesisSink, MemoryDeadLetters, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord,
-};
+use relay::{Classified, EventSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -230,7 +229,7 @@ async fn relay_pass<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, batches: 
     for bytes in batches {
         let payload: Box<RawValue> = serde_json::from_slice(bytes)?;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-        let outcome = relay.handle_json(payload.get(), deadline).await?;
+        let outcome = relay.handle(payload.get(), deadline).await?;
         ensure!(
             outcome.response.batch_item_failures.is_empty(),
             "the relay gave part of a batch back: {:?}",
@@ -280,7 +279,7 @@ async fn raw_pass(sink: &KinesisSink, calls: &[Vec<SinkRecord>]) -> Result<(Pass
 pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
     let stack = TestStack::start().await;
     let batches = lambda_events(&stack, args, workload).await?;
-    let decoded: Vec<Event> = batches
+    let mut decoded: Vec<Event> = batches
         .iter()
         .map(|b| serde_json::from_slice(b))
         .collect::<Result<_, _>>()?;
@@ -292,11 +291,11 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
     );
     // The raw calls carry exactly the records the relay publishes, batch by batch.
     let raw_calls: Vec<Vec<SinkRecord>> = decoded
-        .iter()
+        .iter_mut()
         .map(|event| {
             event
                 .records
-                .iter()
+                .iter_mut()
                 .map(|record| match relay::classify(record) {
                     Classified::Publish { record, .. } => Ok(record),
                     other => bail!("a generated record is not publishable: {other:?}"),

@@ -5,34 +5,35 @@
 
 use adapters::DynamoOutbox;
 use anyhow::{Context, Result};
-use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use aws_lambda_events::event::streams::{DynamoDbEventResponse, KinesisEventResponse};
+use aws_lambda_events::event::streams::KinesisEventResponse;
 use consumers::{Consumer, ConsumerHandler};
-use event_source_mapping::function::{TypedFunction, TypedHandler};
+use dead_letters::{DeadLetters, JsonLinesDeadLetters};
+use event_source_mapping::function::{Function, TypedFunction, TypedHandler};
 use event_source_mapping::{
     DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, KinesisSource,
     MappingConfig, StartingPosition,
 };
-use relay::{DeadLetters, EventSink, JsonLinesDeadLetters, KinesisSink, Poller, PollerSettings, PublishPolicy, Relay};
+use relay::{EventSink, KinesisSink, Poller, PollerSettings, PublishPolicy, Relay};
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The relay as Lambda's runtime would call it.
+/// The relay as the Lambda calls it (functions/relay): the event's JSON in, the response out.
 pub struct RelayHandler<S, D>(pub Relay<S, D>);
 
-impl<S: EventSink, D: DeadLetters> TypedHandler for RelayHandler<S, D> {
-    type Event = Event;
-    type Response = DynamoDbEventResponse;
-
-    async fn handle(&self, event: Event, deadline: Instant) -> Result<DynamoDbEventResponse, FunctionError> {
-        Ok(self.0.handle(&event, deadline).await.response)
+impl<S: EventSink, D: DeadLetters> Function for RelayHandler<S, D> {
+    async fn invoke(&self, event: serde_json::Value, deadline: Instant) -> Result<serde_json::Value, FunctionError> {
+        let outcome = self
+            .0
+            .handle(&event.to_string(), deadline)
+            .await
+            .map_err(|e| FunctionError::new("Runtime.UnmarshalError", e.to_string()))?;
+        serde_json::to_value(outcome.response).map_err(|e| FunctionError::new("Runtime.MarshalError", e.to_string()))
     }
 }
 
-pub type RelayMapping<S, D> =
-    EventSourceMapping<DynamoDbStreamsSource, TypedFunction<RelayHandler<S, D>>, JsonLinesOnFailure>;
+pub type RelayMapping<S, D> = EventSourceMapping<DynamoDbStreamsSource, RelayHandler<S, D>, JsonLinesOnFailure>;
 
 /// The relay mapping's settings: the template's, for the local runner.
 pub fn relay_mapping_config() -> MappingConfig {
@@ -78,7 +79,7 @@ pub fn relay_mapping(
     );
     EventSourceMapping::new(
         DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(sdk), stream_arn),
-        TypedFunction::new(RelayHandler(relay)),
+        RelayHandler(relay),
         Some(JsonLinesOnFailure::new(dead_letter_dir.join("relay-on-failure.jsonl"))),
         relay_mapping_config(),
     )

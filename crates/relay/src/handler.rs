@@ -1,12 +1,12 @@
 //! One invocation of the relay: classify every record, dead-letter the poison ones, publish the
 //! rest in order, and tell Lambda where to resume.
 
-use crate::classify::{Classified, NewImage, OutboxImage, SkipReason, StreamRecord, classify_record};
-use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::classify::{Classified, SkipReason, classify};
 use crate::publish::{PublishPolicy, PublishReport, publish_in_order};
 use crate::sink::{EventSink, SinkRecord};
-use aws_lambda_events::event::dynamodb::Event;
+use aws_lambda_events::event::dynamodb::EventRecord;
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
+use dead_letters::{DeadLetter, DeadLetters};
 use serde_json::value::RawValue;
 use tokio::time::Instant;
 
@@ -82,67 +82,31 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         &self.dead_letters
     }
 
-    /// Handles one batch of the typed Lambda event; see [`Relay::handle_json`], which it calls
-    /// with the event's JSON.
-    pub async fn handle(&self, event: &Event, deadline: Instant) -> RelayOutcome {
-        match serde_json::to_string(event) {
-            Ok(json) => match self.handle_json(&json, deadline).await {
-                Ok(outcome) => outcome,
-                Err(e) => unreachable!("a typed event always has Records: {e}"),
-            },
-            Err(e) => unreachable!("a typed event always serializes: {e}"),
-        }
-    }
-
     /// Handles one batch, given as the JSON Lambda delivers. Fails only when the JSON is not
     /// `{"Records": [...]}` at all; otherwise what could not be published is reported as the
     /// batch item failure to re-deliver from (the earliest unfinished record; Lambda re-delivers
     /// it and everything after it in the shard), and a record that is not a stream record at all
     /// is dead-lettered like any other that can never be published.
-    pub async fn handle_json(&self, event: &str, deadline: Instant) -> Result<RelayOutcome, serde_json::Error> {
-        // The mapping's filter lets only outbox INSERTs through, so one pass usually reads every
-        // record and its envelope. Should one not read so, the batch is read again record by
-        // record, images kept as JSON: each record is then classified on its own, and only one
-        // that is not even a stream record is dead-lettered as such.
-        match serde_json::from_str::<Batch<StreamRecord<OutboxImage>>>(event) {
-            Ok(batch) => {
-                let records = batch.records.into_iter().map(Ok).collect();
-                self.relay(event, None, records, deadline).await
-            }
-            Err(_) => {
-                let raw = raw_records(event)?;
-                let records = raw
-                    .iter()
-                    .map(|raw| serde_json::from_str::<StreamRecord>(raw.get()))
-                    .collect();
-                self.relay(event, Some(raw), records, deadline).await
-            }
-        }
-    }
-
-    /// `raw` is each record's JSON when the event was already split into them; otherwise it is
-    /// split only if a record has to be dead-lettered.
-    async fn relay<'a, I: NewImage<'a>>(
-        &self,
-        event: &'a str,
-        raw: Option<Vec<&'a RawValue>>,
-        mut records: Vec<Result<StreamRecord<'a, I>, serde_json::Error>>,
-        deadline: Instant,
-    ) -> Result<RelayOutcome, serde_json::Error> {
+    ///
+    /// The event is split into its records first, and each is read on its own, so that one
+    /// record of the wrong shape costs that record, never the batch.
+    pub async fn handle(&self, event: &str, deadline: Instant) -> Result<RelayOutcome, serde_json::Error> {
+        let raw = serde_json::from_str::<Batch<&RawValue>>(event)?.records;
+        let mut records: Vec<Result<EventRecord, serde_json::Error>> =
+            raw.iter().map(|record| serde_json::from_str(record.get())).collect();
         let mut stats = RelayStats {
             records: records.len(),
-            oldest_record_created_ms: records.iter().flatten().filter_map(StreamRecord::created_ms).min(),
+            oldest_record_created_ms: records.iter().flatten().filter_map(created_ms).min(),
             ..Default::default()
         };
         let mut positions: Vec<usize> = Vec::with_capacity(records.len());
         let mut publishable: Vec<SinkRecord> = Vec::with_capacity(records.len());
-        let mut raw_cache = raw;
         // Records from here on are not handled in this invocation (a dead letter could not be stored).
         let mut cutoff = records.len();
 
         for (index, record) in records.iter_mut().enumerate() {
             let classified = match record {
-                Ok(record) => classify_record(record),
+                Ok(record) => classify(record),
                 Err(e) => Classified::Poison {
                     reason: format!("not a DynamoDB stream record: {e}"),
                 },
@@ -163,14 +127,10 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
                         SkipReason::NotAnOutboxItem => stats.skipped_not_outbox += 1,
                     }
                     if let Ok(record) = record {
-                        tracing::debug!(?reason, event_name = %record.event_name, sequence_number = %record.change.sequence_number, "skipped");
+                        tracing::debug!(?reason, event_name = %record.event_name, sequence_number = ?record.change.sequence_number, "skipped");
                     }
                 }
                 Classified::Poison { reason } => {
-                    let raw = match &mut raw_cache {
-                        Some(raw) => raw,
-                        None => raw_cache.insert(raw_records(event)?),
-                    };
                     let letter = dead_letter(raw[index], record.as_ref().ok(), &reason);
                     match self.dead_letters.send(&letter).await {
                         Ok(()) => {
@@ -210,14 +170,7 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         let mut response = DynamoDbEventResponse::default();
         if let Some(index) = resume_at {
             let mut failure = DynamoDbBatchItemFailure::default();
-            // A record that is not even a stream record has no identifier Lambda would know:
-            // an empty one makes Lambda retry the whole batch, which loses nothing.
-            failure.item_identifier = Some(
-                records[index]
-                    .as_ref()
-                    .map(|record| record.item_identifier().to_owned())
-                    .unwrap_or_default(),
-            );
+            failure.item_identifier = Some(item_identifier(records[index].as_ref().ok()));
             response.batch_item_failures.push(failure);
         }
         tracing::info!(
@@ -242,19 +195,29 @@ struct Batch<T> {
     records: Vec<T>,
 }
 
-/// The event's records as the JSON they came as: for dead letters, which are rare.
-fn raw_records(event: &str) -> Result<Vec<&RawValue>, serde_json::Error> {
-    serde_json::from_str::<Batch<&RawValue>>(event).map(|batch| batch.records)
+/// Milliseconds since the epoch of the record's `ApproximateCreationDateTime`, when it is there.
+fn created_ms(record: &EventRecord) -> Option<i64> {
+    Some(record.change.approximate_creation_date_time.timestamp_millis()).filter(|ms| *ms > 0)
 }
 
-fn dead_letter<I>(raw: &RawValue, record: Option<&StreamRecord<'_, I>>, reason: &str) -> DeadLetter {
+/// How Lambda identifies a DynamoDB stream record in a batch item failure: its sequence number,
+/// and nothing else. A record without one (not a stream record at all) gets an empty identifier,
+/// which Lambda reads as the whole batch failing: it is delivered again, whole, and nothing is
+/// lost.
+fn item_identifier(record: Option<&EventRecord>) -> String {
+    record
+        .and_then(|record| record.change.sequence_number.clone())
+        .unwrap_or_default()
+}
+
+fn dead_letter(raw: &RawValue, record: Option<&EventRecord>, reason: &str) -> DeadLetter {
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     DeadLetter {
         function: "relay".into(),
         reason: reason.to_owned(),
-        event_source_arn: record.and_then(|r| text(&r.event_source_arn)),
+        event_source_arn: record.and_then(|r| r.event_source_arn.as_deref().and_then(text)),
         event_id: record.and_then(|r| text(&r.event_id)),
-        sequence_number: record.and_then(|r| text(&r.change.sequence_number)),
+        sequence_number: record.and_then(|r| r.change.sequence_number.as_deref().and_then(text)),
         // The record exactly as Lambda delivered it, for the re-drive.
         record: serde_json::from_str(raw.get()).unwrap_or(serde_json::Value::Null),
         dead_lettered_at: time::OffsetDateTime::now_utc(),

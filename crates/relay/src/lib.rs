@@ -1,8 +1,8 @@
 //! The stream relay: DynamoDB Streams records of the outbox table in, Kinesis records out.
 //!
-//! - [`classify`] decides per stream record, read from the event's JSON without building
-//!   attribute maps ([`dynamodb_json`]): publish (an outbox INSERT), skip (TTL removals,
-//!   modifications, other items), or dead-letter (a record that can never be published).
+//! - [`classify`] decides per stream record: publish (an outbox INSERT, its new image read into
+//!   the envelope with serde_dynamo), skip (TTL removals, modifications, other items), or
+//!   dead-letter (a record that can never be published).
 //! - [`publish`] puts the publishable records on an [`sink::EventSink`] so that no event of a
 //!   reservation ever reaches the stream before an earlier one of the same reservation, even when
 //!   `PutRecords` fails part of a call (see docs/adr/0002-relay-ordering.md).
@@ -13,36 +13,19 @@
 
 pub mod classify;
 pub mod config;
-pub mod dynamodb_json;
-/// Dead letters live in their own crate, shared with the consumers.
-pub mod dead_letter {
-    pub use dead_letters::*;
-}
 pub mod handler;
 pub mod kinesis;
 pub mod polling;
 pub mod publish;
 pub mod sink;
 
-pub use classify::{
-    Classified, NewImage, OUTBOX_INSERT_FILTER, OutboxImage, SkipReason, StreamRecord, classify, classify_record,
-};
+pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
 pub use config::{PollerConfig, RelayConfig};
-pub use dead_letter::{
-    ConfiguredDeadLetters, DeadLetter, DeadLetters, JsonLinesDeadLetters, MemoryDeadLetters, SqsDeadLetters,
-};
 pub use handler::{Relay, RelayOutcome};
 pub use kinesis::KinesisSink;
 pub use polling::{PollError, PollStats, Poller, PollerRequest, PollerSettings, RunStats};
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
-
-/// The allocator of the relay's Lambda, and of its benchmark so that it measures the same thing:
-/// each binary declares it (`#[global_allocator] static ALLOCATOR: relay::Allocator =
-/// relay::Allocator {};`). With glibc's malloc, allocating and freeing each batch's event (about
-/// 100 KB) and every record's small strings took an eighth of the relay's time
-/// (docs/benchmarks.md, "Relay hot path").
-pub type Allocator = mimalloc::MiMalloc;
 
 /// The instant to finish by, from Lambda's deadline (epoch milliseconds), keeping `margin` back
 /// to answer before being cut off.

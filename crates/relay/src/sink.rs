@@ -15,6 +15,23 @@ pub struct SinkRecord {
 }
 
 impl SinkRecord {
+    /// The record that publishes `envelope`: its JSON, keyed by its reservation. Refused, with the
+    /// reason, when it cannot be put (over the per-record limit).
+    pub fn of_envelope(envelope: &domain::EventEnvelope) -> Result<Self, String> {
+        let data = serde_json::to_vec(envelope).map_err(|e| format!("envelope does not serialize to JSON: {e}"))?;
+        let record = Self {
+            partition_key: envelope.partition_key().to_owned(),
+            data,
+        };
+        if record.size() > MAX_BYTES_PER_RECORD {
+            return Err(format!(
+                "event is {} bytes; Kinesis accepts at most {MAX_BYTES_PER_RECORD} per record",
+                record.size()
+            ));
+        }
+        Ok(record)
+    }
+
     pub fn size(&self) -> usize {
         self.partition_key.len() + self.data.len()
     }

@@ -60,14 +60,15 @@ async fn to_consumer<C: Consumer>(handler: &ConsumerHandler<C, MemoryDeadLetters
 
 async fn to_relay<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, letter: &DeadLetter) -> Redriven {
     let before = relay.dead_letters().letters().len();
-    let event = match serde_json::from_value(json!({ "Records": [letter.record] })) {
-        Ok(event) => event,
-        Err(e) => return still_failing(letter, None, &format!("not a DynamoDB stream record: {e}")),
-    };
+    // A record that is not a stream record is dead-lettered again by the relay, with the reason.
+    let event = json!({ "Records": [letter.record] }).to_string();
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
-    let outcome = relay.handle(&event, deadline).await;
+    let published = match relay.handle(&event, deadline).await {
+        Ok(outcome) => outcome.response.batch_item_failures.is_empty(),
+        Err(e) => return still_failing(letter, None, &format!("not a DynamoDB stream event: {e}")),
+    };
     let new = relay.dead_letters().letters().into_iter().nth(before);
-    match (new, outcome.response.batch_item_failures.is_empty()) {
+    match (new, published) {
         (None, true) => Redriven::Done,
         (new, _) => still_failing(letter, new, "Kinesis did not take it: re-drive again later"),
     }

@@ -196,7 +196,7 @@ impl TestStack {
     /// publish everything committed so far. Dead letters go to [`Self::dead_letter_dir`].
     pub async fn relay_mapping(
         &self,
-    ) -> devstack::pipeline::RelayMapping<relay::KinesisSink, relay::JsonLinesDeadLetters> {
+    ) -> devstack::pipeline::RelayMapping<relay::KinesisSink, dead_letters::JsonLinesDeadLetters> {
         let arn = devstack::pipeline::outbox_stream_arn(&self.dynamodb, &self.name("OUTBOX_TABLE"))
             .await
             .expect("outbox stream");

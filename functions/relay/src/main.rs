@@ -6,8 +6,11 @@ use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
 use serde_json::value::RawValue;
 use std::time::Duration;
 
+/// mimalloc, not glibc's malloc: the relay allocates and frees each batch's event (about 100 KB)
+/// and every record's attribute maps and strings, which glibc's allocator made a large share of
+/// its CPU (docs/benchmarks.md, "Relay hot path"). relay-bench declares the same allocator.
 #[global_allocator]
-static ALLOCATOR: relay::Allocator = relay::Allocator {};
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Time kept back from Lambda's deadline to answer before being cut off.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(1_500);
@@ -25,10 +28,11 @@ async fn main() -> Result<(), Error> {
     )
     .with_metrics(telemetry::Emitter::Stdout);
     let relay = &relay;
-    // The event stays JSON until the relay reads the little of it it needs (relay::classify).
+    // The event stays JSON: the relay reads it record by record, so that one record of the wrong
+    // shape is dead-lettered instead of failing the whole batch (relay::Relay::handle).
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Box<RawValue>>| async move {
         let deadline = relay::invocation_deadline(event.context.deadline, DEADLINE_MARGIN);
-        let outcome = relay.handle_json(event.payload.get(), deadline).await?;
+        let outcome = relay.handle(event.payload.get(), deadline).await?;
         Ok::<DynamoDbEventResponse, Error>(outcome.response)
     }))
     .await

@@ -6,9 +6,9 @@ use anyhow::{Result, ensure};
 use bench::relay_cost::{Args, Workload, run};
 use clap::Parser;
 
-// The relay Lambda's allocator, so that the figures are the Lambda's.
+// The relay Lambda's allocator (functions/relay), so that the figures are the Lambda's.
 #[global_allocator]
-static ALLOCATOR: relay::Allocator = relay::Allocator {};
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(about = "Relay overhead and throughput against kinesis-mock")]

@@ -6,11 +6,11 @@
 
 use adapters::{DynamoNotifications, SnsTopic};
 use consumers::Notifier;
+use dead_letters::JsonLinesDeadLetters;
 use devstack::channel::ReceivedNotification;
 use devstack::pipeline::{consumer_mapping_config, consumer_mapping_with};
 use domain::Notification;
 use domain::ports::{Delivery, NotificationChannel, StoreError};
-use relay::JsonLinesDeadLetters;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -222,7 +222,7 @@ async fn a_publish_refused_for_good_is_dead_lettered_whole_with_the_reason() {
     assert_eq!(topic.topic_arn, notifications.channel().topic_arn());
     let handler = consumers::ConsumerHandler::new(
         Notifier::new(notifications.clone()),
-        relay::MemoryDeadLetters::default(),
+        dead_letters::MemoryDeadLetters::default(),
     );
     for letter in &letters {
         let record: aws_lambda_events::event::kinesis::KinesisEventRecord =

@@ -5,7 +5,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_kinesis::primitives::Blob;
-use relay::JsonLinesDeadLetters;
+use dead_letters::JsonLinesDeadLetters;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use test_support::stack::{TestApi, TestStack};
@@ -242,7 +242,7 @@ async fn a_malformed_record_on_the_stream_is_dead_lettered_and_the_shard_moves_o
     let page = guest_page(&http, &api, "ada", "").await;
     assert_eq!(page["items"][0]["status"], "CANCELLED");
 
-    let letters = relay::JsonLinesDeadLetters::new(stack.dead_letter_dir().join("projector-dead-letters.jsonl"))
+    let letters = dead_letters::JsonLinesDeadLetters::new(stack.dead_letter_dir().join("projector-dead-letters.jsonl"))
         .read_all()
         .unwrap();
     assert_eq!(letters.len(), 1);

@@ -4,9 +4,9 @@
 
 use adapters::RelayMode;
 use aws_sdk_dynamodb::types::AttributeValue;
+use dead_letters::JsonLinesDeadLetters;
 use devstack::events::ReadEvent;
 use domain::ports::UnpublishedEvents;
-use relay::JsonLinesDeadLetters;
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 use test_support::events::{envelope, outbox_item};

@@ -4,7 +4,7 @@
 
 use adapters::RelayMode;
 use aws_sdk_dynamodb::types::AttributeValue;
-use relay::JsonLinesDeadLetters;
+use dead_letters::JsonLinesDeadLetters;
 use serde_json::json;
 use std::collections::BTreeSet;
 use test_support::events::{envelope, outbox_item};

@@ -1,8 +1,9 @@
 //! Real stream record shapes (as Lambda delivers them) through the relay's classification and
 //! the whole handler. Invariant 6: only outbox inserts become events.
 
+use crate::common::relay_event;
 use aws_lambda_events::event::dynamodb::Event;
-use relay::dead_letter::MemoryDeadLetters;
+use dead_letters::MemoryDeadLetters;
 use relay::{Classified, EventSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord, SkipReason, classify};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -22,14 +23,14 @@ fn fixture(name: &str) -> Event {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("fixture {name} is a DynamoDB stream event: {e}"))
 }
 
-fn only(event: &Event) -> Classified {
+fn only(mut event: Event) -> Classified {
     assert_eq!(event.records.len(), 1);
-    classify(&event.records[0])
+    classify(&mut event.records[0])
 }
 
 #[test]
 fn an_outbox_insert_is_published_as_the_design_envelope_keyed_by_reservation() {
-    let Classified::Publish { record, event } = only(&fixture("outbox-insert")) else {
+    let Classified::Publish { record, event } = only(fixture("outbox-insert")) else {
         panic!("should publish")
     };
     assert_eq!(record.partition_key, "01M862NN08VG1A2W9F724MN75V");
@@ -71,13 +72,13 @@ fn an_outbox_insert_is_published_as_the_design_envelope_keyed_by_reservation() {
 
 #[test]
 fn a_ttl_removal_is_never_published() {
-    assert_eq!(only(&fixture("ttl-remove")), Classified::Skip(SkipReason::TtlRemoval));
+    assert_eq!(only(fixture("ttl-remove")), Classified::Skip(SkipReason::TtlRemoval));
 }
 
 #[test]
 fn a_modification_is_never_published() {
     assert_eq!(
-        only(&fixture("outbox-modify")),
+        only(fixture("outbox-modify")),
         Classified::Skip(SkipReason::NotAnInsert)
     );
 }
@@ -85,7 +86,7 @@ fn a_modification_is_never_published() {
 #[test]
 fn an_insert_of_another_item_is_never_published() {
     assert_eq!(
-        only(&fixture("non-outbox-insert")),
+        only(fixture("non-outbox-insert")),
         Classified::Skip(SkipReason::NotAnOutboxItem)
     );
 }
@@ -94,7 +95,7 @@ fn an_insert_of_another_item_is_never_published() {
 fn an_insert_without_new_image_and_a_broken_envelope_are_poison() {
     for name in ["insert-without-new-image", "outbox-insert-broken-envelope"] {
         assert!(
-            matches!(only(&fixture(name)), Classified::Poison { .. }),
+            matches!(only(fixture(name)), Classified::Poison { .. }),
             "{name} should be poison"
         );
     }
@@ -110,7 +111,7 @@ fn an_event_over_the_kinesis_record_limit_is_poison() {
     };
     payload.insert("note".into(), serde_dynamo::AttributeValue::S("x".repeat(1024 * 1024)));
     image.insert("payload".into(), serde_dynamo::AttributeValue::M(payload));
-    let Classified::Poison { reason } = classify(&event.records[0]) else {
+    let Classified::Poison { reason } = classify(&mut event.records[0]) else {
         panic!("should be poison")
     };
     assert!(reason.contains("at most 1048576"), "{reason}");
@@ -149,7 +150,7 @@ async fn a_mixed_batch_publishes_only_the_outbox_insert_and_dead_letters_the_poi
         MemoryDeadLetters::default(),
         PublishPolicy::default(),
     );
-    let outcome = relay.handle(&event, Instant::now() + Duration::from_secs(60)).await;
+    let outcome = relay_event(&relay, &event, Instant::now() + Duration::from_secs(60)).await;
 
     assert!(
         outcome.response.batch_item_failures.is_empty(),
@@ -202,7 +203,7 @@ async fn each_batch_emits_emf_metrics_with_the_relay_lag() {
         PublishPolicy::default(),
     )
     .with_metrics(emitter);
-    relay.handle(&event, Instant::now() + Duration::from_secs(60)).await;
+    relay_event(&relay, &event, Instant::now() + Duration::from_secs(60)).await;
 
     let lines = lines.lock().unwrap().clone();
     assert_eq!(lines.len(), 1, "one EMF document per batch");
@@ -229,7 +230,7 @@ async fn a_record_that_is_not_a_stream_record_is_dead_lettered_as_delivered_and_
         PublishPolicy::default(),
     );
     let outcome = relay
-        .handle_json(&event, Instant::now() + Duration::from_secs(60))
+        .handle(&event, Instant::now() + Duration::from_secs(60))
         .await
         .expect("the event has Records");
 
@@ -248,5 +249,52 @@ async fn a_record_that_is_not_a_stream_record_is_dead_lettered_as_delivered_and_
     );
     assert_eq!(letters[0].record, broken, "kept exactly as delivered");
     // An event that is not a batch of records at all is the invocation's error.
-    assert!(relay.handle_json(r#"{"records": []}"#, Instant::now()).await.is_err());
+    assert!(relay.handle(r#"{"records": []}"#, Instant::now()).await.is_err());
+}
+
+/// Refuses every record.
+struct RefusingSink;
+
+impl EventSink for RefusingSink {
+    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
+        Ok(vec![
+            PutOutcome::Failed {
+                code: "InternalFailure".into(),
+                message: "refused".into(),
+            };
+            records.len()
+        ])
+    }
+}
+
+/// The identifiers the relay hands back to Lambda to resume from.
+fn resume_at(outcome: &relay::RelayOutcome) -> Vec<Option<String>> {
+    outcome
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn the_record_to_resume_from_is_named_by_its_sequence_number_and_only_by_it() {
+    let give_up_at_once = PublishPolicy {
+        max_failed_rounds: 0,
+        ..PublishPolicy::default()
+    };
+    let relay = Relay::new(RefusingSink, MemoryDeadLetters::default(), give_up_at_once);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let outcome = relay_event(&relay, &fixture("outbox-insert"), deadline).await;
+    assert_eq!(resume_at(&outcome), [Some("4421584500000000017450439091".to_owned())]);
+
+    // Without a sequence number Lambda could not resume from the record: the identifier is
+    // empty (Lambda then retries the whole batch), never the eventID.
+    let mut insert: serde_json::Value = serde_json::from_str(fixtures::OUTBOX_INSERT).unwrap();
+    insert["Records"][0]["dynamodb"]
+        .as_object_mut()
+        .unwrap()
+        .remove("SequenceNumber");
+    let outcome = relay.handle(&insert.to_string(), deadline).await.unwrap();
+    assert_eq!(resume_at(&outcome), [Some(String::new())]);
 }

@@ -1,8 +1,11 @@
-//! A Kinesis stand-in for fault injection, shared by the relay's and the poller's tests.
+//! A Kinesis stand-in for fault injection, shared by the relay's and the poller's tests, and the
+//! relay called with a typed event as Lambda would deliver it.
 
+use aws_lambda_events::event::dynamodb::Event;
+use dead_letters::DeadLetters;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use relay::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
+use relay::{EventSink, PutOutcome, Relay, RelayOutcome, SinkError, SinkErrorKind, SinkRecord};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
@@ -118,4 +121,14 @@ pub fn assert_all_accepted_first_in_version_order(
         );
         *seen = (*seen).max(*version);
     }
+}
+
+/// Hands `event` to the relay as Lambda does: as its JSON.
+pub async fn relay_event<S: EventSink, D: DeadLetters>(
+    relay: &Relay<S, D>,
+    event: &Event,
+    deadline: tokio::time::Instant,
+) -> RelayOutcome {
+    let json = serde_json::to_string(event).expect("a typed event serializes");
+    relay.handle(&json, deadline).await.expect("a typed event has Records")
 }

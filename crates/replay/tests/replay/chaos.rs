@@ -29,18 +29,15 @@ use adapters::SnsTopic;
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
 use consumers::{Consumer, Notifier, Projector};
+use dead_letters::JsonLinesDeadLetters;
 use devstack::pipeline::{RelayHandler, consumer_mapping_config, consumer_mapping_with, relay_mapping_config};
 use domain::ports::{Delivery, NotificationChannel, StoreError, StoreErrorKind};
 use domain::{ApplyOutcome, Capacity, GuestId, Notification, ReservationEvent, Seats, SlotId, TraceId, Version};
-use event_source_mapping::function::TypedFunction;
 use event_source_mapping::{DynamoDbStreamsSource, EventSourceMapping, JsonLinesOnFailure};
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use relay::{
-    EventSink, JsonLinesDeadLetters, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind,
-    SinkRecord,
-};
+use relay::{EventSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,19 +320,18 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
             .unwrap();
         let policy = PublishPolicy {
             max_failed_rounds: 4,
-            base_backoff: Duration::from_millis(5),
-            max_backoff: Duration::from_millis(100),
+            backoff: domain::Backoff::new(Duration::from_millis(5), Duration::from_millis(100)),
         };
         let mut config = relay_mapping_config();
         config.function_timeout = FUNCTION_TIMEOUT;
         config.retry_backoff = Duration::from_millis(20);
         EventSourceMapping::new(
             DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), arn),
-            TypedFunction::new(RelayHandler(Relay::new(
+            RelayHandler(Relay::new(
                 SharedSink(sink.clone()),
                 JsonLinesDeadLetters::new(dir.join("relay-dead-letters.jsonl")),
                 policy,
-            ))),
+            )),
             Some(JsonLinesOnFailure::new(dir.join("relay-on-failure.jsonl"))),
             config,
         )
@@ -430,7 +426,7 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         "chaos: {events} events committed in {committed_in:?}, all checked after {:?}; relay faults {injected:?}; consumer faults {consumer_faults:?}; {report}",
         started.elapsed()
     );
-    let stalled: Vec<relay::DeadLetter> = ["projector", "notifier"]
+    let stalled: Vec<dead_letters::DeadLetter> = ["projector", "notifier"]
         .iter()
         .flat_map(|consumer| {
             JsonLinesDeadLetters::new(dir.join(format!("{consumer}-dead-letters.jsonl")))
