@@ -64,16 +64,28 @@ pub async fn outbox_stream_arn(dynamodb: &aws_sdk_dynamodb::Client, outbox_table
         .with_context(|| format!("table {outbox_table} has no stream; it must be created with a NEW_IMAGE stream"))
 }
 
-/// The relay, publishing to `events_stream`, behind a mapping on `stream_arn`. Dead letters and
-/// on-failure records go to JSON-lines files under `dead_letter_dir`.
+/// The relay, publishing to the Kinesis stream `events_stream`, behind a mapping on
+/// `stream_arn`. Dead letters and on-failure records go to JSON-lines files under
+/// `dead_letter_dir`.
 pub fn relay_mapping(
     sdk: &aws_config::SdkConfig,
     stream_arn: &str,
     events_stream: &str,
     dead_letter_dir: &Path,
 ) -> RelayMapping<KinesisSink, JsonLinesDeadLetters> {
+    let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream);
+    relay_mapping_to(sdk, stream_arn, sink, dead_letter_dir)
+}
+
+/// The relay, publishing to `sink` (Kinesis or Kafka), behind a mapping on `stream_arn`.
+pub fn relay_mapping_to<S: EventSink>(
+    sdk: &aws_config::SdkConfig,
+    stream_arn: &str,
+    sink: S,
+    dead_letter_dir: &Path,
+) -> RelayMapping<S, JsonLinesDeadLetters> {
     let relay = Relay::new(
-        KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream),
+        sink,
         JsonLinesDeadLetters::new(dead_letter_dir.join("relay-dead-letters.jsonl")),
         PublishPolicy::default(),
     );

@@ -1,11 +1,42 @@
 //! The relays' typed configuration, read once at start.
 
 pub use dead_letters::DeadLetterTarget;
+use kafka_bus::{KafkaConfig, KafkaConfigError};
 use std::collections::HashMap;
+
+/// Where the events go: `EVENT_BUS` (`kinesis`, the default, or `kafka`; the template's
+/// `EventBus`), with that bus's own settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BusConfig {
+    /// The Kinesis stream `EVENTS_STREAM`.
+    Kinesis { stream: String },
+    /// A Kafka topic (Amazon MSK): `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`.
+    Kafka(KafkaConfig),
+}
+
+impl BusConfig {
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
+        match settings::Vars(vars).get("EVENT_BUS").unwrap_or("kinesis") {
+            "kinesis" => Ok(Self::Kinesis {
+                stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
+            }),
+            "kafka" => Ok(Self::Kafka(KafkaConfig::from_vars(vars)?)),
+            other => Err(RelayConfigError::Bus(other.to_owned())),
+        }
+    }
+
+    /// The stream or topic, for logs.
+    pub fn destination(&self) -> String {
+        match self {
+            Self::Kinesis { stream } => format!("Kinesis stream {stream}"),
+            Self::Kafka(kafka) => format!("Kafka topic {} on {}", kafka.topic, kafka.bootstrap_servers.join(",")),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayConfig {
-    pub events_stream: String,
+    pub bus: BusConfig,
     pub dead_letters: DeadLetterTarget,
 }
 
@@ -15,6 +46,10 @@ pub enum RelayConfigError {
     NoDeadLetterTarget(#[from] dead_letters::NoDeadLetterTarget),
     #[error(transparent)]
     Setting(#[from] settings::SettingError),
+    #[error(transparent)]
+    Kafka(#[from] KafkaConfigError),
+    #[error("EVENT_BUS must be \"kinesis\" or \"kafka\", got {0:?}")]
+    Bus(String),
 }
 
 impl RelayConfig {
@@ -22,10 +57,11 @@ impl RelayConfig {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    /// Reads `EVENTS_STREAM` and the dead-letter target (`DEAD_LETTER_QUEUE_URL` or `DEAD_LETTER_FILE`).
+    /// Reads the bus (`EVENT_BUS` and its settings, [`BusConfig`]) and the dead-letter target
+    /// (`DEAD_LETTER_QUEUE_URL` or `DEAD_LETTER_FILE`).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
         Ok(Self {
-            events_stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
+            bus: BusConfig::from_vars(vars)?,
             dead_letters: DeadLetterTarget::from_vars(vars)?,
         })
     }
@@ -96,7 +132,35 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(config.dead_letters, DeadLetterTarget::Queue("https://q".into()));
-        assert_eq!(config.events_stream, "reservation-events");
+        assert_eq!(
+            config.bus,
+            BusConfig::Kinesis {
+                stream: "reservation-events".into()
+            }
+        );
+    }
+
+    #[test]
+    fn the_bus_is_kinesis_unless_kafka_is_chosen_and_anything_else_is_named() {
+        let kafka = RelayConfig::from_vars(&vars(&[
+            ("DEAD_LETTER_FILE", "/tmp/x"),
+            ("EVENT_BUS", "kafka"),
+            ("KAFKA_TOPIC", "events"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            kafka.bus,
+            BusConfig::Kafka(KafkaConfig::plaintext("127.0.0.1:9092", "events"))
+        );
+        let err = RelayConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "sqs")])).unwrap_err();
+        assert_eq!(err.to_string(), r#"EVENT_BUS must be "kinesis" or "kafka", got "sqs""#);
+        let err = RelayConfig::from_vars(&vars(&[
+            ("DEAD_LETTER_FILE", "/tmp/x"),
+            ("EVENT_BUS", "kafka"),
+            ("KAFKA_AUTH", "PLAIN"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.to_string(), r#"KAFKA_AUTH must be NONE or IAM, got "PLAIN""#);
     }
 
     #[test]

@@ -1,11 +1,13 @@
-//! The stream relay: DynamoDB Streams records of the outbox table in, Kinesis records out.
+//! The stream relay: DynamoDB Streams records of the outbox table in, records on the event bus
+//! (a Kinesis stream or a Kafka topic) out.
 //!
 //! - [`classify`] decides per stream record: publish (an outbox INSERT, its new image read into
 //!   the envelope with serde_dynamo), skip (TTL removals, modifications, other items), or
 //!   dead-letter (a record that can never be published).
-//! - [`publish`] puts the publishable records on an [`sink::EventSink`] so that no event of a
-//!   reservation ever reaches the stream before an earlier one of the same reservation, even when
-//!   `PutRecords` fails part of a call (see docs/adr/0002-relay-ordering.md).
+//! - [`publish`] puts the publishable records on an [`sink::EventSink`] (Kinesis, [`kinesis`],
+//!   or Kafka, [`kafka`]) so that no event of a reservation ever reaches the bus before an
+//!   earlier one of the same reservation, even when a call fails for part of its records (see
+//!   docs/adr/0002-relay-ordering.md).
 //! - [`polling::Poller`] is the second relay mode: it reads unpublished events from the outbox's
 //!   index instead of the stream and publishes them with the same core.
 //! - [`handler::Relay`] ties them together and answers Lambda with the batch item failure to
@@ -14,14 +16,16 @@
 pub mod classify;
 pub mod config;
 pub mod handler;
+pub mod kafka;
 pub mod kinesis;
 pub mod polling;
 pub mod publish;
 pub mod sink;
 
 pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
-pub use config::{PollerConfig, RelayConfig};
+pub use config::{BusConfig, PollerConfig, RelayConfig};
 pub use handler::{Relay, RelayOutcome};
+pub use kafka::{BusSink, KafkaSink};
 pub use kinesis::KinesisSink;
 pub use polling::{PollError, PollStats, Poller, PollerRequest, PollerSettings, RunStats};
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};

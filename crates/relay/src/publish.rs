@@ -163,6 +163,7 @@ mod tests {
         SinkRecord {
             partition_key: key.into(),
             data: vec![b'x'; size],
+            ..SinkRecord::default()
         }
     }
 

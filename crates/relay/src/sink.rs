@@ -8,10 +8,18 @@ pub const MAX_RECORDS_PER_CALL: usize = 500;
 pub const MAX_BYTES_PER_CALL: usize = 5 * 1024 * 1024;
 pub const MAX_BYTES_PER_RECORD: usize = 1024 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The headers an event's record carries on Kafka (docs/events.md): the envelope's own values.
+pub const HEADER_EVENT_TYPE: &str = "event_type";
+pub const HEADER_EVENT_ID: &str = "event_id";
+pub const HEADER_TRACE_ID: &str = "trace_id";
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SinkRecord {
     pub partition_key: String,
     pub data: Vec<u8>,
+    /// What a consumer may want to know without reading `data` (event type, event id, trace id),
+    /// for buses that carry headers (Kafka); Kinesis has none.
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl SinkRecord {
@@ -22,6 +30,11 @@ impl SinkRecord {
         let record = Self {
             partition_key: envelope.partition_key().to_owned(),
             data,
+            headers: vec![
+                (HEADER_EVENT_TYPE, envelope.event_type.as_str().to_owned()),
+                (HEADER_EVENT_ID, envelope.event_id.as_str().to_owned()),
+                (HEADER_TRACE_ID, envelope.trace_id.to_string()),
+            ],
         };
         if record.size() > MAX_BYTES_PER_RECORD {
             return Err(format!(

@@ -6,6 +6,7 @@
 //! - [`stack`]: [`stack::TestStack`], fresh uniquely named tables and a stream on the real engines
 //!   (DynamoDB Local and kinesis-mock, started by `scripts/test.sh`), with the local API and the
 //!   functions behind their event source mappings.
+//! - [`kafka`]: fresh topics on the test Kafka broker, and what the relay put on them.
 //! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
 //!   to them, and the compatibility gate against the released ones.
 //! - [`cases`]: how many generated inputs a property test runs.
@@ -14,6 +15,7 @@
 
 pub mod contract;
 pub mod events;
+pub mod kafka;
 pub mod stack;
 
 /// Generated inputs per property: `quick`, times `FUZZ_SCALE` (`scripts/test.sh --long` sets 10).

@@ -203,6 +203,20 @@ impl TestStack {
         devstack::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
     }
 
+    /// The relay on this stack's outbox stream, publishing to `topic` on the Kafka bus.
+    pub async fn relay_mapping_to_kafka(
+        &self,
+        topic: &crate::kafka::TestTopic,
+    ) -> devstack::pipeline::RelayMapping<relay::KafkaSink, dead_letters::JsonLinesDeadLetters> {
+        let arn = devstack::pipeline::outbox_stream_arn(&self.dynamodb, &self.name("OUTBOX_TABLE"))
+            .await
+            .expect("outbox stream");
+        let sink = relay::KafkaSink::connect(&topic.config, None)
+            .await
+            .expect("the relay reaches the test topic");
+        devstack::pipeline::relay_mapping_to(&self.sdk, &arn, sink, &self.dead_letter_dir())
+    }
+
     /// The polling publisher on this stack's outbox, polling every `interval`, with a short lease
     /// (3 s, so a test replacing a killed poller waits briefly). Pair it with [`Self::polling`].
     pub fn poller(&self, interval: std::time::Duration) -> devstack::pipeline::LocalPoller {

@@ -4,15 +4,16 @@
 
 use adapters::DynamoOutbox;
 use aws_config::timeout::TimeoutConfig;
+use kafka_bus::iam::AwsIdentity;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use relay::{KinesisSink, Poller, PollerConfig, PublishPolicy, RunStats};
+use relay::{BusSink, Poller, PollerConfig, PublishPolicy, RunStats};
 use std::time::Duration;
 
 /// Time kept back from Lambda's deadline to release the lease and answer.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
-/// Bounds a PutRecords call with its retries; below the poller's lease margin, so a put still in
-/// flight lands before the lease can pass to another poller.
-const KINESIS_OPERATION_TIMEOUT: Duration = Duration::from_secs(4);
+/// Bounds a PutRecords call or a Kafka produce with its retries; below the poller's lease margin,
+/// so a put still in flight lands before the lease can pass to another poller.
+const PUT_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -21,19 +22,19 @@ async fn main() -> Result<(), Error> {
     let sdk = settings::sdk_config().await;
     let kinesis = aws_sdk_kinesis::Client::from_conf(
         aws_sdk_kinesis::config::Builder::from(&sdk)
-            .timeout_config(
-                TimeoutConfig::builder()
-                    .operation_timeout(KINESIS_OPERATION_TIMEOUT)
-                    .build(),
-            )
+            .timeout_config(TimeoutConfig::builder().operation_timeout(PUT_TIMEOUT).build())
             .build(),
     );
     let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(&sdk), &config.outbox_table);
     let dead_letters = config.relay.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
+    let sink = match BusSink::open(&config.relay.bus, || kinesis, AwsIdentity::from_sdk_config(&sdk)).await? {
+        BusSink::Kafka(kafka) => BusSink::Kafka(kafka.with_produce_timeout(PUT_TIMEOUT)),
+        kinesis => kinesis,
+    };
     let poller = Poller::new(
         outbox.clone(),
         outbox,
-        KinesisSink::new(kinesis, &config.relay.events_stream),
+        sink,
         dead_letters,
         PublishPolicy::default(),
         config.settings,

@@ -1,8 +1,10 @@
-//! The relay Lambda (DynamoDB Streams event source, ReportBatchItemFailures). Only wiring.
+//! The relay Lambda (DynamoDB Streams event source, ReportBatchItemFailures), publishing to the
+//! configured bus (Kinesis or Kafka). Only wiring.
 
 use aws_lambda_events::event::streams::DynamoDbEventResponse;
+use kafka_bus::iam::AwsIdentity;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
-use relay::{KinesisSink, PublishPolicy, Relay, RelayConfig};
+use relay::{BusSink, PublishPolicy, Relay, RelayConfig};
 use serde_json::value::RawValue;
 use std::time::Duration;
 
@@ -21,12 +23,13 @@ async fn main() -> Result<(), Error> {
     let config = RelayConfig::from_env()?;
     let sdk = settings::sdk_config().await;
     let dead_letters = config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
-    let relay = Relay::new(
-        KinesisSink::new(aws_sdk_kinesis::Client::new(&sdk), &config.events_stream),
-        dead_letters,
-        PublishPolicy::default(),
+    let sink = BusSink::open(
+        &config.bus,
+        || aws_sdk_kinesis::Client::new(&sdk),
+        AwsIdentity::from_sdk_config(&sdk),
     )
-    .with_metrics(telemetry::Emitter::Stdout);
+    .await?;
+    let relay = Relay::new(sink, dead_letters, PublishPolicy::default()).with_metrics(telemetry::Emitter::Stdout);
     let relay = &relay;
     // The event stays JSON: the relay reads it record by record, so that one record of the wrong
     // shape is dead-lettered instead of failing the whole batch (relay::Relay::handle).

@@ -1,5 +1,6 @@
 //! End-to-end tests of the product on the embedded local stack (DynamoDB Local, kinesis-mock,
-//! started by `scripts/test.sh`), one binary (each file a module): the API, the stream relay and
+//! the Tansu Kafka broker, started by `scripts/test.sh`), one binary (each file a module): the
+//! API, the stream relay (to Kinesis and to Kafka) and
 //! the polling publisher, the consumers, load, the API fuzz and the smoke script; and the static
 //! checks that keep `template.yaml` equal to the code and within what AWS accepts.
 
@@ -12,6 +13,7 @@ mod notifications_on_sns;
 mod pipeline_to_consumers;
 mod polling_to_kinesis;
 mod python_consumer;
+mod relay_to_kafka;
 mod relay_to_kinesis;
 mod smoke_script;
 mod template_limits;

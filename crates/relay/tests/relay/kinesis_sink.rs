@@ -15,6 +15,7 @@ fn records() -> Vec<SinkRecord> {
         .map(|k| SinkRecord {
             partition_key: (*k).into(),
             data: b"{}".to_vec(),
+            ..SinkRecord::default()
         })
         .collect()
 }

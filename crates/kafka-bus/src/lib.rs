@@ -1,0 +1,315 @@
+//! The Kafka event bus: Amazon MSK (provisioned or Serverless), or any broker that speaks the
+//! Kafka protocol.
+//!
+//! - [`KafkaConfig`]: the brokers, the topic and how to authenticate, read from the environment
+//!   once (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`).
+//! - [`connect`]: a client, plaintext or with TLS and MSK IAM (SASL/OAUTHBEARER, the token signed
+//!   with the caller's AWS credentials, [`iam`]). A broker that cannot be reached, or a topic that
+//!   does not exist, is one [`KafkaError`] that names the brokers and the topic.
+//! - [`partition_for`]: the partition of a record key, as Kafka's own clients choose it
+//!   (murmur2), so a reservation's events land where any Kafka producer would put them.
+//!
+//! The client is rskafka, a pure-Rust one: nothing to build in C, for the Lambdas or for the
+//! tests (docs/adr/0007-kafka-bus.md says what that choice means for ordering).
+
+pub mod iam;
+
+use rskafka::BackoffConfig;
+use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
+use rskafka::client::{Client, ClientBuilder, OauthBearerCredentials, SaslConfig};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// `KAFKA_BOOTSTRAP_SERVERS`: where the client starts, comma-separated `host:port`.
+pub const BOOTSTRAP_SERVERS: settings::ResourceName = settings::ResourceName {
+    var: "KAFKA_BOOTSTRAP_SERVERS",
+    default: "127.0.0.1:9092",
+};
+/// `KAFKA_TOPIC`: the topic the events are published to; named as the Kinesis stream is.
+pub const TOPIC: settings::ResourceName = settings::ResourceName {
+    var: "KAFKA_TOPIC",
+    default: "reservation-events",
+};
+
+/// How long the client keeps trying one request (a produce, a fetch, finding a leader) before it
+/// gives the failure to its caller, who decides whether to try again.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How the client proves who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KafkaAuth {
+    /// Plaintext, no authentication: a local broker.
+    None,
+    /// TLS, and SASL/OAUTHBEARER with an MSK IAM token signed with the function's role (MSK's
+    /// IAM listener, port 9098 provisioned or Serverless).
+    Iam,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaConfig {
+    pub bootstrap_servers: Vec<String>,
+    pub topic: String,
+    pub auth: KafkaAuth,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KafkaConfigError {
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
+    #[error("KAFKA_AUTH must be NONE or IAM, got {0:?}")]
+    Auth(String),
+    #[error("KAFKA_BOOTSTRAP_SERVERS must list host:port pairs separated by commas, got {0:?}")]
+    Servers(String),
+}
+
+impl KafkaConfig {
+    /// Reads `KAFKA_BOOTSTRAP_SERVERS` (default `127.0.0.1:9092`), `KAFKA_TOPIC` (default
+    /// `reservation-events`) and `KAFKA_AUTH` (`NONE`, the default, or `IAM`).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, KafkaConfigError> {
+        let env = settings::Vars(vars);
+        let servers = env.name(BOOTSTRAP_SERVERS)?;
+        let bootstrap_servers: Vec<String> = servers.split(',').map(|s| s.trim().to_owned()).collect();
+        let well_formed = |server: &String| {
+            server
+                .rsplit_once(':')
+                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        };
+        if !bootstrap_servers.iter().all(well_formed) {
+            return Err(KafkaConfigError::Servers(servers));
+        }
+        let auth = match env.get("KAFKA_AUTH").unwrap_or("NONE") {
+            "NONE" => KafkaAuth::None,
+            "IAM" => KafkaAuth::Iam,
+            other => return Err(KafkaConfigError::Auth(other.to_owned())),
+        };
+        Ok(Self {
+            bootstrap_servers,
+            topic: env.name(TOPIC)?,
+            auth,
+        })
+    }
+
+    /// A plaintext broker at `bootstrap` (the local stack's, the tests').
+    pub fn plaintext(bootstrap: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: vec![bootstrap.into()],
+            topic: topic.into(),
+            auth: KafkaAuth::None,
+        }
+    }
+
+    fn brokers(&self) -> String {
+        self.bootstrap_servers.join(",")
+    }
+}
+
+/// Why the bus could not be used, naming what was asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("cannot reach the Kafka brokers {brokers}: {source}")]
+    Unreachable {
+        brokers: String,
+        #[source]
+        source: rskafka::client::error::Error,
+    },
+    #[error("the Kafka topic {topic:?} does not exist on {brokers}: create it (see docs/deploy.md)")]
+    NoTopic { topic: String, brokers: String },
+    #[error("cannot reach partition {partition} of the Kafka topic {topic:?} on {brokers}: {source}")]
+    Partition {
+        topic: String,
+        partition: i32,
+        brokers: String,
+        #[source]
+        source: rskafka::client::error::Error,
+    },
+    #[error("KAFKA_AUTH=IAM needs AWS credentials and a region")]
+    NoAwsIdentity,
+}
+
+/// A client of `config`'s brokers; in IAM mode it signs with `aws`.
+pub async fn connect(config: &KafkaConfig, aws: Option<iam::AwsIdentity>) -> Result<Client, KafkaError> {
+    let mut builder = ClientBuilder::new(config.bootstrap_servers.clone())
+        .client_id("reservation-outbox")
+        .backoff_config(BackoffConfig {
+            init_backoff: Duration::from_millis(50),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+            deadline: Some(REQUEST_DEADLINE),
+        });
+    if config.auth == KafkaAuth::Iam {
+        let aws = aws.ok_or(KafkaError::NoAwsIdentity)?;
+        builder = builder
+            .tls_config(tls_config())
+            .sasl_config(SaslConfig::Oauthbearer(OauthBearerCredentials {
+                callback: Arc::new(move || {
+                    let aws = aws.clone();
+                    Box::pin(async move { aws.auth_token().await.map_err(Into::into) })
+                }),
+                authz_id: None,
+                bearer_kvs: Vec::new(),
+            }));
+    }
+    builder.build().await.map_err(|source| KafkaError::Unreachable {
+        brokers: config.brokers(),
+        source,
+    })
+}
+
+/// TLS to MSK: the public roots (MSK's certificates are issued by Amazon's public CA), with the
+/// same crypto provider as the AWS SDK's.
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("aws-lc-rs supports the default TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// A client for every partition of the topic, in partition order.
+pub async fn partitions(client: &Client, config: &KafkaConfig) -> Result<Vec<PartitionClient>, KafkaError> {
+    let topics = client.list_topics().await.map_err(|source| KafkaError::Unreachable {
+        brokers: config.brokers(),
+        source,
+    })?;
+    let topic = topics
+        .into_iter()
+        .find(|t| t.name == config.topic)
+        .ok_or_else(|| KafkaError::NoTopic {
+            topic: config.topic.clone(),
+            brokers: config.brokers(),
+        })?;
+    let mut ids: Vec<i32> = topic.partitions.into_iter().collect();
+    ids.sort_unstable();
+    let mut clients = Vec::with_capacity(ids.len());
+    for partition in ids {
+        let client = client
+            .partition_client(config.topic.clone(), partition, UnknownTopicHandling::Error)
+            .await
+            .map_err(|source| KafkaError::Partition {
+                topic: config.topic.clone(),
+                partition,
+                brokers: config.brokers(),
+                source,
+            })?;
+        clients.push(client);
+    }
+    Ok(clients)
+}
+
+/// Creates `config`'s topic with `partitions` partitions (the local stack's and the tests'; on
+/// MSK the topic is created with the cluster's tools, docs/deploy.md).
+pub async fn create_topic(client: &Client, config: &KafkaConfig, partitions: i32) -> Result<(), KafkaError> {
+    let unreachable = |source| KafkaError::Unreachable {
+        brokers: config.brokers(),
+        source,
+    };
+    client
+        .controller_client()
+        .map_err(unreachable)?
+        .create_topic(config.topic.clone(), partitions, 1, 5_000)
+        .await
+        .map_err(unreachable)
+}
+
+/// A record read back from a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::BTreeMap<String, Vec<u8>>,
+    /// Milliseconds since the epoch: when the producer made the record.
+    pub timestamp_ms: i64,
+}
+
+/// The records of `partition` from offset `from` on: fetched until a fetch comes back empty,
+/// rather than up to the offset ListOffsets calls the latest, which some Kafka-protocol brokers
+/// answer wrongly (Tansu 0.6 does).
+pub async fn read_from(
+    partition: &PartitionClient,
+    from: i64,
+) -> Result<Vec<ReadRecord>, rskafka::client::error::Error> {
+    let mut records = Vec::new();
+    let mut offset = from;
+    loop {
+        let (batch, _high_watermark) = partition.fetch_records(offset, 1..4_000_000, FETCH_WAIT_MS).await?;
+        let Some(last) = batch.last() else {
+            return Ok(records);
+        };
+        offset = last.offset + 1;
+        records.extend(batch.into_iter().map(|r| ReadRecord {
+            partition: partition.partition(),
+            offset: r.offset,
+            key: r.record.key,
+            value: r.record.value,
+            headers: r.record.headers,
+            timestamp_ms: r.record.timestamp.timestamp_millis(),
+        }));
+    }
+}
+
+/// How long a fetch waits for records before it answers empty: the end of a read.
+const FETCH_WAIT_MS: i32 = 100;
+
+/// The partition Kafka's own clients choose for `key` among `partitions`: murmur2 of the key with
+/// Kafka's seed, made positive, modulo the count.
+pub fn partition_for(key: &[u8], partitions: usize) -> usize {
+    let hash = murmur2::murmur2(key, murmur2::KAFKA_SEED) & 0x7fff_ffff;
+    hash as usize % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn the_defaults_are_a_local_broker_and_the_streams_name() {
+        let config = KafkaConfig::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(config, KafkaConfig::plaintext("127.0.0.1:9092", "reservation-events"));
+        let msk = KafkaConfig::from_vars(&vars(&[
+            ("KAFKA_BOOTSTRAP_SERVERS", "b-1.msk:9098, b-2.msk:9098"),
+            ("KAFKA_AUTH", "IAM"),
+        ]))
+        .unwrap();
+        assert_eq!(msk.bootstrap_servers, ["b-1.msk:9098", "b-2.msk:9098"]);
+        assert_eq!(msk.auth, KafkaAuth::Iam);
+    }
+
+    #[test]
+    fn bad_settings_name_the_variable() {
+        let err = KafkaConfig::from_vars(&vars(&[("KAFKA_AUTH", "SCRAM")])).unwrap_err();
+        assert_eq!(err.to_string(), r#"KAFKA_AUTH must be NONE or IAM, got "SCRAM""#);
+        let err = KafkaConfig::from_vars(&vars(&[("KAFKA_BOOTSTRAP_SERVERS", "b-1.msk")])).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("KAFKA_BOOTSTRAP_SERVERS must list host:port"),
+            "{err}"
+        );
+        let err = KafkaConfig::from_vars(&vars(&[("KAFKA_TOPIC", " ")])).unwrap_err();
+        assert_eq!(err.to_string(), "KAFKA_TOPIC must not be empty");
+    }
+
+    #[test]
+    fn keys_go_where_kafkas_default_partitioner_puts_them() {
+        // Where librdkafka 2.16's murmur2 partitioner (the Java client's default partitioner)
+        // put these keys on a 4-partition topic, read from its delivery reports.
+        for (key, partition) in [
+            ("a", 0),
+            ("reservation", 1),
+            ("01M862NN08VG1A2W9F724MN75V", 3),
+            ("01KBJ6Q3X7ZP8V2M4N6R8T0W2Y", 3),
+        ] {
+            assert_eq!(partition_for(key.as_bytes(), 4), partition, "{key}");
+        }
+    }
+}

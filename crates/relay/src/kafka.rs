@@ -1,0 +1,167 @@
+//! The Kafka sink: the records of a call grouped by partition (the partition of their key, as
+//! Kafka's own clients choose it), one produce request per partition, every partition at once,
+//! acks=all, and each record's outcome.
+//!
+//! A produce request appends its records to the partition in the order given, all or none, so a
+//! record fails or succeeds with the others of its partition in the call. The relay's rounds
+//! (docs/adr/0002-relay-ordering.md) never put two records of one reservation in one call and
+//! never send a reservation's next record before its previous one was acknowledged, so a failed
+//! or timed-out produce can repeat a record, never reorder one (docs/adr/0007-kafka-bus.md).
+
+use crate::sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
+use kafka_bus::{KafkaConfig, KafkaError, iam::AwsIdentity};
+use rskafka::chrono::Utc;
+use rskafka::client::partition::{Compression, PartitionClient};
+use rskafka::record::Record;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// The sink of the configured bus: what the relay and the poller publish to.
+#[derive(Debug)]
+pub enum BusSink {
+    Kinesis(crate::kinesis::KinesisSink),
+    Kafka(KafkaSink),
+}
+
+impl BusSink {
+    /// The sink `bus` names: Kinesis through `kinesis`, or Kafka, connected now (an unreachable
+    /// broker or a missing topic fails here, with one line naming them), signing with `aws` in
+    /// IAM mode.
+    pub async fn open(
+        bus: &crate::config::BusConfig,
+        kinesis: impl FnOnce() -> aws_sdk_kinesis::Client,
+        aws: Option<AwsIdentity>,
+    ) -> Result<Self, KafkaError> {
+        Ok(match bus {
+            crate::config::BusConfig::Kinesis { stream } => {
+                Self::Kinesis(crate::kinesis::KinesisSink::new(kinesis(), stream))
+            }
+            crate::config::BusConfig::Kafka(kafka) => Self::Kafka(KafkaSink::connect(kafka, aws).await?),
+        })
+    }
+}
+
+impl EventSink for BusSink {
+    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
+        match self {
+            Self::Kinesis(sink) => sink.put_records(records).await,
+            Self::Kafka(sink) => sink.put_records(records).await,
+        }
+    }
+}
+
+pub struct KafkaSink {
+    topic: String,
+    partitions: Vec<PartitionClient>,
+    /// How long one partition's produce may take, its client's retries included, before its
+    /// records count as failed (a broker that stops answering never fails a request by itself).
+    produce_timeout: Duration,
+}
+
+/// The default [`KafkaSink::with_produce_timeout`]: Kafka's own default `request.timeout.ms`.
+pub const PRODUCE_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl std::fmt::Debug for KafkaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSink")
+            .field("topic", &self.topic)
+            .field("partitions", &self.partitions.len())
+            .finish()
+    }
+}
+
+impl KafkaSink {
+    /// Connects to `config`'s brokers and to every partition of its topic: an unreachable broker
+    /// or a missing topic is an error that names them, at start rather than at the first event.
+    pub async fn connect(config: &KafkaConfig, aws: Option<AwsIdentity>) -> Result<Self, KafkaError> {
+        let client = kafka_bus::connect(config, aws).await?;
+        let partitions = kafka_bus::partitions(&client, config).await?;
+        Ok(Self {
+            topic: config.topic.clone(),
+            partitions,
+            produce_timeout: PRODUCE_TIMEOUT,
+        })
+    }
+
+    /// Bounds each partition's produce (the poller keeps it below its lease margin).
+    pub fn with_produce_timeout(mut self, timeout: Duration) -> Self {
+        self.produce_timeout = timeout;
+        self
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+}
+
+impl EventSink for KafkaSink {
+    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
+        if self.partitions.is_empty() {
+            return Err(SinkError {
+                kind: SinkErrorKind::Other,
+                source: format!("the topic {} has no partitions", self.topic).into(),
+            });
+        }
+        // Each partition's records, in the order of the call.
+        let mut by_partition: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+        for (index, record) in records.iter().enumerate() {
+            let partition = kafka_bus::partition_for(record.partition_key.as_bytes(), self.partitions.len());
+            by_partition.entry(partition).or_default().push(index);
+        }
+        let now = Utc::now();
+        let produced = futures::future::join_all(by_partition.iter().map(|(&partition, indices)| {
+            let batch: Vec<Record> = indices.iter().map(|&i| kafka_record(records[i], now)).collect();
+            let produce = self.partitions[partition].produce(batch, Compression::NoCompression);
+            async move {
+                match tokio::time::timeout(self.produce_timeout, produce).await {
+                    Ok(result) => result.map_err(|e| (error_code(&e), telemetry::error_chain(&e))),
+                    Err(_) => Err((
+                        "Timeout".to_owned(),
+                        format!("no answer within {:?}", self.produce_timeout),
+                    )),
+                }
+            }
+        }))
+        .await;
+        let mut outcomes = vec![PutOutcome::Accepted; records.len()];
+        for ((partition, indices), result) in by_partition.iter().zip(produced) {
+            if let Err((code, message)) = result {
+                let failed = PutOutcome::Failed {
+                    code,
+                    message: format!("partition {partition}: {message}"),
+                };
+                for &i in indices {
+                    outcomes[i] = failed.clone();
+                }
+            }
+        }
+        Ok(outcomes)
+    }
+}
+
+fn kafka_record(record: &SinkRecord, timestamp: rskafka::chrono::DateTime<Utc>) -> Record {
+    Record {
+        key: Some(record.partition_key.as_bytes().to_vec()),
+        value: Some(record.data.clone()),
+        headers: record
+            .headers
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+        timestamp,
+    }
+}
+
+/// The Kafka error's name (`NotLeaderOrFollower`, `RequestTimedOut`, ...), or the kind of client
+/// failure (a lost connection), for logs and the relay's report.
+fn error_code(error: &rskafka::client::error::Error) -> String {
+    use rskafka::client::error::Error;
+    match error {
+        Error::ServerError { protocol_error, .. } => format!("{protocol_error:?}"),
+        Error::Connection(_) => "Connection".into(),
+        Error::Request(_) => "Request".into(),
+        Error::RetryFailed(_) => "RetryFailed".into(),
+        Error::Timeout => "Timeout".into(),
+        _ => "Other".into(),
+    }
+}
