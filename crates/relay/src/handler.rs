@@ -32,6 +32,31 @@ pub struct RelayStats {
 }
 
 impl RelayStats {
+    fn count_skip(&mut self, reason: SkipReason) {
+        match reason {
+            SkipReason::TtlRemoval => self.skipped_ttl_removals += 1,
+            SkipReason::NotAnInsert => self.skipped_not_inserts += 1,
+            SkipReason::NotAnOutboxItem => self.skipped_not_outbox += 1,
+        }
+    }
+
+    fn skipped(&self) -> usize {
+        self.skipped_ttl_removals + self.skipped_not_inserts + self.skipped_not_outbox
+    }
+
+    fn log(&self, resume_at: Option<usize>) {
+        tracing::info!(
+            records = self.records,
+            published = self.published,
+            skipped = self.skipped(),
+            dead_lettered = self.dead_lettered,
+            calls = self.publish.calls,
+            retries = self.publish.retries,
+            resume_at = ?resume_at,
+            "relay batch done"
+        );
+    }
+
     /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead letters.
     pub fn metrics(&self, now: time::OffsetDateTime) -> telemetry::MetricSet {
         let mut metrics = telemetry::MetricSet::new("relay");
@@ -40,10 +65,7 @@ impl RelayStats {
             .count("PutRecordsFailures", self.publish.failed_records as f64)
             .count("PutRecordsRetries", f64::from(self.publish.retries))
             .count("DeadLettered", self.dead_lettered as f64)
-            .count(
-                "RecordsSkipped",
-                (self.skipped_ttl_removals + self.skipped_not_inserts + self.skipped_not_outbox) as f64,
-            );
+            .count("RecordsSkipped", self.skipped() as f64);
         if let Some(created) = self.oldest_record_created_ms {
             let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
             metrics.milliseconds("RelayLag", (now_ms - created).max(0) as f64);
@@ -99,67 +121,18 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             oldest_record_created_ms: records.iter().flatten().filter_map(created_ms).min(),
             ..Default::default()
         };
-        let mut positions: Vec<usize> = Vec::with_capacity(records.len());
-        let mut publishable: Vec<SinkRecord> = Vec::with_capacity(records.len());
-        // Records from here on are not handled in this invocation (a dead letter could not be stored).
-        let mut cutoff = records.len();
+        let sorted = self.sort_out(&raw, &mut records, &mut stats).await;
 
-        for (index, record) in records.iter_mut().enumerate() {
-            let classified = match record {
-                Ok(record) => classify(record),
-                Err(e) => Classified::Poison {
-                    reason: format!("not a DynamoDB stream record: {e}"),
-                },
-            };
-            match classified {
-                Classified::Publish {
-                    record: sink_record,
-                    event,
-                } => {
-                    tracing::debug!(event_id = %event.event_id, reservation_id = %event.reservation_id, version = %event.version, trace_id = %event.trace_id, "publishing");
-                    positions.push(index);
-                    publishable.push(sink_record);
-                }
-                Classified::Skip(reason) => {
-                    match reason {
-                        SkipReason::TtlRemoval => stats.skipped_ttl_removals += 1,
-                        SkipReason::NotAnInsert => stats.skipped_not_inserts += 1,
-                        SkipReason::NotAnOutboxItem => stats.skipped_not_outbox += 1,
-                    }
-                    if let Ok(record) = record {
-                        tracing::debug!(?reason, event_name = %record.event_name, sequence_number = ?record.change.sequence_number, "skipped");
-                    }
-                }
-                Classified::Poison { reason } => {
-                    let letter = dead_letter(raw[index], record.as_ref().ok(), &reason);
-                    match self.dead_letters.send(&letter).await {
-                        Ok(()) => {
-                            stats.dead_lettered += 1;
-                            tracing::error!(%reason, sequence_number = ?letter.sequence_number, event_source_arn = ?letter.event_source_arn, "record cannot be published; dead-lettered");
-                        }
-                        Err(e) => {
-                            tracing::error!(%reason, error = %e, sequence_number = ?letter.sequence_number, "record cannot be published and its dead letter could not be stored; will retry from it");
-                            cutoff = index;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        let kept = positions.partition_point(|index| *index < cutoff);
-        positions.truncate(kept);
-        publishable.truncate(kept);
-
-        let report = publish_in_order(&self.sink, &publishable, &self.policy, deadline).await;
+        let report = publish_in_order(&self.sink, &sorted.publishable, &self.policy, deadline).await;
         stats.published = report.published.iter().filter(|p| **p).count();
-        let first_unpublished = report.first_unpublished().map(|k| positions[k]);
+        let first_unpublished = report.first_unpublished().map(|k| sorted.positions[k]);
         let resume_at = first_unpublished
             .into_iter()
-            .chain((cutoff < records.len()).then_some(cutoff))
+            .chain((sorted.cutoff < records.len()).then_some(sorted.cutoff))
             .min();
         if report.gave_up {
             tracing::warn!(
-                unpublished = publishable.len() - stats.published,
+                unpublished = sorted.publishable.len() - stats.published,
                 retries = report.retries,
                 last_error = report.last_error.as_deref().unwrap_or(""),
                 "giving the rest of the batch back to Lambda"
@@ -173,19 +146,74 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             failure.item_identifier = Some(item_identifier(records[index].as_ref().ok()));
             response.batch_item_failures.push(failure);
         }
-        tracing::info!(
-            records = stats.records,
-            published = stats.published,
-            skipped = stats.skipped_ttl_removals + stats.skipped_not_inserts + stats.skipped_not_outbox,
-            dead_lettered = stats.dead_lettered,
-            calls = stats.publish.calls,
-            retries = stats.publish.retries,
-            resume_at = ?resume_at,
-            "relay batch done"
-        );
+        stats.log(resume_at);
         self.metrics.emit(&stats.metrics(time::OffsetDateTime::now_utc()));
         Ok(RelayOutcome { response, stats })
     }
+
+    /// Classifies the batch's records in order: the publishable ones are kept with their place
+    /// in the batch, skips are counted, and what can never be published is dead-lettered. A dead
+    /// letter that cannot be stored stops the pass there: nothing from that record on is handled
+    /// in this invocation.
+    async fn sort_out(
+        &self,
+        raw: &[&RawValue],
+        records: &mut [Result<EventRecord, serde_json::Error>],
+        stats: &mut RelayStats,
+    ) -> Sorted {
+        let mut sorted = Sorted {
+            positions: Vec::with_capacity(records.len()),
+            publishable: Vec::with_capacity(records.len()),
+            cutoff: records.len(),
+        };
+        for (index, record) in records.iter_mut().enumerate() {
+            let classified = match record {
+                Ok(record) => classify(record),
+                Err(e) => Classified::Poison {
+                    reason: format!("not a DynamoDB stream record: {e}"),
+                },
+            };
+            match classified {
+                Classified::Publish {
+                    record: sink_record,
+                    event,
+                } => {
+                    tracing::debug!(event_id = %event.event_id, reservation_id = %event.reservation_id, version = %event.version, trace_id = %event.trace_id, "publishing");
+                    sorted.positions.push(index);
+                    sorted.publishable.push(sink_record);
+                }
+                Classified::Skip(reason) => {
+                    stats.count_skip(reason);
+                    if let Ok(record) = record {
+                        tracing::debug!(?reason, event_name = %record.event_name, sequence_number = ?record.change.sequence_number, "skipped");
+                    }
+                }
+                Classified::Poison { reason } => {
+                    let letter = dead_letter(raw[index], record.as_ref().ok(), &reason);
+                    match self.dead_letters.send(&letter).await {
+                        Ok(()) => {
+                            stats.dead_lettered += 1;
+                            tracing::error!(%reason, sequence_number = ?letter.sequence_number, event_source_arn = ?letter.event_source_arn, "record cannot be published; dead-lettered");
+                        }
+                        Err(e) => {
+                            tracing::error!(%reason, error = %e, sequence_number = ?letter.sequence_number, "record cannot be published and its dead letter could not be stored; will retry from it");
+                            sorted.cutoff = index;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        sorted
+    }
+}
+
+/// A batch's publishable records (in batch order), the place of each in the batch, and the
+/// record from which nothing was handled (the batch's length when all were).
+struct Sorted {
+    positions: Vec<usize>,
+    publishable: Vec<SinkRecord>,
+    cutoff: usize,
 }
 
 /// A Lambda event of DynamoDB stream records.
