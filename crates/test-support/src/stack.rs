@@ -81,6 +81,27 @@ impl TestApi {
             .expect("POST cancel");
         assert_eq!(response.status(), 200);
     }
+
+    /// The pipeline suites' usual traffic: slot `slot` with 100 seats, `count` reservations of
+    /// one seat by guests g0, g1, ..., then every third of them cancelled. Returns the created
+    /// ids, in order, and the cancelled ones: `count` + `count`/3 (rounded up) events.
+    pub async fn reserve_and_cancel_every_third(
+        &self,
+        http: &reqwest::Client,
+        slot: &str,
+        count: usize,
+    ) -> (Vec<String>, BTreeSet<String>) {
+        self.put_slot(http, slot, 100).await;
+        let mut created = Vec::with_capacity(count);
+        for i in 0..count {
+            created.push(self.reserve(http, slot, &format!("g{i}")).await);
+        }
+        let cancelled: BTreeSet<String> = created.iter().step_by(3).cloned().collect();
+        for id in &cancelled {
+            self.cancel(http, id).await;
+        }
+        (created, cancelled)
+    }
 }
 
 impl Drop for TestApi {

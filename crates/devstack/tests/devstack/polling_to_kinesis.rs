@@ -38,15 +38,7 @@ async fn reservations_and_cancels_via_the_api_reach_kinesis_through_the_poller_o
     let stack = TestStack::start().await.polling();
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
-    api.put_slot(&http, "s1", 100).await;
-    let mut created = Vec::new();
-    for i in 0..30 {
-        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
-    }
-    let cancelled: BTreeSet<String> = created.iter().step_by(3).cloned().collect();
-    for id in &cancelled {
-        api.cancel(&http, id).await;
-    }
+    let (created, cancelled) = api.reserve_and_cancel_every_third(&http, "s1", 30).await;
     assert_eq!(
         stack.outbox().pending(100).await.unwrap().len(),
         40,

@@ -4,7 +4,6 @@
 //! record key the reservation id, the value the same envelope bytes, and the event's type, id and
 //! trace id as headers.
 
-use serde_json::json;
 use std::collections::BTreeSet;
 use test_support::kafka::TestTopic;
 use test_support::stack::{TestStack, expected_versions as expected, versions_by_reservation};
@@ -14,20 +13,9 @@ async fn reservations_and_cancels_reach_the_kafka_topic_once_each_in_order_keyed
     let stack = TestStack::start().await;
     let topic = TestTopic::create(4).await;
     let api = stack.spawn_api().await;
-    let http = reqwest::Client::new();
-    http.put(api.url("/slots/s1"))
-        .json(&json!({ "capacity": 100 }))
-        .send()
-        .await
-        .unwrap();
-    let mut created = Vec::new();
-    for i in 0..30 {
-        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
-    }
-    let cancelled: BTreeSet<String> = created.iter().step_by(3).cloned().collect();
-    for id in &cancelled {
-        api.cancel(&http, id).await;
-    }
+    let (created, cancelled) = api
+        .reserve_and_cancel_every_third(&reqwest::Client::new(), "s1", 30)
+        .await;
 
     let mut relay = stack.relay_mapping_to_kafka(&topic).await;
     let report = relay.drain().await.unwrap();

@@ -14,21 +14,9 @@ use test_support::stack::{TestStack, expected_versions as expected, versions_by_
 async fn reservations_and_cancels_via_the_api_reach_kinesis_once_each_in_order() {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
-    let http = reqwest::Client::new();
-    http.put(api.url("/slots/s1"))
-        .json(&json!({ "capacity": 100 }))
-        .send()
-        .await
-        .unwrap();
-
-    let mut created = Vec::new();
-    for i in 0..30 {
-        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
-    }
-    let cancelled: BTreeSet<String> = created.iter().step_by(3).cloned().collect();
-    for id in &cancelled {
-        api.cancel(&http, id).await;
-    }
+    let (created, cancelled) = api
+        .reserve_and_cancel_every_third(&reqwest::Client::new(), "s1", 30)
+        .await;
 
     let mut relay = stack.relay_mapping().await;
     let report = relay.drain().await.unwrap();
