@@ -73,9 +73,7 @@ impl ConsumerConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use settings::vars_of as vars;
 
     #[test]
     fn defaults_and_readable_errors() {

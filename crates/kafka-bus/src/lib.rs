@@ -268,9 +268,7 @@ pub fn partition_for(key: &[u8], partitions: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use settings::vars_of as vars;
 
     #[test]
     fn the_defaults_are_a_local_broker_and_the_streams_name() {

@@ -116,9 +116,7 @@ impl PollerConfig {
 mod tests {
     use super::*;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use settings::vars_of as vars;
 
     #[test]
     fn a_dead_letter_target_is_required_and_the_queue_wins() {

@@ -161,6 +161,11 @@ pub enum SettingError {
     },
 }
 
+/// A variables map from pairs: what tests (and tools that set their own) pass to `from_vars`.
+pub fn vars_of(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
 /// The variables a configuration is read from (the process environment, or a test's map).
 #[derive(Debug, Clone, Copy)]
 pub struct Vars<'a>(pub &'a HashMap<String, String>);
@@ -227,11 +232,8 @@ impl<'a> Vars<'a> {
 
 #[cfg(test)]
 mod tests {
+    use super::vars_of as vars;
     use super::*;
-
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
 
     #[test]
     fn names_default_when_unset_and_refuse_blank() {

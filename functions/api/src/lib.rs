@@ -69,9 +69,7 @@ mod tests {
     use adapters::RelayMode;
     use time::Duration;
 
-    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-    }
+    use settings::vars_of as vars;
 
     #[test]
     fn defaults_follow_the_design() {
