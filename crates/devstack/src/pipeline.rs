@@ -97,9 +97,9 @@ pub fn relay_mapping_to<S: EventSink>(
     )
 }
 
-/// The local polling publisher: the poller Lambda's code on `outbox_table`, publishing to
-/// `events_stream`, its dead letters in a JSON-lines file under `dead_letter_dir`. Its `run`
-/// plays the schedule: one long invocation polling every `settings.interval`.
+/// The local polling publisher: the poller Lambda's code on `outbox_table`, publishing to the
+/// Kinesis stream `events_stream`, its dead letters in a JSON-lines file under `dead_letter_dir`.
+/// Its `run` plays the schedule: one long invocation polling every `settings.interval`.
 pub fn poller(
     sdk: &aws_config::SdkConfig,
     outbox_table: &str,
@@ -107,11 +107,23 @@ pub fn poller(
     dead_letter_dir: &Path,
     settings: PollerSettings,
 ) -> LocalPoller {
+    let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream);
+    poller_to(sdk, outbox_table, sink, dead_letter_dir, settings)
+}
+
+/// The local polling publisher, publishing to `sink` (Kinesis or Kafka).
+pub fn poller_to<S: EventSink>(
+    sdk: &aws_config::SdkConfig,
+    outbox_table: &str,
+    sink: S,
+    dead_letter_dir: &Path,
+    settings: PollerSettings,
+) -> Poller<DynamoOutbox, DynamoOutbox, S, JsonLinesDeadLetters> {
     let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(sdk), outbox_table);
     Poller::new(
         outbox.clone(),
         outbox,
-        KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream),
+        sink,
         JsonLinesDeadLetters::new(dead_letter_dir.join("poller-dead-letters.jsonl")),
         PublishPolicy::default(),
         settings,

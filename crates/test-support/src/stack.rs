@@ -246,14 +246,31 @@ impl TestStack {
             &self.name("OUTBOX_TABLE"),
             &self.name("EVENTS_STREAM"),
             &self.dead_letter_dir(),
-            relay::PollerSettings {
-                interval,
-                batch_limit: 500,
-                lease_duration: std::time::Duration::from_secs(3),
-                lease_margin: std::time::Duration::from_millis(1_500),
-                // DynamoDB Local updates an index with the write itself.
-                drain_settle: std::time::Duration::from_millis(100),
-            },
+            poller_settings(interval),
+        )
+    }
+
+    /// The polling publisher on this stack's outbox (as [`Self::poller`]), publishing to `topic`
+    /// on the Kafka bus.
+    pub async fn poller_to_kafka(
+        &self,
+        topic: &crate::kafka::TestTopic,
+        interval: std::time::Duration,
+    ) -> relay::Poller<
+        adapters::DynamoOutbox,
+        adapters::DynamoOutbox,
+        relay::KafkaSink,
+        dead_letters::JsonLinesDeadLetters,
+    > {
+        let sink = relay::KafkaSink::connect(&topic.config, None)
+            .await
+            .expect("the poller reaches the test topic");
+        devstack::pipeline::poller_to(
+            &self.sdk,
+            &self.name("OUTBOX_TABLE"),
+            sink,
+            &self.dead_letter_dir(),
+            poller_settings(interval),
         )
     }
 
@@ -519,5 +536,18 @@ pub mod tokens {
             &jsonwebtoken::EncodingKey::from_secret(SECRET),
         )
         .expect("a signed token")
+    }
+}
+
+/// The tests' poller pace: polls every `interval`, a short lease (3 s, so a test replacing a
+/// killed poller waits briefly).
+fn poller_settings(interval: std::time::Duration) -> relay::PollerSettings {
+    relay::PollerSettings {
+        interval,
+        batch_limit: 500,
+        lease_duration: std::time::Duration::from_secs(3),
+        lease_margin: std::time::Duration::from_millis(1_500),
+        // DynamoDB Local updates an index with the write itself.
+        drain_settle: std::time::Duration::from_millis(100),
     }
 }

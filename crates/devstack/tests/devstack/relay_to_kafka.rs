@@ -4,9 +4,12 @@
 //! record key the reservation id, the value the same envelope bytes, and the event's type, id and
 //! trace id as headers.
 
+use domain::ports::UnpublishedEvents;
 use std::collections::BTreeSet;
+use std::time::Duration;
 use test_support::kafka::TestTopic;
 use test_support::stack::{TestStack, expected_versions as expected, versions_by_reservation};
+use tokio::time::Instant;
 
 #[tokio::test]
 async fn reservations_and_cancels_reach_the_kafka_topic_once_each_in_order_keyed_and_with_headers() {
@@ -50,6 +53,29 @@ async fn reservations_and_cancels_reach_the_kafka_topic_once_each_in_order_keyed
     // Draining again publishes nothing new.
     assert_eq!(relay.drain().await.unwrap().records_read, 0);
     assert_eq!(topic.records().await.len(), 40);
+}
+
+#[tokio::test]
+async fn the_polling_publisher_puts_every_event_on_the_kafka_topic_once_in_order() {
+    let stack = TestStack::start().await.polling();
+    let topic = TestTopic::create(3).await;
+    let api = stack.spawn_api().await;
+    let (created, cancelled) = api
+        .reserve_and_cancel_every_third(&reqwest::Client::new(), "s1", 30)
+        .await;
+
+    let poller = stack.poller_to_kafka(&topic, Duration::from_millis(20)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let stats = poller.run(deadline, true, std::future::pending()).await;
+    assert_eq!((stats.published, stats.dead_lettered, stats.failed_polls), (40, 0, 0));
+
+    let events = topic.events().await;
+    assert_eq!(events.len(), 40, "nothing lost, nothing doubled when nothing failed");
+    assert_eq!(versions_by_reservation(&events), expected(&created, &cancelled));
+    assert!(
+        stack.outbox().pending(100).await.unwrap().is_empty(),
+        "every mark was cleared"
+    );
 }
 
 #[tokio::test]
