@@ -158,6 +158,8 @@ unset AWS_ENDPOINT_URL AWS_PROFILE
 start_engines "$ddb_port" "$kinesis_port" "$ROOT/.devstack/test-logs"
 start_sqs_engine "$sqs_port" "$ROOT/.devstack/test-logs"
 start_kafka_engine "$kafka_port" "$ROOT/.devstack/test-logs"
+# The Kafka fault tests start (and pause) brokers of their own from the same binary.
+export TANSU
 # The suites record what they measured here; scripts/figures.sh writes it into docs/guarantees.md.
 export RESERVATION_FIGURES_DIR="$ROOT/.devstack/figures"
 rm -rf "$RESERVATION_FIGURES_DIR"

@@ -10,12 +10,17 @@ pub struct TestTopic {
 }
 
 impl TestTopic {
-    /// A new topic named after a fresh ULID, with `partitions` partitions.
+    /// A new topic named after a fresh ULID, with `partitions` partitions, on the shared test broker.
     pub async fn create(partitions: i32) -> Self {
         let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok().filter(|v| !v.is_empty());
         let bootstrap = bootstrap.expect(
             "KAFKA_BOOTSTRAP_SERVERS is not set: the Kafka tests need the test broker; run them with scripts/test.sh",
         );
+        Self::create_on(&bootstrap, partitions).await
+    }
+
+    /// A new topic as [`Self::create`] does, on the broker at `bootstrap`.
+    pub async fn create_on(bootstrap: &str, partitions: i32) -> Self {
         let topic = format!("t{}-events", ulid::Ulid::new().to_string().to_lowercase());
         let config = KafkaConfig::plaintext(bootstrap, topic);
         let client = kafka_bus::connect(&config, None)
@@ -55,5 +60,74 @@ fn read_event(record: ReadRecord) -> devstack::events::ReadEvent {
         sequence_number: format!("{}:{}", record.partition, record.offset),
         envelope: serde_json::from_slice(&data).map_err(|e| e.to_string()),
         data,
+    }
+}
+
+/// A Kafka broker of a test's own, for the tests that stop one (a paused broker would stall every
+/// other test on the shared one): the Tansu binary `scripts/test.sh` installs (`TANSU`), on a free
+/// loopback port, memory storage. Killed when dropped.
+pub struct OwnBroker {
+    child: std::process::Child,
+    pub bootstrap: String,
+}
+
+impl OwnBroker {
+    pub async fn start() -> Self {
+        let tansu = std::env::var("TANSU").ok().filter(|v| !v.is_empty()).expect(
+            "TANSU is not set: the Kafka fault tests start a broker of their own; run them with scripts/test.sh",
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = std::process::Command::new(tansu)
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the Tansu broker starts");
+        // Owned at once, so that it is killed however the start ends.
+        let broker = Self {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(&broker.bootstrap).await.is_ok() {
+                return broker;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!(
+            "the test's own Tansu broker did not listen on {} within 5 s",
+            broker.bootstrap
+        );
+    }
+
+    /// Pauses the broker's process (SIGSTOP): it keeps its connections and its data and answers
+    /// nothing until [`Self::resume`].
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = std::process::Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} {}", self.child.id());
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.resume();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

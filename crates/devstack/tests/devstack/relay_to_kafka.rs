@@ -5,9 +5,9 @@
 //! trace id as headers.
 
 use domain::ports::UnpublishedEvents;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use test_support::kafka::TestTopic;
+use test_support::kafka::{OwnBroker, TestTopic};
 use test_support::stack::{TestStack, expected_versions as expected, versions_by_reservation};
 use tokio::time::Instant;
 
@@ -75,6 +75,75 @@ async fn the_polling_publisher_puts_every_event_on_the_kafka_topic_once_in_order
     assert!(
         stack.outbox().pending(100).await.unwrap().is_empty(),
         "every mark was cleared"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_that_stops_answering_for_30_s_under_traffic_loses_no_event_and_reorders_none() {
+    let stack = TestStack::start().await;
+    let broker = OwnBroker::start().await;
+    let topic = TestTopic::create_on(&broker.bootstrap, 4).await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    let (mut created, mut cancelled) = api.reserve_and_cancel_every_third(&http, "s1", 15).await;
+    // Produces give up after 5 s here (30 s deployed), so that the pause also runs the path of a
+    // produce that timed out and is sent again.
+    let sink = relay::KafkaSink::connect(&topic.config, None)
+        .await
+        .unwrap()
+        .with_produce_timeout(Duration::from_secs(5));
+    let arn = devstack::pipeline::outbox_stream_arn(&stack.dynamodb, &stack.name("OUTBOX_TABLE"))
+        .await
+        .unwrap();
+    let mut relay = devstack::pipeline::relay_mapping_to(&stack.sdk, &arn, sink, &stack.dead_letter_dir());
+    relay.drain().await.unwrap();
+
+    // The broker's process stops (SIGSTOP): connections stay open, nothing is answered. The API
+    // goes on committing; the relay's produce times out, it retries, and its batch goes back to
+    // the mapping, which re-delivers it: the stream keeps every event until Kafka takes it.
+    broker.pause();
+    let draining = tokio::spawn(async move {
+        let report = relay.drain().await;
+        (relay, report)
+    });
+    for i in 15..30 {
+        created.push(api.reserve(&http, "s1", &format!("g{i}")).await);
+    }
+    for id in created[15..].iter().step_by(3) {
+        api.cancel(&http, id).await;
+        cancelled.insert(id.clone());
+    }
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    broker.resume();
+    let (mut relay, report) = tokio::time::timeout(Duration::from_secs(120), draining)
+        .await
+        .expect("the relay catches up once the broker answers again")
+        .unwrap();
+    report.unwrap();
+    relay.drain().await.unwrap();
+
+    let events = topic.events().await;
+    let expected = expected(&created, &cancelled);
+    let mut first_seen: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for event in &events {
+        let envelope = event.envelope.as_ref().unwrap();
+        let seen = first_seen.entry(envelope.aggregate_id.as_str().to_owned()).or_default();
+        if !seen.contains(&envelope.version.get()) {
+            seen.push(envelope.version.get());
+        }
+    }
+    let wanted: BTreeMap<String, Vec<u64>> = expected
+        .iter()
+        .map(|(id, versions)| (id.clone(), versions.iter().map(|(v, _)| *v).collect()))
+        .collect();
+    assert_eq!(
+        first_seen, wanted,
+        "every committed event is on the topic, each reservation's first in version order"
+    );
+    println!(
+        "broker paused 30 s: {} events committed, {} records on the topic",
+        wanted.values().map(Vec::len).sum::<usize>(),
+        events.len()
     );
 }
 
