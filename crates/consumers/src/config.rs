@@ -11,6 +11,8 @@ pub struct ConsumerConfig {
     /// `NOTIFICATION_RETENTION_DAYS`: how long sent notifications are kept (TTL).
     pub notification_retention: time::Duration,
     pub dead_letters: DeadLetterTarget,
+    /// `EVENT_BUS`: the events the function is invoked with (Kinesis or Kafka batches).
+    pub bus: settings::EventBus,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -50,12 +52,14 @@ impl ConsumerConfig {
         Self::from_vars(&std::env::vars().collect(), names::READ_MODEL_TABLE)
     }
 
-    /// Reads the consumer's `table`, `NOTIFICATION_RETENTION_DAYS` and the dead-letter target.
+    /// Reads the consumer's `table`, `NOTIFICATION_RETENTION_DAYS`, the dead-letter target and
+    /// `EVENT_BUS`.
     pub fn from_vars(vars: &HashMap<String, String>, table: ResourceName) -> Result<Self, ConsumerConfigError> {
         Ok(Self {
             table: settings::Vars(vars).name(table)?,
             notification_retention: Self::notification_retention_from_vars(vars)?,
             dead_letters: DeadLetterTarget::from_vars(vars)?,
+            bus: settings::EventBus::from_vars(vars)?,
         })
     }
 
@@ -108,5 +112,28 @@ mod tests {
             NotifierConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "f"), ("NOTIFICATIONS_TOPIC_ARN", arn)])).unwrap();
         assert_eq!(config.topic_arn, arn);
         assert_eq!(config.consumer.table, "reservation-notifications");
+    }
+
+    #[test]
+    fn the_bus_is_kinesis_unless_kafka_is_chosen_and_anything_else_is_named() {
+        let base = [("DEAD_LETTER_FILE", "/tmp/x")];
+        assert_eq!(
+            ConsumerConfig::from_vars(&vars(&base), names::READ_MODEL_TABLE)
+                .unwrap()
+                .bus,
+            settings::EventBus::Kinesis
+        );
+        let kafka = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "kafka")]);
+        assert_eq!(
+            ConsumerConfig::from_vars(&kafka, names::READ_MODEL_TABLE).unwrap().bus,
+            settings::EventBus::Kafka
+        );
+        let bad = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "Kafka")]);
+        assert_eq!(
+            ConsumerConfig::from_vars(&bad, names::READ_MODEL_TABLE)
+                .unwrap_err()
+                .to_string(),
+            r#"EVENT_BUS must be "kinesis" or "kafka", got "Kafka""#
+        );
     }
 }

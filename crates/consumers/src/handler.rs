@@ -1,6 +1,7 @@
-//! One Kinesis batch through a consumer.
+//! One batch through a consumer: a Kinesis batch, or a batch of Lambda's Kafka event source
+//! mapping (the same events, keyed and valued as on Kinesis; docs/adr/0007-kafka-bus.md).
 //!
-//! Records are taken in shard order. An event is applied through the consumer's port, which says
+//! Records are taken in shard order (on Kafka: each topic-partition's in offset order). An event is applied through the consumer's port, which says
 //! applied, duplicate (acknowledged) or gap.
 //!
 //! What can never be applied goes to the dead letters, whole and with the reason, and the shard
@@ -16,10 +17,14 @@
 //! after it comes back as duplicates.
 
 use crate::Consumer;
+use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use dead_letters::{DeadLetter, DeadLetters};
 use domain::{ApplyOutcome, ReservationEvent};
+use std::borrow::Cow;
 use std::collections::HashSet;
 
 pub struct ConsumerHandler<C, D> {
@@ -98,37 +103,86 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         &self.dead_letters
     }
 
+    /// One Kinesis batch: the earliest record left unapplied is the batch item failure Lambda
+    /// re-delivers from.
     pub async fn handle(&self, event: &KinesisEvent) -> (KinesisEventResponse, BatchStats) {
+        let records: Vec<Delivered> = event.records.iter().map(Delivered::Kinesis).collect();
+        let (again, stats) = self.apply_in_order(&records).await;
+        let mut response = KinesisEventResponse::default();
+        if let Some(index) = again.iter().position(|again| *again) {
+            let mut failure = KinesisBatchItemFailure::default();
+            failure.item_identifier = Some(records[index].position());
+            response.batch_item_failures.push(failure);
+        }
+        (response, stats)
+    }
+
+    /// One batch of Lambda's Kafka event source mapping: each topic-partition's records in offset
+    /// order; for every partition with a record left unapplied, that earliest record is the
+    /// batch item failure (Lambda resumes the partition from its offset), the other partitions
+    /// move on.
+    pub async fn handle_kafka(&self, event: &KafkaEvent) -> (KafkaEventResponse, BatchStats) {
+        let mut partitions: Vec<(&String, &Vec<KafkaRecord>)> = event.records.iter().collect();
+        partitions.sort_by_key(|(partition, _)| *partition);
+        let source = event.event_source_arn.as_deref();
+        let records: Vec<Delivered> = partitions
+            .into_iter()
+            .flat_map(|(partition, records)| {
+                let mut records: Vec<&KafkaRecord> = records.iter().collect();
+                records.sort_by_key(|record| record.offset);
+                records.into_iter().map(move |record| Delivered::Kafka {
+                    partition,
+                    record,
+                    source,
+                })
+            })
+            .collect();
+        let (again, stats) = self.apply_in_order(&records).await;
+        let mut response = KafkaEventResponse::default();
+        for (record, _) in records.iter().zip(&again).filter(|(_, again)| **again) {
+            if let Delivered::Kafka { partition, record, .. } = record
+                && !response
+                    .batch_item_failures
+                    .iter()
+                    .any(|f| &f.item_identifier.partition == *partition)
+            {
+                response.batch_item_failures.push(KafkaBatchItemFailure {
+                    item_identifier: KafkaItemIdentifier {
+                        partition: (*partition).clone(),
+                        offset: record.offset,
+                    },
+                });
+            }
+        }
+        (response, stats)
+    }
+
+    /// Applies `records` in order, a reservation's later records held back once one of its
+    /// records is left for a retry. Returns, per record, whether it must be delivered again, and
+    /// what the batch did (also logged and emitted as metrics).
+    async fn apply_in_order(&self, records: &[Delivered<'_>]) -> (Vec<bool>, BatchStats) {
         let mut stats = BatchStats {
-            records: event.records.len(),
+            records: records.len(),
             ..Default::default()
         };
-        let mut blocked: HashSet<&str> = HashSet::new();
-        let mut first_unapplied: Option<&KinesisEventRecord> = None;
-        for record in &event.records {
-            let key = record.kinesis.partition_key.as_str();
-            let outcome = if blocked.contains(key) {
+        let mut again = vec![false; records.len()];
+        let mut blocked: HashSet<String> = HashSet::new();
+        for (index, record) in records.iter().enumerate() {
+            let key = record.key();
+            let outcome = if blocked.contains(key.as_ref()) {
                 RecordOutcome::HeldBack
             } else {
                 self.process(record).await
             };
-            match outcome {
-                RecordOutcome::Applied => stats.applied += 1,
-                RecordOutcome::Duplicate => stats.duplicates += 1,
-                RecordOutcome::DeadLettered => stats.dead_lettered += 1,
-                RecordOutcome::Gap => stats.gaps += 1,
-                RecordOutcome::StoreFailure => stats.store_failures += 1,
-                RecordOutcome::Contended => stats.contended += 1,
-                RecordOutcome::HeldBack => stats.held_back += 1,
-                RecordOutcome::DeadLetterFailed => {}
-            }
+            stats.count(outcome);
             match outcome {
                 RecordOutcome::StoreFailure | RecordOutcome::Contended | RecordOutcome::HeldBack => {
-                    blocked.insert(key);
-                    first_unapplied.get_or_insert(record);
+                    blocked.insert(key.into_owned());
+                    again[index] = true;
                 }
                 RecordOutcome::DeadLetterFailed => {
-                    first_unapplied.get_or_insert(record);
+                    // Nothing from here on is handled in this invocation.
+                    again[index..].fill(true);
                     break;
                 }
                 RecordOutcome::Applied
@@ -136,12 +190,6 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 | RecordOutcome::Gap
                 | RecordOutcome::DeadLettered => {}
             }
-        }
-        let mut response = KinesisEventResponse::default();
-        if let Some(record) = first_unapplied {
-            let mut failure = KinesisBatchItemFailure::default();
-            failure.item_identifier = Some(record.kinesis.sequence_number.clone());
-            response.batch_item_failures.push(failure);
         }
         tracing::info!(
             consumer = self.consumer.name(),
@@ -153,22 +201,22 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             contended = stats.contended,
             held_back = stats.held_back,
             dead_lettered = stats.dead_lettered,
-            retry_from = first_unapplied.map(|r| r.kinesis.sequence_number.as_str()),
+            retry_from = again.iter().position(|a| *a).map(|i| records[i].position()),
             "batch done"
         );
+        let oldest_arrival_ms = records.iter().map(Delivered::arrival_ms).filter(|ms| *ms > 0).min();
         self.metrics.emit(&batch_metrics(
             self.consumer.name(),
             &stats,
-            event,
+            oldest_arrival_ms,
             time::OffsetDateTime::now_utc(),
         ));
-        (response, stats)
+        (again, stats)
     }
 
     /// Decodes and applies one record.
-    async fn process(&self, record: &KinesisEventRecord) -> RecordOutcome {
-        let sequence_number = record.kinesis.sequence_number.as_str();
-        let event = match decode(record) {
+    async fn process(&self, record: &Delivered<'_>) -> RecordOutcome {
+        let event = match record.decode() {
             Ok(event) => event,
             Err(reason) => return self.dead_letter(record, &reason).await,
         };
@@ -208,38 +256,158 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 self.dead_letter(record, &reason).await
             }
             Err(e) if e.kind == domain::ports::StoreErrorKind::Contended => {
-                tracing::info!(error = %telemetry::error_chain(&e), sequence_number, "lost a race with another writer; will retry");
+                tracing::info!(error = %telemetry::error_chain(&e), position = %record.position(), "lost a race with another writer; will retry");
                 RecordOutcome::Contended
             }
             Err(e) => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), sequence_number, "store failed; will retry");
+                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), position = %record.position(), "store failed; will retry");
                 RecordOutcome::StoreFailure
             }
         }
     }
 
     /// Stores the record, whole, with why it can never be applied as it is.
-    async fn dead_letter(&self, record: &KinesisEventRecord, reason: &str) -> RecordOutcome {
+    async fn dead_letter(&self, record: &Delivered<'_>, reason: &str) -> RecordOutcome {
         let letter = DeadLetter {
             function: self.consumer.name().to_owned(),
             reason: reason.to_owned(),
-            event_source_arn: record.event_source_arn.clone(),
-            event_id: record.event_id.clone(),
-            sequence_number: Some(record.kinesis.sequence_number.clone()),
-            record: serde_json::to_value(record).unwrap_or(serde_json::Value::Null),
+            event_source_arn: record.event_source_arn(),
+            event_id: record.event_id(),
+            sequence_number: Some(record.position()),
+            record: record.as_json(),
             dead_lettered_at: time::OffsetDateTime::now_utc(),
         };
         match self.dead_letters.send(&letter).await {
             Ok(()) => {
-                tracing::error!(consumer = self.consumer.name(), reason, sequence_number = %record.kinesis.sequence_number, partition_key = %record.kinesis.partition_key, "record dead-lettered");
+                tracing::error!(consumer = self.consumer.name(), reason, position = %record.position(), key = %record.key(), "record dead-lettered");
                 RecordOutcome::DeadLettered
             }
             Err(e) => {
-                tracing::error!(consumer = self.consumer.name(), reason, error = %e, sequence_number = %record.kinesis.sequence_number, "record cannot be applied and its dead letter could not be stored; will retry from it");
+                tracing::error!(consumer = self.consumer.name(), reason, error = %e, position = %record.position(), "record cannot be applied and its dead letter could not be stored; will retry from it");
                 RecordOutcome::DeadLetterFailed
             }
         }
     }
+}
+
+impl BatchStats {
+    fn count(&mut self, outcome: RecordOutcome) {
+        match outcome {
+            RecordOutcome::Applied => self.applied += 1,
+            RecordOutcome::Duplicate => self.duplicates += 1,
+            RecordOutcome::DeadLettered => self.dead_lettered += 1,
+            RecordOutcome::Gap => self.gaps += 1,
+            RecordOutcome::StoreFailure => self.store_failures += 1,
+            RecordOutcome::Contended => self.contended += 1,
+            RecordOutcome::HeldBack => self.held_back += 1,
+            RecordOutcome::DeadLetterFailed => {}
+        }
+    }
+}
+
+/// A delivered record of either bus, as the handler reads it.
+#[derive(Clone, Copy)]
+enum Delivered<'a> {
+    Kinesis(&'a KinesisEventRecord),
+    Kafka {
+        /// The topic-partition, as the event's `records` map names it (`topic-0`).
+        partition: &'a String,
+        record: &'a KafkaRecord,
+        source: Option<&'a str>,
+    },
+}
+
+impl Delivered<'_> {
+    /// The record's key: the reservation it belongs to, if the producer keyed it as ours does.
+    fn key(&self) -> Cow<'_, str> {
+        match self {
+            Self::Kinesis(record) => Cow::Borrowed(&record.kinesis.partition_key),
+            Self::Kafka { record, .. } => Cow::Owned(
+                record
+                    .key
+                    .as_deref()
+                    .and_then(|key| BASE64.decode(key).ok())
+                    .map(|key| String::from_utf8_lossy(&key).into_owned())
+                    .unwrap_or_default(),
+            ),
+        }
+    }
+
+    fn decode(&self) -> Result<ReservationEvent, String> {
+        match self {
+            Self::Kinesis(record) => decode(record),
+            Self::Kafka { record, .. } => {
+                let value = record.value.as_deref().ok_or("the Kafka record has no value")?;
+                let data = BASE64
+                    .decode(value)
+                    .map_err(|e| format!("the Kafka record's value is not base64: {e}"))?;
+                if record.key.is_none() {
+                    return Err("the Kafka record has no key; ours are keyed by reservation id".into());
+                }
+                decode_data(&self.key(), &data)
+            }
+        }
+    }
+
+    /// Where the record is: its sequence number, or `topic-partition@offset`.
+    fn position(&self) -> String {
+        match self {
+            Self::Kinesis(record) => record.kinesis.sequence_number.clone(),
+            Self::Kafka { partition, record, .. } => format!("{partition}@{}", record.offset),
+        }
+    }
+
+    fn arrival_ms(&self) -> i64 {
+        match self {
+            Self::Kinesis(record) => record.kinesis.approximate_arrival_timestamp.timestamp_millis(),
+            Self::Kafka { record, .. } => record.timestamp.timestamp_millis(),
+        }
+    }
+
+    fn event_source_arn(&self) -> Option<String> {
+        match self {
+            Self::Kinesis(record) => record.event_source_arn.clone(),
+            Self::Kafka { source, .. } => source.map(str::to_owned),
+        }
+    }
+
+    fn event_id(&self) -> Option<String> {
+        match self {
+            Self::Kinesis(record) => record.event_id.clone(),
+            Self::Kafka { .. } => None,
+        }
+    }
+
+    /// The record exactly as Lambda delivered it, for its dead letter and the re-drive.
+    fn as_json(&self) -> serde_json::Value {
+        match self {
+            Self::Kinesis(record) => serde_json::to_value(record),
+            Self::Kafka { record, .. } => serde_json::to_value(record),
+        }
+        .unwrap_or(serde_json::Value::Null)
+    }
+}
+
+/// Lambda's answer to a Kafka batch with ReportBatchItemFailures: per topic-partition, the
+/// offset to resume from (aws_lambda_events has no type for it yet).
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaEventResponse {
+    pub batch_item_failures: Vec<KafkaBatchItemFailure>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaBatchItemFailure {
+    pub item_identifier: KafkaItemIdentifier,
+}
+
+/// A Kafka record in a batch item failure: its topic-partition (the key of the event's `records`
+/// map) and its offset.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KafkaItemIdentifier {
+    pub partition: String,
+    pub offset: i64,
 }
 
 /// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, transaction
@@ -248,7 +416,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
 pub fn batch_metrics(
     consumer: &str,
     stats: &BatchStats,
-    event: &KinesisEvent,
+    oldest_arrival_ms: Option<i64>,
     now: time::OffsetDateTime,
 ) -> telemetry::MetricSet {
     let mut metrics = telemetry::MetricSet::new(consumer);
@@ -259,13 +427,7 @@ pub fn batch_metrics(
         .count("StoreFailures", stats.store_failures as f64)
         .count("TransactionConflicts", stats.contended as f64)
         .count("DeadLettered", stats.dead_lettered as f64);
-    let oldest = event
-        .records
-        .iter()
-        .map(|r| r.kinesis.approximate_arrival_timestamp.timestamp_millis())
-        .filter(|ms| *ms > 0)
-        .min();
-    if let Some(arrived) = oldest {
+    if let Some(arrived) = oldest_arrival_ms {
         let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
         metrics.milliseconds("ConsumerLag", (now_ms - arrived).max(0) as f64);
     }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod handler;
 
 pub use config::{ConsumerConfig, ConsumerConfigError, NotifierConfig};
+pub use handler::KafkaEventResponse;
 pub use handler::{BatchStats, ConsumerHandler};
 
 use domain::ports::{NotificationSender, ReadModelStore, StoreError};

@@ -4,8 +4,7 @@ pub use dead_letters::DeadLetterTarget;
 use kafka_bus::{KafkaConfig, KafkaConfigError};
 use std::collections::HashMap;
 
-/// Where the events go: `EVENT_BUS` (`kinesis`, the default, or `kafka`; the template's
-/// `EventBus`), with that bus's own settings.
+/// Where the events go: the bus (`settings::EventBus`) with its own settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BusConfig {
     /// The Kinesis stream `EVENTS_STREAM`.
@@ -16,13 +15,12 @@ pub enum BusConfig {
 
 impl BusConfig {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
-        match settings::Vars(vars).get("EVENT_BUS").unwrap_or("kinesis") {
-            "kinesis" => Ok(Self::Kinesis {
+        Ok(match settings::EventBus::from_vars(vars)? {
+            settings::EventBus::Kinesis => Self::Kinesis {
                 stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
-            }),
-            "kafka" => Ok(Self::Kafka(KafkaConfig::from_vars(vars)?)),
-            other => Err(RelayConfigError::Bus(other.to_owned())),
-        }
+            },
+            settings::EventBus::Kafka => Self::Kafka(KafkaConfig::from_vars(vars)?),
+        })
     }
 
     /// The stream or topic, for logs.
@@ -48,8 +46,6 @@ pub enum RelayConfigError {
     Setting(#[from] settings::SettingError),
     #[error(transparent)]
     Kafka(#[from] KafkaConfigError),
-    #[error("EVENT_BUS must be \"kinesis\" or \"kafka\", got {0:?}")]
-    Bus(String),
 }
 
 impl RelayConfig {

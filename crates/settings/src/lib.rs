@@ -143,12 +143,43 @@ impl WholeNumber {
     }
 }
 
+/// `EVENT_BUS`: which bus the events travel on, the template's `EventBus`: the relay and the
+/// poller publish to it, the consumers are invoked with its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EventBus {
+    /// The Kinesis stream `EVENTS_STREAM` (the default).
+    #[default]
+    Kinesis,
+    /// A Kafka topic (Amazon MSK): `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`.
+    Kafka,
+}
+
+impl EventBus {
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, SettingError> {
+        match Vars(vars).get("EVENT_BUS").unwrap_or("kinesis") {
+            "kinesis" => Ok(Self::Kinesis),
+            "kafka" => Ok(Self::Kafka),
+            other => Err(SettingError::Choice {
+                var: "EVENT_BUS",
+                allowed: r#""kinesis" or "kafka""#,
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingError {
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("{var} is not set: it must be {what}")]
     Missing { var: &'static str, what: &'static str },
+    #[error("{var} must be {allowed}, got {value:?}")]
+    Choice {
+        var: &'static str,
+        allowed: &'static str,
+        value: String,
+    },
     #[error("{var} must be a positive whole number, got {value:?}")]
     NotPositive { var: &'static str, value: String },
     #[error("{var} must be a whole number{} from {min} to {max}, got {value:?}", unit.map(|u| format!(" of {u}")).unwrap_or_default())]

@@ -5,6 +5,7 @@
 
 use adapters::RelayMode;
 use adapters::dynamodb::items::OutboxItem;
+use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use base64::Engine;
 use domain::EventEnvelope;
@@ -127,6 +128,52 @@ pub fn envelopes_event(first_sequence: u64, events: &[(&str, u64)]) -> KinesisEv
         events
             .iter()
             .map(|(id, version)| (*id, serde_json::to_vec(&envelope_json(id, *version)).expect("JSON"))),
+    )
+}
+
+/// A Kafka record as Lambda's Kafka event source mapping delivers it: key and value in base64,
+/// headers as lists of (signed) bytes, the millisecond timestamp of the producer.
+pub fn kafka_record(topic: &str, partition: i64, offset: i64, key: Option<&str>, value: &[u8]) -> Value {
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let header = |text: &str| text.bytes().map(|b| b as i8).collect::<Vec<i8>>();
+    json!({
+        "topic": topic, "partition": partition, "offset": offset,
+        "timestamp": 1_795_500_000_000i64, "timestampType": "CREATE_TIME",
+        "key": key.map(|k| b64(k.as_bytes())), "value": b64(value),
+        "headers": [{ "event_type": header("ReservationCreated") }]
+    })
+}
+
+/// A Kafka record of a test event: (offset, key, value).
+pub type KafkaTestRecord<'a> = (i64, Option<&'a str>, Vec<u8>);
+
+/// A Kafka event of the topic-partitions `partitions`, each a list of (offset, key, value).
+pub fn kafka_event(topic: &str, partitions: &[(i64, Vec<KafkaTestRecord>)]) -> KafkaEvent {
+    let records: serde_json::Map<String, Value> = partitions
+        .iter()
+        .map(|(partition, records)| {
+            let records: Vec<Value> = records
+                .iter()
+                .map(|(offset, key, value)| kafka_record(topic, *partition, *offset, *key, value))
+                .collect();
+            (format!("{topic}-{partition}"), Value::Array(records))
+        })
+        .collect();
+    serde_json::from_value(json!({
+        "eventSource": "aws:kafka",
+        "eventSourceArn": "arn:aws:kafka:us-east-1:123456789012:cluster/reservations/abc-1",
+        "bootstrapServers": "b-1.reservations.abc.kafka.us-east-1.amazonaws.com:9098",
+        "records": records
+    }))
+    .expect("a Kafka event")
+}
+
+/// The envelope of (reservation, version) as a Kafka record's (offset, key, value).
+pub fn kafka_envelope(offset: i64, id: &str, version: u64) -> KafkaTestRecord<'_> {
+    (
+        offset,
+        Some(id),
+        serde_json::to_vec(&envelope_json(id, version)).expect("JSON"),
     )
 }
 

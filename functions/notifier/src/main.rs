@@ -1,16 +1,19 @@
-//! The notifier Lambda: Kinesis events → one message per event on the notifications SNS FIFO
-//! topic, recorded in the notifications table. Only wiring.
+//! The notifier Lambda: events (Kinesis, or Kafka through MSK) → one message per event on the
+//! notifications SNS FIFO topic, recorded in the notifications table. Only wiring.
 
 use adapters::{DynamoNotifications, SnsTopic};
+use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use consumers::{ConsumerHandler, Notifier, NotifierConfig};
+use consumers::{ConsumerHandler, KafkaEventResponse, Notifier, NotifierConfig};
 use lambda_runtime::{Error, LambdaEvent, service_fn};
+use settings::EventBus;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
     let config = NotifierConfig::from_env()?;
+    let bus = config.consumer.bus;
     let sdk = settings::sdk_config().await;
     let notifications = DynamoNotifications::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -25,8 +28,24 @@ async fn main() -> Result<(), Error> {
     )
     .with_metrics(telemetry::Emitter::Stdout);
     let handler = &handler;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KinesisEvent>| async move {
-        Ok::<KinesisEventResponse, Error>(handler.handle(&event.payload).await.0)
-    }))
-    .await
+    // The bus decides the events: Kinesis batches, or batches of the MSK event source mapping.
+    match bus {
+        // Boxed: two runtimes' futures in one async block overflow the compiler's layout depth.
+        EventBus::Kinesis => {
+            Box::pin(lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<KinesisEvent>| async move {
+                    Ok::<KinesisEventResponse, Error>(handler.handle(&event.payload).await.0)
+                },
+            )))
+            .await
+        }
+        EventBus::Kafka => {
+            Box::pin(lambda_runtime::run(service_fn(
+                move |event: LambdaEvent<KafkaEvent>| async move {
+                    Ok::<KafkaEventResponse, Error>(handler.handle_kafka(&event.payload).await.0)
+                },
+            )))
+            .await
+        }
+    }
 }
