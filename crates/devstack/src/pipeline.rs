@@ -5,14 +5,15 @@
 
 use adapters::DynamoOutbox;
 use anyhow::{Context, Result};
+use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use consumers::{Consumer, ConsumerHandler};
 use dead_letters::{DeadLetters, JsonLinesDeadLetters};
 use event_source_mapping::function::{Function, TypedFunction, TypedHandler};
 use event_source_mapping::{
-    DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, KinesisSource,
-    MappingConfig, StartingPosition,
+    DynamoDbStreamsSource, EventSourceMapping, FilterCriteria, FunctionError, JsonLinesOnFailure, KafkaSource,
+    KinesisSource, MappingConfig, StartingPosition,
 };
 use relay::{EventSink, KinesisSink, Poller, PollerSettings, PublishPolicy, Relay};
 use std::path::Path;
@@ -198,6 +199,54 @@ pub async fn consumer_mapping_with<C: Consumer>(
     Ok(EventSourceMapping::new(
         source,
         TypedFunction::new(ConsumerFunction(handler)),
+        Some(JsonLinesOnFailure::new(
+            dead_letter_dir.join(format!("{name}-on-failure.jsonl")),
+        )),
+        config,
+    ))
+}
+
+/// A consumer as Lambda's runtime would call it with the MSK event source mapping's events.
+pub struct KafkaConsumerFunction<C, D>(pub ConsumerHandler<C, D>);
+
+impl<C: Consumer, D: DeadLetters> TypedHandler for KafkaConsumerFunction<C, D> {
+    type Event = KafkaEvent;
+    type Response = consumers::KafkaEventResponse;
+
+    async fn handle(
+        &self,
+        event: KafkaEvent,
+        _deadline: Instant,
+    ) -> Result<consumers::KafkaEventResponse, FunctionError> {
+        Ok(self.0.handle_kafka(&event).await.0)
+    }
+}
+
+pub type KafkaConsumerMapping<C> =
+    EventSourceMapping<KafkaSource, TypedFunction<KafkaConsumerFunction<C, JsonLinesDeadLetters>>, JsonLinesOnFailure>;
+
+/// `consumer` behind a mapping on the Kafka topic of `kafka`, with the settings `config` (the
+/// template's for the MSK event source mapping: TRIM_HORIZON, ReportBatchItemFailures, bounded
+/// by nothing but the records' age locally). Dead letters and on-failure records as
+/// [`consumer_mapping`].
+pub async fn consumer_mapping_on_kafka<C: Consumer>(
+    kafka: &kafka_bus::KafkaConfig,
+    consumer: C,
+    dead_letter_dir: &Path,
+    config: MappingConfig,
+) -> Result<KafkaConsumerMapping<C>> {
+    let name = consumer.name();
+    let arn = format!("arn:aws:kafka:us-east-1:000000000000:cluster/local/{}", kafka.topic);
+    let source = KafkaSource::new(kafka.clone(), arn)
+        .await
+        .with_context(|| format!("Kafka topic {} on {}", kafka.topic, kafka.bootstrap_servers.join(",")))?;
+    let handler = ConsumerHandler::new(
+        consumer,
+        JsonLinesDeadLetters::new(dead_letter_dir.join(format!("{name}-dead-letters.jsonl"))),
+    );
+    Ok(EventSourceMapping::new(
+        source,
+        TypedFunction::new(KafkaConsumerFunction(handler)),
         Some(JsonLinesOnFailure::new(
             dead_letter_dir.join(format!("{name}-on-failure.jsonl")),
         )),

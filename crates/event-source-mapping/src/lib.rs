@@ -1,7 +1,7 @@
 //! Lambda's event source mapping, in-process.
 //!
-//! [`EventSourceMapping`] polls the shards of a [`source::StreamSource`] (DynamoDB Streams or
-//! Kinesis), builds each batch exactly as Lambda does (same JSON record shape, `eventSourceARN`,
+//! [`EventSourceMapping`] polls the shards of a [`source::StreamSource`] (DynamoDB Streams,
+//! Kinesis, or a Kafka topic's partitions, [`kafka`]), builds each batch exactly as Lambda does (same JSON record shape, `eventSourceARN`,
 //! `awsRegion`, sequence numbers), drops what the [`filter::FilterCriteria`] rejects, and invokes a
 //! [`Function`] with Lambda's semantics:
 //!
@@ -17,6 +17,7 @@
 
 pub mod filter;
 pub mod function;
+pub mod kafka;
 pub mod lineage;
 pub mod mapping;
 pub mod on_failure;
@@ -24,6 +25,7 @@ pub mod source;
 
 pub use filter::FilterCriteria;
 pub use function::{Function, FunctionError};
+pub use kafka::KafkaSource;
 pub use lineage::{kinesis_shards, lineage_order};
 pub use mapping::{DrainReport, EventSourceMapping, MappingConfig, StartingPosition};
 pub use on_failure::{JsonLinesOnFailure, MemoryOnFailure, OnFailureDestination};

@@ -326,7 +326,9 @@ where
             }
 
             report.invocations += 1;
-            let event = json!({ "Records": batch.iter().map(|r| r.lambda_record.clone()).collect::<Vec<_>>() });
+            let event = ctx
+                .source
+                .event(shard_id, batch.iter().map(|r| r.lambda_record.clone()).collect());
             let deadline = Instant::now() + config.function_timeout;
             let result = match tokio::time::timeout(config.function_timeout, ctx.function.invoke(event, deadline)).await
             {
@@ -343,7 +345,7 @@ where
             let function_error = match result {
                 Ok(response) => {
                     let resume = if config.report_batch_item_failures {
-                        resume_index(&response, &batch)
+                        resume_index(&response, shard_id, &batch)
                     } else {
                         None
                     };
@@ -388,15 +390,23 @@ where
 }
 
 /// Where a batch resumes after a response with `batchItemFailures`: the lowest reported record.
-/// An identifier that is empty or not in the batch fails the whole batch, as in Lambda.
-fn resume_index(response: &Value, batch: &[SourceRecord]) -> Option<usize> {
+/// An identifier is a sequence number (streams), or `{"partition": "<topic>-<n>", "offset": n}`
+/// (Kafka; this shard's partition). One that is empty or not in the batch fails the whole batch,
+/// as in Lambda.
+fn resume_index(response: &Value, shard_id: &str, batch: &[SourceRecord]) -> Option<usize> {
     let failures = response.get("batchItemFailures").and_then(Value::as_array)?;
     let mut lowest: Option<usize> = None;
     for failure in failures {
-        let id = failure
-            .get("itemIdentifier")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
+        let identifier = failure.get("itemIdentifier").unwrap_or(&Value::Null);
+        let id = match identifier {
+            Value::String(sequence_number) => sequence_number.clone(),
+            Value::Object(kafka) if kafka.get("partition").and_then(Value::as_str) == Some(shard_id) => kafka
+                .get("offset")
+                .and_then(Value::as_i64)
+                .map(|o| o.to_string())
+                .unwrap_or_default(),
+            _ => String::new(),
+        };
         let index = batch
             .iter()
             .position(|r| !id.is_empty() && r.sequence_number == id)
@@ -436,6 +446,7 @@ async fn send_to_on_failure<S, F, D>(
     let info_key = match ctx.source.kind() {
         SourceKind::DynamoDbStreams => "DDBStreamBatchInfo",
         SourceKind::Kinesis => "KinesisBatchInfo",
+        SourceKind::Kafka => "KafkaBatchInfo",
     };
     // The function lives in the region and account of its event source.
     let source_arn: Vec<&str> = ctx.source.event_source_arn().split(':').collect();
@@ -469,5 +480,41 @@ async fn send_to_on_failure<S, F, D>(
             }
         }
         None => tracing::error!(record = %invocation_record, "no on-failure destination; the batch is dropped"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(offsets: &[u64]) -> Vec<SourceRecord> {
+        offsets
+            .iter()
+            .map(|offset| SourceRecord {
+                sequence_number: offset.to_string(),
+                approximate_arrival: OffsetDateTime::UNIX_EPOCH,
+                lambda_record: Value::Null,
+                filter_view: Value::Null,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kafka_failure_resumes_its_partition_at_the_reported_offset_and_anything_else_fails_the_batch() {
+        let records = batch(&[10, 11, 12]);
+        let failure = |identifier: Value| json!({ "batchItemFailures": [{ "itemIdentifier": identifier }] });
+        let kafka = failure(json!({ "partition": "events-2", "offset": 11 }));
+        assert_eq!(resume_index(&kafka, "events-2", &records), Some(1));
+        // Another partition's offset, a missing offset, or nothing to go by: the whole batch.
+        assert_eq!(resume_index(&kafka, "events-1", &records), Some(0));
+        let no_offset = failure(json!({ "partition": "events-2" }));
+        assert_eq!(resume_index(&no_offset, "events-2", &records), Some(0));
+        assert_eq!(resume_index(&failure(Value::Null), "events-2", &records), Some(0));
+        // Streams' sequence numbers as before.
+        assert_eq!(resume_index(&failure(json!("12")), "shard-0", &records), Some(2));
+        assert_eq!(
+            resume_index(&json!({ "batchItemFailures": [] }), "events-2", &records),
+            None
+        );
     }
 }

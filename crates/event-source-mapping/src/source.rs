@@ -10,6 +10,8 @@ use time::OffsetDateTime;
 pub enum SourceKind {
     DynamoDbStreams,
     Kinesis,
+    /// A Kafka topic: its partitions are the shards, offsets the sequence numbers.
+    Kafka,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,11 @@ pub trait StreamSource: Send + Sync {
         iterator: &str,
         limit: usize,
     ) -> impl Future<Output = Result<ReadResult, SourceError>> + Send;
+
+    /// The Lambda event of one shard's batch: `{"Records": [...]}` for streams.
+    fn event(&self, _shard_id: &str, records: Vec<Value>) -> Value {
+        json!({ "Records": records })
+    }
 }
 
 /// What one Kinesis record of a Lambda event is made of.

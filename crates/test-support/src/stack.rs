@@ -360,6 +360,19 @@ impl TestStack {
         .expect("kinesis stream")
     }
 
+    /// `consumer` behind a mapping on `topic` (the Kafka bus), as the MSK event source mapping
+    /// would invoke it.
+    pub async fn consumer_mapping_on_kafka<C: consumers::Consumer>(
+        &self,
+        topic: &crate::kafka::TestTopic,
+        consumer: C,
+    ) -> devstack::pipeline::KafkaConsumerMapping<C> {
+        let config = devstack::pipeline::consumer_mapping_config(&format!("reservations-{}", consumer.name()));
+        devstack::pipeline::consumer_mapping_on_kafka(&topic.config, consumer, &self.dead_letter_dir(), config)
+            .await
+            .expect("the Kafka topic")
+    }
+
     pub fn dead_letter_dir(&self) -> std::path::PathBuf {
         std::env::temp_dir()
             .join("reservation-outbox-tests")

@@ -10,6 +10,7 @@ mod auth_on_the_local_api;
 mod load;
 mod localstack_script;
 mod notifications_on_sns;
+mod pipeline_on_kafka;
 mod pipeline_to_consumers;
 mod polling_to_kinesis;
 mod python_consumer;
