@@ -10,9 +10,12 @@
 #
 # Relay mode: --relay stream (default: DynamoDB Streams → relay) or --relay polling (the polling
 # publisher, every POLL_INTERVAL_MS, default 1000; the API then marks new events for it).
+# Bus: --bus kinesis (default: the Kinesis stream) or --bus kafka (a Kafka broker, Tansu, on
+# 127.0.0.1:KAFKA_PORT unless KAFKA_BOOTSTRAP_SERVERS names one, and the topic KAFKA_TOPIC,
+# reservation-events by default, created if missing).
 #
-# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), SNS_SQS_PORT (4575), API_ADDR
-# (127.0.0.1:3000), RELAY_MODE,
+# Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), SNS_SQS_PORT (4575), KAFKA_PORT (9092),
+# API_ADDR (127.0.0.1:3000), RELAY_MODE, EVENT_BUS,
 # plus the service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; README).
 set -euo pipefail
 # shellcheck source=lib/stack.sh
@@ -20,12 +23,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 external=false
 RELAY_MODE="${RELAY_MODE:-stream}"
+EVENT_BUS="${EVENT_BUS:-kinesis}"
 while (($#)); do
   case "$1" in
     --external) external=true ;;
     --relay) RELAY_MODE="${2:-}"; shift ;;
     --relay=*) RELAY_MODE="${1#--relay=}" ;;
-    -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --bus) EVENT_BUS="${2:-}"; shift ;;
+    --bus=*) EVENT_BUS="${1#--bus=}" ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   shift
@@ -34,6 +40,10 @@ case "$RELAY_MODE" in
   stream | polling) export RELAY_MODE ;;
   *) die "--relay must be stream or polling, got '$RELAY_MODE'" ;;
 esac
+case "$EVENT_BUS" in
+  kinesis | kafka) export EVENT_BUS ;;
+  *) die "--bus must be kinesis or kafka, got '$EVENT_BUS'" ;;
+esac
 if [[ -n "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_DYNAMODB:-}${AWS_ENDPOINT_URL_KINESIS:-}" ]]; then
   external=true
 fi
@@ -41,6 +51,7 @@ fi
 DYNAMODB_PORT="${DYNAMODB_PORT:-8000}"
 KINESIS_PORT="${KINESIS_PORT:-4568}"
 SNS_SQS_PORT="${SNS_SQS_PORT:-4575}"
+KAFKA_PORT="${KAFKA_PORT:-9092}"
 API_ADDR="${API_ADDR:-127.0.0.1:3000}"
 API_URL="http://$API_ADDR"
 LOG_DIR="$ROOT/.devstack/logs"
@@ -60,6 +71,12 @@ else
   log "starting DynamoDB Local on 127.0.0.1:$DYNAMODB_PORT, kinesis-mock on 127.0.0.1:$KINESIS_PORT and moto (SNS, SQS) on 127.0.0.1:$SNS_SQS_PORT"
   start_engines "$DYNAMODB_PORT" "$KINESIS_PORT" "$LOG_DIR"
   start_sqs_engine "$SNS_SQS_PORT" "$LOG_DIR" SNS_SQS_PORT
+  # A broker named by KAFKA_BOOTSTRAP_SERVERS (Kafka in Docker, say) is used as it is.
+  if [[ "$EVENT_BUS" == kafka && -z "${KAFKA_BOOTSTRAP_SERVERS:-}" ]]; then
+    ensure_kafka_engine
+    log "starting the Tansu Kafka broker on 127.0.0.1:$KAFKA_PORT (memory storage)"
+    start_kafka_engine "$KAFKA_PORT" "$LOG_DIR" KAFKA_PORT
+  fi
 fi
 
 # Tables, stream, the notifications topic and its queue (again in `up`: it changes nothing then);
@@ -74,7 +91,7 @@ mkdir -p "$ROOT/.devstack"
   for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
     AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE \
     RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM READ_MODEL_TABLE NOTIFICATIONS_TABLE NOTIFICATIONS_TOPIC \
-    NOTIFICATIONS_QUEUE NOTIFICATIONS_TOPIC_ARN RELAY_MODE; do
+    NOTIFICATIONS_QUEUE NOTIFICATIONS_TOPIC_ARN RELAY_MODE EVENT_BUS KAFKA_BOOTSTRAP_SERVERS KAFKA_TOPIC KAFKA_AUTH; do
     [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
   done
 } >"$ROOT/.devstack/env"
@@ -86,7 +103,7 @@ wait_for_port "${API_ADDR##*:}" "the API" "$!" /dev/null
 
 cat <<EOT
 
-  The reservations API is up on $API_URL  (relay: $RELAY_MODE; logs: $LOG_DIR; Ctrl-C stops everything)
+  The reservations API is up on $API_URL  (relay: $RELAY_MODE, bus: $EVENT_BUS; logs: $LOG_DIR; Ctrl-C stops everything)
 
   # a slot with 20 seats
   curl -s -X PUT $API_URL/slots/dinner-2026-12-24 -H 'content-type: application/json' -d '{"capacity": 20}'
@@ -105,14 +122,14 @@ cat <<EOT
   # ada's reservations, newest first, from the read model the projector builds from the events
   curl -s $API_URL/guests/ada/reservations
 
-  # the events the relay put on Kinesis (another terminal; --follow to keep watching)
+  # the events the relay put on the bus ($EVENT_BUS; another terminal; --follow to keep watching)
   scripts/events.sh
 
   # the guest notifications the notifier published to the SNS FIFO topic, as its subscribed
   # queue receives them, one JSON line each (another terminal; --follow to watch them arrive)
   scripts/notifications.sh --follow
 
-  # rebuild the read model from the stream (idempotent: a second run changes nothing)
+  # rebuild the read model from the stream (the Kinesis bus; idempotent: a second run changes nothing)
   scripts/replay.sh projector
 
 EOT

@@ -1,5 +1,5 @@
-//! Reading the events back from Kinesis: every shard from the start, parents before children,
-//! through the same event source mapping the consumers will use.
+//! Reading the events back from Kinesis (every shard from the start, parents before children,
+//! through the same event source mapping the consumers will use) or from the Kafka topic.
 
 use anyhow::Result;
 use aws_lambda_events::event::kinesis::KinesisEvent;
@@ -86,4 +86,45 @@ pub async fn printer(sdk: &aws_config::SdkConfig, stream: &str) -> Result<Collec
 /// Collects every event on `stream`; read them with `mapping.function()`.
 pub async fn collector(sdk: &aws_config::SdkConfig, stream: &str) -> Result<CollectorMapping> {
     mapping(sdk, stream, false).await
+}
+
+/// Prints the events on the Kafka topic of `kafka` as JSON lines, every partition from its first
+/// offset (each partition in offset order); with `follow`, keeps reading until `stop`.
+pub async fn print_kafka(
+    kafka: &kafka_bus::KafkaConfig,
+    follow: bool,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let client = kafka_bus::connect(kafka, None).await?;
+    let partitions = kafka_bus::partitions(&client, kafka).await?;
+    let mut next: Vec<i64> = vec![0; partitions.len()];
+    tokio::pin!(stop);
+    loop {
+        let mut printed = 0;
+        for (partition, next) in partitions.iter().zip(next.iter_mut()) {
+            for record in kafka_bus::read_from(partition, *next).await? {
+                let data = record.value.unwrap_or_default();
+                match serde_json::from_slice::<EventEnvelope>(&data) {
+                    Ok(_) => println!("{}", String::from_utf8_lossy(&data)),
+                    Err(e) => eprintln!(
+                        "not an event envelope ({e}) at partition {} offset {}: {}",
+                        record.partition,
+                        record.offset,
+                        base64::engine::general_purpose::STANDARD.encode(&data)
+                    ),
+                }
+                *next = record.offset + 1;
+                printed += 1;
+            }
+        }
+        if !follow {
+            return Ok(());
+        }
+        if printed == 0 {
+            tokio::select! {
+                () = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                () = &mut stop => return Ok(()),
+            }
+        }
+    }
 }

@@ -132,6 +132,8 @@ pub fn poller_to<S: EventSink>(
 }
 
 pub type LocalPoller = Poller<DynamoOutbox, DynamoOutbox, KinesisSink, JsonLinesDeadLetters>;
+/// The local polling publisher on the configured bus.
+pub type BusPoller = Poller<DynamoOutbox, DynamoOutbox, relay::BusSink, JsonLinesDeadLetters>;
 
 /// A consumer as Lambda's runtime would call it.
 pub struct ConsumerFunction<C, D>(pub ConsumerHandler<C, D>);

@@ -216,6 +216,19 @@ pub async fn create_topic(client: &Client, config: &KafkaConfig, partitions: i32
         .map_err(unreachable)
 }
 
+/// Creates `config`'s topic with `partitions` partitions unless it exists (the local stack's
+/// provisioning: a second run changes nothing).
+pub async fn ensure_topic(client: &Client, config: &KafkaConfig, partitions: i32) -> Result<bool, KafkaError> {
+    let topics = client.list_topics().await.map_err(|source| KafkaError::Unreachable {
+        brokers: config.brokers(),
+        source,
+    })?;
+    if topics.iter().any(|t| t.name == config.topic) {
+        return Ok(false);
+    }
+    create_topic(client, config, partitions).await.map(|()| true)
+}
+
 /// A record read back from a partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadRecord {

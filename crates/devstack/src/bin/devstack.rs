@@ -6,6 +6,8 @@
 //!                                 or with --relay-mode polling the polling publisher
 //!   devstack sweep --since TIME   publish again every event committed since TIME (recovery sweep)
 //!   devstack consumers            run the projector and the notifier on the Kinesis stream
+//!                                 (with EVENT_BUS=kafka: on the Kafka topic, and the relay and
+//!                                 the events command likewise)
 //!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
 //!   devstack notifications [--follow]
@@ -26,6 +28,9 @@ use settings::names;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+/// The local topic's partitions (with EVENT_BUS=kafka), as many as the local stream's shards.
+const KAFKA_PARTITIONS: i32 = 4;
 
 #[derive(Parser)]
 #[command(version, about = "The reservation service's embedded local stack")]
@@ -98,17 +103,16 @@ fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
 }
 
 impl RelayArgs {
-    fn poller(&self, sdk: &aws_config::SdkConfig) -> Result<pipeline::LocalPoller> {
+    fn poller(&self, sdk: &aws_config::SdkConfig, sink: relay::BusSink) -> Result<pipeline::BusPoller> {
         let config = ApiConfig::from_env()?;
-        let events_stream = env_name(names::EVENTS_STREAM);
         let settings = relay::PollerSettings {
             interval: std::time::Duration::from_millis(self.poll_interval_ms.max(10)),
             ..Default::default()
         };
-        Ok(pipeline::poller(
+        Ok(pipeline::poller_to(
             sdk,
             &config.store.outbox_table,
-            &events_stream,
+            sink,
             &self.dead_letter_dir,
             settings,
         ))
@@ -154,6 +158,15 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
     .await?;
     for (var, name) in names.as_env() {
         println!("ready: {var}={name}");
+    }
+    if let relay::BusConfig::Kafka(kafka) = bus()? {
+        let client = kafka_bus::connect(&kafka, None).await?;
+        kafka_bus::ensure_topic(&client, &kafka, KAFKA_PARTITIONS).await?;
+        println!(
+            "ready: KAFKA_TOPIC={} on {}",
+            kafka.topic,
+            kafka.bootstrap_servers.join(",")
+        );
     }
     let channel = notification_channel(sdk).await?;
     println!("ready: {}={}", names::NOTIFICATIONS_TOPIC_ARN, channel.topic_arn);
@@ -202,12 +215,15 @@ async fn ctrl_c() {
 }
 
 async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
+    let bus = bus()?;
+    let sink = relay::BusSink::open(&bus, || aws_sdk_kinesis::Client::new(sdk), None).await?;
     if args.relay_mode == RelayMode::Polling {
-        let poller = args.poller(sdk)?;
+        let poller = args.poller(sdk, sink)?;
         println!(
-            "polling publisher: {} every {} ms → Kinesis (dead letters in {})",
+            "polling publisher: {} every {} ms → {} (dead letters in {})",
             ApiConfig::from_env()?.store.outbox_table,
             args.poll_interval_ms,
+            bus.destination(),
             args.dead_letter_dir.display()
         );
         let forever = tokio::time::Instant::now() + std::time::Duration::from_secs(100 * 365 * 24 * 3600);
@@ -215,19 +231,25 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
         return Ok(());
     }
     let outbox_table = ApiConfig::from_env()?.store.outbox_table;
-    let events_stream = env_name(names::EVENTS_STREAM);
     let stream_arn = devstack::pipeline::outbox_stream_arn(&aws_sdk_dynamodb::Client::new(sdk), &outbox_table).await?;
     println!(
-        "relaying {outbox_table} → Kinesis {events_stream} (dead letters in {})",
+        "relaying {outbox_table} → {} (dead letters in {})",
+        bus.destination(),
         args.dead_letter_dir.display()
     );
-    let mapping = devstack::pipeline::relay_mapping(sdk, &stream_arn, &events_stream, &args.dead_letter_dir);
+    let mapping = devstack::pipeline::relay_mapping_to(sdk, &stream_arn, sink, &args.dead_letter_dir);
     mapping.run(std::time::Duration::from_millis(100), ctrl_c()).await;
     Ok(())
 }
 
+/// The bus the events travel on: `EVENT_BUS` and its settings.
+fn bus() -> Result<relay::BusConfig> {
+    Ok(relay::BusConfig::from_vars(&std::env::vars().collect())?)
+}
+
 async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &RelayArgs) -> Result<()> {
-    let poller = args.poller(sdk)?;
+    let sink = relay::BusSink::open(&bus()?, || aws_sdk_kinesis::Client::new(sdk), None).await?;
+    let poller = args.poller(sdk, sink)?;
     let until = tokio::time::Instant::now() + std::time::Duration::from_secs(24 * 3600);
     let stats = tokio::select! {
         stats = poller.sweep(since, until) => stats?,
@@ -241,38 +263,44 @@ async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &
 }
 
 async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
-    let events_stream = env_name(names::EVENTS_STREAM);
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let read_model = env_name(names::READ_MODEL_TABLE);
     let notifications = env_name(names::NOTIFICATIONS_TABLE);
     let retention = ConsumerConfig::notification_retention_from_vars(&std::env::vars().collect())?;
     let dir = &args.dead_letter_dir;
-    let projector = pipeline::consumer_mapping(
-        sdk,
-        &events_stream,
-        Projector::new(DynamoReadModel::new(dynamodb.clone(), &read_model)),
-        dir,
-    )
-    .await?;
     let topic_arn = match std::env::var(names::NOTIFICATIONS_TOPIC_ARN) {
         Ok(arn) if !arn.is_empty() => arn,
         _ => notification_channel(sdk).await?.topic_arn,
     };
+    let projector = Projector::new(DynamoReadModel::new(dynamodb.clone(), &read_model));
     let topic = SnsTopic::new(aws_sdk_sns::Client::new(sdk), &topic_arn);
-    let notifier = pipeline::consumer_mapping(
-        sdk,
-        &events_stream,
-        Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention, topic)),
-        dir,
-    )
-    .await?;
-    println!("consuming Kinesis {events_stream}: projector → {read_model}, notifier → {notifications} and {topic_arn}");
+    let notifier = Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention, topic));
+    let bus = bus()?;
+    println!(
+        "consuming {}: projector → {read_model}, notifier → {notifications} and {topic_arn}",
+        bus.destination()
+    );
     let idle = std::time::Duration::from_millis(100);
-    tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+    match bus {
+        relay::BusConfig::Kinesis { stream } => {
+            let projector = pipeline::consumer_mapping(sdk, &stream, projector, dir).await?;
+            let notifier = pipeline::consumer_mapping(sdk, &stream, notifier, dir).await?;
+            tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+        }
+        relay::BusConfig::Kafka(kafka) => {
+            let config = |name: &str| pipeline::consumer_mapping_config(&format!("reservations-{name}"));
+            let projector = pipeline::consumer_mapping_on_kafka(&kafka, projector, dir, config("projector")).await?;
+            let notifier = pipeline::consumer_mapping_on_kafka(&kafka, notifier, dir, config("notifier")).await?;
+            tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+        }
+    }
     Ok(())
 }
 
 async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
+    if let relay::BusConfig::Kafka(kafka) = bus()? {
+        return devstack::events::print_kafka(&kafka, follow, ctrl_c()).await;
+    }
     let events_stream = env_name(names::EVENTS_STREAM);
     let mut mapping = devstack::events::printer(sdk, &events_stream).await?;
     if follow {
@@ -347,7 +375,7 @@ async fn run(cli: Cli) -> Result<()> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=warn,rskafka=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -417,6 +417,24 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
 }
 
 #[test]
+fn the_docker_kafka_listens_on_loopback_where_the_scripts_look_and_only_when_asked_for() {
+    let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
+    let compose: Value = serde_yaml_ng::from_str(&text).expect("docker-compose.yml parses");
+    let kafka = &compose["services"]["kafka"];
+    assert_eq!(kafka["ports"][0].as_str(), Some("127.0.0.1:9092:9092"));
+    assert_eq!(
+        kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"].as_str(),
+        Some("PLAINTEXT://127.0.0.1:9092"),
+        "clients are sent back to the address they reached"
+    );
+    assert_eq!(
+        kafka["profiles"][0].as_str(),
+        Some("kafka"),
+        "docker compose up starts LocalStack alone"
+    );
+}
+
+#[test]
 fn localstack_serves_every_service_the_template_needs_in_docker_and_in_host_mode() {
     let text = std::fs::read_to_string(root().join("docker-compose.yml")).expect("docker-compose.yml");
     let compose: Value = serde_yaml_ng::from_str(&text).expect("docker-compose.yml parses");
