@@ -6,7 +6,8 @@
 //! record fails or succeeds with the others of its partition in the call. The relay's rounds
 //! (docs/adr/0002-relay-ordering.md) never put two records of one reservation in one call and
 //! never send a reservation's next record before its previous one was acknowledged, so a failed
-//! or timed-out produce can repeat a record, never reorder one (docs/adr/0007-kafka-bus.md).
+//! or timed-out produce repeats a record rather than reordering one; docs/adr/0007-kafka-bus.md
+//! names the one window this leaves without an idempotent producer, as on Kinesis.
 
 use crate::sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
 use kafka_bus::{KafkaConfig, KafkaError, iam::AwsIdentity};
@@ -87,10 +88,6 @@ impl KafkaSink {
     pub fn with_produce_timeout(mut self, timeout: Duration) -> Self {
         self.produce_timeout = timeout;
         self
-    }
-
-    pub fn topic(&self) -> &str {
-        &self.topic
     }
 }
 

@@ -375,7 +375,8 @@ async fn run(cli: Cli) -> Result<()> {
 async fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,aws_config=warn,rskafka=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws_config=warn,rskafka=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
