@@ -116,13 +116,11 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
     [[ -z "$extra" ]] || die "${package#--package=} links SDK features it does not need: ${extra//$'\n'/, }"
   done
   "$VENV/bin/cfn-lint" template.yaml
-  # What CloudFormation will really create, for both front doors: the SAM source hides limits
-  # that only the generated resources show.
-  for endpoint in HttpApi FunctionUrl; do
-    "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml "ApiEndpoint=$endpoint" \
-      >"$ROOT/.devstack/template-$endpoint.json"
-    "$VENV/bin/cfn-lint" "$ROOT/.devstack/template-$endpoint.json"
-  done
+  # What CloudFormation will really create: the SAM source hides limits that only the generated
+  # resources show. SAM keeps the Conditions, so one transform holds every front door and both
+  # buses (tried: the output is the same byte for byte whatever the parameters).
+  "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml >"$ROOT/.devstack/template.json"
+  "$VENV/bin/cfn-lint" "$ROOT/.devstack/template.json"
   # Every failed check fails the run; a check may only be skipped in the template's Metadata,
   # with its reason written next to the resource. --skip-download: no network needed.
   "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml

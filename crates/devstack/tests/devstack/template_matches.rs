@@ -3,6 +3,7 @@
 //! API's route table, to the relay's filter and to the metrics the code emits, and check each
 //! function's environment is one its typed config accepts. Static: no engine needed.
 
+use crate::template_model::{Deploy, KAFKA, STACK_NAME};
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -281,44 +282,55 @@ fn the_relay_mapping_filters_exactly_like_the_relay() {
     }
 }
 
-/// Each function's environment (Globals plus its own), with intrinsic values replaced by a
-/// placeholder, is accepted by that function's config parser.
+/// Each function's environment (Globals plus its own) in the stack each bus makes, with values
+/// only CloudFormation knows replaced by a placeholder, is accepted by that function's config
+/// parser.
 #[test]
-fn every_function_environment_satisfies_its_typed_config() {
+fn every_function_environment_satisfies_its_typed_config_on_either_bus() {
     let template = template();
-    let globals = template["Globals"]["Function"]["Environment"]["Variables"]
-        .as_mapping()
-        .unwrap();
-    let functions = resources_of_type(&template, "AWS::Serverless::Function");
-    for (id, function) in functions {
-        let mut vars: HashMap<String, String> = HashMap::new();
-        let own = function["Properties"]["Environment"]["Variables"].as_mapping();
-        for (name, value) in globals.iter().chain(own.into_iter().flatten()) {
-            let value = resolve(&template, name.as_str().unwrap(), value);
-            vars.insert(name.as_str().unwrap().to_owned(), value);
-        }
-        let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
-        let outcome = match binary {
-            "reservations-api" => reservations_api::ApiConfig::from_vars(&vars)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "reservations-relay" => relay::RelayConfig::from_vars(&vars)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "reservations-poller" => relay::PollerConfig::from_vars(&vars)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "reservations-projector" => consumers::ConsumerConfig::from_vars(&vars, settings::names::READ_MODEL_TABLE)
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            "reservations-notifier" => {
-                consumers::ConsumerConfig::from_vars(&vars, settings::names::NOTIFICATIONS_TABLE)
-                    .map(|_| ())
-                    .map_err(|e| e.to_string())
+    for parameters in [&[][..], &KAFKA[..]] {
+        let stack = Deploy::new(&template, parameters).stack();
+        let globals = stack["Globals"]["Function"]["Environment"]["Variables"]
+            .as_mapping()
+            .unwrap();
+        let functions = resources_of_type(&stack, "AWS::Serverless::Function");
+        for (id, function) in functions {
+            let mut vars: HashMap<String, String> = HashMap::new();
+            let own = function["Properties"]["Environment"]["Variables"].as_mapping();
+            for (name, value) in globals.iter().chain(own.into_iter().flatten()) {
+                let name = name.as_str().unwrap();
+                let value = match value {
+                    Value::String(s) => s.clone(),
+                    Value::Number(n) => n.to_string(),
+                    _ => format!("resolved-{name}"),
+                };
+                vars.insert(name.to_owned(), value);
             }
-            other => panic!("{id}: no config check for {other}; add one"),
-        };
-        outcome.unwrap_or_else(|e| panic!("{id} ({binary}) would not start: {e}"));
+            let binary = function["Metadata"]["BuildProperties"]["Binary"].as_str().unwrap();
+            let outcome = match binary {
+                "reservations-api" => reservations_api::ApiConfig::from_vars(&vars)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                "reservations-relay" => relay::RelayConfig::from_vars(&vars)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                "reservations-poller" => relay::PollerConfig::from_vars(&vars)
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+                "reservations-projector" => {
+                    consumers::ConsumerConfig::from_vars(&vars, settings::names::READ_MODEL_TABLE)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                "reservations-notifier" => {
+                    consumers::ConsumerConfig::from_vars(&vars, settings::names::NOTIFICATIONS_TABLE)
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                other => panic!("{id}: no config check for {other}; add one"),
+            };
+            outcome.unwrap_or_else(|e| panic!("{id} ({binary}) would not start with {parameters:?}: {e}"));
+        }
     }
 }
 
@@ -339,27 +351,6 @@ fn the_templates_jwt_defaults_are_the_apis() {
         described.contains(api::auth::ADMIN_GROUP),
         "JwtAdminScope's description names the admin group"
     );
-}
-
-/// A variable's value as the function would see it: a `!Ref` to a parameter is its default,
-/// another intrinsic a stand-in name.
-fn resolve(template: &Value, name: &str, value: &Value) -> String {
-    let scalar = |v: &Value| match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    };
-    match value {
-        Value::Tagged(tagged) if tagged.tag == "Ref" => {
-            let target = tagged.value.as_str().unwrap_or_default();
-            match template["Parameters"].get(target) {
-                Some(parameter) => scalar(&parameter["Default"]).unwrap_or_default(),
-                None => format!("resolved-{target}"),
-            }
-        }
-        Value::Tagged(_) => format!("resolved-{name}"),
-        other => scalar(other).unwrap_or_else(|| format!("resolved-{name}")),
-    }
 }
 
 /// Just enough TOML reading for `[[bin]] name = "..."` (and the package name as the default bin).
@@ -406,6 +397,7 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
         "Logs" => "logs",
         "CloudWatch" => "cloudwatch",
         "ApiGatewayV2" => "apigatewayv2",
+        "IAM" => "iam",
         other => panic!("no LocalStack service known for {other}"),
     }];
     // A Schedule event becomes an EventBridge rule.
@@ -564,6 +556,10 @@ fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_cle
     for consumer in ["RelayFunction", "ProjectorFunction", "NotifierFunction"] {
         expect("AWS/Lambda", "IteratorAge", consumer);
     }
+    // On Kafka, a consumer's lag is its group's offset lag.
+    for consumer in ["ProjectorFunction", "NotifierFunction"] {
+        expect("AWS/Lambda", "OffsetLag", consumer);
+    }
     // The front door, whichever it is: server errors and p99 latency.
     expect("AWS/ApiGateway", "5xx", "HttpApi");
     expect("AWS/ApiGateway", "Latency", "HttpApi");
@@ -641,4 +637,199 @@ fn with_enhanced_fan_out_each_consumer_reads_through_its_own_registered_consumer
         );
         assert_eq!(pushed[2], serde_json::json!({ "!Ref": "AWS::NoValue" }));
     }
+}
+
+/// Every IAM statement of a stack's resources, as JSON.
+fn statements(stack: &Value) -> Vec<serde_json::Value> {
+    fn collect(value: &serde_json::Value, found: &mut Vec<serde_json::Value>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::Array(statements)) = map.get("Statement") {
+                    found.extend(statements.iter().cloned());
+                }
+                map.values().for_each(|v| collect(v, found));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| collect(v, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    collect(&json(&stack["Resources"]), &mut found);
+    found
+}
+
+fn actions(statement: &serde_json::Value) -> Vec<String> {
+    match &statement["Action"] {
+        serde_json::Value::String(one) => vec![one.clone()],
+        many => many
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect(),
+    }
+}
+
+/// EventBus Kafka deploys no Kinesis resource and gives no Kinesis permission; the consumers
+/// read the topic through MSK mappings in groups of their own, from the topic's start, resuming
+/// a partition where a batch failed, with bounded retries into their dead-letter queues; every
+/// Kafka permission names its cluster, topic or group; the relay and the poller run in the
+/// cluster's network. EventBus Kinesis deploys nothing of Kafka.
+#[test]
+fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_nothing_of_kafka() {
+    let template = template();
+    let parameters: HashMap<&str, &str> = KAFKA.into_iter().collect();
+    let kafka = Deploy::new(&template, &KAFKA).stack();
+
+    for (id, resource) in kafka["Resources"].as_mapping().unwrap() {
+        let kind = resource["Type"].as_str().unwrap();
+        assert!(!kind.starts_with("AWS::Kinesis::"), "{id:?} is deployed on Kafka");
+    }
+    for statement in statements(&kafka) {
+        for action in actions(&statement) {
+            assert!(!action.starts_with("kinesis:"), "{statement} on Kafka");
+            if action.starts_with("kafka") {
+                let resource = statement["Resource"].as_str().unwrap_or_else(|| panic!("{statement}"));
+                assert!(
+                    resource.starts_with("arn:aws:kafka:eu-west-1:123456789012:") && !resource.contains('*'),
+                    "{statement}"
+                );
+            }
+        }
+    }
+    let environment = &kafka["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(environment["EVENT_BUS"].as_str(), Some("kafka"));
+    assert_eq!(
+        environment["KAFKA_BOOTSTRAP_SERVERS"].as_str(),
+        Some(parameters["KafkaBootstrapServers"])
+    );
+    assert_eq!(environment["KAFKA_TOPIC"].as_str(), Some("reservation-events"));
+    assert_eq!(environment["KAFKA_AUTH"].as_str(), Some("IAM"));
+    assert!(environment.get("EVENTS_STREAM").is_none());
+
+    let topic_arn = "arn:aws:kafka:eu-west-1:123456789012:topic/reservations/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0-s1/reservation-events";
+    let mappings = resources_of_type(&kafka, "AWS::Lambda::EventSourceMapping");
+    let mut groups = BTreeSet::new();
+    for (function, queue, short) in [
+        ("ProjectorFunction", "ProjectorDeadLetterQueue", "projector"),
+        ("NotifierFunction", "NotifierDeadLetterQueue", "notifier"),
+    ] {
+        let reading: Vec<_> = mappings
+            .values()
+            .filter(|m| json(&m["Properties"]["FunctionName"]) == serde_json::json!({ "!Ref": function }))
+            .collect();
+        assert_eq!(reading.len(), 1, "{function} has one mapping");
+        let mapping = json(&reading[0]["Properties"]);
+        assert_eq!(mapping["EventSourceArn"], parameters["KafkaClusterArn"], "{function}");
+        assert_eq!(
+            mapping["Topics"],
+            serde_json::json!(["reservation-events"]),
+            "{function}"
+        );
+        let group = format!("{STACK_NAME}-{short}");
+        assert_eq!(
+            mapping["AmazonManagedKafkaEventSourceConfig"]["ConsumerGroupId"], group,
+            "{function}"
+        );
+        groups.insert(group.clone());
+        assert_eq!(mapping["StartingPosition"], "TRIM_HORIZON", "{function}");
+        assert_eq!(
+            mapping["FunctionResponseTypes"],
+            serde_json::json!(["ReportBatchItemFailures"]),
+            "{function}"
+        );
+        assert_eq!(mapping["BisectBatchOnFunctionError"], true, "{function}");
+        let retries: i64 = mapping["MaximumRetryAttempts"].as_str().unwrap().parse().unwrap();
+        assert!(retries > 0, "{function}: retries are bounded, and there are some");
+        assert_eq!(
+            mapping["DestinationConfig"]["OnFailure"]["Destination"],
+            serde_json::json!({ "!GetAtt": format!("{queue}.Arn") }),
+            "{function}"
+        );
+        // Its role may read that topic and commit in that group, nothing wider.
+        let role = statements(&Value::Mapping(
+            [("Resources".into(), kafka["Resources"][function].clone())]
+                .into_iter()
+                .collect(),
+        ));
+        let granted = |action: &str| {
+            role.iter()
+                .filter(|s| actions(s).iter().any(|a| a == action))
+                .map(|s| s["Resource"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(granted("kafka-cluster:ReadData"), [topic_arn], "{function}");
+        assert_eq!(
+            granted("kafka-cluster:AlterGroup"),
+            [format!(
+                "arn:aws:kafka:eu-west-1:123456789012:group/reservations/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0-s1/{group}"
+            )],
+            "{function}"
+        );
+    }
+    assert_eq!(groups.len(), 2, "each consumer in a group of its own");
+    // The relay still reads the outbox's stream; what it publishes to is the topic.
+    assert!(mappings.contains_key("RelayEventSourceMapping"));
+    for publisher in ["RelayFunction", "PollerFunction"] {
+        let vpc = json(&kafka["Resources"][publisher]["Properties"]["VpcConfig"]);
+        assert_eq!(
+            vpc,
+            serde_json::json!({
+                "SubnetIds": parameters["KafkaSubnetIds"].split(',').collect::<Vec<_>>(),
+                "SecurityGroupIds": [parameters["KafkaSecurityGroupIds"]],
+            }),
+            "{publisher}"
+        );
+        let role = json(&kafka["Resources"][format!("{publisher}Role").as_str()]);
+        let writes: Vec<_> = role["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| actions(s).iter().any(|a| a == "kafka-cluster:WriteData"))
+            .map(|s| s["Resource"].clone())
+            .collect();
+        assert_eq!(writes, [topic_arn], "{publisher}");
+    }
+    let alarms = watched_metrics(&kafka);
+    for consumer in ["ProjectorFunction", "NotifierFunction"] {
+        let key = |metric: &str| ("AWS/Lambda".to_owned(), metric.to_owned(), consumer.to_owned());
+        assert!(alarms.contains(&key("OffsetLag")), "{consumer} lag on Kafka");
+        assert!(
+            !alarms.contains(&key("IteratorAge")),
+            "{consumer} has no iterator on Kafka"
+        );
+    }
+    assert!(kafka["Outputs"].get("EventsTopic").is_some());
+    assert!(kafka["Outputs"].get("EventsStreamName").is_none());
+
+    let kinesis = Deploy::new(&template, &[]).stack();
+    for (id, resource) in kinesis["Resources"].as_mapping().unwrap() {
+        let properties = &resource["Properties"];
+        assert!(properties.get("Topics").is_none(), "{id:?} reads a topic on Kinesis");
+        assert!(properties.get("VpcConfig").is_none(), "{id:?} is in a VPC on Kinesis");
+        let managed = json(&properties["ManagedPolicyArns"]).to_string();
+        assert!(
+            !managed.contains("VPCAccess"),
+            "{id:?} may manage network interfaces on Kinesis"
+        );
+    }
+    for statement in statements(&kinesis) {
+        for action in actions(&statement) {
+            assert!(
+                !action.starts_with("kafka") && !action.starts_with("ec2:"),
+                "{statement} on Kinesis"
+            );
+        }
+    }
+    let environment = &kinesis["Globals"]["Function"]["Environment"]["Variables"];
+    assert_eq!(environment["EVENT_BUS"].as_str(), Some("kinesis"));
+    let names: Vec<&str> = environment
+        .as_mapping()
+        .unwrap()
+        .keys()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(!names.iter().any(|n| n.starts_with("KAFKA_")), "{names:?}");
+    assert!(kinesis["Outputs"].get("EventsStreamName").is_some());
+    assert!(kinesis["Outputs"].get("EventsTopic").is_none());
 }

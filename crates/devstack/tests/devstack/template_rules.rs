@@ -1,94 +1,12 @@
 //! template.yaml's `Rules` refuse, before anything is created, the parameter combinations that
 //! cannot work, each with a message saying what to set. LocalStack creates a change set whatever
-//! the Rules say, so they are evaluated here, with the semantics AWS documents for the rule
-//! functions (Fn::Equals, Fn::Not, Fn::And, Fn::Or, Fn::Contains, Ref).
+//! the Rules say, so they are evaluated here, as `template_model` reads them.
 
+use crate::template_model::{Deploy, KAFKA, source as template};
 use serde_yaml_ng::Value;
-use std::collections::HashMap;
-use std::path::Path;
-
-/// A rule expression's value.
-#[derive(Debug, Clone, PartialEq)]
-enum Evaluated {
-    Text(String),
-    List(Vec<String>),
-    Bool(bool),
-}
-
-struct Deploy<'a> {
-    template: &'a Value,
-    overrides: HashMap<&'a str, &'a str>,
-}
-
-impl Deploy<'_> {
-    /// A parameter as CloudFormation passes it to a rule: a CommaDelimitedList as its list.
-    fn parameter(&self, name: &str) -> Evaluated {
-        let declared = &self.template["Parameters"][name];
-        assert!(declared.is_mapping(), "the rules name an undeclared parameter {name}");
-        let value = self.overrides.get(name).copied().unwrap_or_else(|| {
-            declared["Default"]
-                .as_str()
-                .unwrap_or_else(|| panic!("{name} has no default"))
-        });
-        if declared["Type"].as_str() == Some("CommaDelimitedList") {
-            Evaluated::List(value.split(',').map(str::to_owned).collect())
-        } else {
-            Evaluated::Text(value.to_owned())
-        }
-    }
-
-    fn eval(&self, expression: &Value) -> Evaluated {
-        let Value::Tagged(tagged) = expression else {
-            return Evaluated::Text(expression.as_str().expect("a rule's literal is a string").to_owned());
-        };
-        let arguments = || tagged.value.as_sequence().expect("a rule function takes a list");
-        let truth = |value: &Value| match self.eval(value) {
-            Evaluated::Bool(b) => b,
-            other => panic!("{other:?} is not a condition"),
-        };
-        match tagged.tag.to_string().trim_start_matches('!') {
-            "Ref" => self.parameter(tagged.value.as_str().expect("Ref names a parameter")),
-            "Equals" => Evaluated::Bool(self.eval(&arguments()[0]) == self.eval(&arguments()[1])),
-            "Not" => Evaluated::Bool(!truth(&arguments()[0])),
-            "And" => Evaluated::Bool(arguments().iter().all(truth)),
-            "Or" => Evaluated::Bool(arguments().iter().any(truth)),
-            // True when the string is one of the list's values.
-            "Contains" => match (self.eval(&arguments()[0]), self.eval(&arguments()[1])) {
-                (Evaluated::List(list), Evaluated::Text(text)) => Evaluated::Bool(list.contains(&text)),
-                other => panic!("Contains takes a list and a string, got {other:?}"),
-            },
-            other => panic!("this test does not evaluate the rule function {other}; teach it"),
-        }
-    }
-
-    /// The messages of the assertions that fail, of every rule whose condition holds.
-    fn refusals(&self) -> Vec<String> {
-        let mut refusals = Vec::new();
-        for (_, rule) in self.template["Rules"].as_mapping().expect("template.yaml has Rules") {
-            let applies = rule
-                .get("RuleCondition")
-                .is_none_or(|c| self.eval(c) == Evaluated::Bool(true));
-            for assertion in rule["Assertions"].as_sequence().into_iter().flatten() {
-                if applies && self.eval(&assertion["Assert"]) != Evaluated::Bool(true) {
-                    refusals.push(assertion["AssertDescription"].as_str().unwrap_or_default().to_owned());
-                }
-            }
-        }
-        refusals
-    }
-}
 
 fn refusals(template: &Value, overrides: &[(&str, &str)]) -> Vec<String> {
-    Deploy {
-        template,
-        overrides: overrides.iter().copied().collect(),
-    }
-    .refusals()
-}
-
-fn template() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("template.yaml")).expect("template.yaml parses")
+    Deploy::new(template, overrides).refusals()
 }
 
 #[test]
@@ -127,4 +45,33 @@ fn a_function_url_with_jwt_is_refused_and_every_other_front_door_deploys() {
     assert!(refusals(&template, &[]).is_empty());
     assert!(refusals(&template, &[("ApiEndpoint", "FunctionUrl"), ("AuthMode", "NONE")]).is_empty());
     assert!(refusals(&template, &[("ApiEndpoint", "FunctionUrl"), ("AuthMode", "IAM")]).is_empty());
+}
+
+#[test]
+fn kafka_without_its_cluster_brokers_or_network_is_refused_with_what_to_set() {
+    let template = template();
+    assert_eq!(
+        refusals(&template, &[("EventBus", "Kafka")]),
+        [
+            "EventBus Kafka needs KafkaClusterArn, the MSK cluster's ARN.",
+            "EventBus Kafka needs KafkaBootstrapServers, the cluster's IAM bootstrap brokers (aws kafka get-bootstrap-brokers).",
+            "EventBus Kafka needs KafkaSubnetIds, subnets in the cluster's VPC for the relay and the poller.",
+            "EventBus Kafka needs KafkaSecurityGroupIds, security groups that may reach the brokers."
+        ]
+    );
+    // Each one missing is named alone.
+    for (missing, _) in &KAFKA[1..] {
+        let given: Vec<_> = KAFKA.iter().copied().filter(|(name, _)| name != missing).collect();
+        let refused = refusals(&template, &given);
+        assert_eq!(refused.len(), 1, "{missing}: {refused:?}");
+        assert!(refused[0].contains(missing), "{missing}: {refused:?}");
+    }
+    let enhanced: Vec<_> = KAFKA.iter().copied().chain([("ConsumerFanOut", "ENHANCED")]).collect();
+    assert_eq!(
+        refusals(&template, &enhanced),
+        ["ConsumerFanOut ENHANCED is a Kinesis feature; leave it SHARED with EventBus Kafka."]
+    );
+    assert!(refusals(&template, &KAFKA).is_empty());
+    // The Kafka parameters mean nothing to a Kinesis deployment, and are not asked of it.
+    assert!(refusals(&template, &[("EventBus", "Kinesis")]).is_empty());
 }
