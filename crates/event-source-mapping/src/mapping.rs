@@ -434,15 +434,30 @@ async fn send_to_on_failure<S, F, D>(
         return;
     };
     let rfc3339 = |t: OffsetDateTime| t.format(&Rfc3339).unwrap_or_default();
-    let batch_info = json!({
-        "shardId": shard_id,
-        "startSequenceNumber": first.sequence_number,
-        "endSequenceNumber": last.sequence_number,
-        "approximateArrivalOfFirstRecord": rfc3339(first.approximate_arrival),
-        "approximateArrivalOfLastRecord": rfc3339(last.approximate_arrival),
-        "batchSize": records.len(),
-        "streamArn": ctx.source.event_source_arn(),
-    });
+    let batch_info = match ctx.source.kind() {
+        // Lambda's Kafka record names each topic-partition's first and last offsets.
+        SourceKind::Kafka => json!({
+            "batchSize": records.len(),
+            "eventSourceArn": ctx.source.event_source_arn(),
+            "recordsInfo": {
+                shard_id: {
+                    "firstRecordOffset": first.sequence_number,
+                    "lastRecordOffset": last.sequence_number,
+                    "firstRecordTimestamp": rfc3339(first.approximate_arrival),
+                    "lastRecordTimestamp": rfc3339(last.approximate_arrival),
+                }
+            },
+        }),
+        SourceKind::Kinesis | SourceKind::DynamoDbStreams => json!({
+            "shardId": shard_id,
+            "startSequenceNumber": first.sequence_number,
+            "endSequenceNumber": last.sequence_number,
+            "approximateArrivalOfFirstRecord": rfc3339(first.approximate_arrival),
+            "approximateArrivalOfLastRecord": rfc3339(last.approximate_arrival),
+            "batchSize": records.len(),
+            "streamArn": ctx.source.event_source_arn(),
+        }),
+    };
     let info_key = match ctx.source.kind() {
         SourceKind::DynamoDbStreams => "DDBStreamBatchInfo",
         SourceKind::Kinesis => "KinesisBatchInfo",

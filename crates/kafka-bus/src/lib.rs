@@ -251,20 +251,65 @@ pub async fn read_from(
     let mut records = Vec::new();
     let mut offset = from;
     loop {
-        let (batch, _high_watermark) = partition.fetch_records(offset, 1..4_000_000, FETCH_WAIT_MS).await?;
+        let batch = fetch_from(partition, offset).await?;
         let Some(last) = batch.last() else {
             return Ok(records);
         };
         offset = last.offset + 1;
-        records.extend(batch.into_iter().map(|r| ReadRecord {
+        records.extend(batch);
+    }
+}
+
+/// One fetch of `partition` from `offset`: what is there now, empty at the end of the partition.
+pub async fn fetch_from(
+    partition: &PartitionClient,
+    offset: i64,
+) -> Result<Vec<ReadRecord>, rskafka::client::error::Error> {
+    let (batch, _high_watermark) = partition.fetch_records(offset, 1..4_000_000, FETCH_WAIT_MS).await?;
+    Ok(batch
+        .into_iter()
+        // A fetch may answer from the start of the batch that holds `offset`.
+        .filter(|r| r.offset >= offset)
+        .map(|r| ReadRecord {
             partition: partition.partition(),
             offset: r.offset,
             key: r.record.key,
             value: r.record.value,
             headers: r.record.headers,
             timestamp_ms: r.record.timestamp.timestamp_millis(),
-        }));
+        })
+        .collect())
+}
+
+/// A position in a partition, as ListOffsets finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetOf {
+    /// The first record the partition still holds.
+    Earliest,
+    /// After the last record: only what is produced from now on.
+    Latest,
+    /// The first record whose timestamp is at or after this time (milliseconds since the epoch);
+    /// `Latest` when there is none.
+    Time(i64),
+}
+
+/// The offset `at` names in `partition`.
+pub async fn offset_of(partition: &PartitionClient, at: OffsetOf) -> Result<i64, rskafka::client::error::Error> {
+    use rskafka::client::partition::OffsetAt;
+    let query = match at {
+        OffsetOf::Earliest => OffsetAt::Earliest,
+        OffsetOf::Latest => OffsetAt::Latest,
+        OffsetOf::Time(ms) => match rskafka::chrono::DateTime::from_timestamp_millis(ms) {
+            Some(time) => OffsetAt::Timestamp(time),
+            None => OffsetAt::Earliest,
+        },
+    };
+    let offset = partition.get_offset(query).await?;
+    // Kafka answers -1 for a time after the last record's.
+    if offset < 0 {
+        return partition.get_offset(OffsetAt::Latest).await;
     }
+    Ok(offset)
 }
 
 /// How long a fetch waits for records before it answers empty: the end of a read.

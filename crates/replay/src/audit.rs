@@ -1,11 +1,12 @@
 //! The audit: for the events committed in a time range (the outbox items still within TTL), what
-//! is on the Kinesis stream and what each consumer applied. It reports, per reservation, versions
+//! is on the bus (the Kinesis stream or the Kafka topic) and what each consumer applied. It reports, per reservation, versions
 //! missing from the stream, versions delivered more than once, versions that first appeared before
 //! the one they follow, and consumers behind the latest committed version.
 //!
 //! [`compare`] is the whole judgement, on plain values; [`audit`] gathers them.
 
-use crate::{NoProgress, ReplayError, ReplayOptions, Target};
+use crate::kafka::{TopicReplayOptions, replay_topic};
+use crate::{Bus, NoProgress, ReplayError, ReplayOptions, Target};
 use consumers::Consumer;
 use domain::ports::StoreError;
 use domain::{ApplyOutcome, EventEnvelope, EventId, ReservationEvent, Version};
@@ -20,6 +21,8 @@ pub type EventKey = (String, u64);
 /// and late first appearances are reported, since consumers absorb them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditReport {
+    /// What was read: the stream or the topic (the lines below say "stream" for either).
+    pub bus: BusKind,
     pub committed: usize,
     pub reservations: usize,
     /// Stream records of the audited reservations (duplicates included).
@@ -32,6 +35,24 @@ pub struct AuditReport {
     pub consumers_behind: Vec<ConsumerBehind>,
     /// Outbox items in the range that are not valid envelopes (their dead letters tell why).
     pub undecodable_in_outbox: usize,
+}
+
+/// The kind of bus an audit read, to name it in what it says.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    #[default]
+    Stream,
+    Topic,
+}
+
+impl std::fmt::Display for BusKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Stream => "stream",
+            Self::Topic => "topic",
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -51,7 +72,7 @@ impl AuditReport {
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         for (id, v) in &self.missing_on_stream {
-            lines.push(format!("{id} v{v}: committed, not on the stream"));
+            lines.push(format!("{id} v{v}: committed, not on the {}", self.bus));
         }
         for behind in &self.consumers_behind {
             let applied = behind.applied.map_or("nothing".to_owned(), |v| format!("v{v}"));
@@ -61,10 +82,10 @@ impl AuditReport {
             ));
         }
         for (id, v, before) in &self.misordered {
-            lines.push(format!("{id} v{v}: first on the stream before v{before}"));
+            lines.push(format!("{id} v{v}: first on the {} before v{before}", self.bus));
         }
         for (id, v, times) in &self.duplicated {
-            lines.push(format!("{id} v{v}: on the stream {times} times"));
+            lines.push(format!("{id} v{v}: on the {} {times} times", self.bus));
         }
         lines
     }
@@ -74,7 +95,7 @@ impl std::fmt::Display for AuditReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} events of {} reservations committed, {} records on the stream; missing on the stream {}, consumers behind {}, misordered {}, duplicated {}, undecodable outbox items {}",
+            "{} events of {} reservations committed, {} records on the {bus}; missing on the {bus} {}, consumers behind {}, misordered {}, duplicated {}, undecodable outbox items {}",
             self.committed,
             self.reservations,
             self.on_stream,
@@ -82,7 +103,8 @@ impl std::fmt::Display for AuditReport {
             self.consumers_behind.len(),
             self.misordered.len(),
             self.duplicated.len(),
-            self.undecodable_in_outbox
+            self.undecodable_in_outbox,
+            bus = self.bus
         )
     }
 }
@@ -230,13 +252,12 @@ pub async fn committed_events(
     }
 }
 
-/// Audits `[from, to]`: the outbox against the whole stream (from its trim horizon) and against
-/// each of `consumers`.
+/// Audits `[from, to]`: the outbox against the whole bus (the stream from its trim horizon, or
+/// every partition of the topic from its earliest record) and against each of `consumers`.
 pub async fn audit(
     dynamodb: &aws_sdk_dynamodb::Client,
-    kinesis: &aws_sdk_kinesis::Client,
+    bus: &Bus<'_>,
     outbox_table: &str,
-    stream: &str,
     from: OffsetDateTime,
     to: OffsetDateTime,
     consumers: &[&dyn AppliedVersions],
@@ -247,16 +268,30 @@ pub async fn audit(
         .map(|e| (e.aggregate_id.to_string(), e.version.get()))
         .collect();
 
-    let recorder = StreamRecorder::default();
-    let mut target = Target::Consumer(recorder);
-    let options = ReplayOptions {
-        stream: stream.to_owned(),
-        from: crate::Start::TrimHorizon,
-        to: None,
-        shards: Vec::new(),
-        dry_run: false,
+    let mut target = Target::Consumer(StreamRecorder::default());
+    let kind = match bus {
+        Bus::Kinesis { client, stream } => {
+            let options = ReplayOptions {
+                stream: (*stream).to_owned(),
+                from: crate::Start::TrimHorizon,
+                to: None,
+                shards: Vec::new(),
+                dry_run: false,
+            };
+            crate::replay(client, &options, &mut target, &NoProgress).await?;
+            BusKind::Stream
+        }
+        Bus::Kafka { client, config } => {
+            let options = TopicReplayOptions {
+                from: crate::Start::TrimHorizon,
+                to: None,
+                partitions: Vec::new(),
+                dry_run: false,
+            };
+            replay_topic(client, config, &options, &mut target, &NoProgress).await?;
+            BusKind::Topic
+        }
     };
-    crate::replay(kinesis, &options, &mut target, &NoProgress).await?;
     let Target::Consumer(recorder) = target else {
         unreachable!("the target is the recorder")
     };
@@ -287,6 +322,7 @@ pub async fn audit(
     }
     let mut report = compare(&committed, &on_stream, &states);
     report.undecodable_in_outbox = undecodable;
+    report.bus = kind;
     Ok(report)
 }
 

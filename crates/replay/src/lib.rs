@@ -1,9 +1,11 @@
-//! Replay: read a Kinesis stream's reservation events, shard lineage parents before children, and
-//! feed them to a consumer in-process (or print them). Consumers apply each reservation's versions
+//! Replay: read a Kinesis stream's reservation events, shard lineage parents before children (or
+//! a Kafka topic's, partition by partition: [`kafka`]), and feed them to a consumer in-process (or
+//! print them). Consumers apply each reservation's versions
 //! once and in order, so a replay over what was already applied changes nothing, and a replay from
 //! the trim horizon into empty tables rebuilds them.
 
 pub mod audit;
+pub mod kafka;
 pub mod redrive;
 
 use aws_sdk_kinesis::primitives::DateTime;
@@ -12,19 +14,22 @@ use consumers::Consumer;
 use consumers::handler::decode_data;
 use domain::{ApplyOutcome, ReservationEvent, ReservationId, Version, decide};
 use event_source_mapping::ShardInfo;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-/// Where reading starts in each shard.
+/// Where reading starts in each shard or partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {
     TrimHorizon,
     Latest,
     At(OffsetDateTime),
-    /// A sequence number belongs to one shard: needs `--shard`.
+    /// A sequence number belongs to one shard: needs `--shard` (Kinesis).
     Sequence(String),
+    /// An offset in each of these partitions, and only these (Kafka): `0:120,1:95`, where a
+    /// consumer group stands, say.
+    Offsets(BTreeMap<i32, i64>),
 }
 
 /// Where reading stops (inclusive).
@@ -35,11 +40,26 @@ pub enum End {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("{0:?} is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z) or a sequence number")]
+#[error(
+    "{0:?} is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z), a sequence number (Kinesis) or partition:offset pairs (Kafka, 0:120,1:95)"
+)]
 pub struct BadPosition(String);
 
 fn is_sequence_number(text: &str) -> bool {
     !text.is_empty() && text.len() <= 128 && text.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// `0:120,1:95`: an offset per partition, each partition once.
+fn partition_offsets(text: &str) -> Option<BTreeMap<i32, i64>> {
+    let mut offsets = BTreeMap::new();
+    for pair in text.split(',') {
+        let (partition, offset) = pair.split_once(':')?;
+        let (partition, offset) = (partition.parse::<i32>().ok()?, offset.parse::<i64>().ok()?);
+        if partition < 0 || offset < 0 || offsets.insert(partition, offset).is_some() {
+            return None;
+        }
+    }
+    Some(offsets)
 }
 
 impl FromStr for Start {
@@ -50,6 +70,9 @@ impl FromStr for Start {
             "trim-horizon" => Ok(Self::TrimHorizon),
             "latest" => Ok(Self::Latest),
             _ if is_sequence_number(text) => Ok(Self::Sequence(text.to_owned())),
+            _ if text.contains(':') && !text.contains('T') => partition_offsets(text)
+                .map(Self::Offsets)
+                .ok_or_else(|| BadPosition(text.to_owned())),
             _ => OffsetDateTime::parse(text, &Rfc3339)
                 .map(Self::At)
                 .map_err(|_| BadPosition(text.to_owned())),
@@ -95,6 +118,24 @@ pub enum ReplayError {
     FromInTheFuture(String),
     #[error("no shard {0} in stream {1}")]
     UnknownShard(String, String),
+    #[error("{0} is a Kafka position; on a Kinesis stream start from a time, or a sequence number with --shard")]
+    KafkaPositionOnKinesis(String),
+    #[error("{0} is a Kinesis sequence number; on a Kafka topic use partition:offset pairs (0:120,1:95) or a time")]
+    KinesisPositionOnKafka(String),
+    #[error("--from {0} names the partitions to read; leave out --partition")]
+    PartitionsNamedTwice(String),
+    #[error("no partition {0} in the Kafka topic {1:?}")]
+    UnknownPartition(i32, String),
+    #[error(transparent)]
+    Kafka(Box<kafka_bus::KafkaError>),
+    #[error("{operation} on partition {partition} of the Kafka topic {topic:?} failed: {source}")]
+    KafkaPartition {
+        operation: &'static str,
+        topic: String,
+        partition: i32,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{operation} on stream {stream} failed: {source}")]
     Kinesis {
         operation: &'static str,
@@ -107,7 +148,10 @@ pub enum ReplayError {
 /// What a replay did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Summary {
+    /// Kinesis shards read.
     pub shards: usize,
+    /// Kafka partitions read.
+    pub partitions: usize,
     pub read: u64,
     pub applied: u64,
     pub duplicates: u64,
@@ -126,16 +170,22 @@ impl Summary {
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.partitions > 0 {
+            write!(f, "partitions {}", self.partitions)?;
+        } else {
+            write!(f, "shards {}", self.shards)?;
+        }
         write!(
             f,
-            "shards {}, read {}, applied {}, duplicates {}, gaps {}, malformed {}, failures {}",
-            self.shards, self.read, self.applied, self.duplicates, self.gaps, self.malformed, self.failures
+            ", read {}, applied {}, duplicates {}, gaps {}, malformed {}, failures {}",
+            self.read, self.applied, self.duplicates, self.gaps, self.malformed, self.failures
         )
     }
 }
 
 /// Progress callbacks, so the CLI can draw a bar and tests need not.
 pub trait Progress {
+    /// Reading moves to this shard or partition.
     fn shard(&self, shard_id: &str);
     fn records(&self, count: u64, summary: &Summary);
 }
@@ -145,6 +195,18 @@ pub struct NoProgress;
 impl Progress for NoProgress {
     fn shard(&self, _: &str) {}
     fn records(&self, _: u64, _: &Summary) {}
+}
+
+/// The bus a replay or an audit reads.
+pub enum Bus<'a> {
+    Kinesis {
+        client: &'a aws_sdk_kinesis::Client,
+        stream: &'a str,
+    },
+    Kafka {
+        client: &'a rskafka::client::Client,
+        config: &'a kafka_bus::KafkaConfig,
+    },
 }
 
 /// What the events go to.
@@ -165,6 +227,24 @@ where
     }
 }
 
+fn refuse_a_future_start(from: &Start) -> Result<(), ReplayError> {
+    match from {
+        Start::At(time) if *time > OffsetDateTime::now_utc() => Err(ReplayError::FromInTheFuture(
+            time.format(&Rfc3339).unwrap_or_else(|_| time.to_string()),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// `0:120,1:95`, as it was given.
+fn offsets_text(offsets: &BTreeMap<i32, i64>) -> String {
+    offsets
+        .iter()
+        .map(|(partition, offset)| format!("{partition}:{offset}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Every shard of the stream, each after its parents.
 pub async fn shards_in_lineage_order(
     client: &aws_sdk_kinesis::Client,
@@ -183,13 +263,7 @@ pub async fn replay<C: Consumer>(
     target: &mut Target<C>,
     progress: &dyn Progress,
 ) -> Result<Summary, ReplayError> {
-    if let Start::At(time) = options.from
-        && time > OffsetDateTime::now_utc()
-    {
-        return Err(ReplayError::FromInTheFuture(
-            time.format(&Rfc3339).unwrap_or_else(|_| time.to_string()),
-        ));
-    }
+    refuse_a_future_start(&options.from)?;
     let mut shards = shards_in_lineage_order(client, &options.stream).await?;
     if !options.shards.is_empty() {
         for wanted in &options.shards {
@@ -203,6 +277,9 @@ pub async fn replay<C: Consumer>(
         && shards.len() != 1
     {
         return Err(ReplayError::SequenceNeedsOneShard(seq.clone()));
+    }
+    if let Start::Offsets(offsets) = &options.from {
+        return Err(ReplayError::KafkaPositionOnKinesis(offsets_text(offsets)));
     }
     let mut summary = Summary::default();
     // Dry run: the versions each reservation would be at, starting from what is stored.
@@ -225,7 +302,18 @@ pub async fn replay<C: Consumer>(
                     break 'shard;
                 }
                 summary.read += 1;
-                handle_record(record, target, options.dry_run, &mut simulated, &mut summary).await;
+                let position = Position::Sequence(record.sequence_number());
+                let (key, data) = (record.partition_key().unwrap_or_default(), record.data().as_ref());
+                handle_record(
+                    key,
+                    data,
+                    position,
+                    target,
+                    options.dry_run,
+                    &mut simulated,
+                    &mut summary,
+                )
+                .await;
                 progress.records(1, &summary);
             }
             // An open shard read to "now" is done; a closed one ends without a next iterator.
@@ -261,6 +349,7 @@ async fn shard_iterator(
         Start::Sequence(seq) => request
             .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
             .starting_sequence_number(seq),
+        Start::Offsets(offsets) => return Err(ReplayError::KafkaPositionOnKinesis(offsets_text(offsets))),
     };
     let out = request
         .send()
@@ -275,19 +364,35 @@ async fn shard_iterator(
     })
 }
 
+/// Where a record was read, for the log line of one that is not an event.
+#[derive(Debug, Clone, Copy)]
+enum Position<'a> {
+    Sequence(&'a str),
+    Offset { partition: i32, offset: i64 },
+}
+
+impl std::fmt::Display for Position<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sequence(sequence) => write!(f, "sequence number {sequence}"),
+            Self::Offset { partition, offset } => write!(f, "partition {partition} offset {offset}"),
+        }
+    }
+}
+
 async fn handle_record<C: Consumer>(
-    record: &aws_sdk_kinesis::types::Record,
+    partition_key: &str,
+    data: &[u8],
+    position: Position<'_>,
     target: &mut Target<C>,
     dry_run: bool,
     simulated: &mut HashMap<ReservationId, Option<Version>>,
     summary: &mut Summary,
 ) {
-    let data = record.data().as_ref();
-    let partition_key = record.partition_key().unwrap_or_default();
     let event = match decode_data(partition_key, data) {
         Ok(event) => event,
         Err(reason) => {
-            tracing::warn!(sequence_number = record.sequence_number(), partition_key, %reason, "not a valid event; skipped");
+            tracing::warn!(%position, partition_key, %reason, "not a valid event; skipped");
             summary.malformed += 1;
             return;
         }
@@ -355,11 +460,19 @@ mod tests {
                 "49590338271490256608559692538361571095921575989136588898".into()
             ))
         );
-        let err = "yesterday".parse::<Start>().unwrap_err();
         assert_eq!(
-            err.to_string(),
-            "\"yesterday\" is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z) or a sequence number"
+            "0:120,3:95".parse(),
+            Ok(Start::Offsets(BTreeMap::from([(0, 120), (3, 95)])))
         );
+        for bad in ["yesterday", "0:1,0:2", "0:-1", "a:1", "0:"] {
+            let err = bad.parse::<Start>().unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "{bad:?} is not trim-horizon, latest, an RFC 3339 time (2026-11-24T10:00:00Z), a sequence number (Kinesis) or partition:offset pairs (Kafka, 0:120,1:95)"
+                )
+            );
+        }
         assert!("latest".parse::<End>().is_err());
     }
 

@@ -1,4 +1,5 @@
-//! `reservations-replay`: feed a Kinesis stream's reservation events to a consumer, or print them.
+//! `reservations-replay`: feed the reservation events of a Kinesis stream or a Kafka topic to a
+//! consumer, or print them.
 //!
 //!   reservations-replay projector                      rebuild / catch up the guest read model
 //!   reservations-replay notifier --dry-run             what would be notified, nothing sent
@@ -6,7 +7,10 @@
 //!   reservations-replay audit --from 2026-11-24T10:00:00Z   committed vs stream vs consumers
 //!   reservations-replay redrive --dead-letters FILE         dead letters back to their function
 //!   reservations-replay redrive --queue URL                 the same from an SQS dead-letter queue
+//!   reservations-replay projector --bus kafka --from 0:120,1:95   from where a consumer group stands
 //!
+//! The bus is the functions' own setting: `--bus` or EVENT_BUS (kinesis, the default, or kafka),
+//! with EVENTS_STREAM, or KAFKA_TOPIC, KAFKA_BOOTSTRAP_SERVERS and KAFKA_AUTH (IAM on MSK).
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
 //! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
@@ -19,6 +23,7 @@ use clap::{Args, Parser, Subcommand};
 use consumers::{ConsumerConfig, Notifier, Projector};
 use dead_letters::MemoryDeadLetters;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use replay::kafka::{TopicReplayOptions, replay_topic};
 use replay::{End, NoProgress, Progress, ReplayOptions, Start, Summary, Target};
 use settings::names;
 use std::io::IsTerminal;
@@ -27,7 +32,7 @@ use std::process::ExitCode;
 #[derive(Parser)]
 #[command(
     version,
-    about = "Replay reservation events from Kinesis into a consumer, or print them; audit and re-drive"
+    about = "Replay reservation events from Kinesis or Kafka into a consumer, or print them; audit and re-drive"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -50,26 +55,97 @@ enum Command {
     Redrive(RedriveArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum BusChoice {
+    Kinesis,
+    Kafka,
+}
+
+/// The bus the events are on, named as the functions name it.
 #[derive(Args)]
-struct StreamArg {
+struct BusArgs {
+    /// Where the stack publishes its events: the Kinesis stream or the Kafka topic.
+    #[arg(long, env = "EVENT_BUS", value_enum, default_value = "kinesis")]
+    bus: BusChoice,
     /// The Kinesis stream.
     #[arg(long, env = "EVENTS_STREAM", default_value = names::EVENTS_STREAM.default)]
     stream: String,
+    /// The Kafka topic.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = kafka_bus::TOPIC.default)]
+    topic: String,
+    /// The Kafka brokers, host:port separated by commas (with KAFKA_AUTH=IAM, MSK's IAM brokers).
+    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = kafka_bus::BOOTSTRAP_SERVERS.default)]
+    brokers: String,
+}
+
+/// A connected bus, for reading and for the relay's re-drive.
+enum Connected {
+    Kinesis {
+        client: aws_sdk_kinesis::Client,
+        stream: String,
+    },
+    Kafka {
+        client: rskafka::client::Client,
+        config: kafka_bus::KafkaConfig,
+    },
+}
+
+impl Connected {
+    fn bus(&self) -> replay::Bus<'_> {
+        match self {
+            Self::Kinesis { client, stream } => replay::Bus::Kinesis { client, stream },
+            Self::Kafka { client, config } => replay::Bus::Kafka { client, config },
+        }
+    }
+}
+
+impl BusArgs {
+    /// The bus as the relay reads it from its environment (KAFKA_AUTH from the environment).
+    fn config(&self) -> anyhow::Result<relay::BusConfig> {
+        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+        let bus = match self.bus {
+            BusChoice::Kinesis => "kinesis",
+            BusChoice::Kafka => "kafka",
+        };
+        vars.insert("EVENT_BUS".into(), bus.into());
+        vars.insert(names::EVENTS_STREAM.var.into(), self.stream.clone());
+        vars.insert(kafka_bus::TOPIC.var.into(), self.topic.clone());
+        vars.insert(kafka_bus::BOOTSTRAP_SERVERS.var.into(), self.brokers.clone());
+        Ok(relay::BusConfig::from_vars(&vars)?)
+    }
+
+    async fn connect(&self, sdk: &aws_config::SdkConfig) -> anyhow::Result<Connected> {
+        Ok(match self.config()? {
+            relay::BusConfig::Kinesis { stream } => Connected::Kinesis {
+                client: aws_sdk_kinesis::Client::new(sdk),
+                stream,
+            },
+            relay::BusConfig::Kafka(config) => Connected::Kafka {
+                client: kafka_bus::connect(&config, kafka_bus::iam::AwsIdentity::from_sdk_config(sdk)).await?,
+                config,
+            },
+        })
+    }
 }
 
 #[derive(Args)]
 struct ReadArgs {
     #[command(flatten)]
-    stream: StreamArg,
-    /// trim-horizon, latest, an RFC 3339 time, or a sequence number (with --shard).
+    bus: BusArgs,
+    /// trim-horizon, latest, an RFC 3339 time, a sequence number (Kinesis, with --shard) or
+    /// partition:offset pairs (Kafka: 0:120,1:95 reads those partitions from there).
     #[arg(long, default_value = "trim-horizon")]
     from: Start,
-    /// Stop after this RFC 3339 time or sequence number (inclusive); default: the end of the stream now.
+    /// Stop after this RFC 3339 time or sequence number (inclusive); default: the end of the
+    /// stream or topic now.
     #[arg(long)]
     to: Option<End>,
-    /// Only this shard (repeatable); default: every shard, parents before children.
+    /// Only this shard (Kinesis; repeatable); default: every shard, parents before children.
     #[arg(long = "shard")]
     shards: Vec<String>,
+    /// Only this partition (Kafka; repeatable); default: every partition.
+    #[arg(long = "partition")]
+    partitions: Vec<i32>,
     /// Count what would be applied, duplicate or a gap; write nothing (print: count only).
     #[arg(long)]
     dry_run: bool,
@@ -79,14 +155,42 @@ struct ReadArgs {
 }
 
 impl ReadArgs {
-    fn options(&self) -> ReplayOptions {
-        ReplayOptions {
-            stream: self.stream.stream.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            shards: self.shards.clone(),
-            dry_run: self.dry_run,
-        }
+    /// Replays what this reads from `bus` into `target`.
+    async fn replay<C: consumers::Consumer>(
+        &self,
+        bus: &Connected,
+        target: &mut Target<C>,
+        progress: &dyn Progress,
+    ) -> anyhow::Result<Summary> {
+        Ok(match bus {
+            Connected::Kinesis { client, stream } => {
+                anyhow::ensure!(
+                    self.partitions.is_empty(),
+                    "--partition is for a Kafka topic; on a Kinesis stream choose shards with --shard"
+                );
+                let options = ReplayOptions {
+                    stream: stream.clone(),
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    shards: self.shards.clone(),
+                    dry_run: self.dry_run,
+                };
+                replay::replay(client, &options, target, progress).await?
+            }
+            Connected::Kafka { client, config } => {
+                anyhow::ensure!(
+                    self.shards.is_empty(),
+                    "--shard is for a Kinesis stream; on a Kafka topic choose partitions with --partition"
+                );
+                let options = TopicReplayOptions {
+                    from: self.from.clone(),
+                    to: self.to.clone(),
+                    partitions: self.partitions.clone(),
+                    dry_run: self.dry_run,
+                };
+                replay_topic(client, config, &options, target, progress).await?
+            }
+        })
     }
 }
 
@@ -103,7 +207,7 @@ struct ConsumerArgs {
 #[derive(Args)]
 struct AuditArgs {
     #[command(flatten)]
-    stream: StreamArg,
+    bus: BusArgs,
     /// An RFC 3339 time; default: everything the outbox holds.
     #[arg(long, default_value = "trim-horizon")]
     from: Start,
@@ -127,7 +231,7 @@ struct RedriveSource {
 #[derive(Args)]
 struct RedriveArgs {
     #[command(flatten)]
-    stream: StreamArg,
+    bus: BusArgs,
     #[command(flatten)]
     source: RedriveSource,
 }
@@ -244,9 +348,8 @@ enum ReplayInto {
 /// Replays into the projector or the notifier, or prints, and says how it went on stderr.
 async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
     let sdk = settings::sdk_config().await;
-    let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+    let bus = read.bus.connect(&sdk).await?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let options = read.options();
     let bar = progress_bar(read.quiet);
     let progress: &dyn Progress = match &bar {
         Some(bar) => bar,
@@ -255,16 +358,16 @@ async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
     let summary = match into {
         ReplayInto::Projector(table) => {
             let projector = ConsumerTables::from_env()?.projector(dynamodb, table);
-            replay::replay(&kinesis, &options, &mut Target::Consumer(projector), progress).await?
+            read.replay(&bus, &mut Target::Consumer(projector), progress).await?
         }
         ReplayInto::Notifier(table) => {
             let publishes = if read.dry_run { Publishes::No } else { Publishes::Yes };
             let notifier = ConsumerTables::from_env()?.notifier(&sdk, table, publishes)?;
-            replay::replay(&kinesis, &options, &mut Target::Consumer(notifier), progress).await?
+            read.replay(&bus, &mut Target::Consumer(notifier), progress).await?
         }
         ReplayInto::Print => {
             let mut target: Target<Projector<DynamoReadModel>> = Target::Print(Box::new(std::io::stdout()));
-            replay::replay(&kinesis, &options, &mut target, progress).await?
+            read.replay(&bus, &mut target, progress).await?
         }
     };
     if let Some(bar) = bar {
@@ -303,11 +406,11 @@ async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditRepor
     let projector = tables.projector(dynamodb.clone(), None);
     let notifier = tables.notifier(&sdk, None, Publishes::No)?;
     let env: std::collections::HashMap<String, String> = std::env::vars().collect();
+    let bus = args.bus.connect(&sdk).await?;
     Ok(replay::audit::audit(
         &dynamodb,
-        &aws_sdk_kinesis::Client::new(&sdk),
+        &bus.bus(),
         &settings::Vars(&env).name_or_default(names::OUTBOX_TABLE),
-        &args.stream.stream,
         from,
         to,
         &[&projector, &notifier],
@@ -322,7 +425,7 @@ struct Redriver {
     notifier: consumers::ConsumerHandler<Notifier<DynamoNotifications<SnsTopic>>, MemoryDeadLetters>,
     /// Why notifier letters cannot be re-driven here, if they cannot.
     notifier_unavailable: Option<String>,
-    relay: relay::Relay<relay::KinesisSink, MemoryDeadLetters>,
+    relay: relay::Relay<relay::BusSink, MemoryDeadLetters>,
 }
 
 /// What became of one entry of a dead-letter file or queue.
@@ -335,7 +438,7 @@ enum Entry {
 }
 
 impl Redriver {
-    fn new(sdk: &aws_config::SdkConfig, stream: &str) -> anyhow::Result<Self> {
+    async fn new(sdk: &aws_config::SdkConfig, bus: &BusArgs) -> anyhow::Result<Self> {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         let tables = ConsumerTables::from_env()?;
         Ok(Self {
@@ -349,7 +452,12 @@ impl Redriver {
             ),
             notifier_unavailable: tables.notifier(sdk, None, Publishes::Yes).err().map(|e| e.to_string()),
             relay: relay::Relay::new(
-                relay::KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), stream),
+                relay::BusSink::open(
+                    &bus.config()?,
+                    || aws_sdk_kinesis::Client::new(sdk),
+                    kafka_bus::iam::AwsIdentity::from_sdk_config(sdk),
+                )
+                .await?,
                 MemoryDeadLetters::default(),
                 relay::PublishPolicy::default(),
             ),
@@ -397,17 +505,16 @@ const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
 async fn run_redrive(args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
     use anyhow::Context;
     let sdk = settings::sdk_config().await;
-    let stream = &args.stream.stream;
     match (&args.source.dead_letters, &args.source.queue) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            redrive_file(&Redriver::new(&sdk, stream)?, path, &text).await
+            redrive_file(&Redriver::new(&sdk, &args.bus).await?, path, &text).await
         }
         (None, Some(queue_url)) => {
             let sqs = aws_sdk_sqs::Client::new(&sdk);
             let queue = dead_letters::SqsDeadLetterQueue::new(sqs.clone(), queue_url);
             let resend = dead_letters::SqsDeadLetters::new(sqs, queue_url);
-            redrive_queue(&Redriver::new(&sdk, stream)?, &queue, &resend).await
+            redrive_queue(&Redriver::new(&sdk, &args.bus).await?, &queue, &resend).await
         }
         // clap's group makes one of the two required.
         (None, None) => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),

@@ -7,11 +7,15 @@ use test_support::stack::TestStack;
 pub async fn audit_everything(stack: &TestStack) -> AuditReport {
     let projector = consumers::Projector::new(stack.read_model());
     let notifier = consumers::Notifier::new(stack.notifications().await);
+    let stream = stack.name("EVENTS_STREAM");
+    let bus = replay::Bus::Kinesis {
+        client: &stack.kinesis,
+        stream: &stream,
+    };
     audit(
         &stack.dynamodb,
-        &stack.kinesis,
+        &bus,
         &stack.name("OUTBOX_TABLE"),
-        &stack.name("EVENTS_STREAM"),
         time::OffsetDateTime::UNIX_EPOCH,
         time::OffsetDateTime::now_utc(),
         &[&projector, &notifier],
