@@ -2,6 +2,7 @@
 # Runs the replay CLI (reservations-replay) against the stack of a running scripts/dev.sh
 # (.devstack/env), else with the SDK's usual configuration. All arguments go to the CLI:
 #   scripts/replay.sh projector | notifier | print  [--from ...] [--to ...] [--shard ...] [--dry-run]
+# After scripts/dev.sh --bus kafka it reads the Kafka topic (--partition, --from 0:120,1:95).
 # Outside this repository, install it with: cargo install --path crates/replay
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
