@@ -20,37 +20,45 @@ def load(name):
 
 lines = [
     f"Recorded by `scripts/test.sh` on {run['date']} at commit {run['commit']} ({run['cores']} cores; "
-    f"{run['chaos_events']:,} chaos events, fuzz scale {run['fuzz_scale']}), written here by `scripts/figures.sh`.",
+    f"{run['chaos_events']:,} chaos events on Kinesis, {run.get('chaos_kafka_events', 0):,} on Kafka, fuzz scale "
+    f"{run['fuzz_scale']}), written here by `scripts/figures.sh`.",
     "",
 ]
-chaos = load("chaos")
-if chaos:
+def chaos_line(chaos, title, bus):
     relay, consumer = chaos["relay_faults"], chaos["consumer_faults"]
-    lines += [
-        f"- **Chaos suite** (invariants 3, 4, 5): {chaos['events']:,} events of {chaos['reservations']:,} reservations; "
+    return (
+        f"- **{title}** (invariants 3, 4, 5): {chaos['events']:,} events of {chaos['reservations']:,} reservations; "
         f"injected {relay.get('failed records', 0):,} failed records, {relay.get('throttled calls', 0):,} throttled calls, "
         f"{relay.get('relay kills', 0):,} relay kills, {consumer.get('consumer kills', 0):,} consumer kills, "
         f"{consumer.get('store failures', 0):,} store failures, {consumer.get('throttling bursts', 0):,} throttling "
         f"bursts on the consumers' tables (the longest {consumer.get('longest burst', 0)} calls in a row); the audit found "
         f"**{chaos['missing']} missing and {chaos['misordered']} misordered** of {chaos['committed']:,} committed events, "
         f"**{chaos.get('stalled', 0)} reservations stalled**, among "
-        f"{chaos['records_on_stream']:,} records on the stream ({chaos['duplicated_versions']:,} versions delivered more "
+        f"{chaos['records_on_stream']:,} records on the {bus} ({chaos['duplicated_versions']:,} versions delivered more "
         f"than once). Delivered: the queue subscribed to the notifications topic received "
         f"**{chaos.get('messages_delivered', 0) - chaos.get('repeats_within_dedup_window', 0):,} "
         f"distinct notifications, one per event**, each reservation's in version order, under "
         f"{consumer.get('publish throttles', 0):,} throttled and {consumer.get('publish timeouts', 0):,} timed-out "
         f"publishes; {chaos.get('repeats_within_dedup_window', 0):,} repeats, all within the deduplication window "
         f"that SNS FIFO absorbs (moto does not), {chaos.get('republished_after_dedup_window', 0)} after it; "
-        f"{chaos['seconds']} s.",
-    ]
-load_test = load("load")
-if load_test:
-    statuses = ", ".join(f"{count:,} × {status}" for status, count in sorted(load_test["statuses"].items()))
-    codes = ", ".join(f"{count:,} `{code}`" for code, count in sorted(load_test["codes"].items()))
-    lines += [
-        f"- **Load test** (invariant 2): {load_test['requests']:,} concurrent requests for {load_test['capacity']} seats: "
-        f"{statuses} ({codes}); {load_test['events_on_kinesis']} ReservationCreated events on Kinesis.",
-    ]
+        f"{chaos['seconds']} s."
+    )
+
+for name, title, bus in [("chaos", "Chaos suite", "stream"), ("chaos-kafka", "Chaos suite on Kafka", "Kafka topic")]:
+    chaos = load(name)
+    if chaos:
+        lines.append(chaos_line(chaos, title, bus))
+for name, bus in [("load", "Kinesis"), ("load-kafka", "the Kafka topic")]:
+    load_test = load(name)
+    if load_test:
+        statuses = ", ".join(f"{count:,} × {status}" for status, count in sorted(load_test["statuses"].items()))
+        codes = ", ".join(f"{count:,} `{code}`" for code, count in sorted(load_test["codes"].items()))
+        on_the_bus = load_test.get("events_on_the_bus", load_test.get("events_on_kinesis", 0))
+        lines += [
+            f"- **Load test{' on Kafka' if name == 'load-kafka' else ''}** (invariant 2): {load_test['requests']:,} "
+            f"concurrent requests for {load_test['capacity']} seats: {statuses} ({codes}); {on_the_bus} "
+            f"ReservationCreated events on {bus}.",
+        ]
 fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:
     jwt = (f"; under AuthMode JWT as a guest, {fuzz_jwt['generated']:,} generated, {fuzz_jwt['passed']:,} passed"

@@ -12,9 +12,9 @@
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest) and
 # select tests of the first phase; with arguments the LocalStack phase does not run.
 #
-# The chaos, load and fuzz suites run a quick profile by default (10,000 chaos events, a few
-# hundred generated inputs per property); --long (first argument) runs 50,000 chaos events and
-# ten times the generated inputs.
+# The chaos, load and fuzz suites run a quick profile by default (10,000 chaos events on Kinesis,
+# 2,000 on Kafka, a few hundred generated inputs per property); --long (first argument) runs
+# 50,000 and 20,000 chaos events and ten times the generated inputs.
 #
 # Both engines listen on every interface and have no option not to. Where this machine allows it
 # (root, or unprivileged user namespaces), the engines and the tests run in a private network
@@ -29,7 +29,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/localstack.sh"
 
 if [[ "${1:-}" == --long ]]; then
   shift
-  export CHAOS_EVENTS="${CHAOS_EVENTS:-50000}" FUZZ_SCALE="${FUZZ_SCALE:-10}"
+  export CHAOS_EVENTS="${CHAOS_EVENTS:-50000}" CHAOS_KAFKA_EVENTS="${CHAOS_KAFKA_EVENTS:-20000}" FUZZ_SCALE="${FUZZ_SCALE:-10}"
 fi
 
 # The end-to-end suite (crates/e2e) needs the deployed stack: it runs in the LocalStack phase.
@@ -162,8 +162,9 @@ export TANSU
 export RESERVATION_FIGURES_DIR="$ROOT/.devstack/figures"
 rm -rf "$RESERVATION_FIGURES_DIR"
 mkdir -p "$RESERVATION_FIGURES_DIR"
-printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "fuzz_scale": %s, "cores": %s}\n' "$(date -u +%Y-%m-%d)" \
-  "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" "${CHAOS_EVENTS:-10000}" "${FUZZ_SCALE:-1}" \
+printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "chaos_kafka_events": %s, "fuzz_scale": %s, "cores": %s}\n' \
+  "$(date -u +%Y-%m-%d)" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
+  "${CHAOS_EVENTS:-10000}" "${CHAOS_KAFKA_EVENTS:-2000}" "${FUZZ_SCALE:-1}" \
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
 # The LocalStack phase: template.yaml deployed to a LocalStack of its own (host mode), once per

@@ -1,10 +1,12 @@
 //! Invariant 2 (no overbooking) under load, on the real engines: 1,000 concurrent
 //! `POST /reservations` through the local HTTP API for one slot of capacity 100. Exactly 100 are
 //! created, the other 900 answer 409, the slot shows 100 reserved, and exactly 100
-//! ReservationCreated events reach Kinesis, one per created reservation.
+//! ReservationCreated events reach the bus (Kinesis, or a Kafka topic), one per created
+//! reservation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use test_support::kafka::TestTopic;
 use test_support::stack::TestStack;
 
 const REQUESTS: usize = 1_000;
@@ -12,6 +14,16 @@ const CAPACITY: u32 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_reservations_for_a_hundred_seats_sell_exactly_a_hundred() {
+    sell_out(None, "load").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_kafka_a_thousand_concurrent_reservations_sell_a_hundred_seats_and_a_hundred_events_reach_the_topic() {
+    sell_out(Some(TestTopic::create(4).await), "load-kafka").await;
+}
+
+/// The run, publishing to `topic` on the Kafka bus, or to the stack's Kinesis stream.
+async fn sell_out(topic: Option<TestTopic>, figures: &str) {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
@@ -60,8 +72,16 @@ async fn a_thousand_concurrent_reservations_for_a_hundred_seats_sell_exactly_a_h
         (Some(100), Some(0))
     );
 
-    stack.relay_mapping().await.drain().await.unwrap();
-    let events = stack.events_on_kinesis().await;
+    let events = match &topic {
+        None => {
+            stack.relay_mapping().await.drain().await.unwrap();
+            stack.events_on_kinesis().await
+        }
+        Some(topic) => {
+            stack.relay_mapping_to_kafka(topic).await.drain().await.unwrap();
+            topic.events().await
+        }
+    };
     let on_stream: BTreeSet<String> = events
         .iter()
         .map(|e| {
@@ -77,7 +97,7 @@ async fn a_thousand_concurrent_reservations_for_a_hundred_seats_sell_exactly_a_h
     );
     assert_eq!(on_stream, created);
     test_support::figures::record(
-        "load",
-        serde_json::json!({ "requests": REQUESTS, "capacity": CAPACITY, "statuses": statuses, "codes": codes, "events_on_kinesis": events.len() }),
+        figures,
+        serde_json::json!({ "requests": REQUESTS, "capacity": CAPACITY, "statuses": statuses, "codes": codes, "events_on_the_bus": events.len() }),
     );
 }

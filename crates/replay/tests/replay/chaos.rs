@@ -1,8 +1,11 @@
 //! The chaos suite: the whole local pipeline (API service → DynamoDB Local → stream → relay →
-//! kinesis-mock → projectors and notifier) under injected faults, with the audit as the oracle.
+//! the bus → projectors and notifier) under injected faults, with the audit as the oracle. It runs
+//! on each bus: kinesis-mock, and a Kafka topic on the Tansu broker (4 partitions) read through the
+//! local Kafka event source mapping.
 //!
 //! Faults, all at once:
-//! - the relay's Kinesis client fails ~20% of records and throttles whole calls in bursts;
+//! - the relay's bus client fails ~20% of records (on Kafka: a produce that failed for some
+//!   partitions) and throttles whole calls in bursts;
 //! - the relay is killed mid-batch (after a put was accepted it hangs until the mapping's function
 //!   timeout drops it), so Lambda re-delivers the batch and the stream gets repeated runs;
 //! - the consumers' stores fail now and then, and throttle in bursts longer than any fixed retry
@@ -22,8 +25,9 @@
 //! reservation is stalled (no consumer dead-lettered anything), the read model equals the
 //! reservations table, every reservation's versions were applied exactly once each, in order, and
 //! the queue subscribed to the notifications topic received exactly one message per event, in
-//! version order per reservation. Bounded: `CHAOS_EVENTS` events (default 10,000; `scripts/test.sh --long`
-//! runs 50,000), fixed seeds, and a deadline.
+//! version order per reservation. Bounded: `CHAOS_EVENTS` events on Kinesis (default 10,000;
+//! `scripts/test.sh --long` runs 50,000) and `CHAOS_KAFKA_EVENTS` on Kafka (2,000; --long 20,000),
+//! fixed seeds, and a deadline.
 
 use adapters::SnsTopic;
 use api::request::{CreateReservation, PutSlot};
@@ -37,38 +41,49 @@ use event_source_mapping::{DynamoDbStreamsSource, EventSourceMapping, JsonLinesO
 use futures::StreamExt;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use relay::{EventSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord};
+use relay::{
+    EventSink, KafkaSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use test_support::kafka::TestTopic;
 use test_support::stack::TestStack;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Kills are a hang the mapping's function timeout ends; short so the suite stays quick.
 const FUNCTION_TIMEOUT: Duration = Duration::from_secs(2);
 
-fn events_wanted() -> usize {
-    std::env::var("CHAOS_EVENTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000)
+/// How many events a run commits: `var`, else `default`.
+fn events_wanted(var: &str, default: usize) -> usize {
+    std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// The relay's Kinesis client under chaos.
-struct ChaoticSink {
-    inner: KinesisSink,
+/// The relay's bus client under chaos.
+struct ChaoticSink<S> {
+    inner: S,
     rng: Mutex<StdRng>,
     throttle_burst_left: Mutex<u32>,
-    stats: Mutex<BTreeMap<&'static str, u64>>,
+    stats: Arc<Mutex<BTreeMap<&'static str, u64>>>,
 }
 
-impl ChaoticSink {
+impl<S> ChaoticSink<S> {
+    fn new(inner: S, stats: &Arc<Mutex<BTreeMap<&'static str, u64>>>) -> Self {
+        Self {
+            inner,
+            rng: Mutex::new(StdRng::seed_from_u64(20261124)),
+            throttle_burst_left: Mutex::new(0),
+            stats: stats.clone(),
+        }
+    }
+
     fn count(&self, what: &'static str, n: u64) {
         *self.stats.lock().unwrap().entry(what).or_default() += n;
     }
 }
 
-impl EventSink for ChaoticSink {
+impl<S: EventSink> EventSink for ChaoticSink<S> {
     async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
         let (throttle, failing, kill) = {
             let mut rng = self.rng.lock().unwrap();
@@ -115,7 +130,7 @@ impl EventSink for ChaoticSink {
             .collect();
         self.count("failed records", failing.iter().filter(|f| **f).count() as u64);
         if kill {
-            // Killed after Kinesis accepted the call: the batch comes again from its checkpoint.
+            // Killed after the bus accepted the call: the batch comes again from its checkpoint.
             self.count("relay kills", 1);
             std::future::pending::<()>().await;
         }
@@ -295,48 +310,109 @@ fn states(items: Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>) 
         .collect()
 }
 
+/// The bus the suite runs on.
+enum Bus {
+    Kinesis,
+    Kafka(TestTopic),
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_once() {
-    let events = events_wanted();
+    chaos(Bus::Kinesis, events_wanted("CHAOS_EVENTS", 10_000), "chaos").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_kafka_under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_once() {
+    // Fewer by default: every fault is met within 2,000 events, and the run stays within the
+    // few minutes a fresh clone's scripts/test.sh may spend on the Kafka bus.
+    let events = events_wanted("CHAOS_KAFKA_EVENTS", 2_000);
+    chaos(Bus::Kafka(TestTopic::create(4).await), events, "chaos-kafka").await;
+}
+
+/// The relay on the stack's outbox stream, publishing through `sink`, killed and re-delivered as
+/// Lambda would.
+async fn spawn_relay<S: EventSink + Send + Sync + 'static>(
+    stack: &TestStack,
+    sink: ChaoticSink<S>,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let arn = devstack::pipeline::outbox_stream_arn(&stack.dynamodb, &stack.name("OUTBOX_TABLE"))
+        .await
+        .unwrap();
+    let policy = PublishPolicy {
+        max_failed_rounds: 4,
+        backoff: domain::Backoff::new(Duration::from_millis(5), Duration::from_millis(100)),
+    };
+    let mut config = relay_mapping_config();
+    config.function_timeout = FUNCTION_TIMEOUT;
+    config.retry_backoff = Duration::from_millis(20);
+    let dir = stack.dead_letter_dir();
+    let mapping = EventSourceMapping::new(
+        DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), arn),
+        RelayHandler(Relay::new(
+            sink,
+            JsonLinesDeadLetters::new(dir.join("relay-dead-letters.jsonl")),
+            policy,
+        )),
+        Some(JsonLinesOnFailure::new(dir.join("relay-on-failure.jsonl"))),
+        config,
+    );
+    tokio::spawn(mapping.run(Duration::from_millis(50), stopped(stop)))
+}
+
+async fn stopped(mut rx: tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+/// `consumer` behind the bus's event source mapping, with a short function timeout (kills).
+async fn spawn_consumer<C: Consumer + Send + Sync + 'static>(
+    stack: &TestStack,
+    bus: &Bus,
+    consumer: C,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    let mut config = consumer_mapping_config(&format!("reservations-{}", consumer.name()));
+    config.function_timeout = FUNCTION_TIMEOUT;
+    config.retry_backoff = Duration::from_millis(50);
+    let dir = stack.dead_letter_dir();
+    let idle = Duration::from_millis(50);
+    match bus {
+        Bus::Kinesis => {
+            let mapping = consumer_mapping_with(&stack.sdk, &stack.name("EVENTS_STREAM"), consumer, &dir, config)
+                .await
+                .unwrap();
+            tokio::spawn(mapping.run(idle, stopped(stop)))
+        }
+        Bus::Kafka(topic) => {
+            let mapping = devstack::pipeline::consumer_mapping_on_kafka(&topic.config, consumer, &dir, config)
+                .await
+                .unwrap();
+            tokio::spawn(mapping.run(idle, stopped(stop)))
+        }
+    }
+}
+
+async fn chaos(bus: Bus, events: usize, figures: &str) {
     let stack = TestStack::start().await;
     let started = Instant::now();
     // kinesis-mock slows down as the stream grows, so the bound grows faster than the events.
     let deadline = started + Duration::from_secs(120 + events as u64 / 20);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
     let dir = stack.dead_letter_dir();
 
-    let sink = Arc::new(ChaoticSink {
-        inner: KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM")),
-        rng: Mutex::new(StdRng::seed_from_u64(20261124)),
-        throttle_burst_left: Mutex::new(0),
-        stats: Mutex::default(),
-    });
-    let relay = {
-        let arn = devstack::pipeline::outbox_stream_arn(&stack.dynamodb, &stack.name("OUTBOX_TABLE"))
-            .await
-            .unwrap();
-        let policy = PublishPolicy {
-            max_failed_rounds: 4,
-            backoff: domain::Backoff::new(Duration::from_millis(5), Duration::from_millis(100)),
-        };
-        let mut config = relay_mapping_config();
-        config.function_timeout = FUNCTION_TIMEOUT;
-        config.retry_backoff = Duration::from_millis(20);
-        EventSourceMapping::new(
-            DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(&stack.sdk), arn),
-            RelayHandler(Relay::new(
-                SharedSink(sink.clone()),
-                JsonLinesDeadLetters::new(dir.join("relay-dead-letters.jsonl")),
-                policy,
-            )),
-            Some(JsonLinesOnFailure::new(dir.join("relay-on-failure.jsonl"))),
-            config,
-        )
+    let relay_faults = Arc::new(Mutex::new(BTreeMap::new()));
+    let relay = match &bus {
+        Bus::Kinesis => {
+            let sink = KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM"));
+            spawn_relay(&stack, ChaoticSink::new(sink, &relay_faults), stop_rx.clone()).await
+        }
+        Bus::Kafka(topic) => {
+            let sink = KafkaSink::connect(&topic.config, None)
+                .await
+                .expect("the relay reaches the test topic");
+            spawn_relay(&stack, ChaoticSink::new(sink, &relay_faults), stop_rx.clone()).await
+        }
     };
-    let relay = tokio::spawn(relay.run(Duration::from_millis(50), stopped(stop_rx.clone())));
 
     let applied = Arc::new(Mutex::new(Vec::new()));
     let notified = Arc::new(Mutex::new(Vec::new()));
@@ -371,24 +447,13 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
     };
     let mut consumers = Vec::new();
     for (seed, name) in [(1, "projector"), (2, "projector"), (3, "notifier")] {
-        let mut config = consumer_mapping_config(&format!("reservations-{name}"));
-        config.function_timeout = FUNCTION_TIMEOUT;
-        config.retry_backoff = Duration::from_millis(50);
-        let stream = stack.name("EVENTS_STREAM");
-        let run = stopped(stop_rx.clone());
-        let idle = Duration::from_millis(50);
+        let run = stop_rx.clone();
         consumers.push(if name == "projector" {
             let consumer = chaotic(Projector::new(stack.read_model()), seed, &applied, &faults);
-            let mapping = consumer_mapping_with(&stack.sdk, &stream, consumer, &dir, config)
-                .await
-                .unwrap();
-            tokio::spawn(mapping.run(idle, run))
+            spawn_consumer(&stack, &bus, consumer, run).await
         } else {
             let consumer = chaotic(Notifier::new(notifications.clone()), seed, &notified, &faults);
-            let mapping = consumer_mapping_with(&stack.sdk, &stream, consumer, &dir, config)
-                .await
-                .unwrap();
-            tokio::spawn(mapping.run(idle, run))
+            spawn_consumer(&stack, &bus, consumer, run).await
         });
     }
 
@@ -396,7 +461,12 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
     let committed_in = started.elapsed();
 
     // The audit is the oracle: poll it until nothing is missing, or the deadline.
-    let audit = || crate::common::audit_everything(&stack);
+    let audit = || async {
+        match &bus {
+            Bus::Kinesis => crate::common::audit_everything(&stack).await,
+            Bus::Kafka(topic) => crate::common::audit_everything_on(&stack, topic).await,
+        }
+    };
     // Each audit reads the whole stream, which slows kinesis-mock down as much as the pipeline
     // itself: audit only once the notifier has seen (nearly) every event, then back off.
     while notified.lock().unwrap().len() < events * 99 / 100 && Instant::now() < deadline {
@@ -417,13 +487,13 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         consumer.await.unwrap();
     }
 
-    let injected = sink.stats.lock().unwrap().clone();
+    let injected = relay_faults.lock().unwrap().clone();
     let consumer_faults = faults.lock().unwrap().clone();
     // What the subscriber of the notifications topic received.
     let received = subscriber.await.unwrap();
     let republished = notifications.republished();
     println!(
-        "chaos: {events} events committed in {committed_in:?}, all checked after {:?}; relay faults {injected:?}; consumer faults {consumer_faults:?}; {report}",
+        "{figures}: {events} events committed in {committed_in:?}, all checked after {:?}; relay faults {injected:?}; consumer faults {consumer_faults:?}; {report}",
         started.elapsed()
     );
     let stalled: Vec<dead_letters::DeadLetter> = ["projector", "notifier"]
@@ -435,7 +505,7 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         })
         .collect();
     test_support::figures::record(
-        "chaos",
+        figures,
         serde_json::json!({
             "events": events,
             "reservations": events - events / 4,
@@ -494,8 +564,12 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
         );
     }
 
-    // Every record on the stream, repeats included, keeps the published event contract.
-    assert_eq!(stack.events_on_kinesis().await.len(), report.on_stream);
+    // Every record on the bus, repeats included, keeps the published event contract.
+    let on_the_bus = match &bus {
+        Bus::Kinesis => stack.events_on_kinesis().await.len(),
+        Bus::Kafka(topic) => topic.events().await.len(),
+    };
+    assert_eq!(on_the_bus, report.on_stream);
 
     // The read model equals the truth, reservation by reservation.
     let truth = states(stack.scan_all(&stack.name("RESERVATIONS_TABLE")).await);
@@ -582,14 +656,5 @@ async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_
                 "{name} applied {id} past the truth"
             );
         }
-    }
-}
-
-/// One chaotic sink shared with the test, which reads its counters.
-struct SharedSink(Arc<ChaoticSink>);
-
-impl EventSink for SharedSink {
-    async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
-        self.0.put_records(records).await
     }
 }

@@ -23,3 +23,24 @@ pub async fn audit_everything(stack: &TestStack) -> AuditReport {
     .await
     .unwrap()
 }
+
+/// The audit of everything the stack's outbox holds, against `topic` (the Kafka bus) and both
+/// consumers.
+pub async fn audit_everything_on(stack: &TestStack, topic: &test_support::kafka::TestTopic) -> AuditReport {
+    let projector = consumers::Projector::new(stack.read_model());
+    let notifier = consumers::Notifier::new(stack.notifications().await);
+    let bus = replay::Bus::Kafka {
+        client: &topic.client,
+        config: &topic.config,
+    };
+    audit(
+        &stack.dynamodb,
+        &bus,
+        &stack.name("OUTBOX_TABLE"),
+        time::OffsetDateTime::UNIX_EPOCH,
+        time::OffsetDateTime::now_utc(),
+        &[&projector, &notifier],
+    )
+    .await
+    .unwrap()
+}
