@@ -768,6 +768,20 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
         );
     }
     assert_eq!(groups.len(), 2, "each consumer in a group of its own");
+    // Provisioned pollers (the error-handling controls need them), billed by Event Poller Unit:
+    // the two mappings share one poller group, so they share those units.
+    let pollers: BTreeSet<String> = mappings
+        .values()
+        .filter(|m| m["Properties"].get("Topics").is_some())
+        .map(|m| json(&m["Properties"]["ProvisionedPollerConfig"]).to_string())
+        .collect();
+    assert_eq!(
+        pollers,
+        BTreeSet::from([serde_json::json!({
+            "MinimumPollers": 1, "MaximumPollers": 10, "PollerGroupName": format!("{STACK_NAME}-consumers")
+        })
+        .to_string()])
+    );
     // The relay still reads the outbox's stream; what it publishes to is the topic.
     assert!(mappings.contains_key("RelayEventSourceMapping"));
     for publisher in ["RelayFunction", "PollerFunction"] {
