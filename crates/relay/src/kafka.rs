@@ -2,8 +2,10 @@
 //! Kafka's own clients choose it), one produce request per partition, every partition at once,
 //! acks=all, and each record's outcome.
 //!
-//! A produce request appends its records to the partition in the order given, all or none, so a
-//! record fails or succeeds with the others of its partition in the call. The relay's rounds
+//! A produce request appends its records to the partition in the order given, all or none. A
+//! partition's records of a call go in as few requests as fit under Kafka's default size limit for
+//! one record batch, sent one after the other; the first that fails fails the rest, so what a
+//! partition accepted of a call is always its first records, in order. The relay's rounds
 //! (docs/adr/0002-relay-ordering.md) never put two records of one reservation in one call and
 //! never send a reservation's next record before its previous one was acknowledged, so a failed
 //! or timed-out produce repeats a record rather than reordering one; docs/adr/0007-kafka-bus.md
@@ -106,34 +108,77 @@ impl EventSink for KafkaSink {
             by_partition.entry(partition).or_default().push(index);
         }
         let now = Utc::now();
-        let produced = futures::future::join_all(by_partition.iter().map(|(&partition, indices)| {
-            let batch: Vec<Record> = indices.iter().map(|&i| kafka_record(records[i], now)).collect();
-            let produce = self.partitions[partition].produce(batch, Compression::NoCompression);
-            async move {
-                match tokio::time::timeout(self.produce_timeout, produce).await {
+        // Each partition's requests one after the other, every partition at once; per partition,
+        // how many of its records went in, and why the next did not.
+        let produced = futures::future::join_all(by_partition.iter().map(|(&partition, indices)| async move {
+            let mut accepted = 0;
+            for run in produce_runs(indices, |i| produce_size(records[i])) {
+                let batch: Vec<Record> = run.iter().map(|&i| kafka_record(records[i], now)).collect();
+                let produce = self.partitions[partition].produce(batch, Compression::NoCompression);
+                let result = match tokio::time::timeout(self.produce_timeout, produce).await {
                     Ok(result) => result.map_err(|e| (error_code(&e), telemetry::error_chain(&e))),
                     Err(_) => Err((
                         "Timeout".to_owned(),
                         format!("no answer within {:?}", self.produce_timeout),
                     )),
+                };
+                if let Err(failure) = result {
+                    return (accepted, Some(failure));
                 }
+                accepted += run.len();
             }
+            (accepted, None)
         }))
         .await;
         let mut outcomes = vec![PutOutcome::Accepted; records.len()];
-        for ((partition, indices), result) in by_partition.iter().zip(produced) {
-            if let Err((code, message)) = result {
+        for ((partition, indices), (accepted, failure)) in by_partition.iter().zip(produced) {
+            if let Some((code, message)) = failure {
                 let failed = PutOutcome::Failed {
                     code,
                     message: format!("partition {partition}: {message}"),
                 };
-                for &i in indices {
+                for &i in &indices[accepted..] {
                     outcomes[i] = failed.clone();
                 }
             }
         }
         Ok(outcomes)
     }
+}
+
+/// The most one produce request carries for a partition: under Kafka's default `message.max.bytes`
+/// (1,048,588 bytes for a record batch, which MSK keeps), which refuses a larger batch whatever
+/// its records.
+const MAX_PRODUCE_BYTES: usize = 1_000_000;
+
+/// What a record weighs in a record batch: its key, value and headers, and room for the record's
+/// own framing.
+fn produce_size(record: &SinkRecord) -> usize {
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(name, value)| name.len() + value.len() + 8)
+        .sum();
+    record.size() + headers + 32
+}
+
+/// `indices`, in order, cut into runs that each fit one produce request; a record too large for
+/// any request is a run of its own (the broker's answer then says why).
+fn produce_runs(indices: &[usize], size: impl Fn(usize) -> usize) -> Vec<&[usize]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (position, &i) in indices.iter().enumerate() {
+        let weight = size(i);
+        if position > start && bytes + weight > MAX_PRODUCE_BYTES {
+            runs.push(&indices[start..position]);
+            (start, bytes) = (position, 0);
+        }
+        bytes += weight;
+    }
+    if start < indices.len() {
+        runs.push(&indices[start..]);
+    }
+    runs
 }
 
 fn kafka_record(record: &SinkRecord, timestamp: rskafka::chrono::DateTime<Utc>) -> Record {
@@ -160,5 +205,24 @@ fn error_code(error: &rskafka::client::error::Error) -> String {
         Error::RetryFailed(_) => "RetryFailed".into(),
         Error::Timeout => "Timeout".into(),
         _ => "Other".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partitions_records_go_in_runs_that_fit_one_produce_request_in_order() {
+        let indices: Vec<usize> = (0..6).collect();
+        let small = |_| 1_000;
+        assert_eq!(produce_runs(&indices, small), [&indices[..]]);
+        // 400 kB each: two fit under the limit, the third starts the next request.
+        let large = |_| 400_000;
+        assert_eq!(produce_runs(&indices, large), [&[0, 1][..], &[2, 3], &[4, 5]]);
+        // A record over the limit goes alone; the ones around it still share requests.
+        let one_huge = |i| if i == 2 { 2_000_000 } else { 1_000 };
+        assert_eq!(produce_runs(&indices, one_huge), [&[0, 1][..], &[2], &[3, 4, 5]]);
+        assert!(produce_runs(&[], small).is_empty());
     }
 }
