@@ -9,6 +9,8 @@
 #                                              each mode's DynamoDB calls while idle; plots the CDFs
 #   scripts/bench.sh api [CLIENTS] [SECONDS]   POST /reservations next to raw TransactWriteItems (32, 20)
 #   scripts/bench.sh relay [EVENTS] [BATCH]    relay CPU per event and rate vs raw PutRecords (10000, 100)
+#   scripts/bench.sh buses [EVENTS] [RATE]     the same relay workloads on Kinesis and on Kafka (Tansu), and
+#                                              API 201 → projector applied on each bus (10000, 20)
 #   scripts/bench.sh functions [RUNS]          zipped arm64 size, init time, peak RSS (5 runs)
 #   scripts/bench.sh consumers [EVENTS] [BATCH] projector and notifier CPU and capacity per event (10000, 100)
 #   scripts/bench.sh cost [RESERVATIONS] [CANCELS]
@@ -20,8 +22,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 what="${1:-all}"
 case "$what" in
-  all | modes | api | relay | functions | consumers | cost) ;;
-  *) die "unknown benchmark '$what' (available: all, modes, api, relay, functions, consumers, cost)" ;;
+  all | modes | api | relay | buses | functions | consumers | cost) ;;
+  *) die "unknown benchmark '$what' (available: all, modes, api, relay, buses, functions, consumers, cost)" ;;
 esac
 [[ "$what" == all ]] && (($# > 1)) && die "'all' takes no arguments; run one benchmark to change its parameters"
 
@@ -35,6 +37,7 @@ log "building release binaries"
 bin="$ROOT/target/release"
 
 ddb_port=18100; kinesis_port=14668; api_port=13100; sqs_port="${BENCH_SQS_PORT:-14670}"
+kafka_port="${BENCH_KAFKA_PORT:-19100}"
 logs="$ROOT/.devstack/bench-logs"
 unset AWS_ENDPOINT_URL AWS_PROFILE RELAY_MODE
 
@@ -265,6 +268,68 @@ partial failure. kinesis-mock runs on the same cores as the relay.""")
 PY
 }
 
+# Fresh engines and a fresh Kafka broker (Tansu, memory storage).
+fresh_engines_and_kafka() {
+  fresh_engines
+  ensure_kafka_engine
+  start_kafka_engine "$kafka_port" "$logs" BENCH_KAFKA_PORT
+}
+
+bench_buses() {
+  local events="${1:-10000}" rate="${2:-20}" seconds=30 results
+  fresh_engines_and_kafka
+  log "buses: the relay's workloads on kinesis-mock and on Kafka, $events events each"
+  results="$("$bin/relay-bench" --events "$events" --batch-size 100 --kafka "$KAFKA_BOOTSTRAP_SERVERS")"$'\n'
+  local bus
+  for bus in kinesis kafka; do
+    fresh_engines_and_kafka
+    log "buses: $bus, API 201 → projector applied at $rate reservations/s for $seconds s"
+    results+="$("$bin/pipeline-bench" latency --mode stream --bus "$bus" --rate "$rate" --seconds "$seconds")"$'\n'
+  done
+  echo "$results"
+  python3 - "$results" "$machine" "$day" "$(command_line buses "$events" "$rate")" <<'PY' | write_section "## The two buses: Kinesis and Kafka"
+import json, sys
+rows = [json.loads(line) for line in sys.argv[1].splitlines() if line.strip().startswith("{")]
+machine, day, command = sys.argv[2:5]
+relay = [r for r in rows if "workload" in r]
+latency = {r["bus"]: r for r in rows if r.get("benchmark") == "latency"}
+print(f"""## The two buses: Kinesis and Kafka
+
+Command: `{command}` (release build, one thread for the relay). Run on {day}: {machine}.
+
+The same captured relay events (as in "Relay" above) through the relay with each bus's sink, next
+to the same records sent as one call of that sink per batch ("raw": `PutRecords` on Kinesis, one
+produce per partition on Kafka), ABBA order, each pass on a fresh stream (kinesis-mock, the
+stream's shard count) or a fresh topic (Tansu, memory storage, {relay[0]['kafka']['partitions']} partitions). CPU per event counts the
+relay and its client (the AWS SDK, or rskafka). Both engines run on the same cores as the relay.
+
+| workload | bus | raw events/s | relay events/s | relay / raw | relay calls | calls per batch | relay CPU-ms/event |
+|---|---|---|---|---|---|---|---|""")
+for r in relay:
+    for bus, k in (("Kinesis", r["kinesis"]), ("Kafka", r["kafka"])):
+        print(f"| {r['workload']} | {bus} | {k['raw_events_per_second']:,.0f} | {k['relay_events_per_second']:,.0f} | "
+              f"{k['ratio']:.0%} | {k['relay_calls']} | {k['relay_calls'] / r['invocations']:.1f} | {k['relay_cpu_ms_per_event']:.4f} |")
+print("""
+**End-to-end latency**, API `201` → projector applied, stream relay, at a fixed offered rate, each bus
+on fresh engines; the local mappings wait 100 ms when a shard or partition has nothing new.
+
+| bus | reservations | p50 ms | p95 ms | p99 ms | max ms | not applied |
+|---|---|---|---|---|---|---|""")
+for bus, name in (("kinesis", "Kinesis (kinesis-mock)"), ("kafka", "Kafka (Tansu)")):
+    r = latency[bus]
+    l = r["latency_ms"]
+    print(f"| {name} | {r['created']} | {l['p50']:.0f} | {l['p95']:.0f} | {l['p99']:.0f} | {l['max']:.0f} | {r['not_applied_within_60s']} |")
+pairs = relay[-1]
+print(f"""
+The relay sends a reservation's next event only once every record before its previous one is
+accepted, on both buses (docs/adr/0002-relay-ordering.md, and ADR 0007 for Kafka); the calls per
+batch of the second workload are what that rule costs: {1 - pairs['kinesis']['ratio']:.0%} of raw throughput on Kinesis,
+{1 - pairs['kafka']['ratio']:.0%} on Kafka, where a produce to the local broker answers sooner than a `PutRecords` to kinesis-mock.
+Local engines, not AWS: Lambda polls a Kinesis shard once a second and keeps MSK pollers reading,
+so deployed latencies differ by that.""")
+PY
+}
+
 bench_functions() {
   local runs="${1:-5}" kinds=(api relay poller projector notifier) sizes="" results=""
   log "functions: arm64 packages (scripts/build.sh)"
@@ -286,6 +351,12 @@ bench_functions() {
     log "functions: reservations-$kind, $runs cold starts"
     results+="$("$bin/pipeline-bench" init --binary "$bin/reservations-$kind" --kind "$kind" --runs "$runs")"$'\n'
   done
+  # The relay on the Kafka bus: it connects to the broker and its topic's partitions at start.
+  ensure_kafka_engine
+  start_kafka_engine "$kafka_port" "$logs" BENCH_KAFKA_PORT
+  EVENT_BUS=kafka RUST_LOG=warn "$bin/devstack" provision >"$logs/provision-kafka.log" 2>&1
+  log "functions: reservations-relay on the Kafka bus, $runs cold starts"
+  results+="$(EVENT_BUS=kafka "$bin/pipeline-bench" init --binary "$bin/reservations-relay" --kind relay --runs "$runs")"$'\n'
   echo "$results"
   python3 - "$sizes" "$results" "$(command_line functions "$runs")" "$machine" "$day" <<'PY' | write_section "## Functions: package size, init time and memory"
 import json, sys
@@ -311,14 +382,17 @@ Command: `{command}`. Run on {day}: {machine}.
 |---|---|---|---|---|""")
 for r in rows:
     size = int(sizes[r["binary"]]) / 1_000_000
-    print(f"| {r['binary']} | {size:.2f} MB | {r['ready_ms']['p50']:.1f} / {r['ready_ms']['max']:.1f} | "
+    name = r["binary"] + (" (EVENT_BUS=kafka)" if r.get("bus") == "kafka" else "")
+    print(f"| {name} | {size:.2f} MB | {r['ready_ms']['p50']:.1f} / {r['ready_ms']['max']:.1f} | "
           f"{r['first_invocation_done_ms']['p50']:.1f} | {r['peak_rss_mib']['max']:.1f} |")
 print("""
 The first event includes the first connection to DynamoDB Local or kinesis-mock; on Lambda it is
 a TLS connection to the regional endpoint and takes longer. The projector and notifier fixtures
 hold a record that is not an event: it goes to the dead-letter file, so theirs is the cheapest path.
 The emulator gives each event a deadline 1.5 s away, inside the poller's 3 s margin, so the poller
-answers at once instead of polling until its deadline.""")
+answers at once instead of polling until its deadline. The relay with `EVENT_BUS=kafka` connects to
+the broker (plaintext here; TLS and an MSK IAM token on AWS) and to its topic's partitions before it
+is ready, and its first event is a produce to the local Tansu broker.""")
 PY
 }
 
@@ -376,9 +450,9 @@ bench_cost() {
   fresh_engines
   log "cost: the consumers' units and CPU per event"
   "$bin/consumer-bench" --events 2000 --memory-passes 1 --dynamodb-passes 1 >"$out/consumers.json"
-  fresh_engines
-  log "cost: the relay's CPU per event"
-  "$bin/relay-bench" --events 2000 --kinesis-passes 1 >"$out/relay.jsonl"
+  fresh_engines_and_kafka
+  log "cost: the relay's CPU per event, on Kinesis and on Kafka"
+  "$bin/relay-bench" --events 2000 --kinesis-passes 1 --kafka "$KAFKA_BOOTSTRAP_SERVERS" >"$out/relay.jsonl"
   pip_tools "$ROOT/.venv-bench" matplotlib==3.9.2
   "$ROOT/.venv-bench/bin/python" "$ROOT/scripts/lib/cost-model.py" "$out/capacity.json" "$out/consumers.json" \
     "$out/relay.jsonl" "$ROOT/docs/cost.md" "$ROOT/docs/cost.png" "$(command_line cost "$reservations" "$cancels")" \
@@ -390,6 +464,7 @@ case "$what" in
   modes) bench_modes "${@:2}" ;;
   api) bench_api "${@:2}" ;;
   relay) bench_relay "${@:2}" ;;
+  buses) bench_buses "${@:2}" ;;
   functions) bench_functions "${@:2}" ;;
   consumers) bench_consumers "${@:2}" ;;
   cost) bench_cost "${@:2}" ;;
@@ -397,6 +472,7 @@ case "$what" in
     bench_modes
     bench_api
     bench_relay
+    bench_buses
     bench_consumers
     bench_functions
     bench_cost

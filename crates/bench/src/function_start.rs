@@ -128,6 +128,8 @@ pub async fn run(binary: std::path::PathBuf, kind: FunctionKind, runs: usize) ->
         json!({
             "benchmark": "init",
             "binary": binary.file_name().map(|n| n.to_string_lossy().into_owned()),
+            // The functions take the bus from their environment, as on Lambda.
+            "bus": std::env::var("EVENT_BUS").unwrap_or_else(|_| "kinesis".into()),
             "runs": runs,
             "ready_ms": stats::summary(ready),
             "first_invocation_done_ms": stats::summary(first),

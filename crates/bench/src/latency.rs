@@ -1,7 +1,7 @@
 //! API `201` → projector applied, at a fixed offered rate, through the local pipeline in either
-//! relay mode.
+//! relay mode, on either bus.
 
-use crate::{MAPPING_IDLE_WAIT, Mode, stats, stopped};
+use crate::{Bus, MAPPING_IDLE_WAIT, Mode, stats, stopped};
 use anyhow::{Context, Result};
 use consumers::{Consumer, Projector};
 use domain::ports::StoreError;
@@ -42,6 +42,7 @@ impl<C: Consumer> Consumer for Timed<C> {
 
 pub async fn run(
     mode: Mode,
+    bus: Bus,
     interval: Duration,
     rate: u32,
     seconds: u64,
@@ -56,20 +57,44 @@ pub async fn run(
     }
     let applied = Arc::new(Mutex::new(HashMap::new()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let projector = stack
-        .consumer_mapping(Timed {
-            inner: Projector::new(stack.read_model()),
-            applied: applied.clone(),
-        })
-        .await;
-    let consumer = tokio::spawn(projector.run(MAPPING_IDLE_WAIT, stopped(stop_rx.clone())));
-    let relay = match mode {
-        Mode::Stream => {
+    let timed = Timed {
+        inner: Projector::new(stack.read_model()),
+        applied: applied.clone(),
+    };
+    let topic = match bus {
+        Bus::Kinesis => None,
+        Bus::Kafka => Some(test_support::kafka::TestTopic::create(4).await),
+    };
+    let consumer = match &topic {
+        None => {
+            let projector = stack.consumer_mapping(timed).await;
+            tokio::spawn(projector.run(MAPPING_IDLE_WAIT, stopped(stop_rx.clone())))
+        }
+        Some(topic) => {
+            let projector = stack.consumer_mapping_on_kafka(topic, timed).await;
+            tokio::spawn(projector.run(MAPPING_IDLE_WAIT, stopped(stop_rx.clone())))
+        }
+    };
+    let relay = match (mode, &topic) {
+        (Mode::Stream, None) => {
             let mapping = stack.relay_mapping().await;
             tokio::spawn(mapping.run(MAPPING_IDLE_WAIT, stopped(stop_rx.clone())))
         }
-        Mode::Polling => {
+        (Mode::Stream, Some(topic)) => {
+            let mapping = stack.relay_mapping_to_kafka(topic).await;
+            tokio::spawn(mapping.run(MAPPING_IDLE_WAIT, stopped(stop_rx.clone())))
+        }
+        (Mode::Polling, None) => {
             let poller = stack.poller(interval);
+            let rx = stop_rx.clone();
+            tokio::spawn(async move {
+                poller
+                    .run(Instant::now() + Duration::from_secs(3600), false, stopped(rx))
+                    .await;
+            })
+        }
+        (Mode::Polling, Some(topic)) => {
+            let poller = stack.poller_to_kafka(topic, interval).await;
             let rx = stop_rx.clone();
             tokio::spawn(async move {
                 poller
@@ -141,6 +166,7 @@ pub async fn run(
         json!({
             "benchmark": "latency",
             "mode": mode.name(),
+            "bus": bus.name(),
             "interval_ms": mode.interval_ms(interval),
             "rate": rate,
             "seconds": seconds,

@@ -56,6 +56,23 @@ impl Mode {
     }
 }
 
+/// The bus the events travel on during a measurement.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Bus {
+    Kinesis,
+    /// A fresh topic on the broker at `KAFKA_BOOTSTRAP_SERVERS`.
+    Kafka,
+}
+
+impl Bus {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Kinesis => "kinesis",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
 pub type BenchPoller =
     relay::Poller<adapters::DynamoOutbox, adapters::DynamoOutbox, relay::KinesisSink, dead_letters::MemoryDeadLetters>;
 

@@ -9,6 +9,9 @@
 //! 3. Against kinesis-mock: the same batches through the relay and its Kinesis sink, next to the
 //!    same records sent as plain `PutRecords` calls of the same size, one call at a time; passes in
 //!    ABBA order, each on a fresh stream.
+//! 4. With `--kafka`, the same against a Kafka broker: the relay and its Kafka sink next to the
+//!    same records sent as one call of that sink per batch (a produce per partition), each pass on
+//!    a fresh topic.
 //!
 //! Run it on one thread: process CPU time is then the relay's (plus the SDK's) own.
 
@@ -22,7 +25,7 @@ use domain::{Capacity, GuestId, ReservationId, Seats, SlotId, TraceId};
 use event_source_mapping::function::Function;
 use event_source_mapping::{EventSourceMapping, FunctionError, MappingConfig, MemoryOnFailure};
 use futures::StreamExt;
-use relay::{Classified, EventSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord};
+use relay::{Classified, EventSink, KafkaSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkRecord};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 use std::sync::Mutex;
@@ -55,6 +58,12 @@ pub struct Args {
     /// Only the overhead passes (no kinesis-mock): what a profiler should look at.
     #[arg(long)]
     pub overhead_only: bool,
+    /// A Kafka broker (host:port): also measure the relay against it, on fresh topics of
+    /// `--kafka-partitions` partitions.
+    #[arg(long)]
+    pub kafka: Option<String>,
+    #[arg(long, default_value_t = 4)]
+    pub kafka_partitions: i32,
 }
 
 /// How the events of a workload are laid out in the stream.
@@ -263,9 +272,10 @@ async fn fresh_stream(stack: &TestStack, count: &mut u32) -> String {
     stack.create_stream_like("EVENTS_STREAM", &format!("pass{count}")).await
 }
 
-/// The same records as plain `PutRecords` calls through the relay's own sink, one per batch:
+/// The same records as plain calls of the relay's own sink (`PutRecords`, or a produce per
+/// partition), one per batch:
 /// what a relay with no work of its own and no ordering rule would do.
-async fn raw_pass(sink: &KinesisSink, calls: &[Vec<SinkRecord>]) -> Result<(Pass, u64)> {
+async fn raw_pass<S: EventSink>(sink: &S, calls: &[Vec<SinkRecord>]) -> Result<(Pass, u64)> {
     let clock = Pass::start();
     let mut failed = 0;
     for call in calls {
@@ -365,6 +375,10 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
     }
     let raw = Pass::mean(&raw);
     let relayed = Pass::mean(&relayed);
+    let kafka = match &args.kafka {
+        Some(bootstrap) => Some(kafka_passes(bootstrap, args, workload, &batches, &raw_calls, events).await?),
+        None => None,
+    };
 
     Ok(json!({
         "workload": workload.name(),
@@ -383,5 +397,60 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
             "relay_calls": relayed.calls,
             "ratio": relayed.events_per_second(events) / raw.events_per_second(events),
         },
+        "kafka": kafka,
+    }))
+}
+
+async fn kafka_sink(bootstrap: &str, partitions: i32) -> Result<KafkaSink> {
+    let topic = test_support::kafka::TestTopic::create_on(bootstrap, partitions).await;
+    Ok(KafkaSink::connect(&topic.config, None).await?)
+}
+
+/// Raw produces and the relay on a Kafka broker, ABBA, each pass on a fresh topic.
+async fn kafka_passes(
+    bootstrap: &str,
+    args: &Args,
+    workload: Workload,
+    batches: &[Vec<u8>],
+    raw_calls: &[Vec<SinkRecord>],
+    events: usize,
+) -> Result<Value> {
+    let relay_on = |sink| Relay::new(sink, MemoryDeadLetters::default(), PublishPolicy::default());
+    let partitions = args.kafka_partitions;
+    raw_pass(&kafka_sink(bootstrap, partitions).await?, raw_calls).await?;
+    relay_pass(&relay_on(kafka_sink(bootstrap, partitions).await?), batches).await?;
+    let (mut raw, mut relayed, mut raw_failed) = (Vec::new(), Vec::new(), 0);
+    for pass in 0..args.kinesis_passes * 2 {
+        if matches!(pass % 4, 0 | 3) {
+            let (result, failed) = raw_pass(&kafka_sink(bootstrap, partitions).await?, raw_calls).await?;
+            eprintln!(
+                "{}: kafka raw pass {pass}: {:.0} events/s",
+                workload.name(),
+                result.events_per_second(events)
+            );
+            raw.push(result);
+            raw_failed += failed;
+        } else {
+            let result = relay_pass(&relay_on(kafka_sink(bootstrap, partitions).await?), batches).await?;
+            eprintln!(
+                "{}: kafka relay pass {pass}: {:.0} events/s",
+                workload.name(),
+                result.events_per_second(events)
+            );
+            relayed.push(result);
+        }
+    }
+    let (raw, relayed) = (Pass::mean(&raw), Pass::mean(&relayed));
+    Ok(json!({
+        "passes": args.kinesis_passes,
+        "partitions": partitions,
+        "raw_events_per_second": raw.events_per_second(events),
+        "raw_cpu_ms_per_event": raw.cpu_ms_per_event(events),
+        "raw_calls": raw.calls,
+        "raw_failed_records": raw_failed,
+        "relay_events_per_second": relayed.events_per_second(events),
+        "relay_cpu_ms_per_event": relayed.cpu_ms_per_event(events),
+        "relay_calls": relayed.calls,
+        "ratio": relayed.events_per_second(events) / raw.events_per_second(events),
     }))
 }

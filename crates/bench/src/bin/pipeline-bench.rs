@@ -2,7 +2,7 @@
 //! `scripts/bench.sh` (never tests). Each prints one JSON line; the script writes
 //! docs/benchmarks.md from them.
 //!
-//!   pipeline-bench latency --mode stream|polling [--interval-ms N] --rate R --seconds S
+//!   pipeline-bench latency --mode stream|polling [--bus kinesis|kafka] [--interval-ms N] --rate R --seconds S
 //!       API 201 → projector applied, at a fixed offered rate, through the local pipeline
 //!   pipeline-bench idle --mode stream|polling [--interval-ms N] --seconds S
 //!       what the relay asks of DynamoDB while nothing happens, by operation
@@ -15,8 +15,8 @@
 //!       DynamoDB capacity units per reservation, cancel and relayed event in each relay mode,
 //!       and Kinesis PUT payload units per event
 
-use bench::Mode;
 use bench::function_start::FunctionKind;
+use bench::{Bus, Mode};
 use clap::{Parser, Subcommand};
 use std::time::Duration;
 
@@ -32,6 +32,9 @@ enum Command {
     Latency {
         #[arg(long, value_enum)]
         mode: Mode,
+        /// The bus: Kafka on a fresh topic at KAFKA_BOOTSTRAP_SERVERS.
+        #[arg(long, value_enum, default_value = "kinesis")]
+        bus: Bus,
         /// The poller's interval (polling mode).
         #[arg(long, default_value_t = 1000)]
         interval_ms: u64,
@@ -84,11 +87,22 @@ async fn main() -> std::process::ExitCode {
     let result = match Cli::parse().command {
         Command::Latency {
             mode,
+            bus,
             interval_ms,
             rate,
             seconds,
             samples_out,
-        } => bench::latency::run(mode, Duration::from_millis(interval_ms), rate, seconds, samples_out).await,
+        } => {
+            bench::latency::run(
+                mode,
+                bus,
+                Duration::from_millis(interval_ms),
+                rate,
+                seconds,
+                samples_out,
+            )
+            .await
+        }
         Command::Idle {
             mode,
             interval_ms,
