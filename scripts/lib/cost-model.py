@@ -33,7 +33,22 @@ PRICE = {
     "sqs_fifo_per_million": 0.50,  # 64 KB request chunks
     "pipes_per_million": 0.40,  # requests after filtering, 64 KB chunks
     "ddb_kinesis_cdc_per_million": 0.10,  # change data capture units, 1 KB each
+    # Amazon MSK and Lambda's Kafka pollers (EventBus=Kafka), written down on 2026-12-03.
+    "msk_serverless_cluster_hour": 0.75,
+    "msk_serverless_partition_hour": 0.0015,
+    "msk_serverless_in_per_gb": 0.10,
+    "msk_serverless_out_per_gb": 0.05,
+    "msk_t3_small_broker_hour": 0.0456,
+    "msk_m7g_large_broker_hour": 0.204,
+    "msk_storage_gb_month": 0.10,
+    "lambda_kafka_event_poller_unit_hour": 0.185,  # provisioned mode, per EPU; grouped ESMs share EPUs
+    "privatelink_endpoint_az_hour": 0.01,  # the SQS endpoint in the cluster's VPC, per AZ
 }
+KAFKA_PRICES_NOTE = (
+    "The MSK and PrivateLink prices could not be read from AWS's pages on this machine (no access); they are "
+    "the list prices as known on 2026-12-03 and agree with independent write-ups. The Event Poller Unit price "
+    "is AWS's own example in the Lambda guide (Kafka provisioned mode). Check all of them before budgeting."
+)
 SOURCES = [
     ("DynamoDB on-demand", "https://aws.amazon.com/dynamodb/pricing/on-demand/"),
     ("Lambda (arm64)", "https://aws.amazon.com/lambda/pricing/"),
@@ -42,6 +57,9 @@ SOURCES = [
     ("SQS FIFO", "https://aws.amazon.com/sqs/pricing/"),
     ("EventBridge Pipes", "https://aws.amazon.com/eventbridge/pricing/"),
     ("Kinesis Data Streams for DynamoDB (CDC units)", "https://aws.amazon.com/dynamodb/pricing/on-demand/"),
+    ("Amazon MSK (Serverless and provisioned brokers)", "https://aws.amazon.com/msk/pricing/"),
+    ("Lambda Kafka provisioned mode (Event Poller Units)", "https://docs.aws.amazon.com/lambda/latest/dg/kafka-scaling-modes.html"),
+    ("PrivateLink interface endpoints", "https://aws.amazon.com/privatelink/pricing/"),
 ]
 
 # ---------------------------------------------------------------- the workload
@@ -54,7 +72,7 @@ EVENTS = RESERVATIONS + CANCELS
 EVENTS_PER_INVOCATION = 1
 MEMORY_GB = 256 / 1024  # the template's MemorySize
 # What an invocation waits on AWS, which the local engines do not show: assumed, not measured.
-AWS_CALL_MS = {"PutRecords": 20, "DynamoDB": 6, "Publish": 20}
+AWS_CALL_MS = {"PutRecords": 20, "Produce": 10, "DynamoDB": 6, "Publish": 20}
 HOURS_PER_MONTH = 730
 GB = 1024**3
 
@@ -79,6 +97,14 @@ kinesis_retrieval = 2 * EVENTS * record_bytes / GB * PRICE["kinesis_on_demand_re
 kinesis_stream_month = HOURS_PER_MONTH * PRICE["kinesis_on_demand_stream_hour"]
 
 relay_cpu_ms = relay["kinesis"]["relay_cpu_ms_per_event"]
+# On Kafka, measured the same way against the local broker when the run had one.
+relay_kafka_cpu_ms = (relay.get("kafka") or {}).get("relay_cpu_ms_per_event", relay_cpu_ms)
+# A Kafka record carries the envelope and key, plus the headers event_type, event_id and trace_id
+# (names and values: about 102 bytes).
+kafka_record_bytes = record_bytes + 102
+KAFKA_PARTITIONS = 4
+kafka_in = EVENTS * kafka_record_bytes / GB
+kafka_out = 2 * kafka_in  # projector + notifier
 projector_cpu_ms = consumers["projector"]["dynamodb"]["cpu_ms_per_event"]
 notifier_cpu_ms = consumers["notifier"]["dynamodb"]["cpu_ms_per_event"]
 projector_units = consumers["projector"]["units_per_event"]
@@ -140,6 +166,17 @@ scenarios = {
         "Pipes": EVENTS * PRICE["pipes_per_million"] / 1e6,
         "Kinesis": kinesis_ingest,
     },
+    "Stream relay on MSK Serverless": {
+        "DynamoDB": api["stream"],
+        "Lambda": lambda_cost(invocations, relay_kafka_cpu_ms * EVENTS_PER_INVOCATION + AWS_CALL_MS["Produce"]),
+        "Kafka": kafka_in * PRICE["msk_serverless_in_per_gb"] + kafka_out * PRICE["msk_serverless_out_per_gb"],
+    },
+    "Stream relay on MSK provisioned": {
+        "DynamoDB": api["stream"],
+        "Lambda": lambda_cost(invocations, relay_kafka_cpu_ms * EVENTS_PER_INVOCATION + AWS_CALL_MS["Produce"]),
+        # Brokers are paid by the hour (fixed, below); the data itself costs nothing more.
+        "Kafka": 0.0,
+    },
     "Kinesis Data Streams for DynamoDB": {
         "DynamoDB": api["stream"]
         # every outbox change is captured: the insert, and the TTL removal later
@@ -148,10 +185,19 @@ scenarios = {
         "Kinesis": 2 * EVENTS * math.ceil(record_bytes * 2.5 / 1024) * 1024 / GB * PRICE["kinesis_on_demand_ingest_per_gb"],
     },
 }
-for parts in scenarios.values():
-    parts["Consumers"] = sum(consumers_cost.values())
+# On Kafka the consumers read the topic (its data out is in the Kafka column), not the stream.
+consumers_on_kafka = sum(v for k, v in consumers_cost.items() if k != "Kinesis")
+for name, parts in scenarios.items():
+    parts["Consumers"] = consumers_on_kafka if "MSK" in name else sum(consumers_cost.values())
 
-columns = ["DynamoDB", "Lambda", "Kinesis", "Pipes", "Consumers"]
+columns = ["DynamoDB", "Lambda", "Kinesis", "Kafka", "Pipes", "Consumers"]
+kafka_fixed = {
+    "serverless": HOURS_PER_MONTH * (PRICE["msk_serverless_cluster_hour"] + KAFKA_PARTITIONS * PRICE["msk_serverless_partition_hour"]),
+    "t3_small": HOURS_PER_MONTH * 3 * PRICE["msk_t3_small_broker_hour"] + 3 * 10 * PRICE["msk_storage_gb_month"],
+    "m7g_large": HOURS_PER_MONTH * 3 * PRICE["msk_m7g_large_broker_hour"] + 3 * 10 * PRICE["msk_storage_gb_month"],
+    "pollers": HOURS_PER_MONTH * PRICE["lambda_kafka_event_poller_unit_hour"],
+    "endpoint": HOURS_PER_MONTH * 2 * PRICE["privatelink_endpoint_az_hour"],
+}
 idle_1s, idle_100 = polling(1000)["idle_per_month"], polling(100)["idle_per_month"]
 
 lines = [
@@ -203,6 +249,8 @@ order = {
     "Polling publisher, 100 ms": "yes (ADR 0004)",
     "EventBridge Pipes as the relay": "not shown: the relay's rule under partial failure is not Pipes'",
     "Kinesis Data Streams for DynamoDB": "no: records may arrive out of order and twice",
+    "Stream relay on MSK Serverless": "yes, the same rule on Kafka (ADR 0007)",
+    "Stream relay on MSK provisioned": "yes, the same rule on Kafka (ADR 0007)",
 }
 totals = {}
 for name, parts in scenarios.items():
@@ -217,16 +265,30 @@ lines += [
     "The polling rows include the poller's month (its Lambda running every minute and its queries",
     "while idle), which it pays whatever the traffic; see the fixed costs below.",
     "",
-    "Consumers (the same in every row): "
+    "Consumers (the same in every row; on Kafka without the Kinesis reads, whose data out is in the Kafka column): "
     + ", ".join(f"{k} {v:.2f}" for k, v in consumers_cost.items())
     + ". SNS + SQS is the notifier's FIFO topic and its subscriber queue (one publish; the subscriber's receive and delete, one message a request).",
     "",
     "**Fixed per month, whatever the volume**: the on-demand Kinesis stream, "
-    f"${kinesis_stream_month:.2f} ({HOURS_PER_MONTH} stream-hours), in every row. The polling publisher is never idle: at "
+    f"${kinesis_stream_month:.2f} ({HOURS_PER_MONTH} stream-hours), in every row but the MSK ones. The polling publisher is never idle: at "
     f"1 s it costs ${idle_1s:.2f} a month with no traffic at all, at 100 ms ${idle_100:.2f}: the poller's Lambda "
     f"running every minute for the whole minute, {polling(1000)['queries_per_minute']:.0f} or {polling(100)['queries_per_minute']:.0f} queries a minute on the index (counted here; "
     f"billed at DynamoDB's minimum of {MIN_QUERY_READ_UNITS} RRU each, since DynamoDB Local reports 0 for an empty query) "
     "and its lease renewals (measured). The stream relay costs nothing while idle.",
+    "",
+    "**On Kafka (`EventBus=Kafka`), fixed per month** instead of the stream: an MSK Serverless cluster "
+    f"${kafka_fixed['serverless']:.2f} (the cluster-hours and {KAFKA_PARTITIONS} partitions), or a small provisioned "
+    f"cluster of 3 kafka.t3.small brokers with 10 GB each ${kafka_fixed['t3_small']:.2f} (3 kafka.m7g.large for production: "
+    f"${kafka_fixed['m7g_large']:.2f}); in both cases the consumers' MSK mappings in provisioned mode (the error-handling "
+    f"controls need it), one Event Poller Unit shared by the two (their poller group), ${kafka_fixed['pollers']:.2f}; and the SQS "
+    f"interface endpoint their on-failure destination needs in the cluster's VPC, two AZs, ${kafka_fixed['endpoint']:.2f} "
+    "(a NAT gateway, if the relay's subnets use one instead of endpoints, costs more). Most Kafka users bring a cluster "
+    "they already pay for: then only the pollers and the endpoint are this product's. The Kafka rows' data: "
+    f"{kafka_record_bytes:.0f} bytes a record (the Kinesis record and the headers), written once and read by two consumers; "
+    f"relay CPU {relay_kafka_cpu_ms:.4f} ms per event against the local broker, plus an **assumed** {AWS_CALL_MS['Produce']} ms "
+    "for a produce.",
+    "",
+    KAFKA_PRICES_NOTE,
     "",
     "Not in the rows: storage (the outbox items live 7 days), CloudWatch logs and alarms, API Gateway",
     "(the same for every relay), data transfer. EventBridge Pipes cannot write the envelope by itself (the",
