@@ -4,8 +4,8 @@
 //! local Kafka event source mapping.
 //!
 //! Faults, all at once:
-//! - the relay's bus client fails ~20% of records (on Kafka: a produce that failed for some
-//!   partitions) and throttles whole calls in bursts;
+//! - the relay's bus client fails ~20% of records, each on its own (harsher than a Kafka broker,
+//!   which fails a partition's request whole), and throttles whole calls in bursts;
 //! - the relay is killed mid-batch (after a put was accepted it hangs until the mapping's function
 //!   timeout drops it), so Lambda re-delivers the batch and the stream gets repeated runs;
 //! - the consumers' stores fail now and then, and throttle in bursts longer than any fixed retry
