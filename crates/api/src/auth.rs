@@ -74,16 +74,28 @@ impl Caller {
     /// The caller of `req` under `policy`, or 401 when the request carries no identity the
     /// policy needs (API Gateway never lets such a request through; a misconfigured stack might).
     pub fn of(policy: &AuthPolicy, req: &Request) -> Result<Self, Problem> {
-        let authorizer = match req.request_context_ref() {
+        let context = req.request_context_ref();
+        let authorizer = match context {
             Some(RequestContext::ApiGatewayV2(context)) => context.authorizer.as_ref(),
             _ => None,
         };
         match policy {
             AuthPolicy::Open => Ok(Self::Anyone),
             AuthPolicy::Iam => {
-                let iam = authorizer.and_then(|a| a.iam.as_ref());
-                let principal = iam.and_then(|i| i.user_arn.clone().or_else(|| i.caller_id.clone()));
+                // An HTTP API or a function URL names the signer in the authorizer; a REST API in
+                // the request's identity.
+                let principal = match context {
+                    Some(RequestContext::ApiGatewayV1(context)) => {
+                        let identity = &context.identity;
+                        identity.user_arn.clone().or_else(|| identity.caller.clone())
+                    }
+                    _ => {
+                        let iam = authorizer.and_then(|a| a.iam.as_ref());
+                        iam.and_then(|i| i.user_arn.clone().or_else(|| i.caller_id.clone()))
+                    }
+                };
                 principal
+                    .filter(|p| !p.is_empty())
                     .map(Self::Principal)
                     .ok_or_else(|| unauthorized("the request is not signed"))
             }

@@ -132,7 +132,7 @@ where
 {
     let request_id = request_id(&req);
     let span =
-        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %route_path(&req));
     async {
         let mut response = match app.dispatch(&req).await {
             Ok(response) => response,
@@ -167,7 +167,7 @@ where
     G: GuestReservationsReader,
 {
     async fn dispatch(&self, req: &Request) -> Result<Response<Body>, Problem> {
-        let matched = routes::route(req.method(), req.uri().path()).map_err(|e| route_problem(e, req))?;
+        let matched = routes::route(req.method(), route_path(req)).map_err(|e| route_problem(e, req))?;
         let param = matched.param.unwrap_or_default();
         let caller = Caller::of(&self.auth, req)?;
         match matched.route {
@@ -323,12 +323,22 @@ fn json_body(req: &Request) -> Result<&[u8], Problem> {
     Ok(body)
 }
 
+/// The path the routes match: the request's path as the client sent it. A REST API's request
+/// carries its stage too, which lambda_http puts in front of the URI's path ("/prod/slots/..."),
+/// so the raw path wins where the event has one; the local server's requests have only the URI.
+fn route_path(req: &Request) -> &str {
+    match req.raw_http_path() {
+        "" => req.uri().path(),
+        raw => raw,
+    }
+}
+
 fn route_problem(error: RouteError, req: &Request) -> Problem {
     match error {
         RouteError::NotFound => Problem::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no route for {}", req.uri().path()),
+            format!("no route for {}", route_path(req)),
         ),
         RouteError::MethodNotAllowed { allowed } => Problem::new(
             StatusCode::METHOD_NOT_ALLOWED,

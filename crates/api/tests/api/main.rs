@@ -4,3 +4,4 @@
 mod dynamodb_error_responses;
 mod metrics;
 mod openapi_contract;
+mod rest_api_events;
