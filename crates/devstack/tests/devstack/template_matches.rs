@@ -397,6 +397,7 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
         "Logs" => "logs",
         "CloudWatch" => "cloudwatch",
         "ApiGatewayV2" => "apigatewayv2",
+        "ApiGateway" => "apigateway",
         "IAM" => "iam",
         other => panic!("no LocalStack service known for {other}"),
     }];
@@ -462,7 +463,7 @@ fn localstack_serves_every_service_the_template_needs_in_docker_and_in_host_mode
     assert_eq!(in_docker, in_host_mode, "Docker and host mode serve the same services");
 
     // What the stack LocalStack community can serve needs: every resource but the HTTP API's
-    // (HTTP APIs are a Pro feature: scripts/deploy-localstack.sh deploys ApiEndpoint=FunctionUrl).
+    // (HTTP APIs are a Pro feature: scripts/deploy-localstack.sh deploys ApiEndpoint=RestApi).
     let template = template();
     let needed: BTreeSet<&str> = template["Resources"]
         .as_mapping()
@@ -563,6 +564,9 @@ fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_cle
     // The front door, whichever it is: server errors and p99 latency.
     expect("AWS/ApiGateway", "5xx", "HttpApi");
     expect("AWS/ApiGateway", "Latency", "HttpApi");
+    // A REST API's metrics are per API name and stage.
+    expect("AWS/ApiGateway", "5XXError", "RestApiStage");
+    expect("AWS/ApiGateway", "Latency", "RestApiStage");
     expect("AWS/Lambda", "Url5xxCount", "ApiFunction");
     expect("AWS/Lambda", "UrlRequestLatency", "ApiFunction");
 }
@@ -846,4 +850,204 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
     assert!(!names.iter().any(|n| n.starts_with("KAFKA_")), "{names:?}");
     assert!(kinesis["Outputs"].get("EventsStreamName").is_some());
     assert!(kinesis["Outputs"].get("EventsTopic").is_none());
+}
+
+/// ApiEndpoint RestApi: every path and method reaches the API function (which routes, as behind
+/// the HTTP API's `$default`), signed under AuthMode IAM, and every error the gateway makes itself
+/// is problem+json with a code openapi.yaml documents, its body's status the answer's.
+#[test]
+fn the_rest_api_sends_every_path_to_the_function_and_answers_its_own_errors_as_documented_problems() {
+    let template = template();
+    let openapi: Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(root().join("openapi/openapi.yaml")).unwrap()).unwrap();
+    let codes: BTreeSet<&str> = openapi["components"]["schemas"]["Problem"]["properties"]["code"]["enum"]
+        .as_sequence()
+        .expect("the Problem codes")
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    for (auth, expected) in [("IAM", "AWS_IAM"), ("NONE", "NONE")] {
+        let stack = Deploy::new(&template, &[("ApiEndpoint", "RestApi"), ("AuthMode", auth)]).stack();
+        for kind in ["AWS::ApiGatewayV2::Api", "AWS::Lambda::Url"] {
+            assert!(resources_of_type(&stack, kind).is_empty(), "{kind} beside the REST API");
+        }
+        let methods = resources_of_type(&stack, "AWS::ApiGateway::Method");
+        let resources: BTreeSet<String> = methods
+            .values()
+            .map(|m| {
+                let properties = &m["Properties"];
+                assert_eq!(properties["HttpMethod"].as_str(), Some("ANY"));
+                assert_eq!(
+                    properties["AuthorizationType"].as_str(),
+                    Some(expected),
+                    "AuthMode {auth}"
+                );
+                assert_eq!(properties["Integration"]["Type"].as_str(), Some("AWS_PROXY"));
+                let uri = json(&properties["Integration"]["Uri"]).to_string();
+                assert!(uri.contains("${ApiFunction.Arn}"), "{uri}");
+                json(&properties["ResourceId"]).to_string()
+            })
+            .collect();
+        assert_eq!(
+            resources,
+            BTreeSet::from([
+                r#"{"!GetAtt":"RestApi.RootResourceId"}"#.to_owned(),
+                r#"{"!Ref":"RestApiProxyResource"}"#.to_owned()
+            ]),
+            "the root and every path below it"
+        );
+        let proxy = &stack["Resources"]["RestApiProxyResource"]["Properties"];
+        assert_eq!(proxy["PathPart"].as_str(), Some("{proxy+}"));
+
+        let responses = resources_of_type(&stack, "AWS::ApiGateway::GatewayResponse");
+        let kinds: BTreeSet<&str> = responses
+            .values()
+            .map(|r| r["Properties"]["ResponseType"].as_str().unwrap())
+            .collect();
+        for kind in [
+            "MISSING_AUTHENTICATION_TOKEN",
+            "ACCESS_DENIED",
+            "THROTTLED",
+            "REQUEST_TOO_LARGE",
+            "DEFAULT_5XX",
+        ] {
+            assert!(kinds.contains(kind), "no problem+json for {kind}");
+        }
+        for (id, response) in responses {
+            let properties = &response["Properties"];
+            assert_eq!(
+                properties["ResponseParameters"]["gatewayresponse.header.Content-Type"].as_str(),
+                Some("'application/problem+json'"),
+                "{id}"
+            );
+            let body: serde_json::Value =
+                serde_json::from_str(properties["ResponseTemplates"]["application/json"].as_str().unwrap())
+                    .unwrap_or_else(|e| panic!("{id}: the body is not JSON: {e}"));
+            let status: u64 = properties["StatusCode"].as_str().unwrap().parse().unwrap();
+            assert_eq!(body["status"].as_u64(), Some(status), "{id}");
+            let code = body["code"].as_str().unwrap();
+            assert!(codes.contains(code), "{id}: {code} is not a documented problem code");
+            assert_eq!(
+                body["type"].as_str(),
+                Some(format!("urn:reservations:problem:{code}").as_str())
+            );
+        }
+    }
+}
+
+/// A `!Join` of literals and `!Sub`s as the text CloudFormation makes, each `${Resource}` or
+/// `${Resource.Attribute}` written `<Resource>` (what only CloudFormation knows).
+fn joined_text(value: &serde_json::Value, named: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(text) = value.as_str() {
+        return text.to_owned();
+    }
+    if let Some(template) = value.get("!Sub").and_then(|t| t.as_str()) {
+        let mut text = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            text.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("a closed ${...}") + start;
+            let name = &rest[start + 2..end];
+            match named(name) {
+                Some(value) => text.push_str(&value),
+                None => text.push_str(&format!("<{}>", name.split('.').next().unwrap())),
+            }
+            rest = &rest[end + 1..];
+        }
+        text.push_str(rest);
+        return text;
+    }
+    let join = value.get("!Join").expect("a Join, a Sub or a literal");
+    let separator = join[0].as_str().unwrap();
+    join[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| joined_text(part, named))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
+
+/// The dashboard of every deployment (each front door, relay mode and bus) is a JSON body whose
+/// every metric names a resource of that very stack, and shows what an operator watches: the
+/// API's requests, errors and latency, the relay's iterator age or the poller's backlog, each
+/// consumer's lag and errors, the dead letters, the notifications.
+#[test]
+fn the_dashboard_of_every_deployment_parses_and_names_only_that_stacks_resources() {
+    let template = template();
+    let mut deployments: Vec<Vec<(&str, &str)>> = Vec::new();
+    for endpoint in ["HttpApi", "RestApi", "FunctionUrl"] {
+        for mode in ["stream", "polling"] {
+            deployments.push(vec![("ApiEndpoint", endpoint), ("RelayMode", mode)]);
+        }
+    }
+    deployments.push(KAFKA.iter().copied().chain([("RelayMode", "stream")]).collect());
+    for parameters in &deployments {
+        let deploy = Deploy::new(&template, parameters);
+        let stack = deploy.stack();
+        let dashboard = &stack["Resources"]["PipelineDashboard"]["Properties"];
+        let named = |name: &str| match name {
+            "AWS::Region" => Some("eu-west-1".to_owned()),
+            "AWS::StackName" => Some(STACK_NAME.to_owned()),
+            _ => None,
+        };
+        let body = joined_text(&json(&dashboard["DashboardBody"]), &named);
+        let body: serde_json::Value = serde_json::from_str(&body)
+            .unwrap_or_else(|e| panic!("{parameters:?}: the body is not JSON ({e}): {body}"));
+        let mut watched = BTreeSet::new();
+        for widget in body["widgets"].as_array().expect("widgets") {
+            for metric in widget["properties"]["metrics"].as_array().expect("metrics") {
+                let parts: Vec<&str> = metric.as_array().unwrap().iter().filter_map(|p| p.as_str()).collect();
+                let (namespace, name) = (parts[0], parts[1]);
+                for value in parts[2..].iter().skip(1).step_by(2) {
+                    if let Some(resource) = value.strip_prefix('<').and_then(|v| v.strip_suffix('>')) {
+                        assert!(
+                            stack["Resources"].get(resource).is_some(),
+                            "{parameters:?}: {namespace} {name} names {resource}, which this stack does not have"
+                        );
+                    }
+                }
+                watched.insert(format!("{namespace} {name}"));
+            }
+        }
+        let condition = |name: &str| deploy.condition(name);
+        let api = if condition("UseHttpApi") {
+            ["AWS/ApiGateway Count", "AWS/ApiGateway 5xx", "AWS/ApiGateway Latency"]
+        } else if condition("UseRestApi") {
+            [
+                "AWS/ApiGateway Count",
+                "AWS/ApiGateway 5XXError",
+                "AWS/ApiGateway Latency",
+            ]
+        } else {
+            [
+                "AWS/Lambda UrlRequestCount",
+                "AWS/Lambda Url5xxCount",
+                "AWS/Lambda UrlRequestLatency",
+            ]
+        };
+        let publisher = if condition("PollingRelay") {
+            "ReservationOutbox PendingEvents"
+        } else {
+            "AWS/Lambda IteratorAge"
+        };
+        let lag = if condition("KinesisBus") {
+            "AWS/Lambda IteratorAge"
+        } else {
+            "AWS/Lambda OffsetLag"
+        };
+        for expected in api.into_iter().chain([
+            publisher,
+            lag,
+            "AWS/Lambda Errors",
+            "AWS/SQS ApproximateNumberOfMessagesVisible",
+            "AWS/SNS NumberOfMessagesPublished",
+            "AWS/SNS NumberOfNotificationsFailed",
+        ]) {
+            assert!(
+                watched.contains(expected),
+                "{parameters:?}: the dashboard lacks {expected}"
+            );
+        }
+    }
 }

@@ -29,7 +29,7 @@ fn jwt_without_an_issuer_or_an_audience_is_refused_with_what_to_set() {
 }
 
 #[test]
-fn a_function_url_with_jwt_is_refused_and_every_other_front_door_deploys() {
+fn a_function_url_or_a_rest_api_with_jwt_is_refused_and_every_other_front_door_deploys() {
     let template = template();
     let jwt = [
         ("AuthMode", "JWT"),
@@ -41,8 +41,17 @@ fn a_function_url_with_jwt_is_refused_and_every_other_front_door_deploys() {
         refusals(&template, &with_function_url),
         ["A Lambda function URL cannot validate JWTs; use ApiEndpoint HttpApi with AuthMode JWT."]
     );
+    let with_rest_api: Vec<_> = jwt.iter().copied().chain([("ApiEndpoint", "RestApi")]).collect();
+    assert_eq!(
+        refusals(&template, &with_rest_api),
+        [
+            "A REST API validates tokens of Amazon Cognito user pools only, not of any JWT issuer; use ApiEndpoint HttpApi with AuthMode JWT."
+        ]
+    );
     // The defaults (HTTP API, IAM), and what scripts/deploy-localstack.sh deploys.
     assert!(refusals(&template, &[]).is_empty());
+    assert!(refusals(&template, &[("ApiEndpoint", "RestApi"), ("AuthMode", "IAM")]).is_empty());
+    assert!(refusals(&template, &[("ApiEndpoint", "RestApi"), ("AuthMode", "NONE")]).is_empty());
     assert!(refusals(&template, &[("ApiEndpoint", "FunctionUrl"), ("AuthMode", "NONE")]).is_empty());
     assert!(refusals(&template, &[("ApiEndpoint", "FunctionUrl"), ("AuthMode", "IAM")]).is_empty());
 }
