@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod kafka;
 pub mod redrive;
+pub mod stack;
 
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;

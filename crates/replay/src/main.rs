@@ -11,6 +11,8 @@
 //!
 //! The bus is the functions' own setting: `--bus` or EVENT_BUS (kinesis, the default, or kafka),
 //! with EVENTS_STREAM, or KAFKA_TOPIC, KAFKA_BOOTSTRAP_SERVERS and KAFKA_AUTH (IAM on MSK).
+//! `--stack NAME` reads those and the tables' names from a deployed stack's outputs; a name set
+//! by flag or variable wins over the stack's.
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
 //! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
@@ -35,8 +37,27 @@ use std::process::ExitCode;
     about = "Replay reservation events from Kinesis or Kafka into a consumer, or print them; audit and re-drive"
 )]
 struct Cli {
+    /// A deployed stack (CloudFormation) whose outputs name the stream or topic, the tables and
+    /// the notifications topic; a flag or a variable that is set wins over its output.
+    #[arg(long, global = true, value_name = "NAME")]
+    stack: Option<String>,
     #[command(subcommand)]
     command: Command,
+}
+
+/// The variables every command reads its names from: the environment, over the stack's outputs
+/// when `--stack` names one.
+type Vars = std::collections::HashMap<String, String>;
+
+async fn resolve_vars(sdk: &aws_config::SdkConfig, stack: Option<&str>) -> anyhow::Result<Vars> {
+    let explicit: Vars = std::env::vars().collect();
+    let Some(stack) = stack else {
+        return Ok(explicit);
+    };
+    let client = aws_sdk_cloudformation::Client::new(sdk);
+    let outputs = replay::stack::outputs(&client, stack).await?;
+    let from_stack = replay::stack::vars_from_outputs(stack, &outputs)?;
+    Ok(replay::stack::overlay(from_stack, explicit))
 }
 
 #[derive(Subcommand)]
@@ -64,18 +85,20 @@ enum BusChoice {
 /// The bus the events are on, named as the functions name it.
 #[derive(Args)]
 struct BusArgs {
-    /// Where the stack publishes its events: the Kinesis stream or the Kafka topic.
-    #[arg(long, env = "EVENT_BUS", value_enum, default_value = "kinesis")]
-    bus: BusChoice,
-    /// The Kinesis stream.
-    #[arg(long, env = "EVENTS_STREAM", default_value = names::EVENTS_STREAM.default)]
-    stream: String,
-    /// The Kafka topic.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = kafka_bus::TOPIC.default)]
-    topic: String,
-    /// The Kafka brokers, host:port separated by commas (with KAFKA_AUTH=IAM, MSK's IAM brokers).
-    #[arg(long, env = "KAFKA_BOOTSTRAP_SERVERS", default_value = kafka_bus::BOOTSTRAP_SERVERS.default)]
-    brokers: String,
+    /// Where the stack publishes its events: the Kinesis stream or the Kafka topic [env: EVENT_BUS;
+    /// default: kinesis, or what --stack publishes to].
+    #[arg(long, value_enum)]
+    bus: Option<BusChoice>,
+    /// The Kinesis stream [env: EVENTS_STREAM; default: the stack's, else reservation-events].
+    #[arg(long)]
+    stream: Option<String>,
+    /// The Kafka topic [env: KAFKA_TOPIC; default: the stack's, else reservation-events].
+    #[arg(long)]
+    topic: Option<String>,
+    /// The Kafka brokers, host:port separated by commas (with KAFKA_AUTH=IAM, MSK's IAM brokers)
+    /// [env: KAFKA_BOOTSTRAP_SERVERS; default: the stack's, else 127.0.0.1:9092].
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 /// A connected bus, for reading and for the relay's re-drive.
@@ -100,22 +123,42 @@ impl Connected {
 }
 
 impl BusArgs {
-    /// The bus as the relay reads it from its environment (KAFKA_AUTH from the environment).
-    fn config(&self) -> anyhow::Result<relay::BusConfig> {
-        let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        let bus = match self.bus {
+    /// The bus as the relay reads it from its environment: the flags over `vars`, over the
+    /// defaults (KAFKA_AUTH from `vars`).
+    fn config(&self, vars: &Vars) -> anyhow::Result<relay::BusConfig> {
+        let mut vars = vars.clone();
+        let bus = self.bus.map(|bus| match bus {
             BusChoice::Kinesis => "kinesis",
             BusChoice::Kafka => "kafka",
-        };
-        vars.insert("EVENT_BUS".into(), bus.into());
-        vars.insert(names::EVENTS_STREAM.var.into(), self.stream.clone());
-        vars.insert(kafka_bus::TOPIC.var.into(), self.topic.clone());
-        vars.insert(kafka_bus::BOOTSTRAP_SERVERS.var.into(), self.brokers.clone());
+        });
+        for (var, flag, default) in [
+            ("EVENT_BUS", bus.map(str::to_owned), "kinesis"),
+            (
+                names::EVENTS_STREAM.var,
+                self.stream.clone(),
+                names::EVENTS_STREAM.default,
+            ),
+            (kafka_bus::TOPIC.var, self.topic.clone(), kafka_bus::TOPIC.default),
+            (
+                kafka_bus::BOOTSTRAP_SERVERS.var,
+                self.brokers.clone(),
+                kafka_bus::BOOTSTRAP_SERVERS.default,
+            ),
+        ] {
+            match flag {
+                Some(value) => {
+                    vars.insert(var.to_owned(), value);
+                }
+                None => {
+                    vars.entry(var.to_owned()).or_insert_with(|| default.to_owned());
+                }
+            }
+        }
         Ok(relay::BusConfig::from_vars(&vars)?)
     }
 
-    async fn connect(&self, sdk: &aws_config::SdkConfig) -> anyhow::Result<Connected> {
-        Ok(match self.config()? {
+    async fn connect(&self, sdk: &aws_config::SdkConfig, vars: &Vars) -> anyhow::Result<Connected> {
+        Ok(match self.config(vars)? {
             relay::BusConfig::Kinesis { stream } => Connected::Kinesis {
                 client: aws_sdk_kinesis::Client::new(sdk),
                 stream,
@@ -272,13 +315,12 @@ enum Publishes {
 }
 
 impl ConsumerTables {
-    fn from_env() -> anyhow::Result<Self> {
-        let vars: std::collections::HashMap<String, String> = std::env::vars().collect();
-        let env = settings::Vars(&vars);
+    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
+        let env = settings::Vars(vars);
         Ok(Self {
             read_model: env.name_or_default(names::READ_MODEL_TABLE),
             notifications: env.name_or_default(names::NOTIFICATIONS_TABLE),
-            notification_retention: ConsumerConfig::notification_retention_from_vars(&vars)?,
+            notification_retention: ConsumerConfig::notification_retention_from_vars(vars)?,
             topic_arn: env
                 .get(names::NOTIFICATIONS_TOPIC_ARN)
                 .filter(|a| !a.is_empty())
@@ -346,10 +388,14 @@ enum ReplayInto {
 }
 
 /// Replays into the projector or the notifier, or prints, and says how it went on stderr.
-async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
-    let sdk = settings::sdk_config().await;
-    let bus = read.bus.connect(&sdk).await?;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+async fn run_replay(
+    sdk: &aws_config::SdkConfig,
+    vars: &Vars,
+    read: &ReadArgs,
+    into: ReplayInto,
+) -> anyhow::Result<bool> {
+    let bus = read.bus.connect(sdk, vars).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let bar = progress_bar(read.quiet);
     let progress: &dyn Progress = match &bar {
         Some(bar) => bar,
@@ -357,12 +403,12 @@ async fn run_replay(read: &ReadArgs, into: ReplayInto) -> anyhow::Result<bool> {
     };
     let summary = match into {
         ReplayInto::Projector(table) => {
-            let projector = ConsumerTables::from_env()?.projector(dynamodb, table);
+            let projector = ConsumerTables::from_vars(vars)?.projector(dynamodb, table);
             read.replay(&bus, &mut Target::Consumer(projector), progress).await?
         }
         ReplayInto::Notifier(table) => {
             let publishes = if read.dry_run { Publishes::No } else { Publishes::Yes };
-            let notifier = ConsumerTables::from_env()?.notifier(&sdk, table, publishes)?;
+            let notifier = ConsumerTables::from_vars(vars)?.notifier(sdk, table, publishes)?;
             read.replay(&bus, &mut Target::Consumer(notifier), progress).await?
         }
         ReplayInto::Print => {
@@ -398,19 +444,21 @@ fn audit_range(args: &AuditArgs) -> anyhow::Result<(time::OffsetDateTime, time::
     Ok((from, to))
 }
 
-async fn run_audit(args: &AuditArgs) -> anyhow::Result<replay::audit::AuditReport> {
+async fn run_audit(
+    sdk: &aws_config::SdkConfig,
+    vars: &Vars,
+    args: &AuditArgs,
+) -> anyhow::Result<replay::audit::AuditReport> {
     let (from, to) = audit_range(args)?;
-    let sdk = settings::sdk_config().await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-    let tables = ConsumerTables::from_env()?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let tables = ConsumerTables::from_vars(vars)?;
     let projector = tables.projector(dynamodb.clone(), None);
-    let notifier = tables.notifier(&sdk, None, Publishes::No)?;
-    let env: std::collections::HashMap<String, String> = std::env::vars().collect();
-    let bus = args.bus.connect(&sdk).await?;
+    let notifier = tables.notifier(sdk, None, Publishes::No)?;
+    let bus = args.bus.connect(sdk, vars).await?;
     Ok(replay::audit::audit(
         &dynamodb,
         &bus.bus(),
-        &settings::Vars(&env).name_or_default(names::OUTBOX_TABLE),
+        &settings::Vars(vars).name_or_default(names::OUTBOX_TABLE),
         from,
         to,
         &[&projector, &notifier],
@@ -438,9 +486,9 @@ enum Entry {
 }
 
 impl Redriver {
-    async fn new(sdk: &aws_config::SdkConfig, bus: &BusArgs) -> anyhow::Result<Self> {
+    async fn new(sdk: &aws_config::SdkConfig, vars: &Vars, bus: &BusArgs) -> anyhow::Result<Self> {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let tables = ConsumerTables::from_env()?;
+        let tables = ConsumerTables::from_vars(vars)?;
         Ok(Self {
             projector: consumers::ConsumerHandler::new(
                 tables.projector(dynamodb.clone(), None),
@@ -453,7 +501,7 @@ impl Redriver {
             notifier_unavailable: tables.notifier(sdk, None, Publishes::Yes).err().map(|e| e.to_string()),
             relay: relay::Relay::new(
                 relay::BusSink::open(
-                    &bus.config()?,
+                    &bus.config(vars)?,
                     || aws_sdk_kinesis::Client::new(sdk),
                     kafka_bus::iam::AwsIdentity::from_sdk_config(sdk),
                 )
@@ -485,7 +533,13 @@ impl Redriver {
                     println!("still failing ({}): {}", again.function, again.reason);
                     Entry::Failing(again)
                 }
-                Redriven::NotMine => Entry::Kept,
+                Redriven::NotMine => {
+                    println!(
+                        "kept ({}): only the projector's, the notifier's and the relay's letters are re-driven here; this one stays",
+                        letter.function
+                    );
+                    Entry::Kept
+                }
             },
             Line::Other(value) => {
                 if let Some(command) = on_failure_command(&value) {
@@ -502,19 +556,18 @@ impl Redriver {
 const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Re-drives a dead-letter file or queue. Returns (done, still failing).
-async fn run_redrive(args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
+async fn run_redrive(sdk: &aws_config::SdkConfig, vars: &Vars, args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
     use anyhow::Context;
-    let sdk = settings::sdk_config().await;
     match (&args.source.dead_letters, &args.source.queue) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-            redrive_file(&Redriver::new(&sdk, &args.bus).await?, path, &text).await
+            redrive_file(&Redriver::new(sdk, vars, &args.bus).await?, path, &text).await
         }
         (None, Some(queue_url)) => {
-            let sqs = aws_sdk_sqs::Client::new(&sdk);
+            let sqs = aws_sdk_sqs::Client::new(sdk);
             let queue = dead_letters::SqsDeadLetterQueue::new(sqs.clone(), queue_url);
             let resend = dead_letters::SqsDeadLetters::new(sqs, queue_url);
-            redrive_queue(&Redriver::new(&sdk, &args.bus).await?, &queue, &resend).await
+            redrive_queue(&Redriver::new(sdk, vars, &args.bus).await?, &queue, &resend).await
         }
         // clap's group makes one of the two required.
         (None, None) => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),
@@ -591,29 +644,36 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    // Each command reports on stderr and says whether it is clean (exit 0) or found something (1).
-    let clean = match Cli::parse().command {
-        Command::Redrive(args) => run_redrive(&args).await.map(|(done, failing)| {
-            eprintln!("redrive done: {done} re-driven, {failing} still failing");
-            failing == 0
-        }),
-        Command::Audit(args) => run_audit(&args).await.map(|report| {
-            for line in report.lines() {
-                println!("{line}");
-            }
-            eprintln!("audit done: {report}");
-            report.nothing_missing()
-        }),
-        Command::Projector(args) => run_replay(&args.read, ReplayInto::Projector(args.table)).await,
-        Command::Notifier(args) => run_replay(&args.read, ReplayInto::Notifier(args.table)).await,
-        Command::Print(args) => run_replay(&args, ReplayInto::Print).await,
-    };
-    match clean {
+    let cli = Cli::parse();
+    match run(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("reservations-replay: {e:#}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// Runs the command; each reports on stderr and says whether it is clean (exit 0) or found
+/// something (1).
+async fn run(cli: Cli) -> anyhow::Result<bool> {
+    let sdk = settings::sdk_config().await;
+    let vars = resolve_vars(&sdk, cli.stack.as_deref()).await?;
+    match cli.command {
+        Command::Redrive(args) => run_redrive(&sdk, &vars, &args).await.map(|(done, failing)| {
+            eprintln!("redrive done: {done} re-driven, {failing} still failing");
+            failing == 0
+        }),
+        Command::Audit(args) => run_audit(&sdk, &vars, &args).await.map(|report| {
+            for line in report.lines() {
+                println!("{line}");
+            }
+            eprintln!("audit done: {report}");
+            report.nothing_missing()
+        }),
+        Command::Projector(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Projector(args.table)).await,
+        Command::Notifier(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Notifier(args.table)).await,
+        Command::Print(args) => run_replay(&sdk, &vars, &args, ReplayInto::Print).await,
     }
 }
