@@ -6,8 +6,14 @@
 #   docker compose up -d && scripts/deploy-localstack.sh             # LocalStack in Docker
 #   scripts/deploy-localstack.sh RelayMode=polling                   # more parameter overrides
 #
-# Without arguments it deploys the settings LocalStack community can serve: ApiEndpoint=FunctionUrl
-# (HTTP APIs are a Pro feature), AuthMode=NONE, under the stack name `reservations` (STACK_NAME).
+# Without arguments it deploys what LocalStack community can serve: ApiEndpoint=RestApi (API
+# Gateway's REST API; HTTP APIs are a Pro feature) with AuthMode=NONE, under the stack name
+# `reservations` (STACK_NAME). LocalStack community checks no signature and passes no signer to
+# the function (IAM enforcement is a Pro feature), so AuthMode=IAM would refuse every call there;
+# requests are signed anyway (SigV4, service execute-api), as on AWS. The API is at LocalStack's
+# port by path, http://127.0.0.1:4566/_aws/execute-api/<api id>/prod, which every HTTP client can
+# call. ApiEndpoint=FunctionUrl deploys a function URL instead (a *.localhost host name, which curl
+# resolves and many clients do not).
 # The functions are built for where they will run: for this host when LocalStack runs them as host
 # processes (scripts/localstack.sh), with cargo lambda for Lambda's Amazon Linux in Docker, both
 # for this machine's architecture (the Architecture parameter follows).
@@ -73,7 +79,7 @@ if ! packaged=$(aws cloudformation package --template-file "$deploy_dir/template
 fi
 if ! aws cloudformation deploy --template-file "$deploy_dir/packaged.yaml" --stack-name "$stack" \
   --s3-bucket "$bucket" --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND --no-fail-on-empty-changeset \
-  --parameter-overrides ApiEndpoint=FunctionUrl AuthMode=NONE "Architecture=$architecture" "$@"; then
+  --parameter-overrides ApiEndpoint=RestApi AuthMode=NONE "Architecture=$architecture" "$@"; then
   aws cloudformation describe-stack-events --stack-name "$stack" \
     --query "StackEvents[?contains(ResourceStatus, 'FAILED')].[LogicalResourceId, ResourceStatusReason]" \
     --output text >&2 || true
@@ -86,16 +92,28 @@ output() {
     "$deploy_dir/outputs.json" "$1"
 }
 api_url="$(output ApiUrl)"
+# A REST API's https://<id>.execute-api.<region>.amazonaws.com/<stage> is served on LocalStack's
+# own port by path (crates/e2e's local_api_url does the same).
+rest_api='^https://([^./]+)\.execute-api\.[^/]+/([^/]+)$'
+if [[ "$api_url" =~ $rest_api ]]; then
+  api_url="$endpoint/_aws/execute-api/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
+fi
+printf '%s\n' "$api_url" >"$deploy_dir/api-url"
+auth_mode=$(aws cloudformation describe-stacks --stack-name "$stack" \
+  --query "Stacks[0].Parameters[?ParameterKey=='AuthMode'].ParameterValue" --output text)
 log "stack $stack is up; its outputs are in ${deploy_dir#"$ROOT"/}/outputs.json"
-"$ROOT/scripts/smoke.sh" "$api_url"
-host="${api_url#*://}"
+# Signed as a caller on AWS signs (LocalStack's keys are test/test).
+"$ROOT/scripts/smoke.sh" "$api_url" --auth iam
 cat <<EOF
 
-  ApiUrl: $api_url
-  curl -s -X PUT $api_url/slots/dinner -H 'content-type: application/json' -d '{"capacity": 20}'
-  AWS_ENDPOINT_URL=$endpoint EVENTS_STREAM=$(output EventsStreamName) scripts/events.sh
+  API:  $api_url    (AuthMode $auth_mode)
+  curl -s --aws-sigv4 aws:amz:$AWS_DEFAULT_REGION:execute-api --user test:test \\
+    -X PUT $api_url/slots/dinner -H 'content-type: application/json' -d '{"capacity": 20}'
+  Events:  AWS_ENDPOINT_URL=$endpoint EVENTS_STREAM=$(output EventsStreamName) scripts/events.sh
+  Replay, audit, re-drive:  AWS_ENDPOINT_URL=$endpoint scripts/replay.sh --stack $stack audit
   Delete it: .venv-aws/bin/aws --endpoint-url $endpoint cloudformation delete-stack --stack-name $stack
-
-  (A host name under .localhost is this machine; where the resolver does not know that, add
-   --resolve ${host%:*}:${host##*:}:127.0.0.1 to curl.)
 EOF
+if [[ "$api_url" == *.localhost* ]]; then
+  host="${api_url#*://}"
+  printf '\n  (A host name under .localhost is this machine; where the resolver does not know that, add\n   --resolve %s:%s:127.0.0.1 to curl.)\n' "${host%:*}" "${host##*:}"
+fi

@@ -35,10 +35,14 @@ fi
 # The end-to-end suite (crates/e2e) needs the deployed stack: it runs in the LocalStack phase.
 runner=(cargo test --workspace --exclude e2e --no-fail-fast)
 e2e_runner=(cargo test -p e2e --no-fail-fast)
+e2e_first=(--lib --test localstack)
+e2e_then=(--test operations)
 if cargo nextest --version >/dev/null 2>&1; then
   runner=(cargo nextest run --workspace --exclude e2e --no-fail-fast)
   # --workspace with a filter: the binaries the first phase built, with the same features.
-  e2e_runner=(cargo nextest run --workspace --no-fail-fast -E 'package(e2e)')
+  e2e_runner=(cargo nextest run --workspace --no-fail-fast)
+  e2e_first=(-E 'package(e2e) and not binary(operations)')
+  e2e_then=(-E 'package(e2e) and binary(operations)')
 fi
 # The Lambda binaries, built once for this host (scripts/deploy-localstack.sh builds the same).
 mapfile -t function_packages < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\)"/--package=\1/p' "$ROOT"/functions/*/Cargo.toml)
@@ -181,8 +185,11 @@ localstack_phase() {
   # not update an EventBridge rule), so polling mode gets a stack of its own.
   "$ROOT/scripts/deploy-localstack.sh"
   STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
-  AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
-    E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" "${e2e_runner[@]}"
+  export AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
+    E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json"
+  # The operator's suite (the read model emptied and rebuilt) after the others, which read it.
+  "${e2e_runner[@]}" "${e2e_first[@]}"
+  "${e2e_runner[@]}" "${e2e_then[@]}"
   localstack_stop
   log "LocalStack phase done in $(($(date +%s) - phase_started)) s"
 }

@@ -1,5 +1,6 @@
 //! The stack `scripts/deploy-localstack.sh` deployed, as the end-to-end tests see it: its outputs,
-//! the SDK pointed at LocalStack, and an HTTP client that reaches the API's URL.
+//! the SDK pointed at LocalStack, and an HTTP client that reaches the API's URL, signing each
+//! request with SigV4 as a caller of AuthMode IAM does.
 //!
 //! `scripts/test.sh` deploys two stacks, one per relay mode, then runs these tests with
 //! `E2E_STACK_OUTPUTS` and `E2E_POLLING_STACK_OUTPUTS` (each stack's outputs as
@@ -11,6 +12,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 pub struct DeployedStack {
+    /// The stack's name: scripts/deploy-localstack.sh keeps its outputs in
+    /// `.../deploy/<stack name>/outputs.json`.
+    name: String,
     outputs: HashMap<String, String>,
     pub sdk: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -18,7 +22,26 @@ pub struct DeployedStack {
     pub sqs: aws_sdk_sqs::Client,
     /// Reaches the API's URL; a function URL's `*.localhost` host is sent to LocalStack.
     pub http: reqwest::Client,
+    /// The API's base URL as this machine reaches it ([`local_api_url`]).
     pub api_url: String,
+}
+
+/// The base URL a deployed `ApiUrl` is reached at on LocalStack (`endpoint`): a REST API's
+/// `https://<id>.execute-api.<region>.amazonaws.com/<stage>` is served on LocalStack's own port by
+/// path, `<endpoint>/_aws/execute-api/<id>/<stage>`, which any HTTP client can call (the host
+/// name would need DNS); anything else is called as it is. scripts/deploy-localstack.sh prints
+/// the same.
+pub fn local_api_url(api_url: &str, endpoint: &str) -> String {
+    let api_url = api_url.trim_end_matches('/');
+    let rest_api = api_url.strip_prefix("https://").and_then(|rest| {
+        let (host, stage) = rest.split_once('/')?;
+        let (id, _) = host.split_once(".execute-api.")?;
+        (!stage.is_empty() && !stage.contains('/')).then_some((id, stage))
+    });
+    match rest_api {
+        Some((id, stage)) => format!("{}/_aws/execute-api/{id}/{stage}", endpoint.trim_end_matches('/')),
+        None => api_url.to_owned(),
+    }
 }
 
 impl DeployedStack {
@@ -29,6 +52,12 @@ impl DeployedStack {
         });
         let endpoint = std::env::var("AWS_ENDPOINT_URL").expect("AWS_ENDPOINT_URL points at LocalStack");
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        let name = std::path::Path::new(&path)
+            .parent()
+            .and_then(|dir| dir.file_name())
+            .and_then(|name| name.to_str())
+            .unwrap_or_else(|| panic!("{path} is not <stack name>/outputs.json"))
+            .to_owned();
         let listed: Vec<serde_json::Value> = serde_json::from_str(&text).expect("the stack's outputs as JSON");
         let outputs: HashMap<String, String> = listed
             .iter()
@@ -38,7 +67,7 @@ impl DeployedStack {
             })
             .collect();
         let sdk = settings::sdk_config().await;
-        let api_url = outputs["ApiUrl"].trim_end_matches('/').to_owned();
+        let api_url = local_api_url(&outputs["ApiUrl"], &endpoint);
         let gateway: SocketAddr = endpoint
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -61,10 +90,16 @@ impl DeployedStack {
             kinesis: aws_sdk_kinesis::Client::new(&sdk),
             sqs: aws_sdk_sqs::Client::new(&sdk),
             sdk,
+            name,
             outputs,
             http,
             api_url,
         }
+    }
+
+    /// The stack's name, as `reservations-replay --stack` takes it.
+    pub fn name(&self) -> &str {
+        &self.name
     }
 
     /// A stack output (`EventsStreamName`, `OutboxTableName`, ...).
@@ -78,24 +113,101 @@ impl DeployedStack {
         format!("{}{path}", self.api_url)
     }
 
-    /// The request's answer: status and JSON body (`Null` when the body is not JSON).
+    /// The request's answer, signed with the SDK's credentials: status and JSON body (the text
+    /// when it is not JSON).
     pub async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let mut request = self.http.request(method.clone(), self.url(path));
-        if let Some(body) = body {
-            request = request.json(&body);
+        let answer = self.send(method, path, body.map(|b| b.to_string()), Signed::Yes).await;
+        (answer.status, answer.body)
+    }
+
+    /// Sends `body` (as JSON), signed or not.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>, signed: Signed) -> Answer {
+        let body = body.unwrap_or_default();
+        let mut request = self
+            .http
+            .request(method.clone(), self.url(path))
+            .build()
+            .expect("a request");
+        if !body.is_empty() {
+            request.headers_mut().insert(
+                "content-type",
+                reqwest::header::HeaderValue::from_static("application/json"),
+            );
+            *request.body_mut() = Some(body.clone().into());
         }
-        let response = request
-            .send()
+        if signed == Signed::Yes {
+            self.sign(&mut request, body.as_bytes()).await;
+        }
+        let response = self
+            .http
+            .execute(request)
             .await
             .unwrap_or_else(|e| panic!("{method} {path} got no answer: {e}"));
         let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
         let text = response.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        Answer {
+            status,
+            content_type,
+            body: serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        }
+    }
+
+    /// Signs `request` with SigV4 for API Gateway (`execute-api`), as an AuthMode IAM caller does.
+    async fn sign(&self, request: &mut reqwest::Request, body: &[u8]) {
+        use aws_credential_types::provider::ProvideCredentials;
+        use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+        let credentials = self
+            .sdk
+            .credentials_provider()
+            .expect("credentials to sign with")
+            .provide_credentials()
+            .await
+            .expect("credentials to sign with");
+        let identity = credentials.into();
+        let region = self.sdk.region().expect("a region").to_string();
+        let params = aws_sigv4::sign::v4::SigningParams::builder()
+            .identity(&identity)
+            .region(&region)
+            .name("execute-api")
+            .time(std::time::SystemTime::now())
+            .settings(SigningSettings::default())
+            .build()
+            .expect("signing parameters")
+            .into();
+        let host = request.url().authority().to_owned();
+        let mut headers: Vec<(String, String)> = vec![("host".into(), host)];
+        for (name, value) in request.headers() {
+            headers.push((
+                name.as_str().to_owned(),
+                value.to_str().expect("ASCII headers").to_owned(),
+            ));
+        }
+        let signable = SignableRequest::new(
+            request.method().as_str(),
+            request.url().as_str(),
+            headers.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+            SignableBody::Bytes(body),
+        )
+        .expect("a signable request");
+        let (instructions, _) = sign(signable, &params).expect("a signature").into_parts();
+        let (signed_headers, _) = instructions.into_parts();
+        for header in signed_headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(header.name().as_bytes()).expect("a header name"),
+                reqwest::header::HeaderValue::from_str(header.value()).expect("a header value"),
+            );
+        }
     }
 
     /// Every event on the stack's Kinesis stream, from the start, parents before children.
@@ -106,6 +218,21 @@ impl DeployedStack {
         mapping.drain().await.expect("read the events stream");
         mapping.function().handler().events.lock().unwrap().clone()
     }
+}
+
+/// An HTTP answer: its status, content type and body (JSON, or the text when it is not JSON).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: serde_json::Value,
+}
+
+/// Whether [`DeployedStack::send`] signs the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signed {
+    Yes,
+    No,
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` and the last state after `limit`.
@@ -123,5 +250,23 @@ pub async fn eventually<T, S: std::fmt::Debug>(
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_api_url;
+
+    #[test]
+    fn a_rest_apis_url_is_reached_on_localstacks_port_by_path_and_others_as_they_are() {
+        let endpoint = "http://127.0.0.1:14566/";
+        assert_eq!(
+            local_api_url("https://k2x9abc1.execute-api.us-east-1.amazonaws.com/prod", endpoint),
+            "http://127.0.0.1:14566/_aws/execute-api/k2x9abc1/prod"
+        );
+        let function_url = "http://x1y2.lambda-url.us-east-1.localhost:14566";
+        assert_eq!(local_api_url(&format!("{function_url}/"), endpoint), function_url);
+        let http_api = "https://h7.execute-api.eu-west-1.amazonaws.com";
+        assert_eq!(local_api_url(http_api, endpoint), http_api);
     }
 }

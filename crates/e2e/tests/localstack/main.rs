@@ -5,7 +5,7 @@
 
 mod mappings;
 
-use e2e::{DeployedStack, eventually};
+use e2e::{DeployedStack, Signed, eventually};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -336,4 +336,32 @@ async fn poison_letter(stack: &DeployedStack, mode: adapters::RelayMode) -> (Str
     })
     .await;
     (id, letter)
+}
+
+/// The front door LocalStack community serves, API Gateway's REST API: what the function refuses
+/// comes back through the gateway as problem+json, as openapi.yaml documents it. (LocalStack
+/// community passes no signer and checks no signature, so the stack runs AuthMode NONE there; an
+/// unsigned request under AuthMode IAM is `api::rest_api_events`' case.)
+#[tokio::test]
+async fn the_rest_api_answers_unknown_wrong_method_and_oversized_requests_with_problem_json() {
+    let stack = DeployedStack::from_env(STREAM_STACK).await;
+    assert!(stack.api_url.contains("/_aws/execute-api/"), "{}", stack.api_url);
+    let oversized = json!({ "slot_id": "s".repeat(20_000), "guest_id": "g", "seats": 1 }).to_string();
+    let refused = [
+        (Method::GET, "/nope", None, 404, "not_found"),
+        (Method::DELETE, "/slots/anything", None, 405, "method_not_allowed"),
+        (Method::POST, "/reservations", Some(oversized), 413, "payload_too_large"),
+    ];
+    for (method, path, body, status, code) in refused {
+        let answer = stack.send(method.clone(), path, body, Signed::Yes).await;
+        assert_eq!(
+            (
+                answer.status,
+                answer.content_type.as_str(),
+                answer.body["code"].as_str()
+            ),
+            (status, "application/problem+json", Some(code)),
+            "{method} {path}: {answer:?}"
+        );
+    }
 }
