@@ -210,7 +210,10 @@ async fn a_publish_refused_for_good_is_dead_lettered_whole_with_the_reason() {
     );
 
     // Once the topic is back, re-driving the letters publishes each event once, in order, and
-    // counts no repeat.
+    // counts no repeat. (Counted from here: above, on a slow machine, an invocation the mapping
+    // timed out between its claim and SNS's refusal is retried, and that retry counts a repeat
+    // of a publish that never happened.)
+    let repeats_before = notifications.republished().within_window() + notifications.republished().after_window();
     let topic = devstack::channel::provision(
         &aws_sdk_sns::Client::new(&stack.sdk),
         &aws_sdk_sqs::Client::new(&stack.sdk),
@@ -242,6 +245,6 @@ async fn a_publish_refused_for_good_is_dead_lettered_whole_with_the_reason() {
     );
     assert_eq!(
         notifications.republished().within_window() + notifications.republished().after_window(),
-        0
+        repeats_before
     );
 }
