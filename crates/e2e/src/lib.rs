@@ -235,6 +235,19 @@ pub enum Signed {
     No,
 }
 
+/// The `reservations-replay` the workspace built, beside the running test's binary
+/// (`target/<profile>/`; scripts/test.sh builds it).
+pub fn replay_cli() -> std::path::PathBuf {
+    let cli = std::env::current_exe()
+        .expect("the test's path")
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|dir| dir.join("reservations-replay"))
+        .expect("target directory");
+    assert!(cli.is_file(), "{} is built (scripts/test.sh builds it)", cli.display());
+    cli
+}
+
 /// Polls `check` until it returns `Some`, or panics with `what` and the last state after `limit`.
 pub async fn eventually<T, S: std::fmt::Debug>(
     what: &str,

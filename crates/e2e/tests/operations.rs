@@ -25,22 +25,10 @@ async fn with_the_polling_publisher_the_cli_rebuilds_audits_and_redrives_the_dep
     operate(&DeployedStack::from_env("E2E_POLLING_STACK_OUTPUTS").await, "poller").await;
 }
 
-/// The replay CLI the workspace built, beside this test's binary.
-fn replay_cli() -> std::path::PathBuf {
-    let cli = std::env::current_exe()
-        .expect("the test's path")
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("reservations-replay"))
-        .expect("target directory");
-    assert!(cli.is_file(), "{} is built (scripts/test.sh builds it)", cli.display());
-    cli
-}
-
 /// `reservations-replay --stack <stack> <args>`, with no names in the environment: the stack's
 /// outputs are all it knows.
 fn replay(stack: &DeployedStack, args: &[&str]) -> Output {
-    let mut command = Command::new(replay_cli());
+    let mut command = Command::new(e2e::replay_cli());
     command.args(["--stack", stack.name()]).args(args);
     for var in [
         "EVENTS_STREAM",
@@ -89,29 +77,16 @@ fn key_of(item: &HashMap<String, AttributeValue>, names: &[String]) -> HashMap<S
 /// Every item of `table`, by its key.
 async fn scan(stack: &DeployedStack, table: &str) -> BTreeMap<String, HashMap<String, AttributeValue>> {
     let names = key_names(stack, table).await;
-    let mut items = BTreeMap::new();
-    let mut start = None;
-    loop {
-        let page = stack
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .consistent_read(true)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        for item in page.items() {
-            items.insert(
-                format!("{:?}", key_of(item, &names).into_iter().collect::<BTreeMap<_, _>>()),
-                item.clone(),
-            );
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return items;
-        }
-    }
+    test_support::stack::scan_all(&stack.dynamodb, table)
+        .await
+        .into_iter()
+        .map(|item| {
+            (
+                format!("{:?}", key_of(&item, &names).into_iter().collect::<BTreeMap<_, _>>()),
+                item,
+            )
+        })
+        .collect()
 }
 
 /// This run's reservations as the API knows them: id -> (status, version).

@@ -460,24 +460,7 @@ impl TestStack {
 
     /// Every item of a table, following pagination.
     pub async fn scan_all(&self, table: &str) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .dynamodb
-                .scan()
-                .table_name(table)
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .expect("scan");
-            items.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return items;
-            }
-        }
+        scan_all(&self.dynamodb, table).await
     }
 }
 
@@ -562,5 +545,29 @@ fn poller_settings(interval: std::time::Duration) -> relay::PollerSettings {
         lease_margin: std::time::Duration::from_millis(1_500),
         // DynamoDB Local updates an index with the write itself.
         drain_settle: std::time::Duration::from_millis(100),
+    }
+}
+
+/// Every item of `table`, following pagination, read consistently.
+pub async fn scan_all(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Vec<HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let page = dynamodb
+            .scan()
+            .table_name(table)
+            .consistent_read(true)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        items.extend(page.items.unwrap_or_default());
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return items;
+        }
     }
 }

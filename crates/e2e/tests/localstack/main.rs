@@ -217,17 +217,7 @@ async fn carries_every_event_in_order_to_both_consumers(stack: &DeployedStack) {
 
     // The audit, against LocalStack: every committed event is on the stream and applied by both
     // consumers.
-    let replay = std::env::current_exe()
-        .expect("the test's path")
-        .parent()
-        .and_then(|deps| deps.parent())
-        .map(|dir| dir.join("reservations-replay"))
-        .expect("target directory");
-    assert!(
-        replay.is_file(),
-        "{} is built (scripts/test.sh builds it)",
-        replay.display()
-    );
+    let replay = e2e::replay_cli();
     let audit = eventually("an audit with nothing missing", PIPELINE_WAIT, async || {
         let output = std::process::Command::new(&replay)
             .args(["audit", "--stream", stack.output("EventsStreamName")])
