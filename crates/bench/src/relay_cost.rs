@@ -386,17 +386,7 @@ pub async fn run(args: &Args, workload: Workload) -> Result<Value> {
         "batch_size": args.batch_size,
         "invocations": batches.len(),
         "overhead": overhead,
-        "kinesis": {
-            "passes": args.kinesis_passes,
-            "raw_events_per_second": raw.events_per_second(events),
-            "raw_cpu_ms_per_event": raw.cpu_ms_per_event(events),
-            "raw_calls": raw.calls,
-            "raw_failed_records": raw_failed,
-            "relay_events_per_second": relayed.events_per_second(events),
-            "relay_cpu_ms_per_event": relayed.cpu_ms_per_event(events),
-            "relay_calls": relayed.calls,
-            "ratio": relayed.events_per_second(events) / raw.events_per_second(events),
-        },
+        "kinesis": comparison(args.kinesis_passes, &raw, &relayed, raw_failed, events),
         "kafka": kafka,
     }))
 }
@@ -441,9 +431,15 @@ async fn kafka_passes(
         }
     }
     let (raw, relayed) = (Pass::mean(&raw), Pass::mean(&relayed));
-    Ok(json!({
-        "passes": args.kinesis_passes,
-        "partitions": partitions,
+    let mut figures = comparison(args.kinesis_passes, &raw, &relayed, raw_failed, events);
+    figures["partitions"] = json!(partitions);
+    Ok(figures)
+}
+
+/// The raw and relay passes' figures side by side, as both buses report them.
+fn comparison(passes: usize, raw: &Pass, relayed: &Pass, raw_failed: u64, events: usize) -> Value {
+    json!({
+        "passes": passes,
         "raw_events_per_second": raw.events_per_second(events),
         "raw_cpu_ms_per_event": raw.cpu_ms_per_event(events),
         "raw_calls": raw.calls,
@@ -452,5 +448,5 @@ async fn kafka_passes(
         "relay_cpu_ms_per_event": relayed.cpu_ms_per_event(events),
         "relay_calls": relayed.calls,
         "ratio": relayed.events_per_second(events) / raw.events_per_second(events),
-    }))
+    })
 }

@@ -5,37 +5,31 @@ use test_support::stack::TestStack;
 
 /// The audit of everything the stack's outbox holds, against its stream and both consumers.
 pub async fn audit_everything(stack: &TestStack) -> AuditReport {
-    let projector = consumers::Projector::new(stack.read_model());
-    let notifier = consumers::Notifier::new(stack.notifications().await);
     let stream = stack.name("EVENTS_STREAM");
     let bus = replay::Bus::Kinesis {
         client: &stack.kinesis,
         stream: &stream,
     };
-    audit(
-        &stack.dynamodb,
-        &bus,
-        &stack.name("OUTBOX_TABLE"),
-        time::OffsetDateTime::UNIX_EPOCH,
-        time::OffsetDateTime::now_utc(),
-        &[&projector, &notifier],
-    )
-    .await
-    .unwrap()
+    audit_everything_through(stack, &bus).await
 }
 
 /// The audit of everything the stack's outbox holds, against `topic` (the Kafka bus) and both
 /// consumers.
 pub async fn audit_everything_on(stack: &TestStack, topic: &test_support::kafka::TestTopic) -> AuditReport {
-    let projector = consumers::Projector::new(stack.read_model());
-    let notifier = consumers::Notifier::new(stack.notifications().await);
     let bus = replay::Bus::Kafka {
         client: &topic.client,
         config: &topic.config,
     };
+    audit_everything_through(stack, &bus).await
+}
+
+/// The audit of everything the stack's outbox holds, against `bus` and both consumers.
+async fn audit_everything_through(stack: &TestStack, bus: &replay::Bus<'_>) -> AuditReport {
+    let projector = consumers::Projector::new(stack.read_model());
+    let notifier = consumers::Notifier::new(stack.notifications().await);
     audit(
         &stack.dynamodb,
-        &bus,
+        bus,
         &stack.name("OUTBOX_TABLE"),
         time::OffsetDateTime::UNIX_EPOCH,
         time::OffsetDateTime::now_utc(),
