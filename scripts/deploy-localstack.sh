@@ -98,7 +98,6 @@ rest_api='^https://([^./]+)\.execute-api\.[^/]+/([^/]+)$'
 if [[ "$api_url" =~ $rest_api ]]; then
   api_url="$endpoint/_aws/execute-api/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
 fi
-printf '%s\n' "$api_url" >"$deploy_dir/api-url"
 auth_mode=$(aws cloudformation describe-stacks --stack-name "$stack" \
   --query "Stacks[0].Parameters[?ParameterKey=='AuthMode'].ParameterValue" --output text)
 log "stack $stack is up; its outputs are in ${deploy_dir#"$ROOT"/}/outputs.json"

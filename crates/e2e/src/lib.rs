@@ -121,12 +121,12 @@ impl DeployedStack {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (u16, serde_json::Value) {
-        let answer = self.send(method, path, body.map(|b| b.to_string()), Signed::Yes).await;
+        let answer = self.send(method, path, body.map(|b| b.to_string())).await;
         (answer.status, answer.body)
     }
 
-    /// Sends `body` (as JSON), signed or not.
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>, signed: Signed) -> Answer {
+    /// Sends `body` (as JSON), signed with the SDK's credentials.
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<String>) -> Answer {
         let body = body.unwrap_or_default();
         let mut request = self
             .http
@@ -140,9 +140,7 @@ impl DeployedStack {
             );
             *request.body_mut() = Some(body.clone().into());
         }
-        if signed == Signed::Yes {
-            self.sign(&mut request, body.as_bytes()).await;
-        }
+        self.sign(&mut request, body.as_bytes()).await;
         let response = self
             .http
             .execute(request)
@@ -226,13 +224,6 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub body: serde_json::Value,
-}
-
-/// Whether [`DeployedStack::send`] signs the request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Signed {
-    Yes,
-    No,
 }
 
 /// The `reservations-replay` the workspace built, beside the running test's binary

@@ -5,7 +5,7 @@
 
 mod mappings;
 
-use e2e::{DeployedStack, Signed, eventually};
+use e2e::{DeployedStack, eventually};
 use reqwest::Method;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -343,7 +343,7 @@ async fn the_rest_api_answers_unknown_wrong_method_and_oversized_requests_with_p
         (Method::POST, "/reservations", Some(oversized), 413, "payload_too_large"),
     ];
     for (method, path, body, status, code) in refused {
-        let answer = stack.send(method.clone(), path, body, Signed::Yes).await;
+        let answer = stack.send(method.clone(), path, body).await;
         assert_eq!(
             (
                 answer.status,
