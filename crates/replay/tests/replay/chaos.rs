@@ -25,7 +25,7 @@
 //! reservation is stalled (no consumer dead-lettered anything), the read model equals the
 //! reservations table, every reservation's versions were applied exactly once each, in order, and
 //! the queue subscribed to the notifications topic received exactly one message per event, in
-//! version order per reservation. Bounded: `CHAOS_EVENTS` events on Kinesis (default 10,000;
+//! version order per reservation. Bounded: `CHAOS_EVENTS` events on Kinesis (default 2,000;
 //! `scripts/test.sh --long` runs 50,000) and `CHAOS_KAFKA_EVENTS` on Kafka (2,000; --long 20,000),
 //! fixed seeds, and a bound on time without progress (a stuck pipeline fails the suite; a slow
 //! machine does not).
@@ -319,7 +319,10 @@ enum Bus {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn under_faults_every_event_arrives_first_in_order_and_is_applied_exactly_once() {
-    chaos(Bus::Kinesis, events_wanted("CHAOS_EVENTS", 10_000), "chaos").await;
+    // 2,000 by default: every kind of fault is injected dozens of times at that size, and the
+    // whole run stays within CI's time on a slow machine (10,000 took 31 minutes on one, and
+    // kinesis-mock exited under the load); the long profile runs 50,000.
+    chaos(Bus::Kinesis, events_wanted("CHAOS_EVENTS", 2_000), "chaos").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
