@@ -21,6 +21,8 @@ struct State {
     injected_commit_failures: VecDeque<CommitFailure>,
     injected_store_failures: VecDeque<StoreErrorKind>,
     commit_attempts: usize,
+    /// Slots at home in another Region (docs/multi-region.md): this store does not write them.
+    homed_elsewhere: HashMap<SlotId, String>,
 }
 
 #[derive(Default)]
@@ -36,6 +38,12 @@ impl InMemoryStore {
     /// The next commit (create or cancel) fails with this error before touching anything.
     pub fn fail_next_commit(&self, failure: impl FnOnce() -> CommitError + Send + 'static) {
         self.lock().injected_commit_failures.push_back(Box::new(failure));
+    }
+
+    /// From now on `slot_id` is at home in Region `region`, not this store's: writes that touch
+    /// its inventory are refused, as the DynamoDB store refuses them.
+    pub fn home_slot_elsewhere(&self, slot_id: &SlotId, region: &str) {
+        self.lock().homed_elsewhere.insert(slot_id.clone(), region.to_owned());
     }
 
     /// The next store call of any kind fails with a [`StoreError`] of this kind.
@@ -85,6 +93,9 @@ impl SlotStore for InMemoryStore {
     async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
         state.store_failure("put slot")?;
+        if let Some(region) = state.homed_elsewhere.get(slot_id) {
+            return Err(SlotWriteError::HomedElsewhere { region: region.clone() });
+        }
         match state.slots.get_mut(slot_id) {
             None => {
                 let slot = Slot::new(slot_id.clone(), capacity);
@@ -116,6 +127,9 @@ impl ReservationStore for InMemoryStore {
             return Err(failure);
         }
         let reservation = &change.reservation;
+        if let Some(region) = state.homed_elsewhere.get(&reservation.slot_id) {
+            return Err(CommitError::HomedElsewhere { region: region.clone() });
+        }
         if let Some(record) = &change.idempotency
             && state.idempotency.contains_key(&record.key)
         {
@@ -146,6 +160,9 @@ impl ReservationStore for InMemoryStore {
         let mut state = self.lock();
         if let Some(failure) = state.take_injected_failure() {
             return Err(failure);
+        }
+        if let Some(region) = state.homed_elsewhere.get(&change.current.slot_id) {
+            return Err(CommitError::HomedElsewhere { region: region.clone() });
         }
         let stored_version = state
             .reservations

@@ -32,6 +32,7 @@ fn tables() -> StoreTables {
         outbox_retention: time::Duration::days(7),
         idempotency_retention: time::Duration::hours(24),
         relay_mode: adapters::RelayMode::Stream,
+        regions: settings::Regions::single("us-east-1"),
     }
 }
 

@@ -403,6 +403,11 @@ fn service_problem(err: ServiceError) -> Problem {
         ServiceError::CapacityBelowReserved { .. } => {
             Problem::new(StatusCode::CONFLICT, "capacity_below_reserved", err.to_string())
         }
+        ServiceError::HomedElsewhere { ref region, .. } => {
+            let mut problem = Problem::new(StatusCode::MISDIRECTED_REQUEST, "wrong_region", err.to_string());
+            problem.home_region = Some(region.clone());
+            problem
+        }
         ServiceError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

@@ -24,6 +24,9 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
+    /// With `wrong_region`: the Region whose API takes writes for the slot.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub home_region: Option<String>,
     #[serde(skip)]
     headers: Vec<(header::HeaderName, String)>,
 }
@@ -38,6 +41,7 @@ impl Problem {
             detail: detail.into(),
             errors: Vec::new(),
             request_id: None,
+            home_region: None,
             headers: Vec::new(),
         }
     }

@@ -27,6 +27,9 @@ pub enum ServiceError {
     IdempotencyKeyReused,
     #[error("gave up after {attempts} attempts because of concurrent changes")]
     Contended { attempts: u32 },
+    /// Writes to the slot's inventory run only in its home Region (docs/multi-region.md).
+    #[error("slot {slot_id} is at home in Region {region}: send writes for it to the API there")]
+    HomedElsewhere { slot_id: SlotId, region: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,6 +96,10 @@ where
                 SlotWriteError::CapacityBelowReserved { requested, reserved } => {
                     ServiceError::CapacityBelowReserved { requested, reserved }
                 }
+                SlotWriteError::HomedElsewhere { region } => ServiceError::HomedElsewhere {
+                    slot_id: slot_id.clone(),
+                    region,
+                },
                 SlotWriteError::Store(e) => ServiceError::Store(e),
             })
     }
@@ -164,6 +171,12 @@ where
                         slot_id: command.slot_id,
                     });
                 }
+                Err(CommitError::HomedElsewhere { region }) => {
+                    return Err(ServiceError::HomedElsewhere {
+                        slot_id: command.slot_id,
+                        region,
+                    });
+                }
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
                 Err(CommitError::IdempotencyKeyTaken) => {
                     // A concurrent request with the same key committed first: answer as it did.
@@ -199,6 +212,12 @@ where
                 Ok(()) => return Ok(change.cancelled),
                 // Re-read: the reservation changed (perhaps cancelled by a racing request).
                 Err(CommitError::ReservationChanged | CommitError::Contention) => {}
+                Err(CommitError::HomedElsewhere { region }) => {
+                    return Err(ServiceError::HomedElsewhere {
+                        slot_id: change.current.slot_id,
+                        region,
+                    });
+                }
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
                 Err(other) => {
                     return Err(ServiceError::Store(StoreError::new(

@@ -62,7 +62,7 @@ pub async fn run(mode: Mode, interval: Duration, seconds: u64) -> Result<()> {
                 event_source_mapping::DynamoDbStreamsSource::new(streams, arn),
                 devstack::pipeline::RelayHandler(relay),
                 None::<event_source_mapping::MemoryOnFailure>,
-                devstack::pipeline::relay_mapping_config(),
+                devstack::pipeline::relay_mapping_config(&settings::Regions::single(test_support::stack::TEST_REGION)),
             );
             tokio::spawn(mapping.run(MAPPING_IDLE_WAIT, stopped(stop_rx)))
         }

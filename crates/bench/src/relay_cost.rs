@@ -223,7 +223,7 @@ async fn capture_batches(stack: &TestStack, batch_size: usize) -> Result<Vec<Vec
         None,
         MappingConfig {
             batch_size,
-            ..devstack::pipeline::relay_mapping_config()
+            ..devstack::pipeline::relay_mapping_config(&settings::Regions::single(test_support::stack::TEST_REGION))
         },
     );
     mapping.drain().await.context("reading the outbox stream")?;

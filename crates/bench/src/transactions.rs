@@ -45,6 +45,7 @@ fn raw_create(stack: &TestStack, slot: &str) -> Result<Vec<TransactWriteItem>> {
             &envelope,
             now + time::Duration::days(7),
             RelayMode::Stream,
+            &stack.tables().regions,
         ))?))
         .condition_expression("attribute_not_exists(aggregate_id)")
         .build()?;
@@ -64,7 +65,10 @@ pub async fn run(clients: usize, seconds: u64) -> Result<()> {
             .dynamodb
             .put_item()
             .table_name(stack.name("RESERVATIONS_TABLE"))
-            .set_item(Some(serde_dynamo::to_item(SlotItem::new(&slot))?))
+            .set_item(Some(serde_dynamo::to_item(SlotItem::new(
+                &slot,
+                &stack.tables().regions.here,
+            ))?))
             .send()
             .await?;
     }

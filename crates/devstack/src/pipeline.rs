@@ -16,6 +16,7 @@ use event_source_mapping::{
     KinesisSource, MappingConfig, StartingPosition,
 };
 use relay::{EventSink, KinesisSink, Poller, PollerSettings, PublishPolicy, Relay};
+use settings::Regions;
 use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -36,8 +37,8 @@ impl<S: EventSink, D: DeadLetters> Function for RelayHandler<S, D> {
 
 pub type RelayMapping<S, D> = EventSourceMapping<DynamoDbStreamsSource, RelayHandler<S, D>, JsonLinesOnFailure>;
 
-/// The relay mapping's settings: the template's, for the local runner.
-pub fn relay_mapping_config() -> MappingConfig {
+/// The relay mapping's settings: the template's, for the local runner, in Region `regions.here`.
+pub fn relay_mapping_config(regions: &Regions) -> MappingConfig {
     MappingConfig {
         function_name: "reservations-relay".into(),
         batch_size: 100,
@@ -49,7 +50,8 @@ pub fn relay_mapping_config() -> MappingConfig {
         maximum_record_age: None,
         bisect_batch_on_function_error: false,
         report_batch_item_failures: true,
-        filter: FilterCriteria::from_patterns([relay::OUTBOX_INSERT_FILTER]).expect("the relay filter is valid"),
+        filter: FilterCriteria::from_patterns(relay::outbox_insert_filters(regions))
+            .expect("the relay filter is valid"),
         function_timeout: Duration::from_secs(30),
         retry_backoff: Duration::from_millis(100),
     }
@@ -73,28 +75,32 @@ pub fn relay_mapping(
     stream_arn: &str,
     events_stream: &str,
     dead_letter_dir: &Path,
+    regions: &Regions,
 ) -> RelayMapping<KinesisSink, JsonLinesDeadLetters> {
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream);
-    relay_mapping_to(sdk, stream_arn, sink, dead_letter_dir)
+    relay_mapping_to(sdk, stream_arn, sink, dead_letter_dir, regions)
 }
 
-/// The relay, publishing to `sink` (Kinesis or Kafka), behind a mapping on `stream_arn`.
+/// The relay, publishing to `sink` (Kinesis or Kafka), behind a mapping on `stream_arn`; it
+/// publishes the events `regions.here` must (docs/multi-region.md).
 pub fn relay_mapping_to<S: EventSink>(
     sdk: &aws_config::SdkConfig,
     stream_arn: &str,
     sink: S,
     dead_letter_dir: &Path,
+    regions: &Regions,
 ) -> RelayMapping<S, JsonLinesDeadLetters> {
     let relay = Relay::new(
         sink,
         JsonLinesDeadLetters::new(dead_letter_dir.join("relay-dead-letters.jsonl")),
         PublishPolicy::default(),
-    );
+    )
+    .publishing_for(regions.clone());
     EventSourceMapping::new(
         DynamoDbStreamsSource::new(aws_sdk_dynamodbstreams::Client::new(sdk), stream_arn),
         RelayHandler(relay),
         Some(JsonLinesOnFailure::new(dead_letter_dir.join("relay-on-failure.jsonl"))),
-        relay_mapping_config(),
+        relay_mapping_config(regions),
     )
 }
 
@@ -107,20 +113,23 @@ pub fn poller(
     events_stream: &str,
     dead_letter_dir: &Path,
     settings: PollerSettings,
+    regions: &Regions,
 ) -> LocalPoller {
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream);
-    poller_to(sdk, outbox_table, sink, dead_letter_dir, settings)
+    poller_to(sdk, outbox_table, sink, dead_letter_dir, settings, regions)
 }
 
-/// The local polling publisher, publishing to `sink` (Kinesis or Kafka).
+/// The local polling publisher, publishing to `sink` (Kinesis or Kafka), as Region
+/// `regions.here`'s poller.
 pub fn poller_to<S: EventSink>(
     sdk: &aws_config::SdkConfig,
     outbox_table: &str,
     sink: S,
     dead_letter_dir: &Path,
     settings: PollerSettings,
+    regions: &Regions,
 ) -> Poller<DynamoOutbox, DynamoOutbox, S, JsonLinesDeadLetters> {
-    let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(sdk), outbox_table);
+    let outbox = DynamoOutbox::in_region(aws_sdk_dynamodb::Client::new(sdk), outbox_table, regions);
     Poller::new(
         outbox.clone(),
         outbox,

@@ -64,6 +64,8 @@ pub enum SlotWrite {
 pub enum SlotWriteError {
     #[error("capacity {requested} is below the {reserved} seats already reserved")]
     CapacityBelowReserved { requested: u32, reserved: u32 },
+    #[error("the slot's home is Region {region}")]
+    HomedElsewhere { region: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -111,6 +113,10 @@ pub enum CommitError {
     /// Another transaction touched the same items at the same moment; trying again may succeed.
     #[error("conflicting concurrent transaction")]
     Contention,
+    /// The slot's inventory is written only in its home Region (docs/multi-region.md), and
+    /// that is `region`, not this one.
+    #[error("the slot's home is Region {region}")]
+    HomedElsewhere { region: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

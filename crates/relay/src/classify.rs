@@ -8,6 +8,9 @@ use domain::{EventEnvelope, EventId, ReservationId, TraceId, Version};
 
 pub use domain::OUTBOX_ITEM_TYPE;
 const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
+/// The outbox item's Region attribute (the store's `items::BORN_IN`; the relay does not link the
+/// store, a test holds the two equal).
+pub const BORN_IN: &str = "born_in";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SkipReason {
@@ -17,6 +20,9 @@ pub enum SkipReason {
     NotAnInsert,
     /// An INSERT of something that is not an outbox event.
     NotAnOutboxItem,
+    /// An outbox event another Region's API wrote, replicated here by a global table: that
+    /// Region's relay publishes it (docs/multi-region.md).
+    BornElsewhere,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +46,9 @@ pub struct PublishedEvent {
     pub reservation_id: ReservationId,
     pub version: Version,
     pub trace_id: TraceId,
+    /// The Region whose API wrote the outbox item (`born_in`); `None` on items from before
+    /// items recorded it.
+    pub born_in: Option<String>,
 }
 
 /// Decides what becomes of a stream record. The new image of an outbox insert is read into the
@@ -65,8 +74,12 @@ pub fn classify(record: &mut EventRecord) -> Classified {
         Some(serde_dynamo::AttributeValue::S(item_type)) if item_type == OUTBOX_ITEM_TYPE => {}
         _ => return Classified::Skip(SkipReason::NotAnOutboxItem),
     }
+    let born_in = match image.get(BORN_IN) {
+        Some(serde_dynamo::AttributeValue::S(region)) => Some(region.clone()),
+        _ => None,
+    };
     match serde_dynamo::from_item::<_, EventEnvelope>(image) {
-        Ok(envelope) => publishable(envelope),
+        Ok(envelope) => publishable(envelope, born_in),
         Err(e) => Classified::Poison {
             reason: format!("outbox item is not a valid event envelope: {e}"),
         },
@@ -74,7 +87,7 @@ pub fn classify(record: &mut EventRecord) -> Classified {
 }
 
 /// The envelope as the record to put, unless it cannot be put.
-fn publishable(envelope: EventEnvelope) -> Classified {
+fn publishable(envelope: EventEnvelope, born_in: Option<String>) -> Classified {
     match SinkRecord::of_envelope(&envelope) {
         Ok(record) => Classified::Publish {
             record,
@@ -83,24 +96,53 @@ fn publishable(envelope: EventEnvelope) -> Classified {
                 reservation_id: envelope.aggregate_id,
                 version: envelope.version,
                 trace_id: envelope.trace_id,
+                born_in,
             },
         },
         Err(reason) => Classified::Poison { reason },
     }
 }
 
-/// The relay's event source mapping filter (template and local runner alike): outbox INSERTs only,
-/// so Lambda is not even invoked for TTL removals or anything else.
-pub const OUTBOX_INSERT_FILTER: &str =
-    r#"{"eventName": ["INSERT"], "dynamodb": {"NewImage": {"item_type": {"S": ["OutboxEvent"]}}}}"#;
+/// The relay's event source mapping filters (template and local runner alike; a record passes
+/// when one of them matches): the outbox INSERTs this Region publishes, so Lambda is not even
+/// invoked for TTL removals, for anything else, or for another Region's events replicated here
+/// by a global table (docs/multi-region.md).
+pub fn outbox_insert_filters(regions: &settings::Regions) -> Vec<String> {
+    let insert_of = |born_in: serde_json::Value| {
+        serde_json::json!({
+            "eventName": ["INSERT"],
+            "dynamodb": {"NewImage": {"item_type": {"S": [OUTBOX_ITEM_TYPE]}, BORN_IN: born_in}}
+        })
+        .to_string()
+    };
+    let mut filters = vec![insert_of(serde_json::json!({"S": [regions.here]}))];
+    if regions.is_primary() {
+        // Items from before outbox items recorded their Region (`exists` matches leaves only).
+        filters.push(insert_of(serde_json::json!({"S": [{"exists": false}]})));
+    }
+    filters
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn the_filter_matches_the_item_type_the_store_writes() {
-        let filter: serde_json::Value = serde_json::from_str(OUTBOX_INSERT_FILTER).unwrap();
-        assert_eq!(filter["dynamodb"]["NewImage"]["item_type"]["S"][0], OUTBOX_ITEM_TYPE);
+    fn the_filters_match_the_item_type_the_store_writes_and_this_regions_events() {
+        let primary = settings::Regions::single("us-east-1");
+        let filters = outbox_insert_filters(&primary);
+        assert_eq!(filters.len(), 2, "the primary also publishes items without a Region");
+        for filter in &filters {
+            let filter: serde_json::Value = serde_json::from_str(filter).unwrap();
+            assert_eq!(filter["dynamodb"]["NewImage"]["item_type"]["S"][0], OUTBOX_ITEM_TYPE);
+        }
+        let other = settings::Regions {
+            here: "eu-west-1".into(),
+            primary: "us-east-1".into(),
+        };
+        let filters = outbox_insert_filters(&other);
+        assert_eq!(filters.len(), 1);
+        let filter: serde_json::Value = serde_json::from_str(&filters[0]).unwrap();
+        assert_eq!(filter["dynamodb"]["NewImage"][BORN_IN]["S"][0], "eu-west-1");
     }
 }

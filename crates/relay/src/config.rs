@@ -36,6 +36,8 @@ impl BusConfig {
 pub struct RelayConfig {
     pub bus: BusConfig,
     pub dead_letters: DeadLetterTarget,
+    /// Which outbox events are this Region's to publish (`AWS_REGION`, `PRIMARY_REGION`).
+    pub regions: settings::Regions,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -59,6 +61,7 @@ impl RelayConfig {
         Ok(Self {
             bus: BusConfig::from_vars(vars)?,
             dead_letters: DeadLetterTarget::from_vars(vars)?,
+            regions: settings::Regions::from_vars(vars)?,
         })
     }
 }

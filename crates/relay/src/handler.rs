@@ -15,6 +15,9 @@ pub struct Relay<S, D> {
     dead_letters: D,
     policy: PublishPolicy,
     metrics: telemetry::Emitter,
+    /// Publishes only the outbox events born in this Region; `None`: every event (the tools
+    /// and tests that relay one table of their own).
+    regions: Option<settings::Regions>,
 }
 
 /// What one invocation did, for logs, metrics and tests.
@@ -25,6 +28,8 @@ pub struct RelayStats {
     pub skipped_ttl_removals: usize,
     pub skipped_not_inserts: usize,
     pub skipped_not_outbox: usize,
+    /// Outbox events another Region's relay publishes (a global table's replicated items).
+    pub skipped_born_elsewhere: usize,
     pub dead_lettered: usize,
     pub publish: PublishReport,
     /// Epoch milliseconds of the oldest record's ApproximateCreationDateTime: the relay's lag.
@@ -37,11 +42,12 @@ impl RelayStats {
             SkipReason::TtlRemoval => self.skipped_ttl_removals += 1,
             SkipReason::NotAnInsert => self.skipped_not_inserts += 1,
             SkipReason::NotAnOutboxItem => self.skipped_not_outbox += 1,
+            SkipReason::BornElsewhere => self.skipped_born_elsewhere += 1,
         }
     }
 
     fn skipped(&self) -> usize {
-        self.skipped_ttl_removals + self.skipped_not_inserts + self.skipped_not_outbox
+        self.skipped_ttl_removals + self.skipped_not_inserts + self.skipped_not_outbox + self.skipped_born_elsewhere
     }
 
     fn log(&self, resume_at: Option<usize>) {
@@ -87,7 +93,19 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
             dead_letters,
             policy,
             metrics: telemetry::Emitter::Off,
+            regions: None,
         }
+    }
+
+    /// Publishes only what this Region must: events born here, and, in the primary Region,
+    /// events from before outbox items recorded their Region (docs/multi-region.md).
+    pub fn publishing_for(mut self, regions: settings::Regions) -> Self {
+        self.regions = Some(regions);
+        self
+    }
+
+    fn publishes(&self, born_in: Option<&str>) -> bool {
+        self.regions.as_ref().is_none_or(|regions| regions.publishes(born_in))
     }
 
     /// Emits each batch's metrics (EMF) here; off unless set.
@@ -168,7 +186,12 @@ impl<S: EventSink, D: DeadLetters> Relay<S, D> {
         };
         for (index, record) in records.iter_mut().enumerate() {
             let classified = match record {
-                Ok(record) => classify(record),
+                Ok(record) => match classify(record) {
+                    Classified::Publish { event, .. } if !self.publishes(event.born_in.as_deref()) => {
+                        Classified::Skip(SkipReason::BornElsewhere)
+                    }
+                    classified => classified,
+                },
                 Err(e) => Classified::Poison {
                     reason: format!("not a DynamoDB stream record: {e}"),
                 },

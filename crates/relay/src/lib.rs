@@ -22,7 +22,7 @@ pub mod polling;
 pub mod publish;
 pub mod sink;
 
-pub use classify::{Classified, OUTBOX_INSERT_FILTER, SkipReason, classify};
+pub use classify::{BORN_IN, Classified, SkipReason, classify, outbox_insert_filters};
 pub use config::{BusConfig, PollerConfig, RelayConfig};
 pub use handler::{Relay, RelayOutcome};
 pub use kafka::{BusSink, KafkaSink};

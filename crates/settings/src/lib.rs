@@ -168,6 +168,50 @@ impl EventBus {
     }
 }
 
+/// Where this process runs and which Region is the primary one, for a deployment whose tables
+/// are DynamoDB global tables (docs/multi-region.md). A single-Region deployment is the case
+/// where both are the same, which is what an unset `PRIMARY_REGION` means.
+///
+/// - `here`: `AWS_REGION`, which Lambda always sets (a process without it cannot call AWS at
+///   all; off AWS it is `local`).
+/// - `primary`: `PRIMARY_REGION`, else `here`. The primary Region publishes outbox items written
+///   before items recorded their Region, and is the home of slots created before slots had one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Regions {
+    pub here: String,
+    pub primary: String,
+}
+
+impl Regions {
+    /// One Region, `region`, that is its own primary.
+    pub fn single(region: &str) -> Self {
+        Self {
+            here: region.to_owned(),
+            primary: region.to_owned(),
+        }
+    }
+
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, SettingError> {
+        let vars = Vars(vars);
+        let here = vars.text("AWS_REGION", "local")?;
+        let primary = vars.text("PRIMARY_REGION", &here)?;
+        Ok(Self { here, primary })
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.here == self.primary
+    }
+
+    /// Whether an outbox event born in `born_in` is this Region's to publish: born here, or,
+    /// written before outbox items recorded their Region, this is the primary.
+    pub fn publishes(&self, born_in: Option<&str>) -> bool {
+        match born_in {
+            Some(region) => region == self.here,
+            None => self.is_primary(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingError {
     #[error("{0} must not be empty")]
@@ -280,6 +324,27 @@ mod tests {
         assert_eq!(Vars(&blank).name_or_default(names::OUTBOX_TABLE), "reservation-outbox");
         assert_eq!(names::by_var("EVENTS_STREAM"), Some(names::EVENTS_STREAM));
         assert_eq!(names::by_var("PATH"), None);
+    }
+
+    #[test]
+    fn the_primary_region_is_this_one_unless_named() {
+        let single = Regions::from_vars(&vars(&[("AWS_REGION", "eu-west-1")])).unwrap();
+        assert_eq!(single, Regions::single("eu-west-1"));
+        assert!(single.is_primary());
+        let secondary =
+            Regions::from_vars(&vars(&[("AWS_REGION", "eu-west-1"), ("PRIMARY_REGION", "us-east-1")])).unwrap();
+        assert!(!secondary.is_primary());
+        assert_eq!(secondary.primary, "us-east-1");
+        assert_eq!(Regions::from_vars(&HashMap::new()).unwrap(), Regions::single("local"));
+        // Each event is published by exactly one of the Regions.
+        for born_in in [Some("eu-west-1"), Some("us-east-1"), None] {
+            let publishers = [Regions::single("us-east-1"), secondary.clone()].map(|r| r.publishes(born_in));
+            assert_eq!(publishers.iter().filter(|p| **p).count(), 1, "{born_in:?}");
+        }
+        assert_eq!(
+            Regions::from_vars(&vars(&[("PRIMARY_REGION", "")])).unwrap_err(),
+            SettingError::Empty("PRIMARY_REGION")
+        );
     }
 
     #[test]

@@ -56,7 +56,13 @@ pub const EXPIRES_AT: i64 = 1_795_500_000;
 
 fn outbox_item_value(envelope: &EventEnvelope, mode: RelayMode) -> serde_dynamo::Item {
     let expires_at = time::OffsetDateTime::from_unix_timestamp(EXPIRES_AT).expect("a valid time");
-    serde_dynamo::to_item(OutboxItem::new(envelope, expires_at, mode)).expect("an outbox item serializes")
+    serde_dynamo::to_item(OutboxItem::new(
+        envelope,
+        expires_at,
+        mode,
+        &settings::Regions::single(crate::stack::TEST_REGION),
+    ))
+    .expect("an outbox item serializes")
 }
 
 /// The outbox item the store writes for `envelope`, in DynamoDB JSON: a stream record's

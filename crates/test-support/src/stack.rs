@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
+/// The Region a test stack stands for, whatever Region the SDK is configured with (the local
+/// engines ignore it); [`crate::events`] writes outbox items born in it.
+pub const TEST_REGION: &str = "us-east-1";
+
 pub struct TestStack {
     pub sdk: aws_config::SdkConfig,
     pub dynamodb: aws_sdk_dynamodb::Client,
@@ -16,6 +20,9 @@ pub struct TestStack {
     pub names: ResourceNames,
     /// What the API's store does for the relay: `Polling` marks new events unpublished.
     pub relay_mode: RelayMode,
+    /// The Region this stack stands for and the primary one: one Region unless a test of
+    /// several Regions says otherwise ([`Self::in_region`]).
+    pub regions: settings::Regions,
     /// The notifications topic and subscriber queue, created on first use.
     channel: tokio::sync::OnceCell<devstack::channel::ChannelResources>,
 }
@@ -132,13 +139,23 @@ impl TestStack {
             .await
             .expect("provisioning the test resources on the local stack");
         Self {
-            sdk,
             dynamodb,
             kinesis,
             names,
             relay_mode: RelayMode::Stream,
+            regions: settings::Regions::single(TEST_REGION),
+            sdk,
             channel: Default::default(),
         }
+    }
+
+    /// The same stack standing for Region `here` of a deployment whose primary is `primary`.
+    pub fn in_region(mut self, here: &str, primary: &str) -> Self {
+        self.regions = settings::Regions {
+            here: here.to_owned(),
+            primary: primary.to_owned(),
+        };
+        self
     }
 
     /// The same stack with the API marking new events for the polling publisher.
@@ -149,7 +166,7 @@ impl TestStack {
 
     /// The polling publisher's view of this stack's outbox table (its index and lease).
     pub fn outbox(&self) -> adapters::DynamoOutbox {
-        adapters::DynamoOutbox::new(self.dynamodb.clone(), self.name("OUTBOX_TABLE"))
+        adapters::DynamoOutbox::in_region(self.dynamodb.clone(), self.name("OUTBOX_TABLE"), &self.regions)
     }
 
     pub fn name(&self, var: &str) -> String {
@@ -165,6 +182,7 @@ impl TestStack {
             reservations_table: self.name("RESERVATIONS_TABLE"),
             outbox_table: self.name("OUTBOX_TABLE"),
             relay_mode: self.relay_mode,
+            regions: self.regions.clone(),
             ..StoreTables::from_vars(&HashMap::new()).expect("the defaults are valid")
         }
     }
@@ -221,7 +239,13 @@ impl TestStack {
         let arn = devstack::pipeline::outbox_stream_arn(&self.dynamodb, &self.name("OUTBOX_TABLE"))
             .await
             .expect("outbox stream");
-        devstack::pipeline::relay_mapping(&self.sdk, &arn, &self.name("EVENTS_STREAM"), &self.dead_letter_dir())
+        devstack::pipeline::relay_mapping(
+            &self.sdk,
+            &arn,
+            &self.name("EVENTS_STREAM"),
+            &self.dead_letter_dir(),
+            &self.regions,
+        )
     }
 
     /// The relay on this stack's outbox stream, publishing to `topic` on the Kafka bus.
@@ -235,7 +259,7 @@ impl TestStack {
         let sink = relay::KafkaSink::connect(&topic.config, None)
             .await
             .expect("the relay reaches the test topic");
-        devstack::pipeline::relay_mapping_to(&self.sdk, &arn, sink, &self.dead_letter_dir())
+        devstack::pipeline::relay_mapping_to(&self.sdk, &arn, sink, &self.dead_letter_dir(), &self.regions)
     }
 
     /// The polling publisher on this stack's outbox, polling every `interval`, with a short lease
@@ -247,6 +271,7 @@ impl TestStack {
             &self.name("EVENTS_STREAM"),
             &self.dead_letter_dir(),
             poller_settings(interval),
+            &self.regions,
         )
     }
 
@@ -271,6 +296,7 @@ impl TestStack {
             sink,
             &self.dead_letter_dir(),
             poller_settings(interval),
+            &self.regions,
         )
     }
 

@@ -25,7 +25,11 @@ async fn main() -> Result<(), Error> {
             .timeout_config(TimeoutConfig::builder().operation_timeout(PUT_TIMEOUT).build())
             .build(),
     );
-    let outbox = DynamoOutbox::new(aws_sdk_dynamodb::Client::new(&sdk), &config.outbox_table);
+    let outbox = DynamoOutbox::in_region(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &config.outbox_table,
+        &config.relay.regions,
+    );
     let dead_letters = config.relay.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
     let sink = match BusSink::open(&config.relay.bus, || kinesis, AwsIdentity::from_sdk_config(&sdk)).await? {
         BusSink::Kafka(kafka) => BusSink::Kafka(kafka.with_produce_timeout(PUT_TIMEOUT)),

@@ -29,7 +29,9 @@ async fn main() -> Result<(), Error> {
         AwsIdentity::from_sdk_config(&sdk),
     )
     .await?;
-    let relay = Relay::new(sink, dead_letters, PublishPolicy::default()).with_metrics(telemetry::Emitter::Stdout);
+    let relay = Relay::new(sink, dead_letters, PublishPolicy::default())
+        .with_metrics(telemetry::Emitter::Stdout)
+        .publishing_for(config.regions);
     let relay = &relay;
     // The event stays JSON: the relay reads it record by record, so that one record of the wrong
     // shape is dead-lettered instead of failing the whole batch (relay::Relay::handle).

@@ -3,6 +3,7 @@
 //! `TransactWriteItems` reports why it was cancelled as one reason per item, in request order;
 //! the caller knows which index is which item, so the reasons are interpreted per use case.
 
+use super::items::{HOME_REGION, SlotHome};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -32,6 +33,8 @@ where
     StoreError::new(kind, operation, err).with_request_id(request_id)
 }
 
+const FAILED: &str = "ConditionalCheckFailed";
+
 pub(crate) fn is_conditional_check_failure<E: ProvideErrorMetadata>(err: &SdkError<E, HttpResponse>) -> bool {
     err.code() == Some("ConditionalCheckFailedException")
 }
@@ -42,6 +45,8 @@ pub(crate) struct ItemReason {
     pub code: String,
     /// Whether DynamoDB returned the item's old image (it exists) for a failed condition.
     pub item_present: bool,
+    /// The slot's home Region in that old image, when it names one.
+    pub home_region: Option<String>,
 }
 
 #[derive(Debug)]
@@ -71,6 +76,11 @@ pub(crate) fn classify_transaction_error(
             .map(|r| ItemReason {
                 code: r.code().unwrap_or("None").to_owned(),
                 item_present: r.item().is_some_and(|item| !item.is_empty()),
+                home_region: r
+                    .item()
+                    .and_then(|item| item.get(HOME_REGION))
+                    .and_then(|home| home.as_s().ok())
+                    .cloned(),
             })
             .collect();
         return TransactionOutcome::Cancelled(CancellationReasons {
@@ -95,25 +105,31 @@ impl CancellationReasons {
     }
 
     /// Items in order: 0 slot update, 1 reservation put, 2 outbox put, 3 idempotency record (optional).
-    pub(crate) fn for_creation(&self) -> CommitError {
-        const FAILED: &str = "ConditionalCheckFailed";
+    pub(crate) fn for_creation(&self, home: &SlotHome) -> CommitError {
         if self.code(3) == Some(FAILED) {
             return CommitError::IdempotencyKeyTaken;
         }
         if self.code(0) == Some(FAILED) {
-            let slot_exists = self.reasons[0].item_present;
-            return if slot_exists {
-                CommitError::SoldOut
-            } else {
+            let slot = &self.reasons[0];
+            return if !slot.item_present {
                 CommitError::SlotNotFound
+            } else if let Some(region) = home.elsewhere(slot.home_region.as_deref()) {
+                CommitError::HomedElsewhere { region }
+            } else {
+                CommitError::SoldOut
             };
         }
         self.common()
     }
 
     /// Items in order: 0 reservation put (conditional on version), 1 slot update, 2 outbox put.
-    pub(crate) fn for_cancellation(&self) -> CommitError {
-        if self.code(0) == Some("ConditionalCheckFailed") {
+    pub(crate) fn for_cancellation(&self, home: &SlotHome) -> CommitError {
+        if self.code(1) == Some(FAILED)
+            && let Some(region) = home.elsewhere(self.reasons[1].home_region.as_deref())
+        {
+            return CommitError::HomedElsewhere { region };
+        }
+        if self.code(0) == Some(FAILED) {
             return CommitError::ReservationChanged;
         }
         self.common()

@@ -5,6 +5,7 @@
 use domain::ports::IdempotencyRecord;
 use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
 use serde::{Deserialize, Serialize};
+use settings::Regions;
 use time::OffsetDateTime;
 
 pub const PK: &str = "pk";
@@ -19,6 +20,44 @@ pub use domain::OUTBOX_ITEM_TYPE;
 pub const UNPUBLISHED: &str = "unpublished";
 pub const UNPUBLISHED_PENDING: &str = "pending";
 pub const UNPUBLISHED_INDEX: &str = "unpublished-events";
+/// On an outbox item: the Region whose API wrote it. On a global table every Region's stream
+/// carries every Region's items; each Region's relay publishes only the ones born there.
+pub const BORN_IN: &str = "born_in";
+/// On a slot item: the Region where its inventory is written (docs/multi-region.md).
+pub const HOME_REGION: &str = "home_region";
+
+/// The `unpublished` mark that Region's poller looks for: `pending` in the primary Region (the
+/// mark items had before Regions were recorded), `pending#<region>` in every other, so that each
+/// poller's partition of the index holds only what that Region must publish.
+pub fn unpublished_mark(regions: &Regions) -> String {
+    if regions.is_primary() {
+        UNPUBLISHED_PENDING.to_owned()
+    } else {
+        format!("{UNPUBLISHED_PENDING}#{}", regions.here)
+    }
+}
+
+/// Where slots live: the rule the store's conditions and its answers share. A slot item without
+/// a home (created before slots had one) lives in the primary Region.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotHome(pub Regions);
+
+impl SlotHome {
+    /// The condition that the slot's home is this Region, over `#home_region` and `:here`.
+    pub fn condition(&self) -> &'static str {
+        if self.0.is_primary() {
+            "(attribute_not_exists(#home_region) OR #home_region = :here)"
+        } else {
+            "#home_region = :here"
+        }
+    }
+
+    /// The slot's home Region when it is not this one, from the home its item names.
+    pub fn elsewhere(&self, home: Option<&str>) -> Option<String> {
+        let home = home.unwrap_or(&self.0.primary);
+        (home != self.0.here).then(|| home.to_owned())
+    }
+}
 
 /// Which relay publishes the outbox, chosen at deploy time (`RELAY_MODE`, the template's
 /// `RelayMode`). Only polling needs the API to mark new events unpublished.
@@ -78,10 +117,14 @@ pub struct SlotItem {
     /// Kept equal to capacity - reserved so that "enough seats left" is a plain condition
     /// (`available >= :seats`); condition expressions cannot do arithmetic.
     pub available: u32,
+    /// See [`HOME_REGION`]; absent on slots created before slots had a home.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub home_region: Option<String>,
 }
 
 impl SlotItem {
-    pub fn new(slot: &Slot) -> Self {
+    /// A new slot, at home in the Region that creates it.
+    pub fn new(slot: &Slot, home_region: &str) -> Self {
         Self {
             pk: slot_pk(&slot.slot_id),
             item_type: "Slot".into(),
@@ -89,6 +132,7 @@ impl SlotItem {
             capacity: slot.capacity,
             reserved: slot.reserved,
             available: slot.available(),
+            home_region: Some(home_region.to_owned()),
         }
     }
 
@@ -127,15 +171,19 @@ pub struct OutboxItem {
     pub expires_at: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unpublished: Option<String>,
+    /// See [`BORN_IN`]; absent on items written before items recorded their Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub born_in: Option<String>,
 }
 
 impl OutboxItem {
-    pub fn new(envelope: &EventEnvelope, expires_at: OffsetDateTime, mode: RelayMode) -> Self {
+    pub fn new(envelope: &EventEnvelope, expires_at: OffsetDateTime, mode: RelayMode, regions: &Regions) -> Self {
         Self {
             item_type: OUTBOX_ITEM_TYPE.into(),
             envelope: envelope.clone(),
             expires_at: expires_at.unix_timestamp(),
-            unpublished: (mode == RelayMode::Polling).then(|| UNPUBLISHED_PENDING.to_owned()),
+            unpublished: (mode == RelayMode::Polling).then(|| unpublished_mark(regions)),
+            born_in: Some(regions.here.clone()),
         }
     }
 }

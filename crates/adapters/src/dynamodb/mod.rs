@@ -17,8 +17,8 @@ use domain::ports::{
 use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
 use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
 use items::{
-    EXPIRES_AT, IdempotencyItem, OutboxItem, PK, RelayMode, ReservationItem, SlotItem, idempotency_pk, reservation_pk,
-    slot_pk,
+    EXPIRES_AT, HOME_REGION, IdempotencyItem, OutboxItem, PK, RelayMode, ReservationItem, SlotHome, SlotItem,
+    idempotency_pk, reservation_pk, slot_pk,
 };
 use serde_dynamo::aws_sdk_dynamodb_1::{from_item, to_item};
 use std::collections::HashMap;
@@ -35,6 +35,8 @@ pub struct StoreTables {
     pub idempotency_retention: Duration,
     /// In polling mode new outbox items are marked unpublished for the poller's index.
     pub relay_mode: RelayMode,
+    /// This Region and the primary one: where new items are born, which slots are at home here.
+    pub regions: settings::Regions,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -47,7 +49,8 @@ pub enum StoreConfigError {
 
 impl StoreTables {
     /// Reads `RESERVATIONS_TABLE`, `OUTBOX_TABLE`, `OUTBOX_RETENTION_DAYS`,
-    /// `IDEMPOTENCY_RETENTION_HOURS` and `RELAY_MODE`, each with its default.
+    /// `IDEMPOTENCY_RETENTION_HOURS`, `RELAY_MODE` and the Regions ([`settings::Regions`]), each
+    /// with its default.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, StoreConfigError> {
         use settings::{names, retention};
         let vars = settings::Vars(vars);
@@ -63,6 +66,7 @@ impl StoreTables {
                 None => RelayMode::default(),
                 Some(v) => v.parse()?,
             },
+            regions: settings::Regions::from_vars(vars.0)?,
         })
     }
 }
@@ -105,6 +109,10 @@ impl DynamoReservationStore {
         &self.tables
     }
 
+    fn home(&self) -> SlotHome {
+        SlotHome(self.tables.regions.clone())
+    }
+
     fn outbox_put(
         &self,
         operation: &'static str,
@@ -113,7 +121,12 @@ impl DynamoReservationStore {
     ) -> Result<TransactWriteItem, StoreError> {
         let item = serialize(
             operation,
-            &OutboxItem::new(change_event, now + self.tables.outbox_retention, self.tables.relay_mode),
+            &OutboxItem::new(
+                change_event,
+                now + self.tables.outbox_retention,
+                self.tables.relay_mode,
+                &self.tables.regions,
+            ),
         )?;
         let put = built(
             operation,
@@ -166,7 +179,10 @@ impl SlotStore for DynamoReservationStore {
             .client
             .put_item()
             .table_name(&self.tables.reservations_table)
-            .set_item(Some(serialize(CREATE, &SlotItem::new(&slot))?))
+            .set_item(Some(serialize(
+                CREATE,
+                &SlotItem::new(&slot, &self.tables.regions.here),
+            )?))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
@@ -183,11 +199,16 @@ impl SlotStore for DynamoReservationStore {
             .key(PK, s(slot_pk(slot_id)))
             // `capacity` is a DynamoDB reserved word; every attribute goes through a name placeholder.
             .update_expression("SET #capacity = :capacity, #available = :capacity - #reserved")
-            .condition_expression("attribute_exists(pk) AND #reserved <= :capacity")
+            .condition_expression(format!(
+                "attribute_exists(pk) AND #reserved <= :capacity AND {}",
+                self.home().condition()
+            ))
             .expression_attribute_names("#capacity", "capacity")
             .expression_attribute_names("#available", "available")
             .expression_attribute_names("#reserved", "reserved")
+            .expression_attribute_names("#home_region", HOME_REGION)
             .expression_attribute_values(":capacity", n(capacity.get()))
+            .expression_attribute_values(":here", s(&self.tables.regions.here))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -202,10 +223,14 @@ impl SlotStore for DynamoReservationStore {
                     Some(UpdateItemError::ConditionalCheckFailedException(e)) => e.item.clone(),
                     _ => None,
                 };
-                let reserved = old
-                    .and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok())
-                    .map(|slot| slot.reserved)
-                    .unwrap_or_default();
+                let old = old.and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok());
+                if let Some(region) = self
+                    .home()
+                    .elsewhere(old.as_ref().and_then(|slot| slot.home_region.as_deref()))
+                {
+                    return Err(SlotWriteError::HomedElsewhere { region });
+                }
+                let reserved = old.map(|slot| slot.reserved).unwrap_or_default();
                 Err(SlotWriteError::CapacityBelowReserved {
                     requested: capacity.get(),
                     reserved,
@@ -246,11 +271,14 @@ impl ReservationStore for DynamoReservationStore {
                 .key(PK, s(slot_pk(&reservation.slot_id)))
                 .update_expression("SET #reserved = #reserved + :seats, #available = #available - :seats")
                 // A missing slot has no `available`, so this also fails for unknown slots; the
-                // returned old item (or its absence) tells the two apart.
-                .condition_expression("#available >= :seats")
+                // returned old item (or its absence) tells the two apart, and a slot at home
+                // in another Region from one sold out.
+                .condition_expression(format!("#available >= :seats AND {}", self.home().condition()))
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#available", "available")
+                .expression_attribute_names("#home_region", HOME_REGION)
                 .expression_attribute_values(":seats", seats)
+                .expression_attribute_values(":here", s(&self.tables.regions.here))
                 .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .build(),
         )?;
@@ -285,7 +313,7 @@ impl ReservationStore for DynamoReservationStore {
 
         match self.transact(OP, items).await {
             Ok(()) => Ok(()),
-            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_creation()),
+            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_creation(&self.home())),
             Err(TransactionOutcome::Failed(err)) => Err(CommitError::Store(err)),
         }
     }
@@ -311,10 +339,16 @@ impl ReservationStore for DynamoReservationStore {
                 .table_name(&self.tables.reservations_table)
                 .key(PK, s(slot_pk(&change.current.slot_id)))
                 .update_expression("SET #reserved = #reserved - :seats, #available = #available + :seats")
-                .condition_expression("attribute_exists(pk) AND #reserved >= :seats")
+                .condition_expression(format!(
+                    "attribute_exists(pk) AND #reserved >= :seats AND {}",
+                    self.home().condition()
+                ))
                 .expression_attribute_names("#reserved", "reserved")
                 .expression_attribute_names("#available", "available")
+                .expression_attribute_names("#home_region", HOME_REGION)
                 .expression_attribute_values(":seats", seats)
+                .expression_attribute_values(":here", s(&self.tables.regions.here))
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
                 .build(),
         )?;
         let items = vec![
@@ -324,7 +358,7 @@ impl ReservationStore for DynamoReservationStore {
         ];
         match self.transact(OP, items).await {
             Ok(()) => Ok(()),
-            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_cancellation()),
+            Err(TransactionOutcome::Cancelled(reasons)) => Err(reasons.for_cancellation(&self.home())),
             Err(TransactionOutcome::Failed(err)) => Err(CommitError::Store(err)),
         }
     }

@@ -3,7 +3,7 @@
 //! (docs/adr/0004-polling-publisher.md).
 
 use super::errors::{is_conditional_check_failure, store_error};
-use super::items::{OUTBOX_ITEM_TYPE, UNPUBLISHED, UNPUBLISHED_INDEX, UNPUBLISHED_PENDING};
+use super::items::{BORN_IN, OUTBOX_ITEM_TYPE, UNPUBLISHED, UNPUBLISHED_INDEX, UNPUBLISHED_PENDING, unpublished_mark};
 use super::{Item, n, s};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::Select;
@@ -12,6 +12,7 @@ use domain::ports::{
 };
 use domain::{EventEnvelope, EventId};
 use futures::StreamExt;
+use settings::Regions;
 use time::OffsetDateTime;
 
 /// The lease lives in the outbox table under a key no reservation can have (reservation ids are
@@ -25,13 +26,40 @@ const SWEEP_CONCURRENCY: usize = 16;
 pub struct DynamoOutbox {
     client: Client,
     table: String,
+    /// The `unpublished` mark this Region's poller looks for ([`unpublished_mark`]).
+    mark: String,
+    /// The lease's key: one per Region, since each Region's poller publishes its own events and
+    /// a lease item replicated from another Region must not hold this one's poller off.
+    lease_id: String,
+    /// `Some`: the Regions of a global table, and the sweep marks only the events this Region
+    /// publishes (born here, or, in the primary, before items recorded their Region).
+    regions: Option<Regions>,
 }
 
 impl DynamoOutbox {
+    /// The outbox of a table in one Region: every event in it is this poller's to publish.
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self {
             client,
             table: table.into(),
+            mark: UNPUBLISHED_PENDING.to_owned(),
+            lease_id: LEASE_AGGREGATE_ID.to_owned(),
+            regions: None,
+        }
+    }
+
+    /// The outbox as Region `regions.here`'s poller sees it (docs/multi-region.md).
+    pub fn in_region(client: Client, table: impl Into<String>, regions: &Regions) -> Self {
+        let lease_id = if regions.is_primary() {
+            LEASE_AGGREGATE_ID.to_owned()
+        } else {
+            format!("{LEASE_AGGREGATE_ID}#{}", regions.here)
+        };
+        Self {
+            mark: unpublished_mark(regions),
+            lease_id,
+            regions: Some(regions.clone()),
+            ..Self::new(client, table)
         }
     }
 
@@ -44,7 +72,7 @@ impl DynamoOutbox {
 
     fn lease_key(&self) -> Item {
         self.key(&OutboxKey {
-            aggregate_id: LEASE_AGGREGATE_ID.to_owned(),
+            aggregate_id: self.lease_id.clone(),
             version: 0,
         })
     }
@@ -63,7 +91,7 @@ impl DynamoOutbox {
             .update_expression("SET #unpublished = :pending")
             .condition_expression("attribute_exists(aggregate_id)")
             .expression_attribute_names("#unpublished", UNPUBLISHED)
-            .expression_attribute_values(":pending", s(UNPUBLISHED_PENDING))
+            .expression_attribute_values(":pending", s(&self.mark))
             .send()
             .await;
         match result {
@@ -130,7 +158,7 @@ impl UnpublishedEvents for DynamoOutbox {
                 .index_name(UNPUBLISHED_INDEX)
                 .key_condition_expression("#unpublished = :pending")
                 .expression_attribute_names("#unpublished", UNPUBLISHED)
-                .expression_attribute_values(":pending", s(UNPUBLISHED_PENDING))
+                .expression_attribute_values(":pending", s(&self.mark))
                 .limit(i32::try_from(limit - events.len()).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start)
                 .send()
@@ -202,15 +230,26 @@ impl UnpublishedEvents for DynamoOutbox {
         let mut marked = 0;
         let mut start = None;
         loop {
-            let page = self
+            let scan = self
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("item_type = :outbox AND event_id >= :floor")
                 .projection_expression("aggregate_id, #version")
                 .expression_attribute_names("#version", "version")
                 .expression_attribute_values(":outbox", s(OUTBOX_ITEM_TYPE))
-                .expression_attribute_values(":floor", s(floor.as_str()))
+                .expression_attribute_values(":floor", s(floor.as_str()));
+            let scan = match &self.regions {
+                None => scan.filter_expression("item_type = :outbox AND event_id >= :floor"),
+                Some(regions) => scan
+                    .filter_expression(if regions.is_primary() {
+                        "item_type = :outbox AND event_id >= :floor AND (attribute_not_exists(#born_in) OR #born_in = :here)"
+                    } else {
+                        "item_type = :outbox AND event_id >= :floor AND #born_in = :here"
+                    })
+                    .expression_attribute_names("#born_in", BORN_IN)
+                    .expression_attribute_values(":here", s(&regions.here)),
+            };
+            let page = scan
                 .set_exclusive_start_key(start)
                 .send()
                 .await

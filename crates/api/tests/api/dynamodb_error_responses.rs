@@ -25,6 +25,7 @@ fn app(rules: &[&Rule]) -> App<DynamoReservationStore, InMemoryReadModel> {
         outbox_retention: time::Duration::days(7),
         idempotency_retention: time::Duration::hours(24),
         relay_mode: adapters::RelayMode::Stream,
+        regions: settings::Regions::single("us-east-1"),
     };
     App::new(
         ReservationService::new(DynamoReservationStore::new(client, tables), RetryPolicy::default()),

@@ -430,6 +430,35 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     c.call(Method::GET, guests, "/guests/ada/reservations", &[], None, 503)
         .await;
 
+    // Several Regions: a slot at home in another Region is written only there (421).
+    c.call(
+        Method::PUT,
+        slot,
+        "/slots/far",
+        &[JSON],
+        Some(r#"{"capacity": 2}"#.into()),
+        201,
+    )
+    .await;
+    let far = Some(json!({ "slot_id": "far", "guest_id": "ada", "seats": 1 }).to_string());
+    let booked = c
+        .call(Method::POST, reservations, "/reservations", &[JSON], far.clone(), 201)
+        .await;
+    c.store()
+        .home_slot_elsewhere(&domain::SlotId::parse("far").unwrap(), "eu-central-1");
+    let far_cancel = format!("/reservations/{}/cancel", booked["reservation_id"].as_str().unwrap());
+    for (method, template, path, body) in [
+        (Method::PUT, slot, "/slots/far", Some(r#"{"capacity": 3}"#.to_owned())),
+        (Method::POST, reservations, "/reservations", far),
+        (Method::POST, cancel, far_cancel.as_str(), None),
+    ] {
+        let problem = c.call(method, template, path, &[JSON], body, 421).await;
+        assert_eq!(
+            (problem["code"].as_str(), problem["home_region"].as_str()),
+            (Some("wrong_region"), Some("eu-central-1"))
+        );
+    }
+
     // AuthMode JWT: a guest reaches only their own; a request without a verified token is 401.
     c.app.auth = AuthPolicy::default_jwt();
     c.claims = Some(vec![("sub", "bob")]);

@@ -115,6 +115,7 @@ impl RelayArgs {
             sink,
             &self.dead_letter_dir,
             settings,
+            &config.store.regions,
         ))
     }
 }
@@ -230,14 +231,15 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
         poller.run(forever, false, ctrl_c()).await;
         return Ok(());
     }
-    let outbox_table = ApiConfig::from_env()?.store.outbox_table;
+    let store = ApiConfig::from_env()?.store;
+    let outbox_table = store.outbox_table;
     let stream_arn = devstack::pipeline::outbox_stream_arn(&aws_sdk_dynamodb::Client::new(sdk), &outbox_table).await?;
     println!(
         "relaying {outbox_table} → {} (dead letters in {})",
         bus.destination(),
         args.dead_letter_dir.display()
     );
-    let mapping = devstack::pipeline::relay_mapping_to(sdk, &stream_arn, sink, &args.dead_letter_dir);
+    let mapping = devstack::pipeline::relay_mapping_to(sdk, &stream_arn, sink, &args.dead_letter_dir, &store.regions);
     mapping.run(std::time::Duration::from_millis(100), ctrl_c()).await;
     Ok(())
 }

@@ -95,7 +95,8 @@ async fn a_broker_that_stops_answering_for_30_s_under_traffic_loses_no_event_and
     let arn = devstack::pipeline::outbox_stream_arn(&stack.dynamodb, &stack.name("OUTBOX_TABLE"))
         .await
         .unwrap();
-    let mut relay = devstack::pipeline::relay_mapping_to(&stack.sdk, &arn, sink, &stack.dead_letter_dir());
+    let mut relay =
+        devstack::pipeline::relay_mapping_to(&stack.sdk, &arn, sink, &stack.dead_letter_dir(), &stack.regions);
     relay.drain().await.unwrap();
 
     // The broker's process stops (SIGSTOP): connections stay open, nothing is answered. The API

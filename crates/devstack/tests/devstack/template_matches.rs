@@ -247,11 +247,30 @@ fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_throttles_faile
 #[test]
 fn the_relay_mapping_filters_exactly_like_the_relay() {
     let template = template();
+    // In the primary Region and in another (Deploy deploys to eu-west-1).
+    for (primary, parameters) in [
+        ("eu-west-1", &[][..]),
+        ("us-east-1", &[("PrimaryRegion", "us-east-1")][..]),
+    ] {
+        let stack = Deploy::new(&template, parameters).stack();
+        let filters = &stack["Resources"]["RelayEventSourceMapping"]["Properties"]["FilterCriteria"]["Filters"];
+        let deployed: Vec<serde_json::Value> = filters
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|filter| serde_json::from_str(filter["Pattern"].as_str().unwrap()).unwrap())
+            .collect();
+        let regions = settings::Regions {
+            here: "eu-west-1".into(),
+            primary: primary.into(),
+        };
+        let code: Vec<serde_json::Value> = relay::outbox_insert_filters(&regions)
+            .iter()
+            .map(|filter| serde_json::from_str(filter).unwrap())
+            .collect();
+        assert_eq!(deployed, code, "primary {primary}");
+    }
     let mapping = &template["Resources"]["RelayEventSourceMapping"]["Properties"];
-    let pattern = mapping["FilterCriteria"]["Filters"][0]["Pattern"].as_str().unwrap();
-    let deployed: serde_json::Value = serde_json::from_str(pattern).unwrap();
-    let code: serde_json::Value = serde_json::from_str(relay::OUTBOX_INSERT_FILTER).unwrap();
-    assert_eq!(deployed, code);
     assert_eq!(
         json(&mapping["FunctionResponseTypes"]),
         serde_json::json!(["ReportBatchItemFailures"])
@@ -262,7 +281,7 @@ fn the_relay_mapping_filters_exactly_like_the_relay() {
         "ADR 0002: the relay retries until it succeeds"
     );
     // And the local runner uses the same settings.
-    let local = devstack::pipeline::relay_mapping_config();
+    let local = devstack::pipeline::relay_mapping_config(&settings::Regions::single("eu-west-1"));
     assert_eq!(local.batch_size as u64, mapping["BatchSize"].as_u64().unwrap());
     assert_eq!(local.maximum_retry_attempts, None);
     for consumer in ["ProjectorEventSourceMapping", "NotifierEventSourceMapping"] {

@@ -85,7 +85,10 @@ impl<'a> Deploy<'a> {
             other => panic!("{other:?} is not a condition"),
         };
         match tagged.tag.to_string().trim_start_matches('!') {
-            "Ref" => self.parameter(tagged.value.as_str().expect("Ref names a parameter")),
+            "Ref" => match tagged.value.as_str().expect("Ref names a parameter") {
+                pseudo @ "AWS::Region" => Evaluated::Text(self.named(pseudo).expect("a pseudo parameter")),
+                parameter => self.parameter(parameter),
+            },
             "Condition" => Evaluated::Bool(self.condition(tagged.value.as_str().expect("a condition's name"))),
             "Equals" => Evaluated::Bool(self.eval(&arguments()[0]) == self.eval(&arguments()[1])),
             "Not" => Evaluated::Bool(!truth(&arguments()[0])),

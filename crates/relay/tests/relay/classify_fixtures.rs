@@ -298,3 +298,63 @@ async fn the_record_to_resume_from_is_named_by_its_sequence_number_and_only_by_i
     let outcome = relay.handle(&insert.to_string(), deadline).await.unwrap();
     assert_eq!(resume_at(&outcome), [Some(String::new())]);
 }
+
+/// Several Regions on a global table (docs/multi-region.md): every Region's stream carries every
+/// Region's outbox items, and each Region's relay publishes only its own.
+#[tokio::test]
+async fn a_relay_publishes_the_events_born_in_its_region_and_the_primary_those_from_before_regions() {
+    use test_support::events::{envelope, outbox_image, outbox_stream_record};
+    assert_eq!(
+        relay::BORN_IN,
+        adapters::dynamodb::items::BORN_IN,
+        "the relay reads what the store writes"
+    );
+    let record = |sequence: u64, id: &str, born_in: Option<&str>| {
+        let mut image = outbox_image(&envelope(id, 1));
+        match born_in {
+            Some(region) => image[relay::BORN_IN] = serde_json::json!({ "S": region }),
+            None => {
+                image.as_object_mut().unwrap().remove(relay::BORN_IN);
+            }
+        }
+        outbox_stream_record("INSERT", sequence, (id, 1), image)
+    };
+    let event: Event = serde_json::from_value(serde_json::json!({ "Records": [
+        record(1, "01M862NN08VG1A2W9F724MN7E1", Some("us-east-1")),
+        record(2, "01M862NN08VG1A2W9F724MN7W1", Some("eu-west-1")),
+        record(3, "01M862NN08VG1A2W9F724MN7L1", None),
+    ]}))
+    .unwrap();
+    let in_region = |here: &str| {
+        Relay::new(
+            RecordingSink::default(),
+            MemoryDeadLetters::default(),
+            PublishPolicy::default(),
+        )
+        .publishing_for(settings::Regions {
+            here: here.into(),
+            primary: "us-east-1".into(),
+        })
+    };
+    for (here, published) in [
+        (
+            "us-east-1",
+            vec!["01M862NN08VG1A2W9F724MN7E1", "01M862NN08VG1A2W9F724MN7L1"],
+        ),
+        ("eu-west-1", vec!["01M862NN08VG1A2W9F724MN7W1"]),
+    ] {
+        let relay = in_region(here);
+        let outcome = relay_event(&relay, &event, Instant::now() + Duration::from_secs(60)).await;
+        let accepted: Vec<String> = relay
+            .sink()
+            .accepted
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.partition_key.clone())
+            .collect();
+        assert_eq!(accepted, published, "{here}");
+        assert_eq!(outcome.stats.skipped_born_elsewhere, 3 - published.len(), "{here}");
+        assert!(outcome.response.batch_item_failures.is_empty());
+    }
+}

@@ -347,7 +347,7 @@ async fn spawn_relay<S: EventSink + Send + Sync + 'static>(
         max_failed_rounds: 4,
         backoff: domain::Backoff::new(Duration::from_millis(5), Duration::from_millis(100)),
     };
-    let mut config = relay_mapping_config();
+    let mut config = relay_mapping_config(&stack.regions);
     config.function_timeout = FUNCTION_TIMEOUT;
     config.retry_backoff = Duration::from_millis(20);
     let dir = stack.dead_letter_dir();
