@@ -6,6 +6,8 @@
 //! - [`stack`]: [`stack::TestStack`], fresh uniquely named tables and a stream on the real engines
 //!   (DynamoDB Local and kinesis-mock, started by `scripts/test.sh`), with the local API and the
 //!   functions behind their event source mappings.
+//! - [`global_table`]: a stand-in for DynamoDB global tables between two test stacks, each
+//!   standing for a Region (no engine here replicates between Regions).
 //! - [`kafka`]: fresh topics on the test Kafka broker, and what the relay put on them.
 //! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
 //!   to them, and the compatibility gate against the released ones.
@@ -15,6 +17,7 @@
 
 pub mod contract;
 pub mod events;
+pub mod global_table;
 pub mod kafka;
 pub mod stack;
 

@@ -5,6 +5,7 @@
 mod audit_on_kinesis;
 mod chaos;
 mod common;
+mod multi_region;
 mod redrive_on_kinesis;
 mod replay_on_kafka;
 mod replay_on_kinesis;

@@ -1,0 +1,424 @@
+//! A stand-in for DynamoDB global tables between test stacks that each stand for a Region. No
+//! engine here replicates between Regions (LocalStack serves a replica as the same table, with no
+//! stream in the replica's Region), so the multi-Region tests join two [`TestStack`]s with this:
+//! test code, never something to run in place of AWS.
+//!
+//! It behaves as the AWS documentation describes version 2019.11.21 in multi-Region eventual
+//! consistency mode, as far as the product can tell:
+//! - replication is asynchronous, item by item (the items of one transaction travel on their
+//!   own), after a lag the test sets;
+//! - a replicated write lands on the receiving Region's table like any write, so it is on that
+//!   Region's stream too;
+//! - conflicts resolve per item, last writer wins: a replicated write older than the receiving
+//!   replica's latest write of that item is dropped;
+//! - the link can be cut (writes wait, in order, until it is restored) and a Region can be lost
+//!   (what it had not replicated yet is gone).
+//!
+//! What it does not model: it orders writes by when it read them from their Region's stream,
+//! not by DynamoDB's internal timestamps, and a local write it has not read yet can be overwritten
+//! by a replicated one that was older (DynamoDB compares the two atomically). The tests that use
+//! it never write one item in two Regions at once except where they say so.
+
+use crate::stack::TestStack;
+use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
+use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
+use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The tables a stack's data lives in, by the variable that names them: what a global table of
+/// the deployment replicates.
+pub const REPLICATED_TABLES: [&str; 2] = ["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
+
+/// The replication between two Regions' tables; stops when dropped.
+pub struct StandInReplication {
+    link: Arc<Link>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// What a test controls while replication runs.
+struct Link {
+    lag: Duration,
+    cut: AtomicBool,
+    /// Regions whose pending writes are gone (the Region was lost).
+    lost: Mutex<Vec<usize>>,
+    stop: AtomicBool,
+    state: Mutex<Progress>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    /// Passes over every stream that found nothing new.
+    quiet_passes: u64,
+    pending: usize,
+    applied: u64,
+    dropped_as_older: u64,
+}
+
+/// One write on its way to the other Region.
+struct Delivery {
+    due: Instant,
+    from: usize,
+    table: usize,
+    key: String,
+    item_key: Item,
+    image: Option<Item>,
+    stamp: u64,
+}
+
+/// One table of one Region as the replicator reads it.
+struct Source {
+    streams: aws_sdk_dynamodbstreams::Client,
+    arn: String,
+    /// Shard id to its next iterator; `None` once the shard is closed and read to its end.
+    iterators: BTreeMap<String, Option<String>>,
+    /// Shard id to the last sequence number read from it, to re-open the shard after it.
+    read_up_to: HashMap<String, String>,
+}
+
+impl StandInReplication {
+    /// Replicates [`REPLICATED_TABLES`] between `regions` (their stacks, each standing for one
+    /// Region), each write arriving `lag` after it was read from its Region's stream. Turns on a
+    /// stream on tables that have none, as DynamoDB does for a global table's replicas.
+    pub async fn start(regions: [&TestStack; 2], lag: Duration) -> Self {
+        let mut sources: Vec<Vec<Source>> = Vec::new();
+        let mut tables: Vec<Vec<String>> = Vec::new();
+        let mut clients = Vec::new();
+        for stack in regions {
+            let mut region_sources = Vec::new();
+            let mut names = Vec::new();
+            for var in REPLICATED_TABLES {
+                let name = stack.name(var);
+                let arn = stream_of(&stack.dynamodb, &name).await;
+                region_sources.push(Source {
+                    streams: aws_sdk_dynamodbstreams::Client::new(&stack.sdk),
+                    arn,
+                    iterators: BTreeMap::new(),
+                    read_up_to: HashMap::new(),
+                });
+                names.push(name);
+            }
+            sources.push(region_sources);
+            tables.push(names);
+            clients.push(stack.dynamodb.clone());
+        }
+        let link = Arc::new(Link {
+            lag,
+            cut: AtomicBool::new(false),
+            lost: Mutex::new(Vec::new()),
+            stop: AtomicBool::new(false),
+            state: Mutex::new(Progress::default()),
+        });
+        let task = tokio::spawn(replicate(link.clone(), sources, tables, clients));
+        Self { link, task: Some(task) }
+    }
+
+    /// Holds every write until [`Self::restore`]: the Regions cannot reach each other.
+    pub fn cut(&self) {
+        self.link.cut.store(true, Ordering::SeqCst);
+    }
+
+    pub fn restore(&self) {
+        self.link.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Region `index` is lost: what it wrote and had not replicated yet never arrives.
+    pub fn lose(&self, index: usize) {
+        self.link.lost.lock().unwrap().push(index);
+    }
+
+    /// Waits until every stream was read to its end and every write that can arrive has (the
+    /// link restored): both Regions hold the same items. Panics after `within`.
+    pub async fn settle(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let start = self.link.state.lock().unwrap().quiet_passes;
+        loop {
+            let progress = *self.link.state.lock().unwrap();
+            // Two quiet passes in a row after the call: nothing was in flight in between.
+            if progress.pending == 0 && progress.quiet_passes >= start + 2 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "replication did not settle within {within:?} ({} writes pending)",
+                progress.pending
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes applied to the other Region, and replicated writes dropped because the receiving
+    /// replica held a newer write of the item (last writer wins).
+    pub fn counts(&self) -> (u64, u64) {
+        let progress = *self.link.state.lock().unwrap();
+        (progress.applied, progress.dropped_as_older)
+    }
+}
+
+impl Drop for StandInReplication {
+    fn drop(&mut self) {
+        self.link.stop.store(true, Ordering::SeqCst);
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// The table's stream, turned on (NEW_AND_OLD_IMAGES, as a global table's replicas have) when it
+/// has none.
+async fn stream_of(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
+    let described = dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table");
+    if let Some(arn) = described.table().and_then(|t| t.latest_stream_arn())
+        && described
+            .table()
+            .and_then(|t| t.stream_specification())
+            .is_some_and(|s| s.stream_enabled())
+    {
+        return arn.to_owned();
+    }
+    let spec = StreamSpecification::builder()
+        .stream_enabled(true)
+        .stream_view_type(StreamViewType::NewAndOldImages)
+        .build()
+        .expect("a stream specification");
+    let updated = dynamodb
+        .update_table()
+        .table_name(table)
+        .stream_specification(spec)
+        .send()
+        .await
+        .expect("turn on the table's stream");
+    updated
+        .table_description()
+        .and_then(|t| t.latest_stream_arn())
+        .expect("a stream once turned on")
+        .to_owned()
+}
+
+async fn replicate(
+    link: Arc<Link>,
+    mut sources: Vec<Vec<Source>>,
+    tables: Vec<Vec<String>>,
+    clients: Vec<aws_sdk_dynamodb::Client>,
+) {
+    let mut clock = 0u64;
+    // (Region, table, item key) to the stamp of the latest write of that item the Region holds.
+    let mut stamps: HashMap<(usize, usize, String), u64> = HashMap::new();
+    // Writes this replicator made, not yet seen again on the receiving Region's stream.
+    let mut echoes: HashMap<(usize, usize, String), VecDeque<Option<String>>> = HashMap::new();
+    let mut queue: VecDeque<Delivery> = VecDeque::new();
+    while !link.stop.load(Ordering::SeqCst) {
+        let mut read_any = false;
+        for (region, region_sources) in sources.iter_mut().enumerate() {
+            for (table, source) in region_sources.iter_mut().enumerate() {
+                for (item_key, image) in source.read().await {
+                    read_any = true;
+                    let key = canonical(&item_key);
+                    let id = (region, table, key.clone());
+                    let seen = image.as_ref().map(canonical);
+                    if let Some(waiting) = echoes.get_mut(&id)
+                        && waiting.front() == Some(&seen)
+                    {
+                        waiting.pop_front();
+                        continue;
+                    }
+                    clock += 1;
+                    stamps.insert(id, clock);
+                    queue.push_back(Delivery {
+                        due: Instant::now() + link.lag,
+                        from: region,
+                        table,
+                        key,
+                        item_key,
+                        image,
+                        stamp: clock,
+                    });
+                }
+            }
+        }
+        let lost = link.lost.lock().unwrap().clone();
+        queue.retain(|delivery| !lost.contains(&delivery.from));
+        let mut applied = 0;
+        let mut dropped = 0;
+        while !link.cut.load(Ordering::SeqCst)
+            && let Some(delivery) = queue.front()
+            && delivery.due <= Instant::now()
+        {
+            let delivery = queue.pop_front().expect("the front delivery");
+            let to = 1 - delivery.from;
+            let id = (to, delivery.table, delivery.key.clone());
+            if stamps.get(&id).is_some_and(|held| *held > delivery.stamp) {
+                dropped += 1;
+                continue;
+            }
+            let table = &tables[to][delivery.table];
+            match &delivery.image {
+                Some(image) => {
+                    clients[to]
+                        .put_item()
+                        .table_name(table)
+                        .set_item(Some(image.clone()))
+                        .send()
+                        .await
+                        .expect("replicated put");
+                }
+                None => {
+                    clients[to]
+                        .delete_item()
+                        .table_name(table)
+                        .set_key(Some(delivery.item_key.clone()))
+                        .send()
+                        .await
+                        .expect("replicated delete");
+                }
+            }
+            echoes
+                .entry(id.clone())
+                .or_default()
+                .push_back(delivery.image.as_ref().map(canonical));
+            stamps.insert(id, delivery.stamp);
+            applied += 1;
+        }
+        {
+            let mut state = link.state.lock().unwrap();
+            state.pending = queue.len();
+            state.applied += applied;
+            state.dropped_as_older += dropped;
+            if !read_any {
+                state.quiet_passes += 1;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+impl Source {
+    /// Every record written since the last read, as (item key, new image; `None` for a removal),
+    /// shard by shard.
+    async fn read(&mut self) -> Vec<(Item, Option<Item>)> {
+        let described = self
+            .streams
+            .describe_stream()
+            .stream_arn(&self.arn)
+            .send()
+            .await
+            .expect("describe stream");
+        for shard in described.stream_description().map(|d| d.shards()).unwrap_or_default() {
+            let Some(id) = shard.shard_id() else { continue };
+            if !self.iterators.contains_key(id) {
+                let iterator = self.open(id).await;
+                self.iterators.insert(id.to_owned(), Some(iterator));
+            }
+        }
+        let mut records = Vec::new();
+        let shards: Vec<String> = self.iterators.keys().cloned().collect();
+        for shard in shards {
+            while let Some(iterator) = self.iterators[&shard].clone() {
+                let page = match self.streams.get_records().shard_iterator(iterator).send().await {
+                    Ok(page) => page,
+                    // DynamoDB Local sometimes refuses an iterator it handed out (as AWS does
+                    // once one expires): the shard is opened again after what was read.
+                    Err(e)
+                        if matches!(
+                            e.code(),
+                            Some("ExpiredIteratorException" | "TrimmedDataAccessException")
+                        ) =>
+                    {
+                        let iterator = self.open(&shard).await;
+                        self.iterators.insert(shard.clone(), Some(iterator));
+                        break;
+                    }
+                    Err(e) => panic!("get records: {e:?}"),
+                };
+                self.iterators
+                    .insert(shard.clone(), page.next_shard_iterator().map(str::to_owned));
+                if page.records().is_empty() {
+                    break;
+                }
+                for record in page.records() {
+                    let Some(change) = record.dynamodb() else { continue };
+                    if let Some(sequence) = change.sequence_number() {
+                        self.read_up_to.insert(shard.clone(), sequence.to_owned());
+                    }
+                    let key = change.keys().map(converted).unwrap_or_default();
+                    let image = match record.event_name().map(|n| n.as_str()) {
+                        Some("REMOVE") => None,
+                        _ => change.new_image().map(converted),
+                    };
+                    records.push((key, image));
+                }
+            }
+        }
+        records
+    }
+}
+
+impl Source {
+    /// An iterator on `shard` after the last record read from it, else from its start.
+    async fn open(&self, shard: &str) -> String {
+        let request = self.streams.get_shard_iterator().stream_arn(&self.arn).shard_id(shard);
+        let request = match self.read_up_to.get(shard) {
+            Some(sequence) => request
+                .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+                .sequence_number(sequence),
+            None => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        };
+        request
+            .send()
+            .await
+            .expect("shard iterator")
+            .shard_iterator
+            .expect("an iterator")
+    }
+}
+
+/// An item read from a stream, as the DynamoDB client writes it.
+fn converted(item: &HashMap<String, StreamValue>) -> Item {
+    item.iter()
+        .map(|(name, value)| (name.clone(), value_of(value)))
+        .collect()
+}
+
+fn value_of(value: &StreamValue) -> AttributeValue {
+    match value {
+        StreamValue::S(s) => AttributeValue::S(s.clone()),
+        StreamValue::N(n) => AttributeValue::N(n.clone()),
+        StreamValue::B(b) => AttributeValue::B(b.clone()),
+        StreamValue::Bool(b) => AttributeValue::Bool(*b),
+        StreamValue::Null(n) => AttributeValue::Null(*n),
+        StreamValue::Ss(v) => AttributeValue::Ss(v.clone()),
+        StreamValue::Ns(v) => AttributeValue::Ns(v.clone()),
+        StreamValue::Bs(v) => AttributeValue::Bs(v.clone()),
+        StreamValue::L(v) => AttributeValue::L(v.iter().map(value_of).collect()),
+        StreamValue::M(m) => AttributeValue::M(converted(m)),
+        other => panic!("an attribute type the stand-in does not know: {other:?}"),
+    }
+}
+
+/// An item as text that does not depend on the order of its attributes, at any depth.
+fn canonical(item: &Item) -> String {
+    let sorted: BTreeMap<&String, String> = item
+        .iter()
+        .map(|(name, value)| (name, canonical_value(value)))
+        .collect();
+    format!("{sorted:?}")
+}
+
+fn canonical_value(value: &AttributeValue) -> String {
+    match value {
+        AttributeValue::M(map) => format!("M{}", canonical(map)),
+        AttributeValue::L(list) => format!("L{:?}", list.iter().map(canonical_value).collect::<Vec<_>>()),
+        other => format!("{other:?}"),
+    }
+}
