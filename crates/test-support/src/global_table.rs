@@ -54,9 +54,12 @@ struct Link {
 
 #[derive(Default, Clone, Copy)]
 struct Progress {
-    /// Passes over every stream that found nothing new.
+    /// Passes over every stream that found nothing new: in all, and in a row.
     quiet_passes: u64,
+    quiet_streak: u64,
     pending: usize,
+    /// Records read from the Regions' streams so far.
+    read: u64,
     applied: u64,
     dropped_as_older: u64,
 }
@@ -134,19 +137,25 @@ impl StandInReplication {
     }
 
     /// Waits until every stream was read to its end and every write that can arrive has (the
-    /// link restored): both Regions hold the same items. Panics after `within`.
-    pub async fn settle(&self, within: Duration) {
-        let deadline = Instant::now() + within;
+    /// link restored): both Regions hold the same items. Panics when replication reads and
+    /// applies nothing for `stall` (a slow machine only makes it take longer).
+    pub async fn settle(&self, stall: Duration) {
         let start = self.link.state.lock().unwrap().quiet_passes;
+        let mut seen = (u64::MAX, u64::MAX);
+        let mut since = Instant::now();
         loop {
             let progress = *self.link.state.lock().unwrap();
-            // Two quiet passes in a row after the call: nothing was in flight in between.
-            if progress.pending == 0 && progress.quiet_passes >= start + 2 {
+            // Two quiet passes in a row, after the call, with nothing left to deliver.
+            if progress.pending == 0 && progress.quiet_streak >= 2 && progress.quiet_passes >= start + 2 {
                 return;
             }
+            if (progress.read, progress.applied) != seen {
+                seen = (progress.read, progress.applied);
+                since = Instant::now();
+            }
             assert!(
-                Instant::now() < deadline,
-                "replication did not settle within {within:?} ({} writes pending)",
+                since.elapsed() < stall,
+                "replication stalled for {stall:?} ({} writes pending)",
                 progress.pending
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -219,11 +228,11 @@ async fn replicate(
     let mut echoes: HashMap<(usize, usize, String), VecDeque<Option<String>>> = HashMap::new();
     let mut queue: VecDeque<Delivery> = VecDeque::new();
     while !link.stop.load(Ordering::SeqCst) {
-        let mut read_any = false;
+        let mut read = 0;
         for (region, region_sources) in sources.iter_mut().enumerate() {
             for (table, source) in region_sources.iter_mut().enumerate() {
                 for (item_key, image) in source.read().await {
-                    read_any = true;
+                    read += 1;
                     let key = canonical(&item_key);
                     let id = (region, table, key.clone());
                     let seen = image.as_ref().map(canonical);
@@ -295,8 +304,12 @@ async fn replicate(
             state.pending = queue.len();
             state.applied += applied;
             state.dropped_as_older += dropped;
-            if !read_any {
+            state.read += read;
+            if read == 0 {
                 state.quiet_passes += 1;
+                state.quiet_streak += 1;
+            } else {
+                state.quiet_streak = 0;
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

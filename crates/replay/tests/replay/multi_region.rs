@@ -14,7 +14,8 @@ use test_support::stack::TestStack;
 
 const PRIMARY: &str = "us-east-1";
 const OTHER: &str = "eu-west-1";
-/// Generous for two local engines on a busy machine; replication usually settles in a second.
+/// How long replication may go without reading or applying anything before a test fails; it
+/// usually settles within a second.
 const SETTLE: Duration = Duration::from_secs(60);
 
 type Service = ReservationService<adapters::DynamoReservationStore>;
@@ -54,14 +55,21 @@ async fn reserve(service: &Service, slot: &str, guest: &str) -> Result<String, S
     }
 }
 
+type Item = std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>;
+
+/// The items of `item_type` in a Region's replica of the table `var` names.
+async fn items_of_type(stack: &TestStack, var: &str, item_type: &str) -> Vec<Item> {
+    let mut items = stack.scan_all(&stack.name(var)).await;
+    items.retain(|item| item.get("item_type").and_then(|t| t.as_s().ok()).map(String::as_str) == Some(item_type));
+    items
+}
+
 /// The outbox events a Region's replica holds: event id to the Region it was born in (`None`
 /// for an item from before items recorded it).
 async fn outbox_of(stack: &TestStack) -> BTreeMap<String, Option<String>> {
-    stack
-        .scan_all(&stack.name("OUTBOX_TABLE"))
+    items_of_type(stack, "OUTBOX_TABLE", "OutboxEvent")
         .await
         .into_iter()
-        .filter(|item| item.get("item_type").and_then(|t| t.as_s().ok()).map(String::as_str) == Some("OutboxEvent"))
         .map(|item| {
             let id = item["event_id"].as_s().unwrap().clone();
             (id, item.get("born_in").map(|r| r.as_s().unwrap().clone()))
@@ -219,12 +227,7 @@ async fn concurrent_bookings_through_both_regions_never_overbook_a_slot() {
             .await
             .unwrap();
         assert_eq!((slot.capacity.get(), slot.reserved), (20, 20), "{:?}", stack.regions);
-        let reservations = stack
-            .scan_all(&stack.name("RESERVATIONS_TABLE"))
-            .await
-            .into_iter()
-            .filter(|item| item.get("item_type").and_then(|t| t.as_s().ok()).map(String::as_str) == Some("Reservation"))
-            .count();
+        let reservations = items_of_type(stack, "RESERVATIONS_TABLE", "Reservation").await.len();
         assert_eq!(reservations, 20, "{:?}", stack.regions);
     }
 }
@@ -264,12 +267,7 @@ async fn without_a_home_two_regions_overbook_a_slot_which_is_what_homes_prevent(
     replication.restore();
     replication.settle(SETTLE).await;
 
-    let reservations = east
-        .scan_all(&east.name("RESERVATIONS_TABLE"))
-        .await
-        .into_iter()
-        .filter(|item| item.get("item_type").and_then(|t| t.as_s().ok()).map(String::as_str) == Some("Reservation"))
-        .count();
+    let reservations = items_of_type(&east, "RESERVATIONS_TABLE", "Reservation").await.len();
     let slot = service(&east)
         .get_slot(&SlotId::parse("contested").unwrap())
         .await
