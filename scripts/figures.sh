@@ -59,6 +59,14 @@ for name, bus in [("load", "Kinesis"), ("load-kafka", "the Kafka topic")]:
             f"concurrent requests for {load_test['capacity']} seats: {statuses} ({codes}); {on_the_bus} "
             f"ReservationCreated events on {bus}.",
         ]
+regions = load("multi_region_publishing")
+if regions:
+    lines += [
+        f"- **Several Regions, simulated** (invariants 3, 6): {regions['events']} events born in two Regions of a "
+        f"global table; {regions['published_by_primary']} published by the primary's relay, "
+        f"{regions['published_by_other']} by the other's, **{regions['published_by_both']} by both**; "
+        f"{regions['replicated_writes']} writes replicated between the Regions.",
+    ]
 fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:
     jwt = (f"; under AuthMode JWT as a guest, {fuzz_jwt['generated']:,} generated, {fuzz_jwt['passed']:,} passed"
