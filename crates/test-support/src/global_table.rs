@@ -14,13 +14,17 @@
 //! - the link can be cut (writes wait, in order, until it is restored) and a Region can be lost
 //!   (what it had not replicated yet is gone).
 //!
+//! [`StandInReplication::settle`] writes a marker item (a key no product item has, no
+//! `item_type`) into every replicated table of both Regions and waits for each in the other: the
+//! tables keep those markers.
+//!
 //! What it does not model: it orders writes by when it read them from their Region's stream,
 //! not by DynamoDB's internal timestamps, and a local write it has not read yet can be overwritten
 //! by a replicated one that was older (DynamoDB compares the two atomically). The tests that use
 //! it never write one item in two Regions at once except where they say so.
 
 use crate::stack::TestStack;
-use aws_sdk_dynamodb::types::{AttributeValue, StreamSpecification, StreamViewType};
+use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType, StreamSpecification, StreamViewType};
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -31,6 +35,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 type Item = HashMap<String, AttributeValue>;
+/// A table's key attributes: name and type.
+type Key = Vec<(String, ScalarAttributeType)>;
 
 /// The tables a stack's data lives in, by the variable that names them: what a global table of
 /// the deployment replicates.
@@ -40,6 +46,9 @@ pub const REPLICATED_TABLES: [&str; 2] = ["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
 pub struct StandInReplication {
     link: Arc<Link>,
     task: Option<JoinHandle<()>>,
+    /// Each Region's client and its tables, with each table's key.
+    regions: Vec<(aws_sdk_dynamodb::Client, Vec<(String, Key)>)>,
+    markers: std::sync::atomic::AtomicU64,
 }
 
 /// What a test controls while replication runs.
@@ -54,9 +63,6 @@ struct Link {
 
 #[derive(Default, Clone, Copy)]
 struct Progress {
-    /// Passes over every stream that found nothing new: in all, and in a row.
-    quiet_passes: u64,
-    quiet_streak: u64,
     pending: usize,
     /// Records read from the Regions' streams so far.
     read: u64,
@@ -93,11 +99,14 @@ impl StandInReplication {
         let mut sources: Vec<Vec<Source>> = Vec::new();
         let mut tables: Vec<Vec<String>> = Vec::new();
         let mut clients = Vec::new();
+        let mut keyed = Vec::new();
         for stack in regions {
             let mut region_sources = Vec::new();
             let mut names = Vec::new();
+            let mut keys = Vec::new();
             for var in REPLICATED_TABLES {
                 let name = stack.name(var);
+                keys.push((name.clone(), key_of(&stack.dynamodb, &name).await));
                 let arn = stream_of(&stack.dynamodb, &name).await;
                 region_sources.push(Source {
                     streams: aws_sdk_dynamodbstreams::Client::new(&stack.sdk),
@@ -110,6 +119,7 @@ impl StandInReplication {
             sources.push(region_sources);
             tables.push(names);
             clients.push(stack.dynamodb.clone());
+            keyed.push((stack.dynamodb.clone(), keys));
         }
         let link = Arc::new(Link {
             lag,
@@ -119,7 +129,12 @@ impl StandInReplication {
             state: Mutex::new(Progress::default()),
         });
         let task = tokio::spawn(replicate(link.clone(), sources, tables, clients));
-        Self { link, task: Some(task) }
+        Self {
+            link,
+            task: Some(task),
+            regions: keyed,
+            markers: Default::default(),
+        }
     }
 
     /// Holds every write until [`Self::restore`]: the Regions cannot reach each other.
@@ -136,19 +151,47 @@ impl StandInReplication {
         self.link.lost.lock().unwrap().push(index);
     }
 
-    /// Waits until every stream was read to its end and every write that can arrive has (the
-    /// link restored): both Regions hold the same items. Panics when replication reads and
-    /// applies nothing for `stall` (a slow machine only makes it take longer).
+    /// Waits until every write made so far in either Region has arrived in the other (the link
+    /// restored): both Regions hold the same items. A marker item is written into every
+    /// replicated table of both Regions; replication is in order per table, so once each marker
+    /// is in the other Region, so is everything written before it. Panics when replication reads
+    /// and applies nothing for `stall` (a slow machine only makes it take longer).
     pub async fn settle(&self, stall: Duration) {
-        let start = self.link.state.lock().unwrap().quiet_passes;
+        let n = self.markers.fetch_add(1, Ordering::SeqCst);
+        let mut markers = Vec::new();
+        for (from, (client, tables)) in self.regions.iter().enumerate() {
+            for (table, (name, key)) in tables.iter().enumerate() {
+                let marker = marker_key(key, from, n);
+                client
+                    .put_item()
+                    .table_name(name)
+                    .set_item(Some(marker.clone()))
+                    .send()
+                    .await
+                    .expect("write a replication marker");
+                markers.push((1 - from, table, marker));
+            }
+        }
         let mut seen = (u64::MAX, u64::MAX);
         let mut since = Instant::now();
         loop {
-            let progress = *self.link.state.lock().unwrap();
-            // Two quiet passes in a row, after the call, with nothing left to deliver.
-            if progress.pending == 0 && progress.quiet_streak >= 2 && progress.quiet_passes >= start + 2 {
+            let mut arrived = true;
+            for (to, table, marker) in &markers {
+                let (client, tables) = &self.regions[*to];
+                let found = client
+                    .get_item()
+                    .table_name(&tables[*table].0)
+                    .set_key(Some(marker.clone()))
+                    .consistent_read(true)
+                    .send()
+                    .await
+                    .expect("read a replication marker");
+                arrived &= found.item.is_some();
+            }
+            if arrived {
                 return;
             }
+            let progress = *self.link.state.lock().unwrap();
             if (progress.read, progress.applied) != seen {
                 seen = (progress.read, progress.applied);
                 since = Instant::now();
@@ -177,6 +220,44 @@ impl Drop for StandInReplication {
             task.abort();
         }
     }
+}
+
+/// The table's key attributes, with their types.
+async fn key_of(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Key {
+    let described = dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table");
+    let table = described.table().expect("a table description");
+    table
+        .key_schema()
+        .iter()
+        .map(|key| {
+            let name = key.attribute_name().to_owned();
+            let kind = table
+                .attribute_definitions()
+                .iter()
+                .find(|d| d.attribute_name() == name)
+                .map(|d| d.attribute_type().clone())
+                .expect("a key attribute is defined");
+            (name, kind)
+        })
+        .collect()
+}
+
+/// The key of settle's `n`th marker written in Region `from`: no item of the product has it.
+fn marker_key(key: &Key, from: usize, n: u64) -> Item {
+    key.iter()
+        .map(|(name, kind)| {
+            let value = match kind {
+                ScalarAttributeType::N => AttributeValue::N(n.to_string()),
+                _ => AttributeValue::S(format!("#replication-marker#{from}#{n}")),
+            };
+            (name.clone(), value)
+        })
+        .collect()
 }
 
 /// The table's stream, turned on (NEW_AND_OLD_IMAGES, as a global table's replicas have) when it
@@ -305,12 +386,6 @@ async fn replicate(
             state.applied += applied;
             state.dropped_as_older += dropped;
             state.read += read;
-            if read == 0 {
-                state.quiet_passes += 1;
-                state.quiet_streak += 1;
-            } else {
-                state.quiet_streak = 0;
-            }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

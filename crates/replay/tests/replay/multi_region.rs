@@ -319,3 +319,54 @@ async fn the_api_of_another_region_sends_writes_for_a_slot_to_its_home_with_a_42
         assert_eq!(reservation["status"], "CONFIRMED");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_it() {
+    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY).polling();
+    let other = TestStack::start().await.in_region(OTHER, PRIMARY).polling();
+    let replication = StandInReplication::start([&primary, &other], Duration::from_millis(200)).await;
+    let (primary_api, other_api) = (service(&primary), service(&other));
+    put_slot(&primary_api, "slot-east", 50).await;
+    put_slot(&other_api, "slot-west", 50).await;
+    let mut booked = BTreeMap::new();
+    for i in 0..8 {
+        for (api, slot, region) in [(&primary_api, "slot-east", PRIMARY), (&other_api, "slot-west", OTHER)] {
+            let id = reserve(api, slot, &format!("guest-{i}")).await.unwrap();
+            booked.insert(id, region);
+        }
+    }
+    replication.settle(SETTLE).await;
+
+    // Both pollers at once: each holds a lease of its own and reads its own part of the index,
+    // though both Regions' marks are in both replicas.
+    let until = tokio::time::Instant::now() + Duration::from_secs(120);
+    let interval = Duration::from_millis(100);
+    let (primary_poller, other_poller) = (primary.poller(interval), other.poller(interval));
+    let (on_primary, on_other) = tokio::join!(
+        primary_poller.run(until, true, std::future::pending()),
+        other_poller.run(until, true, std::future::pending()),
+    );
+    assert_eq!((on_primary.published, on_other.published), (8, 8));
+    for (stack, region) in [(&primary, PRIMARY), (&other, OTHER)] {
+        let published: BTreeSet<String> = stack
+            .records_on_kinesis()
+            .await
+            .into_iter()
+            .map(|event| event.partition_key)
+            .collect();
+        let born_here: BTreeSet<String> = booked
+            .iter()
+            .filter(|(_, born)| **born == region)
+            .map(|(id, _)| id.clone())
+            .collect();
+        assert_eq!(published, born_here, "{region} publishes what was born in it");
+    }
+    // The published marks are cleared, and the clearing replicated: nothing is pending anywhere.
+    replication.settle(SETTLE).await;
+    for stack in [&primary, &other] {
+        let outbox = items_of_type(stack, "OUTBOX_TABLE", "OutboxEvent").await;
+        assert_eq!(outbox.len(), 16, "{:?}", stack.regions);
+        let marked = outbox.iter().filter(|item| item.contains_key("unpublished")).count();
+        assert_eq!(marked, 0, "{:?}", stack.regions);
+    }
+}
