@@ -11,8 +11,7 @@
 //!   Region's stream too;
 //! - conflicts resolve per item, last writer wins: a replicated write older than the receiving
 //!   replica's latest write of that item is dropped;
-//! - the link can be cut (writes wait, in order, until it is restored) and a Region can be lost
-//!   (what it had not replicated yet is gone).
+//! - the link can be cut (writes wait, in order, until it is restored).
 //!
 //! [`StandInReplication::settle`] writes a marker item (a key no product item has, no
 //! `item_type`) into every replicated table of both Regions and waits for each in the other: the
@@ -55,8 +54,6 @@ pub struct StandInReplication {
 struct Link {
     lag: Duration,
     cut: AtomicBool,
-    /// Regions whose pending writes are gone (the Region was lost).
-    lost: Mutex<Vec<usize>>,
     stop: AtomicBool,
     state: Mutex<Progress>,
 }
@@ -124,7 +121,6 @@ impl StandInReplication {
         let link = Arc::new(Link {
             lag,
             cut: AtomicBool::new(false),
-            lost: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             state: Mutex::new(Progress::default()),
         });
@@ -144,11 +140,6 @@ impl StandInReplication {
 
     pub fn restore(&self) {
         self.link.cut.store(false, Ordering::SeqCst);
-    }
-
-    /// Region `index` is lost: what it wrote and had not replicated yet never arrives.
-    pub fn lose(&self, index: usize) {
-        self.link.lost.lock().unwrap().push(index);
     }
 
     /// Waits until every write made so far in either Region has arrived in the other (the link
@@ -337,8 +328,6 @@ async fn replicate(
                 }
             }
         }
-        let lost = link.lost.lock().unwrap().clone();
-        queue.retain(|delivery| !lost.contains(&delivery.from));
         let mut applied = 0;
         let mut dropped = 0;
         while !link.cut.load(Ordering::SeqCst)
