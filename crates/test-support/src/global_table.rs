@@ -45,9 +45,21 @@ pub const REPLICATED_TABLES: [&str; 2] = ["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
 pub struct StandInReplication {
     link: Arc<Link>,
     task: Option<JoinHandle<()>>,
-    /// Each Region's client and its tables, with each table's key.
-    regions: Vec<(aws_sdk_dynamodb::Client, Vec<(String, Key)>)>,
+    regions: Vec<Replica>,
     markers: std::sync::atomic::AtomicU64,
+}
+
+/// One Region's replica: its client and its replicated tables, in [`REPLICATED_TABLES`] order.
+#[derive(Clone)]
+struct Replica {
+    client: aws_sdk_dynamodb::Client,
+    tables: Vec<ReplicaTable>,
+}
+
+#[derive(Clone)]
+struct ReplicaTable {
+    name: String,
+    key: Key,
 }
 
 /// What a test controls while replication runs.
@@ -94,29 +106,26 @@ impl StandInReplication {
     /// stream on tables that have none, as DynamoDB does for a global table's replicas.
     pub async fn start(regions: [&TestStack; 2], lag: Duration) -> Self {
         let mut sources: Vec<Vec<Source>> = Vec::new();
-        let mut tables: Vec<Vec<String>> = Vec::new();
-        let mut clients = Vec::new();
-        let mut keyed = Vec::new();
+        let mut replicas = Vec::new();
         for stack in regions {
             let mut region_sources = Vec::new();
-            let mut names = Vec::new();
-            let mut keys = Vec::new();
+            let mut tables = Vec::new();
             for var in REPLICATED_TABLES {
                 let name = stack.name(var);
-                keys.push((name.clone(), key_of(&stack.dynamodb, &name).await));
-                let arn = stream_of(&stack.dynamodb, &name).await;
+                let (key, arn) = key_and_stream(&stack.dynamodb, &name).await;
                 region_sources.push(Source {
                     streams: aws_sdk_dynamodbstreams::Client::new(&stack.sdk),
                     arn,
                     iterators: BTreeMap::new(),
                     read_up_to: HashMap::new(),
                 });
-                names.push(name);
+                tables.push(ReplicaTable { name, key });
             }
             sources.push(region_sources);
-            tables.push(names);
-            clients.push(stack.dynamodb.clone());
-            keyed.push((stack.dynamodb.clone(), keys));
+            replicas.push(Replica {
+                client: stack.dynamodb.clone(),
+                tables,
+            });
         }
         let link = Arc::new(Link {
             lag,
@@ -124,11 +133,20 @@ impl StandInReplication {
             stop: AtomicBool::new(false),
             state: Mutex::new(Progress::default()),
         });
-        let task = tokio::spawn(replicate(link.clone(), sources, tables, clients));
+        let replicator = Replicator {
+            link: link.clone(),
+            sources,
+            replicas: replicas.clone(),
+            clock: 0,
+            stamps: HashMap::new(),
+            echoes: HashMap::new(),
+            queue: VecDeque::new(),
+        };
+        let task = tokio::spawn(replicator.run());
         Self {
             link,
             task: Some(task),
-            regions: keyed,
+            regions: replicas,
             markers: Default::default(),
         }
     }
@@ -150,12 +168,13 @@ impl StandInReplication {
     pub async fn settle(&self, stall: Duration) {
         let n = self.markers.fetch_add(1, Ordering::SeqCst);
         let mut markers = Vec::new();
-        for (from, (client, tables)) in self.regions.iter().enumerate() {
-            for (table, (name, key)) in tables.iter().enumerate() {
-                let marker = marker_key(key, from, n);
-                client
+        for (from, replica) in self.regions.iter().enumerate() {
+            for (table, replicated) in replica.tables.iter().enumerate() {
+                let marker = marker_key(&replicated.key, from, n);
+                replica
+                    .client
                     .put_item()
-                    .table_name(name)
+                    .table_name(&replicated.name)
                     .set_item(Some(marker.clone()))
                     .send()
                     .await
@@ -168,10 +187,11 @@ impl StandInReplication {
         loop {
             let mut arrived = true;
             for (to, table, marker) in &markers {
-                let (client, tables) = &self.regions[*to];
-                let found = client
+                let replica = &self.regions[*to];
+                let found = replica
+                    .client
                     .get_item()
-                    .table_name(&tables[*table].0)
+                    .table_name(&replica.tables[*table].name)
                     .set_key(Some(marker.clone()))
                     .consistent_read(true)
                     .send()
@@ -213,31 +233,6 @@ impl Drop for StandInReplication {
     }
 }
 
-/// The table's key attributes, with their types.
-async fn key_of(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> Key {
-    let described = dynamodb
-        .describe_table()
-        .table_name(table)
-        .send()
-        .await
-        .expect("describe table");
-    let table = described.table().expect("a table description");
-    table
-        .key_schema()
-        .iter()
-        .map(|key| {
-            let name = key.attribute_name().to_owned();
-            let kind = table
-                .attribute_definitions()
-                .iter()
-                .find(|d| d.attribute_name() == name)
-                .map(|d| d.attribute_type().clone())
-                .expect("a key attribute is defined");
-            (name, kind)
-        })
-        .collect()
-}
-
 /// The key of settle's `n`th marker written in Region `from`: no item of the product has it.
 fn marker_key(key: &Key, from: usize, n: u64) -> Item {
     key.iter()
@@ -251,22 +246,34 @@ fn marker_key(key: &Key, from: usize, n: u64) -> Item {
         .collect()
 }
 
-/// The table's stream, turned on (NEW_AND_OLD_IMAGES, as a global table's replicas have) when it
-/// has none.
-async fn stream_of(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
+/// The table's key attributes with their types, and its stream, turned on (NEW_AND_OLD_IMAGES,
+/// as a global table's replicas have) when it has none.
+async fn key_and_stream(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> (Key, String) {
     let described = dynamodb
         .describe_table()
         .table_name(table)
         .send()
         .await
         .expect("describe table");
-    if let Some(arn) = described.table().and_then(|t| t.latest_stream_arn())
-        && described
-            .table()
-            .and_then(|t| t.stream_specification())
-            .is_some_and(|s| s.stream_enabled())
+    let description = described.table().expect("a table description");
+    let key = description
+        .key_schema()
+        .iter()
+        .map(|key| {
+            let name = key.attribute_name().to_owned();
+            let kind = description
+                .attribute_definitions()
+                .iter()
+                .find(|d| d.attribute_name() == name)
+                .map(|d| d.attribute_type().clone())
+                .expect("a key attribute is defined");
+            (name, kind)
+        })
+        .collect();
+    if let Some(arn) = description.latest_stream_arn()
+        && description.stream_specification().is_some_and(|s| s.stream_enabled())
     {
-        return arn.to_owned();
+        return (key, arn.to_owned());
     }
     let spec = StreamSpecification::builder()
         .stream_enabled(true)
@@ -280,71 +287,104 @@ async fn stream_of(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
         .send()
         .await
         .expect("turn on the table's stream");
-    updated
+    let arn = updated
         .table_description()
         .and_then(|t| t.latest_stream_arn())
         .expect("a stream once turned on")
-        .to_owned()
+        .to_owned();
+    (key, arn)
 }
 
-async fn replicate(
+/// (Region, table, item key): one item of one replica.
+type ItemId = (usize, usize, String);
+
+/// The replication task's state.
+struct Replicator {
     link: Arc<Link>,
-    mut sources: Vec<Vec<Source>>,
-    tables: Vec<Vec<String>>,
-    clients: Vec<aws_sdk_dynamodb::Client>,
-) {
-    let mut clock = 0u64;
-    // (Region, table, item key) to the stamp of the latest write of that item the Region holds.
-    let mut stamps: HashMap<(usize, usize, String), u64> = HashMap::new();
-    // Writes this replicator made, not yet seen again on the receiving Region's stream.
-    let mut echoes: HashMap<(usize, usize, String), VecDeque<Option<String>>> = HashMap::new();
-    let mut queue: VecDeque<Delivery> = VecDeque::new();
-    while !link.stop.load(Ordering::SeqCst) {
+    /// Per Region, per replicated table.
+    sources: Vec<Vec<Source>>,
+    replicas: Vec<Replica>,
+    clock: u64,
+    /// The stamp of the latest write of each item a Region holds.
+    stamps: HashMap<ItemId, u64>,
+    /// Writes this replicator made, not yet seen again on the receiving Region's stream.
+    echoes: HashMap<ItemId, VecDeque<Option<String>>>,
+    queue: VecDeque<Delivery>,
+}
+
+impl Replicator {
+    async fn run(mut self) {
+        while !self.link.stop.load(Ordering::SeqCst) {
+            let read = self.read_streams().await;
+            let (applied, dropped) = self.deliver_due().await;
+            {
+                let mut state = self.link.state.lock().unwrap();
+                state.pending = self.queue.len();
+                state.applied += applied;
+                state.dropped_as_older += dropped;
+                state.read += read;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Reads what both Regions' streams hold since the last pass: each local write is stamped
+    /// and queued for the other Region, each echo of a replicated write is passed over. Returns
+    /// how many records it read.
+    async fn read_streams(&mut self) -> u64 {
         let mut read = 0;
-        for (region, region_sources) in sources.iter_mut().enumerate() {
+        for (region, region_sources) in self.sources.iter_mut().enumerate() {
             for (table, source) in region_sources.iter_mut().enumerate() {
                 for (item_key, image) in source.read().await {
                     read += 1;
                     let key = canonical(&item_key);
                     let id = (region, table, key.clone());
                     let seen = image.as_ref().map(canonical);
-                    if let Some(waiting) = echoes.get_mut(&id)
+                    if let Some(waiting) = self.echoes.get_mut(&id)
                         && waiting.front() == Some(&seen)
                     {
                         waiting.pop_front();
                         continue;
                     }
-                    clock += 1;
-                    stamps.insert(id, clock);
-                    queue.push_back(Delivery {
-                        due: Instant::now() + link.lag,
+                    self.clock += 1;
+                    self.stamps.insert(id, self.clock);
+                    self.queue.push_back(Delivery {
+                        due: Instant::now() + self.link.lag,
                         from: region,
                         table,
                         key,
                         item_key,
                         image,
-                        stamp: clock,
+                        stamp: self.clock,
                     });
                 }
             }
         }
-        let mut applied = 0;
-        let mut dropped = 0;
-        while !link.cut.load(Ordering::SeqCst)
-            && let Some(delivery) = queue.front()
+        read
+    }
+
+    /// Applies the queued writes whose lag has passed, in order, unless the link is cut; a write
+    /// older than the receiving replica's latest of that item is dropped (last writer wins).
+    /// Returns (applied, dropped).
+    async fn deliver_due(&mut self) -> (u64, u64) {
+        let (mut applied, mut dropped) = (0, 0);
+        while !self.link.cut.load(Ordering::SeqCst)
+            && let Some(delivery) = self.queue.front()
             && delivery.due <= Instant::now()
         {
-            let delivery = queue.pop_front().expect("the front delivery");
+            let delivery = self.queue.pop_front().expect("the front delivery");
             let to = 1 - delivery.from;
             let id = (to, delivery.table, delivery.key.clone());
-            if stamps.get(&id).is_some_and(|held| *held > delivery.stamp) {
+            if self.stamps.get(&id).is_some_and(|held| *held > delivery.stamp) {
                 dropped += 1;
                 continue;
             }
-            let table = &tables[to][delivery.table];
+            let replica = &self.replicas[to];
+            let table = &replica.tables[delivery.table].name;
             match &delivery.image {
                 Some(image) => {
-                    clients[to]
+                    replica
+                        .client
                         .put_item()
                         .table_name(table)
                         .set_item(Some(image.clone()))
@@ -353,7 +393,8 @@ async fn replicate(
                         .expect("replicated put");
                 }
                 None => {
-                    clients[to]
+                    replica
+                        .client
                         .delete_item()
                         .table_name(table)
                         .set_key(Some(delivery.item_key.clone()))
@@ -362,21 +403,14 @@ async fn replicate(
                         .expect("replicated delete");
                 }
             }
-            echoes
+            self.echoes
                 .entry(id.clone())
                 .or_default()
                 .push_back(delivery.image.as_ref().map(canonical));
-            stamps.insert(id, delivery.stamp);
+            self.stamps.insert(id, delivery.stamp);
             applied += 1;
         }
-        {
-            let mut state = link.state.lock().unwrap();
-            state.pending = queue.len();
-            state.applied += applied;
-            state.dropped_as_older += dropped;
-            state.read += read;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (applied, dropped)
     }
 }
 
