@@ -11,11 +11,13 @@
 //! - [`kafka`]: fresh topics on the test Kafka broker, and what the relay put on them.
 //! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
 //!   to them, and the compatibility gate against the released ones.
+//! - [`delivery`]: what a subscriber of the notifications topic received, repeats set apart.
 //! - [`cases`]: how many generated inputs a property test runs.
 //!
 //! Only tests and benchmarks depend on this crate; no Lambda does.
 
 pub mod contract;
+pub mod delivery;
 pub mod events;
 pub mod global_table;
 pub mod kafka;

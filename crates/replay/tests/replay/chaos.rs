@@ -644,33 +644,8 @@ async fn chaos(bus: Bus, events: usize, figures: &str) {
     // Delivered, not just recorded: every event reached the subscribed queue, each repeat within
     // the deduplication window, and each reservation's first deliveries in version order, up to
     // the truth.
-    let mut first_sent: HashMap<&str, u64> = HashMap::new();
-    let mut delivered: HashMap<String, Vec<u64>> = HashMap::new();
-    for message in &received {
-        assert_eq!(
-            message.message_group_id.as_deref(),
-            Some(message.message.reservation_id.as_str())
-        );
-        let sent = message.sent_timestamp_ms.expect("SentTimestamp");
-        match first_sent.entry(message.message.notification_id.as_str()) {
-            std::collections::hash_map::Entry::Occupied(first) => {
-                let after = Duration::from_millis(sent.saturating_sub(*first.get()));
-                assert!(
-                    after < Duration::from_secs(300),
-                    "{} repeated {after:?} after its first delivery: beyond SNS FIFO's deduplication window",
-                    message.message.notification_id
-                );
-            }
-            std::collections::hash_map::Entry::Vacant(first) => {
-                first.insert(sent);
-                delivered
-                    .entry(message.message.reservation_id.clone())
-                    .or_default()
-                    .push(message.message.version);
-            }
-        }
-    }
-    assert_eq!(first_sent.len(), events, "every event delivered");
+    let (delivered, repeats) = test_support::delivery::first_deliveries(&received);
+    assert_eq!(received.len() - repeats, events, "every event delivered");
     for (id, versions) in &delivered {
         let latest: u64 = truth[id].1.parse().unwrap();
         assert_eq!(versions, &(1..=latest).collect::<Vec<_>>(), "messages of {id}");
