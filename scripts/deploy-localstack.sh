@@ -17,7 +17,9 @@
 # The functions are built for where they will run: for this host when LocalStack runs them as host
 # processes (scripts/localstack.sh), with cargo lambda for Lambda's Amazon Linux in Docker, both
 # for this machine's architecture (the Architecture parameter follows).
-# Settings: LOCALSTACK_ENDPOINT (http://127.0.0.1:4566), STACK_NAME (reservations).
+# Settings: LOCALSTACK_ENDPOINT (http://127.0.0.1:4566), STACK_NAME (reservations), and in host
+# mode PREBUILT_FUNCTIONS: a folder that already holds the functions' binaries for this host (for
+# example target/debug after `cargo build --workspace`), deployed as they are instead of built.
 set -euo pipefail
 # shellcheck source=lib/stack.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
@@ -36,8 +38,10 @@ export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}" AWS_PAGER=""
 # Every client the CLI makes (package makes its own for S3) goes to LocalStack, S3 by path: a
 # bucket's virtual host name would need DNS.
 mkdir -p "$LOCALSTACK_DIR"
-printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_DEFAULT_REGION" >"$LOCALSTACK_DIR/aws-config"
-aws() { AWS_ENDPOINT_URL="$endpoint" AWS_CONFIG_FILE="$LOCALSTACK_DIR/aws-config" "$AWS_VENV/bin/aws" "$@"; }
+# One file per stack: two deploys may run side by side.
+aws_config="$LOCALSTACK_DIR/aws-config-$stack"
+printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_DEFAULT_REGION" >"$aws_config"
+aws() { AWS_ENDPOINT_URL="$endpoint" AWS_CONFIG_FILE="$aws_config" "$AWS_VENV/bin/aws" "$@"; }
 
 case "$(uname -m)" in
   x86_64 | amd64) architecture=x86_64 ;;
@@ -51,9 +55,17 @@ mkdir -p "$code"
 cd "$ROOT"
 if localstack_pid >/dev/null && [[ "$endpoint" == "http://127.0.0.1:$LOCALSTACK_PORT" ]]; then
   # Host mode runs each bootstrap on this machine: a plain build is what runs.
-  log "building the functions for this host (cargo build)"
-  cargo build --quiet "${binaries[@]/#/--package=}"
-  built="$ROOT/target/debug"
+  if [[ -n "${PREBUILT_FUNCTIONS:-}" ]]; then
+    built="$PREBUILT_FUNCTIONS"
+    for binary in "${binaries[@]}"; do
+      [[ -x "$built/$binary" ]] || die "PREBUILT_FUNCTIONS=$built holds no $binary: build the functions first (cargo build --workspace)"
+    done
+    log "deploying the functions built in $built"
+  else
+    log "building the functions for this host (cargo build)"
+    cargo build --quiet "${binaries[@]/#/--package=}"
+    built="$ROOT/target/debug"
+  fi
 else
   ensure_venv
   export PATH="$VENV/bin:$PATH"
@@ -98,8 +110,14 @@ rest_api='^https://([^./]+)\.execute-api\.[^/]+/([^/]+)$'
 if [[ "$api_url" =~ $rest_api ]]; then
   api_url="$endpoint/_aws/execute-api/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
 fi
-auth_mode=$(aws cloudformation describe-stacks --stack-name "$stack" \
-  --query "Stacks[0].Parameters[?ParameterKey=='AuthMode'].ParameterValue" --output text)
+parameter() {
+  aws cloudformation describe-stacks --stack-name "$stack" \
+    --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue" --output text
+}
+auth_mode=$(parameter AuthMode)
+# The poller starts once a minute (rate(1 minute)): its first run can come a minute after the
+# deploy, so the smoke check waits that long for the read model in polling mode.
+if [[ "$(parameter RelayMode)" == polling ]]; then export SMOKE_READ_MODEL_WAIT="${SMOKE_READ_MODEL_WAIT:-90}"; fi
 log "stack $stack is up; its outputs are in ${deploy_dir#"$ROOT"/}/outputs.json"
 # Signed as a caller on AWS signs (LocalStack's keys are test/test).
 "$ROOT/scripts/smoke.sh" "$api_url" --auth iam

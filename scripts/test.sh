@@ -44,7 +44,7 @@ if cargo nextest --version >/dev/null 2>&1; then
   e2e_first=(-E 'package(e2e) and not binary(operations)')
   e2e_then=(-E 'package(e2e) and binary(operations)')
 fi
-# The Lambda binaries, built once for this host (scripts/deploy-localstack.sh builds the same).
+# The Lambda packages (the LocalStack phase deploys their binaries from the workspace's build).
 mapfile -t function_packages < <(sed -n '/^\[\[bin\]\]/,/^name/ s/^name = "\(.*\)"/--package=\1/p' "$ROOT"/functions/*/Cargo.toml)
 
 cd "$ROOT"
@@ -88,15 +88,13 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   # Clippy lints the workspace's code in the build the tests need, not in a check build of its
   # own (which compiled every dependency a second time): cargo runs the workspace's crates, and
   # only those, through clippy-driver, with every warning an error, as `cargo clippy -- -D
-  # warnings` does. Exported, so the deploys' builds below find this build done.
+  # warnings` does.
   RUSTC_WORKSPACE_WRAPPER="$(rustc --print sysroot)/bin/clippy-driver"
   export RUSTC_WORKSPACE_WRAPPER CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
   log "building and linting every target (clippy, warnings denied)"
   cargo build --quiet --workspace --all-targets
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
-  # Exactly the build scripts/deploy-localstack.sh asks for, so the deploy finds it done.
-  [[ $# -gt 0 ]] || cargo build --quiet "${function_packages[@]}"
   log "waiting for the installs"
   if ! wait "$install_pid"; then
     tail -n 20 "$install_log" >&2
@@ -182,9 +180,25 @@ localstack_phase() {
   export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
   localstack_start
   # One stack per relay mode: LocalStack cannot switch a deployed stack's schedule on (it does
-  # not update an EventBridge rule), so polling mode gets a stack of its own.
-  "$ROOT/scripts/deploy-localstack.sh"
-  STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling
+  # not update an EventBridge rule), so polling mode gets a stack of its own. The two deploy side
+  # by side (most of a deploy waits on CloudFormation and on the functions' first starts), with
+  # the binaries the first build made: building the five packages alone would compile the SDK
+  # and the workspace again, with fewer features unified (tokio's test-util, the SDK's test-util,
+  # serde_json's preserve_order), for minutes. The release packages users deploy are checked
+  # above for the features they link.
+  export PREBUILT_FUNCTIONS="$ROOT/target/debug"
+  local mode deploys=() failed=0
+  "$ROOT/scripts/deploy-localstack.sh" >"$ROOT/.devstack/deploy-relay.log" 2>&1 &
+  deploys+=("$!")
+  STACK_NAME=reservations-polling "$ROOT/scripts/deploy-localstack.sh" RelayMode=polling \
+    >"$ROOT/.devstack/deploy-polling.log" 2>&1 &
+  deploys+=("$!")
+  for mode in relay polling; do
+    wait "${deploys[0]}" || failed=1
+    deploys=("${deploys[@]:1}")
+    cat "$ROOT/.devstack/deploy-$mode.log"
+  done
+  [[ "$failed" == 0 ]] || die "a LocalStack deploy failed; its output is above"
   export AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
     E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json"
   # The operator's suite (the read model emptied and rebuilt) after the others, which read it.
