@@ -12,6 +12,7 @@
 //! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
 //!   to them, and the compatibility gate against the released ones.
 //! - [`delivery`]: what a subscriber of the notifications topic received, repeats set apart.
+//! - [`template`]: template.yaml as CloudFormation resolves it for a set of parameters.
 //! - [`cases`]: how many generated inputs a property test runs.
 //!
 //! Only tests and benchmarks depend on this crate; no Lambda does.
@@ -22,6 +23,7 @@ pub mod events;
 pub mod global_table;
 pub mod kafka;
 pub mod stack;
+pub mod template;
 
 /// Generated inputs per property: `quick`, times `FUZZ_SCALE` (`scripts/test.sh --long` sets 10).
 pub fn cases(quick: u32) -> u32 {

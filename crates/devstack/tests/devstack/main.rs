@@ -20,5 +20,4 @@ mod relay_to_kinesis;
 mod smoke_script;
 mod template_limits;
 mod template_matches;
-mod template_model;
 mod template_rules;

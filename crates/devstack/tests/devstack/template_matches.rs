@@ -3,10 +3,10 @@
 //! API's route table, to the relay's filter and to the metrics the code emits, and check each
 //! function's environment is one its typed config accepts. Static: no engine needed.
 
-use crate::template_model::{Deploy, KAFKA, STACK_NAME};
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use test_support::template::{Deploy, KAFKA, REGION, STACK_NAME, joined_text, to_json as json};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -25,20 +25,6 @@ fn resources_of_type<'a>(template: &'a Value, kind: &str) -> BTreeMap<String, &'
         .filter(|(_, r)| r["Type"].as_str() == Some(kind))
         .map(|(id, r)| (id.as_str().unwrap().to_owned(), r))
         .collect()
-}
-
-/// A CloudFormation value as JSON, with tags (`!Ref`, ...) kept as `{"!Ref": ...}`.
-fn json(value: &Value) -> serde_json::Value {
-    match value {
-        Value::Tagged(tagged) => serde_json::json!({ tagged.tag.to_string(): json(&tagged.value) }),
-        Value::Mapping(m) => m
-            .iter()
-            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), json(v)))
-            .collect::<serde_json::Map<_, _>>()
-            .into(),
-        Value::Sequence(s) => s.iter().map(json).collect::<Vec<_>>().into(),
-        other => serde_json::to_value(other).unwrap(),
-    }
 }
 
 #[test]
@@ -954,39 +940,6 @@ fn the_rest_api_sends_every_path_to_the_function_and_answers_its_own_errors_as_d
     }
 }
 
-/// A `!Join` of literals and `!Sub`s as the text CloudFormation makes, each `${Resource}` or
-/// `${Resource.Attribute}` written `<Resource>` (what only CloudFormation knows).
-fn joined_text(value: &serde_json::Value, named: &dyn Fn(&str) -> Option<String>) -> String {
-    if let Some(text) = value.as_str() {
-        return text.to_owned();
-    }
-    if let Some(template) = value.get("!Sub").and_then(|t| t.as_str()) {
-        let mut text = String::new();
-        let mut rest = template;
-        while let Some(start) = rest.find("${") {
-            text.push_str(&rest[..start]);
-            let end = rest[start..].find('}').expect("a closed ${...}") + start;
-            let name = &rest[start + 2..end];
-            match named(name) {
-                Some(value) => text.push_str(&value),
-                None => text.push_str(&format!("<{}>", name.split('.').next().unwrap())),
-            }
-            rest = &rest[end + 1..];
-        }
-        text.push_str(rest);
-        return text;
-    }
-    let join = value.get("!Join").expect("a Join, a Sub or a literal");
-    let separator = join[0].as_str().unwrap();
-    join[1]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|part| joined_text(part, named))
-        .collect::<Vec<_>>()
-        .join(separator)
-}
-
 /// The dashboard of every deployment (each front door, relay mode and bus) is a JSON body whose
 /// every metric names a resource of that very stack, and shows what an operator watches: the
 /// API's requests, errors and latency, the relay's iterator age or the poller's backlog, each
@@ -1006,7 +959,7 @@ fn the_dashboard_of_every_deployment_parses_and_names_only_that_stacks_resources
         let stack = deploy.stack();
         let dashboard = &stack["Resources"]["PipelineDashboard"]["Properties"];
         let named = |name: &str| match name {
-            "AWS::Region" => Some("eu-west-1".to_owned()),
+            "AWS::Region" => Some(REGION.to_owned()),
             "AWS::StackName" => Some(STACK_NAME.to_owned()),
             _ => None,
         };

@@ -1,9 +1,9 @@
 //! template.yaml's `Rules` refuse, before anything is created, the parameter combinations that
 //! cannot work, each with a message saying what to set. LocalStack creates a change set whatever
-//! the Rules say, so they are evaluated here, as `template_model` reads them.
+//! the Rules say, so they are evaluated here, as `test_support::template` reads them.
 
-use crate::template_model::{Deploy, KAFKA, source as template};
 use serde_yaml_ng::Value;
+use test_support::template::{Deploy, KAFKA, source as template};
 
 fn refusals(template: &Value, overrides: &[(&str, &str)]) -> Vec<String> {
     Deploy::new(template, overrides).refusals()

@@ -4,16 +4,14 @@
 //! Join, Split or Sub of known values replaced by its result). The
 //! functions are the ones AWS documents for rules and conditions (Fn::Equals, Fn::Not, Fn::And,
 //! Fn::Or, Fn::Contains, Fn::Join, Condition, Ref); anything else stays as written.
+//!
+//! The static template tests (devstack) deploy it in imagination with placeholder names; the
+//! end-to-end suite reads a stack LocalStack deployed with the parameters that stack was given.
 
 use serde_yaml_ng::value::TaggedValue;
 use serde_yaml_ng::{Mapping, Value};
 use std::collections::HashMap;
 use std::path::Path;
-
-pub fn source() -> Value {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
-    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("template.yaml")).expect("template.yaml parses")
-}
 
 /// Parameters a Kafka deployment needs (the Rule KafkaNeedsTheClusterAndItsNetwork), with
 /// values shaped like real ones.
@@ -42,6 +40,8 @@ pub enum Evaluated {
 pub struct Deploy<'a> {
     template: &'a Value,
     overrides: HashMap<&'a str, &'a str>,
+    stack_name: String,
+    region: String,
 }
 
 impl<'a> Deploy<'a> {
@@ -52,6 +52,17 @@ impl<'a> Deploy<'a> {
         Deploy {
             template,
             overrides: overrides.iter().copied().collect(),
+            stack_name: STACK_NAME.to_owned(),
+            region: REGION.to_owned(),
+        }
+    }
+
+    /// The same deployment under another stack name and Region (`AWS::StackName`, `AWS::Region`).
+    pub fn deployed_as(self, stack_name: &str, region: &str) -> Self {
+        Deploy {
+            stack_name: stack_name.to_owned(),
+            region: region.to_owned(),
+            ..self
         }
     }
 
@@ -208,9 +219,9 @@ impl<'a> Deploy<'a> {
     /// What `${name}` stands for in a Sub, when it is a parameter or a pseudo parameter.
     fn named(&self, name: &str) -> Option<String> {
         match name {
-            "AWS::StackName" => Some(STACK_NAME.to_owned()),
+            "AWS::StackName" => Some(self.stack_name.clone()),
             "AWS::Partition" => Some("aws".to_owned()),
-            "AWS::Region" => Some("eu-west-1".to_owned()),
+            "AWS::Region" => Some(self.region.clone()),
             "AWS::AccountId" => Some("123456789012".to_owned()),
             parameter if self.template["Parameters"].get(parameter).is_some() => match self.parameter(parameter) {
                 Evaluated::Text(text) => Some(text),
@@ -221,8 +232,63 @@ impl<'a> Deploy<'a> {
     }
 }
 
-/// The stack name `Deploy::stack` deploys as.
+/// The stack name and Region `Deploy::stack` deploys as unless told otherwise.
 pub const STACK_NAME: &str = "reservations";
+pub const REGION: &str = "eu-west-1";
+
+/// template.yaml as written, tags kept.
+pub fn source() -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../template.yaml");
+    serde_yaml_ng::from_str(&std::fs::read_to_string(path).expect("template.yaml")).expect("template.yaml parses")
+}
+
+/// A CloudFormation value as JSON, with tags (`!Ref`, ...) kept as `{"!Ref": ...}`.
+pub fn to_json(value: &Value) -> serde_json::Value {
+    match value {
+        Value::Tagged(tagged) => serde_json::json!({ tagged.tag.to_string(): to_json(&tagged.value) }),
+        Value::Mapping(m) => m
+            .iter()
+            .map(|(k, v)| (k.as_str().unwrap_or_default().to_owned(), to_json(v)))
+            .collect::<serde_json::Map<_, _>>()
+            .into(),
+        Value::Sequence(s) => s.iter().map(to_json).collect::<Vec<_>>().into(),
+        other => serde_json::to_value(other).unwrap(),
+    }
+}
+
+/// A `!Join` of literals and `!Sub`s (as [`to_json`] writes them) as the text CloudFormation
+/// makes: each `${name}` or `${Resource.Attribute}` is what `named` answers, or `<Resource>`
+/// where it answers nothing (what only CloudFormation knows).
+pub fn joined_text(value: &serde_json::Value, named: &dyn Fn(&str) -> Option<String>) -> String {
+    if let Some(text) = value.as_str() {
+        return text.to_owned();
+    }
+    if let Some(template) = value.get("!Sub").and_then(|t| t.as_str()) {
+        let mut text = String::new();
+        let mut rest = template;
+        while let Some(start) = rest.find("${") {
+            text.push_str(&rest[..start]);
+            let end = rest[start..].find('}').expect("a closed ${...}") + start;
+            let name = &rest[start + 2..end];
+            match named(name) {
+                Some(value) => text.push_str(&value),
+                None => text.push_str(&format!("<{}>", name.split('.').next().unwrap())),
+            }
+            rest = &rest[end + 1..];
+        }
+        text.push_str(rest);
+        return text;
+    }
+    let join = value.get("!Join").expect("a Join, a Sub or a literal");
+    let separator = join[0].as_str().unwrap();
+    join[1]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|part| joined_text(part, named))
+        .collect::<Vec<_>>()
+        .join(separator)
+}
 
 /// Join, Split and Sub of literals, as their literal result; None when something is left that
 /// only CloudFormation knows (a resource's ARN, say).
@@ -230,7 +296,16 @@ fn literal(function: &str, arguments: &Value, named: impl Fn(&str) -> Option<Str
     match function {
         "Join" => {
             let separator = arguments[0].as_str()?;
-            let parts: Option<Vec<&str>> = arguments[1].as_sequence()?.iter().map(Value::as_str).collect();
+            // Only plain strings: `as_str` would also read a tagged part (a Sub left for
+            // CloudFormation) as its unresolved text.
+            let parts: Option<Vec<&str>> = arguments[1]
+                .as_sequence()?
+                .iter()
+                .map(|part| match part {
+                    Value::String(text) => Some(text.as_str()),
+                    _ => None,
+                })
+                .collect();
             Some(Value::String(parts?.join(separator)))
         }
         "Split" => {
