@@ -24,6 +24,8 @@ pub struct DeployedStack {
     pub http: reqwest::Client,
     /// The API's base URL as this machine reaches it ([`local_api_url`]).
     pub api_url: String,
+    /// LocalStack's endpoint (`AWS_ENDPOINT_URL`).
+    endpoint: String,
 }
 
 /// The base URL a deployed `ApiUrl` is reached at on LocalStack (`endpoint`): a REST API's
@@ -94,6 +96,7 @@ impl DeployedStack {
             outputs,
             http,
             api_url,
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
         }
     }
 
@@ -140,7 +143,7 @@ impl DeployedStack {
             );
             *request.body_mut() = Some(body.clone().into());
         }
-        self.sign(&mut request, body.as_bytes()).await;
+        self.sign(&mut request, body.as_bytes(), "execute-api").await;
         let response = self
             .http
             .execute(request)
@@ -161,8 +164,26 @@ impl DeployedStack {
         }
     }
 
-    /// Signs `request` with SigV4 for API Gateway (`execute-api`), as an AuthMode IAM caller does.
-    async fn sign(&self, request: &mut reqwest::Request, body: &[u8]) {
+    /// A GET of an AWS REST API that no SDK client of this crate covers, signed for `service`:
+    /// `path` on LocalStack's endpoint. The status and the body's text.
+    pub async fn aws_get(&self, service: &str, path: &str) -> (u16, String) {
+        let mut request = self
+            .http
+            .get(format!("{}{path}", self.endpoint))
+            .build()
+            .expect("a request");
+        self.sign(&mut request, &[], service).await;
+        let response = self
+            .http
+            .execute(request)
+            .await
+            .unwrap_or_else(|e| panic!("{service} {path} got no answer: {e}"));
+        (response.status().as_u16(), response.text().await.unwrap_or_default())
+    }
+
+    /// Signs `request` with SigV4 for `service` (`execute-api` as an AuthMode IAM caller of the
+    /// API does).
+    async fn sign(&self, request: &mut reqwest::Request, body: &[u8], service: &str) {
         use aws_credential_types::provider::ProvideCredentials;
         use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
         let credentials = self
@@ -177,7 +198,7 @@ impl DeployedStack {
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&identity)
             .region(&region)
-            .name("execute-api")
+            .name(service)
             .time(std::time::SystemTime::now())
             .settings(SigningSettings::default())
             .build()

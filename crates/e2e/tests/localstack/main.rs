@@ -1,8 +1,9 @@
 //! The deployed shape of the product, end to end, on LocalStack: template.yaml as
-//! `scripts/deploy-localstack.sh` deployed it (function URL, no auth), with LocalStack's own event
+//! `scripts/deploy-localstack.sh` deployed it (the REST API, no auth), with LocalStack's own event
 //! source mappings running the deployed relay, projector and notifier; and the same in polling
 //! mode, where LocalStack's EventBridge schedule runs the deployed poller.
 
+mod dashboard;
 mod mappings;
 
 use e2e::{DeployedStack, eventually};
