@@ -100,8 +100,9 @@ check_advisories() {
     [[ -e "$RUSTSEC_ADVISORY_DB" ]] ||
       die "RUSTSEC_ADVISORY_DB=$RUSTSEC_ADVISORY_DB does not exist (a clone of the RustSec database, or a bundle of it)"
     rm -rf "$db" && mkdir -p "$db_root"
-    # git clone reads a bundle file as it reads a repository.
-    git clone --quiet "$RUSTSEC_ADVISORY_DB" "$db"
+    # git clone reads a bundle file as it reads a repository (naming the branch keeps git's hint
+    # about the default branch name out of the log).
+    git -c init.defaultBranch=main clone --quiet "$RUSTSEC_ADVISORY_DB" "$db"
   elif ! CARGO_HOME="$TOOLS" "$CARGO_DENY" --log-level error fetch db >/dev/null 2>&1; then
     [[ "${CI:-}" != true ]] ||
       die "advisories cannot be checked: the RustSec database is unreachable; set RUSTSEC_ADVISORY_DB to a clone or bundle of github.com/rustsec/advisory-db"
