@@ -484,13 +484,18 @@ fn localstack_serves_every_service_the_template_needs_in_docker_and_in_host_mode
 }
 
 /// The logical id a dimension's value names (`!Ref X`, `!GetAtt X.Name`).
-fn dimension_target(value: &serde_json::Value) -> String {
+fn dimension_targets(value: &serde_json::Value) -> Vec<String> {
+    // An `!If` (a table of this stack's own, or the global one named by a parameter) watches
+    // what either branch names.
+    if let Some([_, yes, no]) = value.get("!If").and_then(|v| v.as_array()).map(Vec::as_slice) {
+        return [dimension_targets(yes), dimension_targets(no)].concat();
+    }
     let named = value
         .get("!Ref")
         .or(value.get("!GetAtt"))
         .and_then(|v| v.as_str())
         .unwrap_or_default();
-    named.split('.').next().unwrap_or_default().to_owned()
+    vec![named.split('.').next().unwrap_or_default().to_owned()]
 }
 
 /// Every (namespace, metric, resource) an alarm watches, metric math included.
@@ -507,11 +512,9 @@ fn watched_metrics(template: &Value) -> BTreeSet<(String, String, String)> {
                 continue;
             };
             for dimension in metric["Dimensions"].as_array().into_iter().flatten() {
-                watched.insert((
-                    namespace.to_owned(),
-                    name.to_owned(),
-                    dimension_target(&dimension["Value"]),
-                ));
+                for target in dimension_targets(&dimension["Value"]) {
+                    watched.insert((namespace.to_owned(), name.to_owned(), target));
+                }
             }
         }
     }
@@ -579,10 +582,16 @@ fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_cle
 #[test]
 fn the_record_of_what_happened_survives_deletion_and_replacement() {
     let template = template();
-    let kept = ["ReservationsTable", "OutboxTable", "EventsStream"]
-        .into_iter()
-        .map(str::to_owned)
-        .chain(resources_of_type(&template, "AWS::SQS::Queue").into_keys());
+    let kept = [
+        "ReservationsTable",
+        "OutboxTable",
+        "ReservationsGlobalTable",
+        "OutboxGlobalTable",
+        "EventsStream",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain(resources_of_type(&template, "AWS::SQS::Queue").into_keys());
     for id in kept {
         let resource = &template["Resources"][id.as_str()];
         assert_eq!(resource["UpdateReplacePolicy"].as_str(), Some("Retain"), "{id}");
