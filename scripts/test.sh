@@ -68,10 +68,68 @@ install_tools() {
   local consumer_requirements
   mapfile -t consumer_requirements < <(grep -v '^#' "$ROOT/examples/python-consumer/requirements.txt")
   pip_tools "$ROOT/.venv-consumer" "${consumer_requirements[@]}"
-  # The one tool built from source (no registry ships a current cargo-deny): last, so that it
-  # compiles while the tests' build links and leaves a core idle.
-  ensure_cargo_deny
 }
+
+# The checks that no test waits for run beside the build and the tests, at the lowest priority
+# (nice 19: they take only the CPU the build and the engines leave idle), and the run waits for
+# them at its end. cargo-deny is the one tool built from source (no registry ships a current
+# one); its build starts with the workspace's.
+start_cargo_deny_build() {
+  (
+    renice -n 19 -p "$BASHPID" >/dev/null
+    ensure_cargo_deny
+  ) >"$ROOT/.devstack/cargo-deny-build.log" 2>&1 &
+  cargo_deny_pid=$!
+}
+# The template's and the event contract's checks: cfn-lint, SAM's transform, checkov, AsyncAPI.
+start_contract_checks() {
+  (
+    set -e
+    renice -n 19 -p "$BASHPID" >/dev/null
+    "$VENV/bin/cfn-lint" template.yaml
+    # What CloudFormation will really create: the SAM source hides limits that only the generated
+    # resources show. SAM keeps the Conditions, so one transform holds every front door and both
+    # buses (tried: the output is the same byte for byte whatever the parameters).
+    "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml >"$ROOT/.devstack/template.json"
+    "$VENV/bin/cfn-lint" "$ROOT/.devstack/template.json"
+    # Every failed check fails the run; a check may only be skipped in the template's Metadata,
+    # with its reason written next to the resource. --skip-download: no network needed.
+    "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
+    # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
+    validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
+  ) >"$ROOT/.devstack/contract-checks.log" 2>&1 &
+  contract_checks_pid=$!
+}
+# A check's process and everything it started (cargo's rustc, checkov's workers).
+stop_tree() {
+  local child children
+  children=$(cat /proc/"$1"/task/*/children 2>/dev/null || true)
+  for child in $children; do stop_tree "$child"; done
+  kill "$1" 2>/dev/null || true
+}
+stop_side_checks() {
+  local pid
+  for pid in "${cargo_deny_pid:-}" "${contract_checks_pid:-}"; do
+    [[ -z "$pid" ]] || stop_tree "$pid"
+  done
+}
+# Waits for the checks beside the run, then checks licences, bans and sources (deny.toml) and
+# advisories (RustSec) with the cargo-deny they built.
+finish_side_checks() {
+  log "the checks beside the run: cfn-lint (the SAM source and its transform), checkov, AsyncAPI, cargo deny"
+  if ! wait "$contract_checks_pid"; then
+    cat "$ROOT/.devstack/contract-checks.log" >&2
+    die "a static check of the template or the event contract failed (above)"
+  fi
+  cat "$ROOT/.devstack/contract-checks.log"
+  if ! wait "$cargo_deny_pid"; then
+    tail -n 20 "$ROOT/.devstack/cargo-deny-build.log" >&2
+    die "building cargo-deny failed; the whole log is .devstack/cargo-deny-build.log"
+  fi
+  "$CARGO_DENY" --log-level error check licenses bans sources
+  check_advisories
+}
+passed() { log "all tests passed in $(($(date +%s) - ${RESERVATION_TEST_STARTED:-$(date +%s)})) s"; }
 export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st" PYTHON_CONSUMER="$ROOT/.venv-consumer/bin/python"
 
 if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
@@ -82,7 +140,8 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   log "installing the engines and tools beside the build (log: ${install_log#"$ROOT"/})"
   install_tools >"$install_log" 2>&1 &
   install_pid=$!
-  trap 'kill "$install_pid" 2>/dev/null || true' EXIT
+  start_cargo_deny_build
+  trap 'kill "$install_pid" 2>/dev/null || true; stop_side_checks' EXIT
   log "static checks of the code: rustfmt"
   cargo fmt --all --check
   # Clippy lints the workspace's code in the build the tests need, not in a check build of its
@@ -100,11 +159,8 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
     tail -n 20 "$install_log" >&2
     die "installing the engines and tools failed; the whole log is ${install_log#"$ROOT"/}"
   fi
-  trap - EXIT
-  log "static checks: cargo deny, shellcheck, cfn-lint (the SAM source and its transform), checkov, AsyncAPI"
-  # Licences, duplicate heavy crates and sources (deny.toml), then advisories (RustSec).
-  "$CARGO_DENY" --log-level error check licenses bans sources
-  check_advisories
+  trap stop_side_checks EXIT
+  log "static checks: shellcheck, the scripts' mode, the functions' SDK features"
   "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
   # The docs tell users to run scripts/*.sh as they are: each must be executable in the clone.
   for script in scripts/*.sh; do
@@ -117,22 +173,23 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
       grep -oE 'aws-config feature "(sso|credentials-process)"|feature "behavior-version-latest"' | sort -u || true)
     [[ -z "$extra" ]] || die "${package#--package=} links SDK features it does not need: ${extra//$'\n'/, }"
   done
-  "$VENV/bin/cfn-lint" template.yaml
-  # What CloudFormation will really create: the SAM source hides limits that only the generated
-  # resources show. SAM keeps the Conditions, so one transform holds every front door and both
-  # buses (tried: the output is the same byte for byte whatever the parameters).
-  "$AWS_VENV/bin/python" scripts/lib/template.py transform template.yaml >"$ROOT/.devstack/template.json"
-  "$VENV/bin/cfn-lint" "$ROOT/.devstack/template.json"
-  # Every failed check fails the run; a check may only be skipped in the template's Metadata,
-  # with its reason written next to the resource. --skip-download: no network needed.
-  "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
-  # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
-  validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
+  start_contract_checks
   export RESERVATION_TEST_STARTED="$started"
+  # The tests in a private network namespace, as a child: the checks beside the run are this
+  # process's, and it waits for them when the tests are done.
+  netns=()
   if command -v ip >/dev/null && unshare --net true 2>/dev/null; then
-    exec unshare --net env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"
+    netns=(unshare --net)
   elif command -v ip >/dev/null && unshare --user --map-root-user --net true 2>/dev/null; then
-    exec unshare --user --map-root-user --net env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@"
+    netns=(unshare --user --map-root-user --net)
+  fi
+  if [[ ${#netns[@]} -gt 0 ]]; then
+    tests_status=0
+    "${netns[@]}" env RESERVATION_TEST_IN_NETNS=1 bash "${BASH_SOURCE[0]}" "$@" || tests_status=$?
+    [[ "$tests_status" == 0 ]] || exit "$tests_status"
+    finish_side_checks
+    passed
+    exit 0
   fi
   log "no private network namespace here: the engines listen on all interfaces during the run"
 else
@@ -145,7 +202,7 @@ free_port() {
   echo "$port"
 }
 
-trap 'stop_started; localstack_stop >/dev/null 2>&1' EXIT
+trap 'stop_started; localstack_stop >/dev/null 2>&1; stop_side_checks' EXIT
 trap 'exit 130' INT TERM
 
 ddb_port="$(free_port "${TEST_DYNAMODB_PORT:-18000}")"
@@ -219,4 +276,8 @@ fi
 for figures in "$RESERVATION_FIGURES_DIR"/*.json; do
   [[ "$(basename "$figures")" == run.json ]] || log "figures $(basename "$figures" .json): $(cat "$figures")"
 done
-log "all tests passed in $(( $(date +%s) - ${RESERVATION_TEST_STARTED:-$(date +%s)} )) s"
+# In the namespace's child the parent finishes; run here, this process does.
+if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
+  finish_side_checks
+  passed
+fi
