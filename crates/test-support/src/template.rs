@@ -200,7 +200,10 @@ impl<'a> Deploy<'a> {
                     Evaluated::List(list) => Value::Sequence(list.into_iter().map(Value::String).collect()),
                     Evaluated::Bool(_) => unreachable!("a parameter is never a boolean"),
                 }),
-                Some(pseudo) if pseudo.starts_with("AWS::") && let Some(value) = self.named(pseudo) => {
+                Some(pseudo)
+                    if pseudo.starts_with("AWS::")
+                        && let Some(value) = self.named(pseudo) =>
+                {
                     Some(Value::String(value))
                 }
                 _ => Some(Value::Tagged(Box::new(tagged.clone()))),
