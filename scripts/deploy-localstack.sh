@@ -126,9 +126,12 @@ cat <<EOF
   API:  $api_url    (AuthMode $auth_mode)
   curl -s --aws-sigv4 aws:amz:$AWS_DEFAULT_REGION:execute-api --user test:test \\
     -X PUT $api_url/slots/dinner -H 'content-type: application/json' -d '{"capacity": 20}'
-  Events:  AWS_ENDPOINT_URL=$endpoint EVENTS_STREAM=$(output EventsStreamName) scripts/events.sh
-  Replay, audit, re-drive:  AWS_ENDPOINT_URL=$endpoint scripts/replay.sh --stack $stack audit
-  Delete it: .venv-aws/bin/aws --endpoint-url $endpoint cloudformation delete-stack --stack-name $stack
+  The tools below take LocalStack's endpoint, Region and credentials (any key; test by custom)
+  from the SDK's variables:
+    export AWS_ENDPOINT_URL=$endpoint AWS_REGION=$AWS_DEFAULT_REGION AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test
+  Events:  EVENTS_STREAM=$(output EventsStreamName) scripts/events.sh
+  Replay, audit, re-drive:  scripts/replay.sh --stack $stack audit
+  Delete it: .venv-aws/bin/aws cloudformation delete-stack --stack-name $stack
 EOF
 if [[ "$api_url" == *.localhost* ]]; then
   host="${api_url#*://}"
