@@ -142,6 +142,8 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   install_pid=$!
   start_cargo_deny_build
   trap 'kill "$install_pid" 2>/dev/null || true; stop_side_checks' EXIT
+  # An interrupted run exits through the EXIT trap, which stops what runs beside it.
+  trap 'exit 130' INT TERM
   log "static checks of the code: rustfmt"
   cargo fmt --all --check
   # Clippy lints the workspace's code in the build the tests need, not in a check build of its
