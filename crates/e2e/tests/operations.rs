@@ -292,6 +292,13 @@ async fn redrive(stack: &DeployedStack, ids: &[String], expected: &BTreeMap<Stri
         dead_lettered_at: time::OffsetDateTime::now_utc(),
     };
     let queue = stack.output("ProjectorDeadLetterQueueUrl").to_owned();
+    // A batch the projector's mapping gave up on by itself (its invocations kept timing out on a
+    // loaded machine: seen once, in a fresh run on 2026-12-04) waits here too. It is re-driven
+    // with ours, and must apply like ours.
+    let waiting = waiting_letters(stack, &queue).await;
+    if waiting > 0 {
+        eprintln!("{waiting} letter(s) already waited in the projector's dead-letter queue");
+    }
     stack
         .sqs
         .send_message()
@@ -304,7 +311,8 @@ async fn redrive(stack: &DeployedStack, ids: &[String], expected: &BTreeMap<Stri
     let output = replay(stack, &["redrive", "--queue", &queue]);
     assert_eq!(output.status.code(), Some(0), "{}", text(&output));
     assert!(
-        String::from_utf8_lossy(&output.stderr).contains("redrive done: 1 re-driven, 0 still failing"),
+        String::from_utf8_lossy(&output.stderr)
+            .contains(&format!("redrive done: {} re-driven, 0 still failing", waiting + 1)),
         "{}",
         text(&output)
     );
@@ -338,4 +346,21 @@ async fn redrive(stack: &DeployedStack, ids: &[String], expected: &BTreeMap<Stri
         assert_eq!(output.status.code(), Some(0), "{}", text(&output));
         assert!(stdout.contains("kept (poller)"), "{}", text(&output));
     }
+}
+
+/// How many letters wait in `queue`.
+async fn waiting_letters(stack: &DeployedStack, queue: &str) -> usize {
+    let attributes = stack
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await
+        .expect("the queue's attributes");
+    attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .and_then(|n| n.parse().ok())
+        .expect("ApproximateNumberOfMessages")
 }
