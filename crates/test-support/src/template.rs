@@ -1,9 +1,9 @@
 //! template.yaml as CloudFormation reads it for one set of parameters: its Rules, its Conditions,
 //! and the stack they leave (resources whose condition is false dropped, each `Fn::If` replaced
-//! by its branch, `AWS::NoValue` removed, a `Ref` to a parameter replaced by its value, and a
-//! Join, Split or Sub of known values replaced by its result). The
-//! functions are the ones AWS documents for rules and conditions (Fn::Equals, Fn::Not, Fn::And,
-//! Fn::Or, Fn::Contains, Fn::Join, Condition, Ref); anything else stays as written.
+//! by its branch, `AWS::NoValue` removed, a `Ref` to a parameter or a pseudo parameter replaced
+//! by its value, and a Join, Split or Sub of known values replaced by its result). The functions
+//! are the ones AWS documents for rules and conditions (Fn::Equals, Fn::Not, Fn::And, Fn::Or,
+//! Fn::Contains, Fn::Join, Condition, Ref); anything else stays as written.
 //!
 //! The static template tests (devstack) deploy it in imagination with placeholder names; the
 //! end-to-end suite reads a stack LocalStack deployed with the parameters that stack was given.
