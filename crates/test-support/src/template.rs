@@ -222,8 +222,9 @@ impl<'a> Deploy<'a> {
         }
     }
 
-    /// What `${name}` stands for in a Sub, when it is a parameter or a pseudo parameter.
-    fn named(&self, name: &str) -> Option<String> {
+    /// What `${name}` stands for in a Sub, when it is a parameter or a pseudo parameter of this
+    /// deployment (the stack name and Region it is deployed as).
+    pub fn named(&self, name: &str) -> Option<String> {
         match name {
             "AWS::StackName" => Some(self.stack_name.clone()),
             "AWS::Partition" => Some("aws".to_owned()),

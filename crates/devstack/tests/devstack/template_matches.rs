@@ -6,15 +6,10 @@
 use serde_yaml_ng::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use test_support::template::{Deploy, KAFKA, REGION, STACK_NAME, joined_text, to_json as json};
+use test_support::template::{Deploy, KAFKA, STACK_NAME, joined_text, source as template, to_json as json};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn template() -> Value {
-    let text = std::fs::read_to_string(root().join("template.yaml")).expect("template.yaml");
-    serde_yaml_ng::from_str(&text).expect("template.yaml parses")
 }
 
 fn resources_of_type<'a>(template: &'a Value, kind: &str) -> BTreeMap<String, &'a Value> {
@@ -967,11 +962,7 @@ fn the_dashboard_of_every_deployment_parses_and_names_only_that_stacks_resources
         let deploy = Deploy::new(&template, parameters);
         let stack = deploy.stack();
         let dashboard = &stack["Resources"]["PipelineDashboard"]["Properties"];
-        let named = |name: &str| match name {
-            "AWS::Region" => Some(REGION.to_owned()),
-            "AWS::StackName" => Some(STACK_NAME.to_owned()),
-            _ => None,
-        };
+        let named = |name: &str| deploy.named(name);
         let body = joined_text(&json(&dashboard["DashboardBody"]), &named);
         let body: serde_json::Value = serde_json::from_str(&body)
             .unwrap_or_else(|e| panic!("{parameters:?}: the body is not JSON ({e}): {body}"));

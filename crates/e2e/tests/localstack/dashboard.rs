@@ -61,21 +61,18 @@ async fn check_dashboard(stack: &DeployedStack) -> BTreeSet<String> {
         .collect();
     let region = stack.sdk.region().expect("a region").to_string();
     let template = source();
-    let deployed = Deploy::new(&template, &parameters)
-        .deployed_as(stack.name(), &region)
-        .stack();
+    let deploy = Deploy::new(&template, &parameters).deployed_as(stack.name(), &region);
+    let deployed = deploy.stack();
     let dashboard = &deployed["Resources"]["PipelineDashboard"]["Properties"];
 
     let resources = resources(stack).await;
-    let named = |name: &str| match name.split_once('.') {
-        _ if name == "AWS::Region" => Some(region.clone()),
-        _ if name == "AWS::StackName" => Some(stack.name().to_owned()),
-        // A queue's name ends its URL; a topic's, its ARN.
-        Some((logical, "QueueName" | "TopicName")) => {
-            Some(resources.get(logical)?.rsplit(['/', ':']).next()?.to_owned())
-        }
-        Some(_) => None,
-        None => resources.get(name).cloned(),
+    // Parameters and pseudo parameters as the deployment has them, resources as they were named.
+    let named = |name: &str| {
+        deploy.named(name).or_else(|| match name.split_once('.') {
+            Some((logical, "QueueName" | "TopicName")) => Some(short_name(resources.get(logical)?).to_owned()),
+            Some(_) => None,
+            None => resources.get(name).cloned(),
+        })
     };
     let body = joined_text(&to_json(&dashboard["DashboardBody"]), &named);
     let body: serde_json::Value =
@@ -141,7 +138,7 @@ async fn resource_names(stack: &DeployedStack, resources: &BTreeMap<String, Stri
     let mut names = BTreeSet::new();
     for id in resources.values() {
         names.insert(id.clone());
-        names.extend(id.rsplit(['/', ':']).next().map(str::to_owned));
+        names.insert(short_name(id).to_owned());
     }
     let api = &resources["RestApi"];
     let (status, answer) = stack.aws_get("apigateway", &format!("/restapis/{api}")).await;
@@ -149,4 +146,9 @@ async fn resource_names(stack: &DeployedStack, resources: &BTreeMap<String, Stri
     let answer: serde_json::Value = serde_json::from_str(&answer).expect("the REST API as JSON");
     names.insert(answer["name"].as_str().expect("the REST API's name").to_owned());
     names
+}
+
+/// A physical id's last part: a queue's name ends its URL, a topic's its ARN.
+fn short_name(id: &str) -> &str {
+    id.rsplit(['/', ':']).next().unwrap_or(id)
 }
