@@ -2,6 +2,7 @@
 //! conditions on inventory, version and idempotency key), for unit tests and the OpenAPI
 //! contract test. Failures can be injected to exercise the retry and error paths.
 
+use crate::dynamodb::items::NotHome;
 use domain::ports::{
     Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
     SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
@@ -22,7 +23,7 @@ struct State {
     injected_store_failures: VecDeque<StoreErrorKind>,
     commit_attempts: usize,
     /// Slots at home in another Region (docs/multi-region.md): this store does not write them.
-    homed_elsewhere: HashMap<SlotId, String>,
+    homed_elsewhere: HashMap<SlotId, NotHome>,
 }
 
 #[derive(Default)]
@@ -43,7 +44,17 @@ impl InMemoryStore {
     /// From now on `slot_id` is at home in Region `region`, not this store's: writes that touch
     /// its inventory are refused, as the DynamoDB store refuses them.
     pub fn home_slot_elsewhere(&self, slot_id: &SlotId, region: &str) {
-        self.lock().homed_elsewhere.insert(slot_id.clone(), region.to_owned());
+        let refusal = NotHome::Elsewhere {
+            region: region.to_owned(),
+        };
+        self.lock().homed_elsewhere.insert(slot_id.clone(), refusal);
+    }
+
+    /// From now on `slot_id`'s home is moving to Region `to`: writes that touch its inventory
+    /// are refused until the move ends, as the DynamoDB store refuses them.
+    pub fn move_slot_home(&self, slot_id: &SlotId, to: &str) {
+        let refusal = NotHome::Moving { to: to.to_owned() };
+        self.lock().homed_elsewhere.insert(slot_id.clone(), refusal);
     }
 
     /// The next store call of any kind fails with a [`StoreError`] of this kind.
@@ -93,8 +104,8 @@ impl SlotStore for InMemoryStore {
     async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
         state.store_failure("put slot")?;
-        if let Some(region) = state.homed_elsewhere.get(slot_id) {
-            return Err(SlotWriteError::HomedElsewhere { region: region.clone() });
+        if let Some(refusal) = state.homed_elsewhere.get(slot_id) {
+            return Err(refusal.clone().into());
         }
         match state.slots.get_mut(slot_id) {
             None => {
@@ -127,8 +138,8 @@ impl ReservationStore for InMemoryStore {
             return Err(failure);
         }
         let reservation = &change.reservation;
-        if let Some(region) = state.homed_elsewhere.get(&reservation.slot_id) {
-            return Err(CommitError::HomedElsewhere { region: region.clone() });
+        if let Some(refusal) = state.homed_elsewhere.get(&reservation.slot_id) {
+            return Err(refusal.clone().into());
         }
         if let Some(record) = &change.idempotency
             && state.idempotency.contains_key(&record.key)
@@ -161,8 +172,8 @@ impl ReservationStore for InMemoryStore {
         if let Some(failure) = state.take_injected_failure() {
             return Err(failure);
         }
-        if let Some(region) = state.homed_elsewhere.get(&change.current.slot_id) {
-            return Err(CommitError::HomedElsewhere { region: region.clone() });
+        if let Some(refusal) = state.homed_elsewhere.get(&change.current.slot_id) {
+            return Err(refusal.clone().into());
         }
         let stored_version = state
             .reservations

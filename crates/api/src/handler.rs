@@ -408,6 +408,12 @@ fn service_problem(err: ServiceError) -> Problem {
             problem.home_region = Some(region.clone());
             problem
         }
+        // Every Region refuses the slot's writes while its home moves; the move takes seconds.
+        ServiceError::HomeMoving { ref to, .. } => {
+            let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "home_moving", err.to_string());
+            problem.home_region = Some(to.clone());
+            problem.with_header(header::RETRY_AFTER, "1")
+        }
         ServiceError::IdempotencyKeyReused => Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "idempotency_key_reused",

@@ -24,7 +24,8 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub request_id: Option<String>,
-    /// With `wrong_region`: the Region whose API takes writes for the slot.
+    /// With `wrong_region`: the Region whose API takes writes for the slot; with `home_moving`,
+    /// the one that will.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub home_region: Option<String>,
     #[serde(skip)]

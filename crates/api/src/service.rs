@@ -30,6 +30,9 @@ pub enum ServiceError {
     /// Writes to the slot's inventory run only in its home Region (docs/multi-region.md).
     #[error("slot {slot_id} is at home in Region {region}: send writes for it to the API there")]
     HomedElsewhere { slot_id: SlotId, region: String },
+    /// The slot's home is moving to another Region: no Region takes its writes for a moment.
+    #[error("slot {slot_id} is moving its home to Region {to}: retry in a moment")]
+    HomeMoving { slot_id: SlotId, to: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -99,6 +102,10 @@ where
                 SlotWriteError::HomedElsewhere { region } => ServiceError::HomedElsewhere {
                     slot_id: slot_id.clone(),
                     region,
+                },
+                SlotWriteError::HomeMoving { to } => ServiceError::HomeMoving {
+                    slot_id: slot_id.clone(),
+                    to,
                 },
                 SlotWriteError::Store(e) => ServiceError::Store(e),
             })
@@ -177,6 +184,12 @@ where
                         region,
                     });
                 }
+                Err(CommitError::HomeMoving { to }) => {
+                    return Err(ServiceError::HomeMoving {
+                        slot_id: command.slot_id,
+                        to,
+                    });
+                }
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
                 Err(CommitError::IdempotencyKeyTaken) => {
                     // A concurrent request with the same key committed first: answer as it did.
@@ -216,6 +229,12 @@ where
                     return Err(ServiceError::HomedElsewhere {
                         slot_id: change.current.slot_id,
                         region,
+                    });
+                }
+                Err(CommitError::HomeMoving { to }) => {
+                    return Err(ServiceError::HomeMoving {
+                        slot_id: change.current.slot_id,
+                        to,
                     });
                 }
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),

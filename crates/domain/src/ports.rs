@@ -66,6 +66,8 @@ pub enum SlotWriteError {
     CapacityBelowReserved { requested: u32, reserved: u32 },
     #[error("the slot's home is Region {region}")]
     HomedElsewhere { region: String },
+    #[error("the slot's home is moving to Region {to}")]
+    HomeMoving { to: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -117,6 +119,10 @@ pub enum CommitError {
     /// that is `region`, not this one.
     #[error("the slot's home is Region {region}")]
     HomedElsewhere { region: String },
+    /// The slot's home is moving to `to` (docs/multi-region.md): no Region writes its
+    /// inventory until the move ends, in a moment.
+    #[error("the slot's home is moving to Region {to}")]
+    HomeMoving { to: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -3,7 +3,7 @@
 //! `TransactWriteItems` reports why it was cancelled as one reason per item, in request order;
 //! the caller knows which index is which item, so the reasons are interpreted per use case.
 
-use super::items::{HOME_REGION, SlotHome};
+use super::items::{HOME_REGION, MOVING_TO, SlotHome};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -47,6 +47,8 @@ pub(crate) struct ItemReason {
     pub item_present: bool,
     /// The slot's home Region in that old image, when it names one.
     pub home_region: Option<String>,
+    /// The Region the slot's home is moving to, in that old image.
+    pub moving_to: Option<String>,
 }
 
 #[derive(Debug)]
@@ -76,11 +78,8 @@ pub(crate) fn classify_transaction_error(
             .map(|r| ItemReason {
                 code: r.code().unwrap_or("None").to_owned(),
                 item_present: r.item().is_some_and(|item| !item.is_empty()),
-                home_region: r
-                    .item()
-                    .and_then(|item| item.get(HOME_REGION))
-                    .and_then(|home| home.as_s().ok())
-                    .cloned(),
+                home_region: text(r.item(), HOME_REGION),
+                moving_to: text(r.item(), MOVING_TO),
             })
             .collect();
         return TransactionOutcome::Cancelled(CancellationReasons {
@@ -90,6 +89,15 @@ pub(crate) fn classify_transaction_error(
         });
     }
     TransactionOutcome::Failed(store_error(operation, err))
+}
+
+fn text(
+    item: Option<&std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    name: &str,
+) -> Option<String> {
+    item.and_then(|item| item.get(name))
+        .and_then(|value| value.as_s().ok())
+        .cloned()
 }
 
 impl CancellationReasons {
@@ -113,8 +121,8 @@ impl CancellationReasons {
             let slot = &self.reasons[0];
             return if !slot.item_present {
                 CommitError::SlotNotFound
-            } else if let Some(region) = home.elsewhere(slot.home_region.as_deref()) {
-                CommitError::HomedElsewhere { region }
+            } else if let Some(not_home) = home.refusal(slot.home_region.as_deref(), slot.moving_to.as_deref()) {
+                not_home.into()
             } else {
                 CommitError::SoldOut
             };
@@ -125,9 +133,12 @@ impl CancellationReasons {
     /// Items in order: 0 reservation put (conditional on version), 1 slot update, 2 outbox put.
     pub(crate) fn for_cancellation(&self, home: &SlotHome) -> CommitError {
         if self.code(1) == Some(FAILED)
-            && let Some(region) = home.elsewhere(self.reasons[1].home_region.as_deref())
+            && let Some(not_home) = home.refusal(
+                self.reasons[1].home_region.as_deref(),
+                self.reasons[1].moving_to.as_deref(),
+            )
         {
-            return CommitError::HomedElsewhere { region };
+            return not_home.into();
         }
         if self.code(0) == Some(FAILED) {
             return CommitError::ReservationChanged;

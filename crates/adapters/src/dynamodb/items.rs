@@ -25,6 +25,9 @@ pub const UNPUBLISHED_INDEX: &str = "unpublished-events";
 pub const BORN_IN: &str = "born_in";
 /// On a slot item: the Region where its inventory is written (docs/multi-region.md).
 pub const HOME_REGION: &str = "home_region";
+/// On a slot item while its home moves: the Region it moves to. No Region writes the slot's
+/// inventory until the move names the new home and removes it.
+pub const MOVING_TO: &str = "moving_to";
 
 /// The `unpublished` mark that Region's poller looks for: `pending` in the primary Region (the
 /// mark items had before Regions were recorded), `pending#<region>` in every other, so that each
@@ -43,19 +46,53 @@ pub fn unpublished_mark(regions: &Regions) -> String {
 pub struct SlotHome(pub Regions);
 
 impl SlotHome {
-    /// The condition that the slot's home is this Region, over `#home_region` and `:here`.
+    /// The condition that the slot's home is this Region and it is not moving, over
+    /// `#home_region` and `:here` (`moving_to` is no reserved word).
     pub fn condition(&self) -> &'static str {
         if self.0.is_primary() {
-            "(attribute_not_exists(#home_region) OR #home_region = :here)"
+            "(attribute_not_exists(#home_region) OR #home_region = :here) AND attribute_not_exists(moving_to)"
         } else {
-            "#home_region = :here"
+            "#home_region = :here AND attribute_not_exists(moving_to)"
         }
     }
 
-    /// The slot's home Region when it is not this one, from the home its item names.
-    pub fn elsewhere(&self, home: Option<&str>) -> Option<String> {
+    /// Why this Region may not write the slot, from the home and move its item names; `None`
+    /// when it may.
+    pub fn refusal(&self, home: Option<&str>, moving_to: Option<&str>) -> Option<NotHome> {
+        if let Some(to) = moving_to {
+            return Some(NotHome::Moving { to: to.to_owned() });
+        }
         let home = home.unwrap_or(&self.0.primary);
-        (home != self.0.here).then(|| home.to_owned())
+        (home != self.0.here).then(|| NotHome::Elsewhere {
+            region: home.to_owned(),
+        })
+    }
+}
+
+/// Why a Region may not write a slot's inventory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotHome {
+    /// Its home is `region`.
+    Elsewhere { region: String },
+    /// Its home is moving to `to`: nowhere takes writes until the move ends.
+    Moving { to: String },
+}
+
+impl From<NotHome> for domain::ports::CommitError {
+    fn from(not_home: NotHome) -> Self {
+        match not_home {
+            NotHome::Elsewhere { region } => Self::HomedElsewhere { region },
+            NotHome::Moving { to } => Self::HomeMoving { to },
+        }
+    }
+}
+
+impl From<NotHome> for domain::ports::SlotWriteError {
+    fn from(not_home: NotHome) -> Self {
+        match not_home {
+            NotHome::Elsewhere { region } => Self::HomedElsewhere { region },
+            NotHome::Moving { to } => Self::HomeMoving { to },
+        }
     }
 }
 
@@ -120,6 +157,12 @@ pub struct SlotItem {
     /// See [`HOME_REGION`]; absent on slots created before slots had a home.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub home_region: Option<String>,
+    /// See [`MOVING_TO`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moving_to: Option<String>,
+    /// On a slot whose home was taken over from a lost Region: that Region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taken_over_from: Option<String>,
 }
 
 impl SlotItem {
@@ -133,6 +176,8 @@ impl SlotItem {
             reserved: slot.reserved,
             available: slot.available(),
             home_region: Some(home_region.to_owned()),
+            moving_to: None,
+            taken_over_from: None,
         }
     }
 

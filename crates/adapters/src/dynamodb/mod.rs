@@ -224,11 +224,11 @@ impl SlotStore for DynamoReservationStore {
                     _ => None,
                 };
                 let old = old.and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok());
-                if let Some(region) = self
-                    .home()
-                    .elsewhere(old.as_ref().and_then(|slot| slot.home_region.as_deref()))
-                {
-                    return Err(SlotWriteError::HomedElsewhere { region });
+                if let Some(not_home) = self.home().refusal(
+                    old.as_ref().and_then(|slot| slot.home_region.as_deref()),
+                    old.as_ref().and_then(|slot| slot.moving_to.as_deref()),
+                ) {
+                    return Err(not_home.into());
                 }
                 let reserved = old.map(|slot| slot.reserved).unwrap_or_default();
                 Err(SlotWriteError::CapacityBelowReserved {

@@ -458,6 +458,21 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
             (Some("wrong_region"), Some("eu-central-1"))
         );
     }
+    // While its home moves, no Region writes the slot (503, retry in a moment).
+    c.store()
+        .move_slot_home(&domain::SlotId::parse("far").unwrap(), "ap-south-1");
+    let far = Some(json!({ "slot_id": "far", "guest_id": "ada", "seats": 1 }).to_string());
+    for (method, template, path, body) in [
+        (Method::PUT, slot, "/slots/far", Some(r#"{"capacity": 3}"#.to_owned())),
+        (Method::POST, reservations, "/reservations", far),
+        (Method::POST, cancel, far_cancel.as_str(), None),
+    ] {
+        let problem = c.call(method, template, path, &[JSON], body, 503).await;
+        assert_eq!(
+            (problem["code"].as_str(), problem["home_region"].as_str()),
+            (Some("home_moving"), Some("ap-south-1"))
+        );
+    }
 
     // AuthMode JWT: a guest reaches only their own; a request without a verified token is 401.
     c.app.auth = AuthPolicy::default_jwt();
