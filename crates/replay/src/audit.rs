@@ -210,13 +210,40 @@ pub enum AuditError {
     },
 }
 
-/// The outbox events committed in `[from, to]` (by their ULID event id), and how many items there
-/// were not valid envelopes.
+/// Which Regions' events an audit covers. On a global table every Region's replica holds every
+/// Region's events and each Region's bus carries those born in it (docs/multi-region.md), so an
+/// audit of one Region's bus covers the events born there, and after a takeover those of the
+/// Region it took over from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum BornIn {
+    /// Every event in the replica: one Region.
+    #[default]
+    Anywhere,
+    /// The events born in `regions`; those from before outbox items recorded their Region count
+    /// as born in `primary`.
+    Regions { regions: Vec<String>, primary: String },
+}
+
+impl BornIn {
+    pub fn covers(&self, born_in: Option<&str>) -> bool {
+        match self {
+            Self::Anywhere => true,
+            Self::Regions { regions, primary } => {
+                let born = born_in.unwrap_or(primary);
+                regions.iter().any(|region| region == born)
+            }
+        }
+    }
+}
+
+/// The outbox events committed in `[from, to]` (by their ULID event id) and born where `born`
+/// covers, and how many items there were not valid envelopes.
 pub async fn committed_events(
     dynamodb: &aws_sdk_dynamodb::Client,
     outbox_table: &str,
     from: OffsetDateTime,
     to: OffsetDateTime,
+    born: &BornIn,
 ) -> Result<(Vec<EventEnvelope>, usize), AuditError> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let low = EventId::lower_bound_at(from);
@@ -240,6 +267,10 @@ pub async fn committed_events(
                 source: Box::new(aws_sdk_dynamodb::Error::from(e)),
             })?;
         for item in page.items() {
+            let born_in = item.get(adapters::dynamodb::items::BORN_IN).and_then(|r| r.as_s().ok());
+            if !born.covers(born_in.map(String::as_str)) {
+                continue;
+            }
             match serde_dynamo::aws_sdk_dynamodb_1::from_item::<EventEnvelope>(item.clone()) {
                 Ok(envelope) => envelopes.push(envelope),
                 Err(_) => undecodable += 1,
@@ -252,7 +283,7 @@ pub async fn committed_events(
     }
 }
 
-/// Audits `[from, to]`: the outbox against the whole bus (the stream from its trim horizon, or
+/// Audits `[from, to]`, the events born where `born` covers: the outbox against the whole bus (the stream from its trim horizon, or
 /// every partition of the topic from its earliest record) and against each of `consumers`.
 pub async fn audit(
     dynamodb: &aws_sdk_dynamodb::Client,
@@ -261,8 +292,9 @@ pub async fn audit(
     from: OffsetDateTime,
     to: OffsetDateTime,
     consumers: &[&dyn AppliedVersions],
+    born: &BornIn,
 ) -> Result<AuditReport, AuditError> {
-    let (envelopes, undecodable) = committed_events(dynamodb, outbox_table, from, to).await?;
+    let (envelopes, undecodable) = committed_events(dynamodb, outbox_table, from, to, born).await?;
     let committed: Vec<EventKey> = envelopes
         .iter()
         .map(|e| (e.aggregate_id.to_string(), e.version.get()))
@@ -326,7 +358,7 @@ pub async fn audit(
     Ok(report)
 }
 
-fn reservation_event(envelope: &EventEnvelope) -> Option<ReservationEvent> {
+pub(crate) fn reservation_event(envelope: &EventEnvelope) -> Option<ReservationEvent> {
     let data = serde_json::to_vec(envelope).ok()?;
     consumers::handler::decode_data(envelope.aggregate_id.as_str(), &data).ok()
 }

@@ -5,6 +5,7 @@
 //! the trim horizon into empty tables rebuilds them.
 
 pub mod audit;
+pub mod home;
 pub mod kafka;
 pub mod redrive;
 pub mod stack;

@@ -8,6 +8,8 @@
 //!   reservations-replay redrive --dead-letters FILE         dead letters back to their function
 //!   reservations-replay redrive --queue URL                 the same from an SQS dead-letter queue
 //!   reservations-replay projector --bus kafka --from 0:120,1:95   from where a consumer group stands
+//!   reservations-replay move-home --slot dinner --from us-east-1 --to eu-west-1   a slot's home, planned
+//!   reservations-replay take-over --lost us-east-1        the slots of a lost Region, here
 //!
 //! The bus is the functions' own setting: `--bus` or EVENT_BUS (kinesis, the default, or kafka),
 //! with EVENTS_STREAM, or KAFKA_TOPIC, KAFKA_BOOTSTRAP_SERVERS and KAFKA_AUTH (IAM on MSK).
@@ -19,6 +21,8 @@
 //! there were gaps, malformed records or failures, 2 for bad arguments or an unreadable stream.
 //! `audit` exits 1 when a committed event is missing from the stream or from a consumer;
 //! `redrive` exits 1 when some letters still fail (they stay in the file or queue).
+//! `move-home` and `take-over` (several Regions, docs/multi-region.md) exit 1 when they stopped
+//! half-way (run them again to go on) and 2 when they refuse.
 
 use adapters::{DynamoNotifications, DynamoReadModel, SnsTopic};
 use clap::{Args, Parser, Subcommand};
@@ -74,6 +78,54 @@ enum Command {
     /// Give the records in a dead-letter file or SQS queue back to the function named in each
     /// (projector, notifier, relay), once their cause is fixed; those that go through leave it.
     Redrive(RedriveArgs),
+    /// Several Regions: move a slot's home from one running Region to another. No Region takes
+    /// the slot's writes (503 home_moving) until the new home holds all the old one wrote for it.
+    MoveHome(MoveHomeArgs),
+    /// Several Regions: this Region (AWS_REGION) takes the slots of a lost Region, after putting
+    /// on its own bus the lost Region's events its replica holds.
+    TakeOver(TakeOverArgs),
+}
+
+/// The tables of a deployment on global tables, the same names in every Region, and its primary.
+#[derive(Args)]
+struct RegionsArgs {
+    /// The deployment's primary Region, home of the slots from before slots had one [env:
+    /// PRIMARY_REGION].
+    #[arg(long)]
+    primary: Option<String>,
+}
+
+#[derive(Args)]
+struct MoveHomeArgs {
+    #[arg(long)]
+    slot: String,
+    /// The Region the slot is at home in.
+    #[arg(long)]
+    from: String,
+    /// The Region to move it to.
+    #[arg(long)]
+    to: String,
+    #[command(flatten)]
+    regions: RegionsArgs,
+    /// How long to wait for replication before stopping (the slot stays moving: run the move
+    /// again to go on, or --abort), in seconds.
+    #[arg(long, default_value_t = 300)]
+    wait: u64,
+    /// End a move that has not finished, keeping the slot in --from.
+    #[arg(long)]
+    abort: bool,
+}
+
+#[derive(Args)]
+struct TakeOverArgs {
+    /// The lost Region.
+    #[arg(long)]
+    lost: String,
+    #[command(flatten)]
+    regions: RegionsArgs,
+    /// This Region's bus, where the lost Region's events are put again.
+    #[command(flatten)]
+    bus: BusArgs,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -257,6 +309,11 @@ struct AuditArgs {
     /// An RFC 3339 time; default: now.
     #[arg(long)]
     to: Option<End>,
+    /// Several Regions: only the events born in this Region (repeatable; a Region whose slots
+    /// this one took over, say); those from before events recorded their Region count as the
+    /// primary's (PRIMARY_REGION). Default: every event in the replica.
+    #[arg(long = "born-in")]
+    born_in: Vec<String>,
 }
 
 #[derive(Args)]
@@ -462,8 +519,105 @@ async fn run_audit(
         from,
         to,
         &[&projector, &notifier],
+        &born_in(vars, &args.born_in),
     )
     .await?)
+}
+
+fn born_in(vars: &Vars, regions: &[String]) -> replay::audit::BornIn {
+    if regions.is_empty() {
+        return replay::audit::BornIn::Anywhere;
+    }
+    let primary = vars
+        .get("PRIMARY_REGION")
+        .filter(|r| !r.is_empty())
+        .or_else(|| vars.get("AWS_REGION"))
+        .cloned()
+        .unwrap_or_default();
+    replay::audit::BornIn::Regions {
+        regions: regions.to_vec(),
+        primary,
+    }
+}
+
+impl RegionsArgs {
+    fn primary(&self, vars: &Vars) -> anyhow::Result<String> {
+        self.primary
+            .clone()
+            .or_else(|| vars.get("PRIMARY_REGION").filter(|r| !r.is_empty()).cloned())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "the primary Region is not known: set --primary or PRIMARY_REGION (the Region whose stack created the global tables)"
+                )
+            })
+    }
+}
+
+/// One Region's replica and consumers' state, through the SDK configured for that Region.
+async fn replica(
+    sdk: &aws_config::SdkConfig,
+    vars: &Vars,
+    region: &str,
+    primary: &str,
+) -> anyhow::Result<replay::home::Replica> {
+    let sdk = sdk
+        .to_builder()
+        .region(aws_config::Region::new(region.to_owned()))
+        .build();
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let env = settings::Vars(vars);
+    let tables = ConsumerTables::from_vars(vars)?;
+    Ok(replay::home::Replica {
+        regions: settings::Regions {
+            here: region.to_owned(),
+            primary: primary.to_owned(),
+        },
+        reservations_table: env.name_or_default(names::RESERVATIONS_TABLE),
+        outbox_table: env.name_or_default(names::OUTBOX_TABLE),
+        consumers: vec![
+            Box::new(tables.projector(dynamodb.clone(), None)),
+            Box::new(tables.notifier(&sdk, None, Publishes::No)?),
+        ],
+        dynamodb,
+    })
+}
+
+async fn run_move_home(sdk: &aws_config::SdkConfig, vars: &Vars, args: &MoveHomeArgs) -> anyhow::Result<String> {
+    let slot = domain::SlotId::parse(&args.slot).map_err(|e| anyhow::anyhow!("--slot: {e}"))?;
+    let primary = args.regions.primary(vars)?;
+    let from = replica(sdk, vars, &args.from, &primary).await?;
+    let to = replica(sdk, vars, &args.to, &primary).await?;
+    if args.abort {
+        replay::home::abort_move(&from, &to, &slot).await?;
+        return Ok(format!(
+            "the move of slot {slot} to {} is aborted: it stays at home in {}",
+            args.to, args.from
+        ));
+    }
+    let patience = replay::home::Patience {
+        wait: std::time::Duration::from_secs(args.wait),
+        ..Default::default()
+    };
+    Ok(replay::home::move_home(&from, &to, &slot, patience).await?.to_string())
+}
+
+async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOverArgs) -> anyhow::Result<String> {
+    let primary = args.regions.primary(vars)?;
+    let here = sdk
+        .region()
+        .map(|r| r.to_string())
+        .ok_or_else(|| anyhow::anyhow!("this Region is not known: set AWS_REGION to the Region that takes over"))?;
+    let replica = replica(sdk, vars, &here, &primary).await?;
+    let sink = relay::BusSink::open(
+        &args.bus.config(vars)?,
+        || aws_sdk_kinesis::Client::new(sdk),
+        kafka_bus::iam::AwsIdentity::from_sdk_config(sdk),
+    )
+    .await?;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
+    Ok(replay::home::take_over(&args.lost, &replica, &sink, deadline)
+        .await?
+        .to_string())
 }
 
 /// What a re-drive hands dead letters to: the three stream functions' handlers, on the SDK's
@@ -638,6 +792,26 @@ async fn redrive_queue(
     Ok((done, failing))
 }
 
+/// A move that stopped half-way exits 1 (run it again to go on); a refusal is an error (2).
+fn home_outcome(outcome: anyhow::Result<String>) -> anyhow::Result<bool> {
+    match outcome {
+        Ok(done) => {
+            eprintln!("{done}");
+            Ok(true)
+        }
+        Err(e) => match e.downcast_ref::<replay::home::MoveError>() {
+            Some(
+                half_way @ (replay::home::MoveError::StillReplicating { .. }
+                | replay::home::MoveError::Republish { .. }),
+            ) => {
+                eprintln!("reservations-replay: {half_way}");
+                Ok(false)
+            }
+            _ => Err(e),
+        },
+    }
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
@@ -672,6 +846,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             eprintln!("audit done: {report}");
             report.nothing_missing()
         }),
+        Command::MoveHome(args) => home_outcome(run_move_home(&sdk, &vars, &args).await),
+        Command::TakeOver(args) => home_outcome(run_take_over(&sdk, &vars, &args).await),
         Command::Projector(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Projector(args.table)).await,
         Command::Notifier(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Notifier(args.table)).await,
         Command::Print(args) => run_replay(&sdk, &vars, &args, ReplayInto::Print).await,

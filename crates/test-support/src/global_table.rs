@@ -39,7 +39,15 @@ type Key = Vec<(String, ScalarAttributeType)>;
 
 /// The tables a stack's data lives in, by the variable that names them: what a global table of
 /// the deployment replicates.
-pub const REPLICATED_TABLES: [&str; 2] = ["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
+pub const REPLICATED_TABLES: &[&str] = &["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
+/// The same and the consumers' state (read model, notifications), replicated too: what moving
+/// a slot's home needs (docs/multi-region.md).
+pub const WITH_CONSUMER_TABLES: &[&str] = &[
+    "RESERVATIONS_TABLE",
+    "OUTBOX_TABLE",
+    "READ_MODEL_TABLE",
+    "NOTIFICATIONS_TABLE",
+];
 
 /// The replication between two Regions' tables; stops when dropped.
 pub struct StandInReplication {
@@ -105,12 +113,17 @@ impl StandInReplication {
     /// Region), each write arriving `lag` after it was read from its Region's stream. Turns on a
     /// stream on tables that have none, as DynamoDB does for a global table's replicas.
     pub async fn start(regions: [&TestStack; 2], lag: Duration) -> Self {
+        Self::start_tables(regions, lag, REPLICATED_TABLES).await
+    }
+
+    /// Replicates the tables named by `tables` (variables, as [`REPLICATED_TABLES`]).
+    pub async fn start_tables(regions: [&TestStack; 2], lag: Duration, replicated: &[&str]) -> Self {
         let mut sources: Vec<Vec<Source>> = Vec::new();
         let mut replicas = Vec::new();
         for stack in regions {
             let mut region_sources = Vec::new();
             let mut tables = Vec::new();
-            for var in REPLICATED_TABLES {
+            for var in replicated {
                 let name = stack.name(var);
                 let (key, arn) = key_and_stream(&stack.dynamodb, &name).await;
                 region_sources.push(Source {

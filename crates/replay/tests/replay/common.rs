@@ -34,6 +34,7 @@ async fn audit_everything_through(stack: &TestStack, bus: &replay::Bus<'_>) -> A
         time::OffsetDateTime::UNIX_EPOCH,
         time::OffsetDateTime::now_utc(),
         &[&projector, &notifier],
+        &replay::audit::BornIn::Anywhere,
     )
     .await
     .unwrap()

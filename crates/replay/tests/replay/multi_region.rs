@@ -370,3 +370,571 @@ async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_i
         assert_eq!(marked, 0, "{:?}", stack.regions);
     }
 }
+
+// Moving a slot's home (docs/multi-region.md, "Moving a slot's home"): the consumers' tables are
+// replicated too, and each Region runs its relay and projector all along, as deployed.
+
+/// Two Regions whose reservations, outbox, read model and notifications tables are replicated.
+async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, StandInReplication) {
+    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
+    let other = TestStack::start().await.in_region(OTHER, PRIMARY);
+    let replication = StandInReplication::start_tables(
+        [&primary, &other],
+        lag,
+        test_support::global_table::WITH_CONSUMER_TABLES,
+    )
+    .await;
+    (primary, other, replication)
+}
+
+/// A Region's relay and projector, running until stopped.
+struct Pipeline {
+    relay: Running,
+    projector: Running,
+}
+
+/// A mapping running in a task, and what stops it.
+struct Running {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    fn spawn<F: Future<Output = ()> + Send + 'static>(
+        run: impl FnOnce(tokio::sync::watch::Receiver<bool>) -> F,
+    ) -> Self {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        Self {
+            stop,
+            task: tokio::spawn(run(stopped)),
+        }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+const IDLE: Duration = Duration::from_millis(50);
+
+async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
+    let _ = stopped.wait_for(|s| *s).await;
+}
+
+impl Pipeline {
+    async fn start(stack: &TestStack) -> Self {
+        let relay = stack.relay_mapping().await;
+        Self {
+            relay: Running::spawn(|stopped| relay.run(IDLE, until_stopped(stopped))),
+            projector: Self::projector(stack).await,
+        }
+    }
+
+    async fn projector(stack: &TestStack) -> Running {
+        let projector = stack.projector_mapping().await;
+        Running::spawn(|stopped| projector.run(IDLE, until_stopped(stopped)))
+    }
+
+    async fn stop(self) {
+        self.relay.stop().await;
+        self.projector.stop().await;
+    }
+}
+
+/// A Region's replica as the home commands see it, its projector's state the consumer waited for.
+fn replica(stack: &TestStack) -> replay::home::Replica {
+    replay::home::Replica {
+        regions: stack.regions.clone(),
+        dynamodb: stack.dynamodb.clone(),
+        reservations_table: stack.name("RESERVATIONS_TABLE"),
+        outbox_table: stack.name("OUTBOX_TABLE"),
+        consumers: vec![Box::new(consumers::Projector::new(stack.read_model()))],
+    }
+}
+
+/// Reservation id to (version, status) in a Region's replica of the read model.
+async fn read_model_of(stack: &TestStack) -> BTreeMap<String, (u64, String)> {
+    stack
+        .scan_all(&stack.name("READ_MODEL_TABLE"))
+        .await
+        .into_iter()
+        .filter(|item| item.contains_key("status"))
+        .map(|item| {
+            let id = item["reservation_id"].as_s().unwrap().clone();
+            let version = item["version"].as_n().unwrap().parse().unwrap();
+            (id, (version, item["status"].as_s().unwrap().clone()))
+        })
+        .collect()
+}
+
+/// Reservation id to (version, status) in a Region's replica of the reservations table.
+async fn reservations_of(stack: &TestStack) -> BTreeMap<String, (u64, String)> {
+    items_of_type(stack, "RESERVATIONS_TABLE", "Reservation")
+        .await
+        .into_iter()
+        .map(|item| {
+            let id = item["reservation_id"].as_s().unwrap().clone();
+            let version = item["version"].as_n().unwrap().parse().unwrap();
+            (id, (version, item["status"].as_s().unwrap().clone()))
+        })
+        .collect()
+}
+
+/// Waits until both Regions' read models show every reservation as the reservations table does.
+async fn read_models_converge(
+    stacks: [&TestStack; 2],
+    replication: &StandInReplication,
+) -> BTreeMap<String, (u64, String)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        replication.settle(SETTLE).await;
+        let truth = reservations_of(stacks[0]).await;
+        let (first, second) = (read_model_of(stacks[0]).await, read_model_of(stacks[1]).await);
+        if first == truth && second == truth {
+            return truth;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the read models did not converge: {} reservations, read models {} and {} ({} and {} differ)",
+            truth.len(),
+            first.len(),
+            second.len(),
+            truth.iter().filter(|(id, v)| first.get(*id) != Some(v)).count(),
+            truth.iter().filter(|(id, v)| second.get(*id) != Some(v)).count(),
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// (reservation, version) of every event on a Region's Kinesis stream.
+async fn event_keys_on(stack: &TestStack) -> Vec<(String, u64)> {
+    stack
+        .records_on_kinesis()
+        .await
+        .into_iter()
+        .map(|event| {
+            let envelope = event.envelope.expect("an envelope");
+            (envelope.aggregate_id.to_string(), envelope.version.get())
+        })
+        .collect()
+}
+
+/// What a client that follows the API's answers does: books with its Idempotency-Key where the
+/// slot's home is, going where a 421 says and waiting out a 503 `home_moving`.
+struct FollowingClient<'a> {
+    apis: [(&'a str, &'a Service); 2],
+    redirected: std::sync::atomic::AtomicUsize,
+    waited_for_moves: std::sync::atomic::AtomicUsize,
+}
+
+impl FollowingClient<'_> {
+    fn api(&self, region: &str) -> &Service {
+        self.apis.iter().find(|(r, _)| *r == region).expect("a known Region").1
+    }
+
+    async fn follow<T>(
+        &self,
+        mut region: String,
+        call: impl AsyncFn(&Service) -> Result<T, ServiceError>,
+    ) -> (T, String) {
+        use std::sync::atomic::Ordering::SeqCst;
+        for _ in 0..600 {
+            match call(self.api(&region)).await {
+                Ok(done) => return (done, region),
+                Err(ServiceError::HomedElsewhere { region: home, .. }) => {
+                    self.redirected.fetch_add(1, SeqCst);
+                    region = home;
+                }
+                Err(ServiceError::HomeMoving { .. }) => {
+                    self.waited_for_moves.fetch_add(1, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("still refused after 600 tries");
+    }
+
+    async fn book(&self, region: &str, slot: &str, guest: &str, key: &str) -> (String, String) {
+        let command = || CreateReservation {
+            slot_id: SlotId::parse(slot).unwrap(),
+            guest_id: GuestId::parse(guest).unwrap(),
+            seats: Seats::new(1).unwrap(),
+        };
+        let key = domain::IdempotencyKey::parse(key).unwrap();
+        self.follow(region.to_owned(), async |api: &Service| {
+            match api
+                .create_reservation(command(), Some(key.clone()), TraceId::generate())
+                .await?
+            {
+                CreateOutcome::Created(reservation) => Ok(reservation.reservation_id.to_string()),
+                CreateOutcome::Replayed { body, .. } => {
+                    let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+                    Ok(body["reservation_id"].as_str().unwrap().to_owned())
+                }
+            }
+        })
+        .await
+    }
+
+    async fn cancel(&self, region: &str, id: &str) -> String {
+        let id = domain::ReservationId::parse(id).unwrap();
+        self.follow(region.to_owned(), async |api: &Service| {
+            api.cancel_reservation(&id, TraceId::generate()).await.map(|_| ())
+        })
+        .await
+        .1
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_converge() {
+    let (primary, other, replication) = two_regions_with_consumers(Duration::from_millis(300)).await;
+    let [mut old_home, new_home] = [Pipeline::start(&primary).await, Pipeline::start(&other).await];
+    let (primary_api, other_api) = (service(&primary), service(&other));
+    put_slot(&primary_api, "moving", 1000).await;
+    replication.settle(SETTLE).await;
+    let client = FollowingClient {
+        apis: [(PRIMARY, &primary_api), (OTHER, &other_api)],
+        redirected: Default::default(),
+        waited_for_moves: Default::default(),
+    };
+
+    // 60 guests book one after another through the primary's API (following its answers) while
+    // the slot's home moves to the other Region after the 20th. As soon as the move ends, every
+    // third guest booked in the old home cancels (through its API, sent on to the new home): versions
+    // 2 born in the new home right after versions 1 born in the old one, the moment a move that
+    // did not wait for the consumers would leave the new home's projector with a gap.
+    let booked = std::sync::Mutex::new(Vec::new());
+    let booking = async {
+        for i in 0..60 {
+            let done = client
+                .book(PRIMARY, "moving", &format!("guest-{i}"), &format!("moving-{i}"))
+                .await;
+            booked.lock().unwrap().push(done);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // The old home's projector is behind when the move starts (stopped for 2 s): the move waits
+    // for it, or the new home's projector would meet those cancels before the bookings.
+    let moving = async {
+        while booked.lock().unwrap().len() < 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let behind = std::mem::replace(&mut old_home.projector, Running::spawn(|_| async {}));
+        behind.stop().await;
+        let patience = replay::home::Patience {
+            wait: Duration::from_secs(120),
+            poll: Duration::from_millis(100),
+        };
+        let slot = SlotId::parse("moving").unwrap();
+        let catching_up = async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            old_home.projector = Pipeline::projector(&primary).await;
+        };
+        let (from, to) = (replica(&primary), replica(&other));
+        let (moved, ()) = tokio::join!(replay::home::move_home(&from, &to, &slot, patience), catching_up);
+        let so_far: Vec<String> = booked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, region)| region == PRIMARY)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut cancelled_in = BTreeMap::new();
+        for id in so_far.iter().step_by(3) {
+            cancelled_in.insert(id.clone(), client.cancel(PRIMARY, id).await);
+        }
+        (moved, cancelled_in)
+    };
+    let ((), (moved, cancelled_in)) = tokio::join!(booking, moving);
+    let booked = booked.into_inner().unwrap();
+    let moved = moved.expect("the move finishes");
+    assert!(moved.moved && moved.reservations >= 20, "{moved}");
+    let truth = read_models_converge([&primary, &other], &replication).await;
+    old_home.stop().await;
+    new_home.stop().await;
+
+    // Nothing lost, nothing booked twice: 60 reservations for 60 guests, the slot's count right
+    // in both replicas.
+    let ids: BTreeSet<&String> = booked.iter().map(|(id, _)| id).collect();
+    assert_eq!((booked.len(), ids.len(), truth.len()), (60, 60, 60));
+    for stack in [&primary, &other] {
+        let slot = service(stack)
+            .get_slot(&SlotId::parse("moving").unwrap())
+            .await
+            .unwrap();
+        assert_eq!(slot.reserved as usize, 60 - cancelled_in.len(), "{:?}", stack.regions);
+    }
+    let booked_where = |region: &str| booked.iter().filter(|(_, r)| r == region).count();
+    assert!(booked_where(PRIMARY) >= 20 && booked_where(OTHER) > 0);
+    let crossing: Vec<&String> = booked
+        .iter()
+        .filter(|(id, region)| region == PRIMARY && cancelled_in.get(id).map(String::as_str) == Some(OTHER))
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        !crossing.is_empty(),
+        "some reservations were created in one Region and cancelled in the other"
+    );
+
+    // Each event is on exactly one Region's bus, once; together the buses carry every event.
+    let (on_primary, on_other) = (event_keys_on(&primary).await, event_keys_on(&other).await);
+    let committed: BTreeSet<(String, u64)> = truth
+        .iter()
+        .flat_map(|(id, (version, _))| (1..=*version).map(move |v| (id.clone(), v)))
+        .collect();
+    let primary_set: BTreeSet<_> = on_primary.iter().cloned().collect();
+    let other_set: BTreeSet<_> = on_other.iter().cloned().collect();
+    assert!(primary_set.is_disjoint(&other_set), "an event on both buses");
+    assert_eq!(
+        primary_set.union(&other_set).cloned().collect::<BTreeSet<_>>(),
+        committed
+    );
+    // Both read models show every reservation at its last version (checked by the wait above).
+    assert_eq!(read_model_of(&other).await, truth);
+    test_support::figures::record(
+        "multi_region_move",
+        serde_json::json!({
+            "bookings": booked.len(),
+            "booked_in_old_home": booked_where(PRIMARY),
+            "booked_in_new_home": booked_where(OTHER),
+            "created_in_one_region_cancelled_in_the_other": crossing.len(),
+            "cancelled": cancelled_in.len(),
+            "events_on_old_homes_bus": on_primary.len(),
+            "events_on_new_homes_bus": on_other.len(),
+            "redirected_by_421": client.redirected.load(std::sync::atomic::Ordering::SeqCst),
+            "waited_out_503_home_moving": client.waited_for_moves.load(std::sync::atomic::Ordering::SeqCst),
+            "move_waited_ms": moved.waited_ms,
+            "move_waited_for_reservations": moved.reservations,
+            "move_waited_for_idempotency_records": moved.idempotency_records,
+        }),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_move_refuses_what_it_cannot_do_safely_and_a_repeat_changes_nothing() {
+    let (primary, other, replication) = two_regions(Duration::from_millis(50)).await;
+    put_slot(&service(&primary), "steady", 5).await;
+    let zed = reserve(&service(&primary), "steady", "zed").await.unwrap();
+    replication.settle(SETTLE).await;
+    let (east, west) = (replica(&primary), replica(&other));
+    let east = replay::home::Replica {
+        consumers: Vec::new(),
+        ..east
+    };
+    let west = replay::home::Replica {
+        consumers: Vec::new(),
+        ..west
+    };
+    let slot = SlotId::parse("steady").unwrap();
+    let quick = replay::home::Patience {
+        wait: Duration::from_secs(30),
+        poll: Duration::from_millis(50),
+    };
+
+    let home_already = replay::home::move_home(&west, &east, &slot, quick).await.unwrap();
+    assert!(!home_already.moved, "{home_already}");
+    let missing = replay::home::move_home(&east, &west, &SlotId::parse("nowhere").unwrap(), quick)
+        .await
+        .unwrap_err();
+    assert_eq!(missing.to_string(), "slot nowhere does not exist in us-east-1");
+
+    // Cut off, the move cannot see its moving state arrive: it stops, the slot frozen in both.
+    replication.cut();
+    let impatient = replay::home::Patience {
+        wait: Duration::from_millis(500),
+        poll: Duration::from_millis(50),
+    };
+    let stuck = replay::home::move_home(&east, &west, &slot, impatient)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stuck, replay::home::MoveError::StillReplicating { .. }),
+        "{stuck}"
+    );
+    assert!(
+        stuck.to_string().contains("waiting for the slot's moving state"),
+        "{stuck}"
+    );
+    let frozen = reserve(&service(&primary), "steady", "ada").await.unwrap_err();
+    assert!(
+        matches!(frozen, ServiceError::HomeMoving { ref to, .. } if to == OTHER),
+        "{frozen}"
+    );
+    let resize = service(&primary)
+        .put_slot(
+            &slot,
+            PutSlot {
+                capacity: Capacity::new(9).unwrap(),
+            },
+        )
+        .await
+        .err()
+        .expect("no resize while the home moves");
+    assert!(matches!(resize, ServiceError::HomeMoving { .. }), "{resize}");
+    let cancel = service(&primary)
+        .cancel_reservation(&domain::ReservationId::parse(&zed).unwrap(), TraceId::generate())
+        .await
+        .unwrap_err();
+    assert!(matches!(cancel, ServiceError::HomeMoving { .. }), "{cancel}");
+
+    // Run again once the link is back, it goes on and finishes; a third run changes nothing.
+    replication.restore();
+    let done = replay::home::move_home(&east, &west, &slot, quick).await.unwrap();
+    assert!(done.moved);
+    let again = replay::home::move_home(&east, &west, &slot, quick).await.unwrap();
+    assert!(!again.moved, "{again}");
+    assert_eq!(
+        again.to_string(),
+        "slot steady is at home in eu-west-1 already: nothing to do"
+    );
+    reserve(&service(&other), "steady", "bob")
+        .await
+        .expect("the new home takes writes");
+    replication.settle(SETTLE).await;
+    let refused = reserve(&service(&primary), "steady", "cyd").await.unwrap_err();
+    assert!(
+        matches!(refused, ServiceError::HomedElsewhere { ref region, .. } if region == OTHER),
+        "{refused}"
+    );
+    let late_abort = replay::home::abort_move(&east, &west, &slot).await.unwrap_err();
+    assert!(
+        matches!(late_abort, replay::home::MoveError::AlreadyMoved { .. }),
+        "{late_abort}"
+    );
+
+    // A move aborted before it finished leaves the slot where it was.
+    replication.cut();
+    let stuck = replay::home::move_home(&west, &east, &slot, impatient)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stuck, replay::home::MoveError::StillReplicating { .. }),
+        "{stuck}"
+    );
+    replay::home::abort_move(&west, &east, &slot).await.unwrap();
+    reserve(&service(&other), "steady", "dan")
+        .await
+        .expect("the home takes writes again");
+    replication.restore();
+    replication.settle(SETTLE).await;
+    let slot_now = service(&primary).get_slot(&slot).await.unwrap();
+    assert_eq!(slot_now.reserved, 3);
+}
+
+/// The audit of the other Region's bus after it took over the primary's slots: the events born
+/// in either Region that its replica holds.
+async fn takeover_audit(
+    other: &TestStack,
+    projector: &dyn replay::audit::AppliedVersions,
+) -> replay::audit::AuditReport {
+    let stream = other.name("EVENTS_STREAM");
+    let bus = replay::Bus::Kinesis {
+        client: &other.kinesis,
+        stream: &stream,
+    };
+    let born = replay::audit::BornIn::Regions {
+        regions: vec![OTHER.to_owned(), PRIMARY.to_owned()],
+        primary: PRIMARY.to_owned(),
+    };
+    replay::audit::audit(
+        &other.dynamodb,
+        &bus,
+        &other.name("OUTBOX_TABLE"),
+        time::OffsetDateTime::UNIX_EPOCH,
+        time::OffsetDateTime::now_utc(),
+        &[projector],
+        &born,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_and_the_audit_names_them() {
+    let (primary, other, replication) = two_regions_with_consumers(Duration::from_millis(150)).await;
+    let east_pipeline = Pipeline::start(&primary).await;
+    let west_pipeline = Pipeline::start(&other).await;
+    let (primary_api, other_api) = (service(&primary), service(&other));
+    put_slot(&primary_api, "east", 100).await;
+    let mut replicated = BTreeSet::new();
+    for i in 0..10 {
+        replicated.insert(reserve(&primary_api, "east", &format!("early-{i}")).await.unwrap());
+    }
+    replication.settle(SETTLE).await;
+
+    // The link is cut; the primary goes on booking, then is lost with what it never replicated.
+    replication.cut();
+    let mut unreplicated = BTreeSet::new();
+    for i in 0..5 {
+        unreplicated.insert(reserve(&primary_api, "east", &format!("late-{i}")).await.unwrap());
+    }
+    east_pipeline.stop().await;
+
+    // The other Region takes over: it puts the primary's events it holds on its own bus, then
+    // takes the primary's slots, and books them from now on.
+    let sink = relay::KinesisSink::new(aws_sdk_kinesis::Client::new(&other.sdk), other.name("EVENTS_STREAM"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let west = replica(&other);
+    let report = replay::home::take_over(PRIMARY, &west, &sink, deadline).await.unwrap();
+    assert_eq!(
+        (report.republished, report.slots_taken, report.slots_taken_before),
+        (10, 1, 0),
+        "{report}"
+    );
+    let mut booked_after = BTreeSet::new();
+    for i in 0..5 {
+        booked_after.insert(reserve(&other_api, "east", &format!("after-{i}")).await.unwrap());
+    }
+    let again = replay::home::take_over(PRIMARY, &west, &sink, deadline).await.unwrap();
+    assert_eq!(
+        (again.slots_taken, again.slots_taken_before),
+        (0, 1),
+        "a repeat takes nothing more"
+    );
+
+    // Audited on its bus, the other Region has everything it holds of both Regions.
+    let projector = consumers::Projector::new(other.read_model());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let report = takeover_audit(&other, &projector).await;
+        if report.nothing_missing() || tokio::time::Instant::now() > deadline {
+            break report;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(before.nothing_missing(), "{before}: {:?}", before.lines());
+    assert_eq!(before.committed, 10 + 5);
+
+    // The lost Region comes back and replicates what it wrote while cut off: its late bookings
+    // are now in the other Region's replica, never on its bus. The audit names exactly them.
+    replication.restore();
+    replication.settle(SETTLE).await;
+    let after = takeover_audit(&other, &projector).await;
+    let missing: BTreeSet<String> = after.missing_on_stream.iter().map(|(id, _)| id.clone()).collect();
+    assert_eq!(missing, unreplicated, "{after}");
+    assert!(after.missing_on_stream.iter().all(|(_, version)| *version == 1));
+    // Last writer wins kept the takeover's count of the slot: the late bookings' seats are not in
+    // it, which is what docs/multi-region.md says a failover can cost.
+    let slot = service(&other).get_slot(&SlotId::parse("east").unwrap()).await.unwrap();
+    assert_eq!(slot.reserved, 15);
+    let reservations = items_of_type(&other, "RESERVATIONS_TABLE", "Reservation").await.len();
+    assert_eq!(reservations, 20);
+    west_pipeline.stop().await;
+    let (_, dropped) = replication.counts();
+    test_support::figures::record(
+        "multi_region_failover",
+        serde_json::json!({
+            "booked_before_the_cut": replicated.len(),
+            "booked_in_the_lost_region_while_cut": unreplicated.len(),
+            "republished_by_the_takeover": report.republished,
+            "booked_after_the_takeover": booked_after.len(),
+            "audit_missing_after_the_return": after.missing_on_stream.len(),
+            "slot_reserved_after_the_return": slot.reserved,
+            "reservations_after_the_return": reservations,
+            "replicated_writes_dropped_as_older": dropped,
+        }),
+    );
+}

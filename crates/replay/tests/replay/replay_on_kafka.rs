@@ -187,6 +187,7 @@ async fn audit(
         time::OffsetDateTime::UNIX_EPOCH,
         time::OffsetDateTime::now_utc(),
         consumers,
+        &replay::audit::BornIn::Anywhere,
     )
     .await
     .unwrap()
