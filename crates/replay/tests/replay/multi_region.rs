@@ -938,3 +938,137 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
         }),
     );
 }
+
+/// `reservations-replay` with the names of `stack`'s tables, as a deployed stack's outputs give them.
+fn cli(stack: &TestStack) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"));
+    for var in [
+        "RESERVATIONS_TABLE",
+        "OUTBOX_TABLE",
+        "READ_MODEL_TABLE",
+        "NOTIFICATIONS_TABLE",
+        "EVENTS_STREAM",
+    ] {
+        command.env(var, stack.name(var));
+    }
+    command.env_remove("PRIMARY_REGION");
+    command
+}
+
+fn one_line(output: &std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    stderr
+}
+
+/// The commands as a person runs them, on one set of tables that both Regions read (as LocalStack
+/// serves a global table's replica): the move goes through its states on the real engine.
+#[tokio::test]
+async fn the_cli_moves_a_home_takes_over_and_refuses_with_one_line() {
+    let stack = TestStack::start().await;
+    put_slot(&service(&stack), "by-hand", 4).await;
+    reserve(&service(&stack), "by-hand", "ada").await.unwrap();
+    stack.relay_mapping().await.drain().await.unwrap();
+    stack.projector_mapping().await.drain().await.unwrap();
+    stack.notifier_mapping().await.drain().await.unwrap();
+    let move_home = ["move-home", "--slot", "by-hand", "--from", PRIMARY, "--to", OTHER];
+
+    let unknown_primary = cli(&stack).args(move_home).output().unwrap();
+    assert_eq!(unknown_primary.status.code(), Some(2));
+    assert!(
+        one_line(&unknown_primary).contains("the primary Region is not known: set --primary or PRIMARY_REGION"),
+        "{unknown_primary:?}"
+    );
+    let same = cli(&stack)
+        .args([
+            "move-home",
+            "--slot",
+            "by-hand",
+            "--from",
+            PRIMARY,
+            "--to",
+            PRIMARY,
+            "--primary",
+            PRIMARY,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(2));
+    assert!(one_line(&same).contains("a move needs two Regions"), "{same:?}");
+
+    let moved = cli(&stack)
+        .args(move_home)
+        .args(["--primary", PRIMARY])
+        .output()
+        .unwrap();
+    assert_eq!(moved.status.code(), Some(0), "{moved:?}");
+    assert!(
+        one_line(&moved).starts_with("slot by-hand moved from us-east-1 to eu-west-1: waited "),
+        "{moved:?}"
+    );
+    let again = cli(&stack)
+        .args(move_home)
+        .args(["--primary", PRIMARY])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{again:?}");
+    assert_eq!(
+        one_line(&again),
+        "slot by-hand is at home in eu-west-1 already: nothing to do\n"
+    );
+    let slot = serde_dynamo::from_item::<_, adapters::dynamodb::items::SlotItem>(
+        stack
+            .dynamodb
+            .get_item()
+            .table_name(stack.name("RESERVATIONS_TABLE"))
+            .key("pk", aws_sdk_dynamodb::types::AttributeValue::S("SLOT#by-hand".into()))
+            .send()
+            .await
+            .unwrap()
+            .item
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!((slot.home_region.as_deref(), slot.moving_to), (Some(OTHER), None));
+
+    // The primary, lost, is taken over by the other Region: the one event born there is put on
+    // the other Region's stream (kinesis-mock keeps streams per Region) and the primary's slots
+    // (none left: the one moved) stay where they are.
+    let west = stack.sdk.to_builder().region(aws_config::Region::new(OTHER)).build();
+    let stream = stack.name("EVENTS_STREAM");
+    let resources = devstack::resources::Resources::embedded().unwrap();
+    let shape = &resources
+        .streams
+        .iter()
+        .find(|s| s.name_from == "EVENTS_STREAM")
+        .unwrap()
+        .properties;
+    devstack::resources::create_stream(&aws_sdk_kinesis::Client::new(&west), &stream, shape)
+        .await
+        .unwrap();
+    let taken = cli(&stack)
+        .args(["take-over", "--lost", PRIMARY, "--primary", PRIMARY])
+        .env("AWS_REGION", OTHER)
+        .output()
+        .unwrap();
+    assert_eq!(taken.status.code(), Some(0), "{taken:?}");
+    assert_eq!(
+        one_line(&taken),
+        "eu-west-1 took over from us-east-1: republished 1 events born there (0 undecodable), took the home of 0 slots (0 taken before)\n"
+    );
+    let mut on_west = devstack::events::collector(&west, &stream).await.unwrap();
+    on_west.drain().await.unwrap();
+    let republished = on_west.function().handler().events.lock().unwrap().clone();
+    assert_eq!(republished.len(), 1);
+    assert_eq!(
+        republished[0].partition_key,
+        stack.records_on_kinesis().await[0].partition_key
+    );
+    let itself = cli(&stack)
+        .args(["take-over", "--lost", OTHER, "--primary", PRIMARY])
+        .env("AWS_REGION", OTHER)
+        .output()
+        .unwrap();
+    assert_eq!(itself.status.code(), Some(2));
+    assert!(one_line(&itself).contains("eu-west-1 is this Region"), "{itself:?}");
+}
