@@ -5,13 +5,14 @@
 use std::collections::HashMap;
 
 /// Which stack output gives which variable (the functions' own names for them).
-const OUTPUT_VARS: [(&str, &str); 6] = [
+const OUTPUT_VARS: [(&str, &str); 7] = [
     ("EventsStreamName", "EVENTS_STREAM"),
     ("OutboxTableName", "OUTBOX_TABLE"),
     ("ReservationsTableName", "RESERVATIONS_TABLE"),
     ("ReadModelTableName", "READ_MODEL_TABLE"),
     ("NotificationsTableName", "NOTIFICATIONS_TABLE"),
     ("NotificationsTopicArn", "NOTIFICATIONS_TOPIC_ARN"),
+    ("PrimaryRegion", "PRIMARY_REGION"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +121,7 @@ mod tests {
             ("ReadModelTableName", "reservations-ReadModelTable-x4"),
             ("NotificationsTableName", "reservations-NotificationsTable-x5"),
             ("NotificationsTopicArn", "arn:aws:sns:eu-west-1:123456789012:n.fifo"),
+            ("PrimaryRegion", "us-east-1"),
             ("ApiUrl", "https://a1b2c3.execute-api.eu-west-1.amazonaws.com/prod"),
         ]);
         let vars = vars_from_outputs("reservations", &outputs).unwrap();
@@ -133,6 +135,7 @@ mod tests {
                 ("READ_MODEL_TABLE", "reservations-ReadModelTable-x4"),
                 ("NOTIFICATIONS_TABLE", "reservations-NotificationsTable-x5"),
                 ("NOTIFICATIONS_TOPIC_ARN", "arn:aws:sns:eu-west-1:123456789012:n.fifo"),
+                ("PRIMARY_REGION", "us-east-1"),
             ])
         );
         // An explicit name wins; the rest still come from the stack.

@@ -1,15 +1,49 @@
-//! `GlobalTables` in template.yaml: Create makes the reservations and outbox tables a DynamoDB
-//! global table with a replica in each named Region, Attach uses those replicas from another
-//! Region's stack, and either way every function, policy, mapping, alarm and output names the
-//! global tables and nothing of a table the stack would own. Rendered with
+//! `GlobalTables` in template.yaml: Create makes the reservations, outbox, read model and
+//! notifications tables DynamoDB global tables with a replica in each named Region, Attach uses
+//! those replicas from another Region's stack, and either way every function, policy, mapping,
+//! alarm and output names the global tables and nothing of a table the stack would own. Rendered with
 //! `test_support::template` for each case (Deploy deploys to eu-west-1).
 
 use serde_yaml_ng::Value;
 use test_support::template::{Deploy, REGION, source as template, to_json as json};
 
-const NAMES: [(&str, &str); 2] = [
+const NAMES: [(&str, &str); 4] = [
     ("GlobalReservationsTableName", "bookings-reservations"),
     ("GlobalOutboxTableName", "bookings-outbox"),
+    ("GlobalReadModelTableName", "bookings-guests"),
+    ("GlobalNotificationsTableName", "bookings-notifications"),
+];
+/// Each table a single-Region stack owns, its global table, the functions' variable and the
+/// output that name it, and its name in these tests.
+const TABLES: [(&str, &str, &str, &str, &str); 4] = [
+    (
+        "ReservationsTable",
+        "ReservationsGlobalTable",
+        "RESERVATIONS_TABLE",
+        "ReservationsTableName",
+        "bookings-reservations",
+    ),
+    (
+        "OutboxTable",
+        "OutboxGlobalTable",
+        "OUTBOX_TABLE",
+        "OutboxTableName",
+        "bookings-outbox",
+    ),
+    (
+        "ReadModelTable",
+        "ReadModelGlobalTable",
+        "READ_MODEL_TABLE",
+        "ReadModelTableName",
+        "bookings-guests",
+    ),
+    (
+        "NotificationsTable",
+        "NotificationsGlobalTable",
+        "NOTIFICATIONS_TABLE",
+        "NotificationsTableName",
+        "bookings-notifications",
+    ),
 ];
 const REPLICA_STREAM: &str =
     "arn:aws:dynamodb:eu-west-1:123456789012:table/bookings-outbox/stream/2026-12-04T10:00:00.000";
@@ -42,17 +76,15 @@ fn environment(stack: &Value) -> serde_json::Value {
     json(&stack["Globals"]["Function"]["Environment"]["Variables"])
 }
 
-/// What the stack names both tables by, wherever it names them: the functions' environment, the
+/// What the stack names the tables by, wherever it names them: the functions' environment, the
 /// outputs and every DynamoDB alarm's dimension.
 fn assert_names_the_global_tables(stack: &Value) {
     let environment = environment(stack);
-    assert_eq!(environment["RESERVATIONS_TABLE"], "bookings-reservations");
-    assert_eq!(environment["OUTBOX_TABLE"], "bookings-outbox");
-    assert_eq!(
-        json(&stack["Outputs"]["ReservationsTableName"]["Value"]),
-        "bookings-reservations"
-    );
-    assert_eq!(json(&stack["Outputs"]["OutboxTableName"]["Value"]), "bookings-outbox");
+    for (_, _, var, output, name) in TABLES {
+        assert_eq!(environment[var], name);
+        assert_eq!(json(&stack["Outputs"][output]["Value"]), name);
+    }
+    let names: Vec<&str> = TABLES.iter().map(|t| t.4).collect();
     let mut watched = 0;
     for (id, resource) in stack["Resources"].as_mapping().unwrap() {
         let alarm = json(resource);
@@ -63,25 +95,19 @@ fn assert_names_the_global_tables(stack: &Value) {
             }
             let table = &metric["Dimensions"][0]["Value"];
             let id = id.as_str().unwrap();
-            if id.starts_with("ReservationsTable") || id.starts_with("OutboxTable") {
-                assert!(
-                    *table == "bookings-reservations" || *table == "bookings-outbox",
-                    "{id} watches {table}"
-                );
+            if TABLES.iter().any(|t| id.starts_with(t.0)) {
+                assert!(names.iter().any(|name| table == name), "{id} watches {table}");
                 watched += 1;
             }
         }
     }
-    assert_eq!(watched, 20, "both tables: 2 throttle and 8 system error metrics each");
+    assert_eq!(watched, 40, "four tables: 2 throttle and 8 system error metrics each");
     // Nothing refers to the tables a single-Region stack owns.
     let text = text(stack);
-    for own in [
-        "\"ReservationsTable\"",
-        "\"OutboxTable\"",
-        "ReservationsTable.",
-        "OutboxTable.",
-    ] {
-        assert!(!text.contains(own), "the stack still refers to {own}");
+    for (own, ..) in TABLES {
+        for reference in [format!("\"{own}\""), format!("{own}.")] {
+            assert!(!text.contains(&reference), "the stack still refers to {reference}");
+        }
     }
 }
 
@@ -117,10 +143,7 @@ fn global_tables_create_makes_both_tables_global_with_a_replica_in_each_region()
     ] {
         let stack = Deploy::new(&template, &create(replicas)).stack();
         let resources = &stack["Resources"];
-        for (own, global, name) in [
-            ("ReservationsTable", "ReservationsGlobalTable", "bookings-reservations"),
-            ("OutboxTable", "OutboxGlobalTable", "bookings-outbox"),
-        ] {
+        for (own, global, _, _, name) in TABLES {
             assert!(resources.get(own).is_none(), "{own} is not created");
             let table = &resources[global];
             assert_eq!(table["Type"].as_str(), Some("AWS::DynamoDB::GlobalTable"));
@@ -177,7 +200,7 @@ fn global_tables_attach_uses_this_regions_replicas_and_their_stream_and_creates_
         let kind = resource["Type"].as_str().unwrap();
         let id = id.as_str().unwrap();
         assert!(
-            !(kind.starts_with("AWS::DynamoDB::") && (id.starts_with("Reservations") || id.starts_with("Outbox"))),
+            !(kind.starts_with("AWS::DynamoDB::") && TABLES.iter().any(|t| id == t.0 || id == t.1)),
             "{id} ({kind}) is the primary stack's to create"
         );
     }
@@ -186,17 +209,9 @@ fn global_tables_attach_uses_this_regions_replicas_and_their_stream_and_creates_
     assert_eq!(environment(&stack)["PRIMARY_REGION"], "us-east-1");
     // The functions' permissions name this Region's replicas.
     let text = text(&stack);
-    for table in ["bookings-reservations", "bookings-outbox"] {
+    for (.., table) in TABLES {
         let arn = format!("arn:aws:dynamodb:{REGION}:123456789012:table/{table}");
         assert!(text.contains(&arn), "no permission names {arn}");
-    }
-    // The read model and the notifier's table stay each Region's own.
-    for own in ["ReadModelTable", "NotificationsTable"] {
-        assert_eq!(
-            stack["Resources"][own]["Type"].as_str(),
-            Some("AWS::DynamoDB::Table"),
-            "{own}"
-        );
     }
 }
 
@@ -208,11 +223,13 @@ fn global_tables_without_their_names_regions_or_stream_are_refused_with_what_to_
         refusals(&[("GlobalTables", "Create")]),
         [
             "GlobalTables Create or Attach needs GlobalReservationsTableName, the same in every Region.",
-            "GlobalTables Create or Attach needs GlobalOutboxTableName, the same in every Region."
+            "GlobalTables Create or Attach needs GlobalOutboxTableName, the same in every Region.",
+            "GlobalTables Create or Attach needs GlobalReadModelTableName, the same in every Region.",
+            "GlobalTables Create or Attach needs GlobalNotificationsTableName, the same in every Region."
         ]
     );
     assert_eq!(
-        refusals(&[("GlobalTables", "Attach"), NAMES[0], NAMES[1]]),
+        refusals(&[("GlobalTables", "Attach"), NAMES[0], NAMES[1], NAMES[2], NAMES[3]]),
         [
             "GlobalTables Attach needs PrimaryRegion, the Region whose stack created the tables.",
             "GlobalTables Attach needs OutboxReplicaStreamArn, the stream of this Region's outbox replica."
