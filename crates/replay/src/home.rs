@@ -279,7 +279,10 @@ pub async fn move_home(
 
     let awaited = awaited(from, slot_id).await?;
     let mut pending = pending_checks(&awaited, from, to);
-    let checks = pending.len();
+    let checks = pending
+        .iter()
+        .filter(|check| matches!(check, Check::Consumer { .. }))
+        .count();
     loop {
         let mut still = Vec::new();
         for check in pending {
@@ -584,7 +587,7 @@ pub struct TakeoverReport {
     /// Slots whose home this run took, and those it had taken before.
     pub slots_taken: usize,
     pub slots_taken_before: usize,
-    /// Slots moving from the lost Region to a third one: left alone, named.
+    /// Slots moving between the lost Region and a third one: left alone, named.
     pub slots_left: Vec<String>,
 }
 
@@ -598,8 +601,9 @@ impl std::fmt::Display for TakeoverReport {
         if !self.slots_left.is_empty() {
             write!(
                 f,
-                "; left {} moving to a third Region: {}",
+                "; left {} moving between {} and a third Region (finish or abort those there): {}",
                 self.slots_left.len(),
+                self.lost,
                 self.slots_left.join(", ")
             )?;
         }
@@ -609,10 +613,11 @@ impl std::fmt::Display for TakeoverReport {
 
 /// Takes over the slots of a lost Region: first puts on this Region's bus (`sink`) every event
 /// born in `lost` that this Region's replica holds, each reservation's in order (consumers drop
-/// the versions they have), then names this Region the home of every slot at home in `lost`
-/// (marked `taken_over_from`). What the lost Region committed and never replicated is not here
-/// and is not published: the audit names it once that Region's writes arrive. Run again, it
-/// republishes (duplicates, dropped by consumers) and takes what is left.
+/// the versions they have), then names this Region the home of every slot at home in `lost` or
+/// moving between it and this one (marked `taken_over_from`). What the lost Region committed
+/// and never replicated is not here and is not published: the audit names it once that
+/// Region's writes arrive. Run again, it republishes (duplicates, dropped by consumers) and
+/// takes what is left.
 pub async fn take_over<S: EventSink>(
     lost: &str,
     here: &Replica,
@@ -682,26 +687,44 @@ pub async fn take_over<S: EventSink>(
             serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| here.failed("reading a slot", e))?;
         let home = here.home_of(&slot).to_owned();
         let moving = slot.moving_to.clone();
-        match (home.as_str(), moving.as_deref()) {
-            (h, None) if h == here.region() => {
+        match takeover_of(&home, moving.as_deref(), here.region(), lost) {
+            Takeover::Take => take_home(here, &slot, lost, &mut report).await?,
+            Takeover::Leave => report.slots_left.push(slot.slot_id.to_string()),
+            Takeover::Ours => {
                 report.slots_taken_before += usize::from(slot.taken_over_from.as_deref() == Some(lost));
             }
-            // A move from the lost Region to this one, or from this one to the lost one: this
-            // Region is its home now. A move from the lost Region to a third is that Region's.
-            (h, Some(m)) if h == lost && m != here.region() => report.slots_left.push(slot.slot_id.to_string()),
-            (h, m) if h == lost || m == Some(lost) => {
-                take_home(here, &slot, lost).await?;
-                report.slots_taken += 1;
-            }
-            _ => {}
+            Takeover::NotConcerned => {}
         }
     }
     Ok(report)
 }
 
+/// What a takeover by `here` of the lost Region does with a slot at home in `home`, moving to
+/// `moving`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Takeover {
+    /// At home in the lost Region, or moving between it and this one: this Region's now.
+    Take,
+    /// Moving between the lost Region and a third: the third Region finishes or aborts it.
+    Leave,
+    /// At home here already.
+    Ours,
+    NotConcerned,
+}
+
+fn takeover_of(home: &str, moving: Option<&str>, here: &str, lost: &str) -> Takeover {
+    match moving {
+        None if home == here => Takeover::Ours,
+        None if home == lost => Takeover::Take,
+        Some(to) if (home == lost && to == here) || (home == here && to == lost) => Takeover::Take,
+        Some(to) if home == lost || to == lost => Takeover::Leave,
+        _ => Takeover::NotConcerned,
+    }
+}
+
 /// Names this Region the home of `slot`, on the condition that its home and move are still as
 /// read.
-async fn take_home(here: &Replica, slot: &SlotItem, lost: &str) -> Result<(), MoveError> {
+async fn take_home(here: &Replica, slot: &SlotItem, lost: &str, report: &mut TakeoverReport) -> Result<(), MoveError> {
     let mut request = here
         .dynamodb
         .update_item()
@@ -731,11 +754,51 @@ async fn take_home(here: &Replica, slot: &SlotItem, lost: &str) -> Result<(), Mo
         .send()
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            report.slots_taken += 1;
+            Ok(())
+        }
         Err(e) if is_condition_failure(&e) => Err(MoveError::Raced {
             slot: slot.slot_id.to_string(),
             found: "its home changed during the takeover".into(),
         }),
         Err(e) => Err(here.failed("taking a slot's home", e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_takeover_takes_the_lost_regions_slots_and_moves_with_it_and_leaves_a_third_regions() {
+        let (here, lost, third) = ("eu-west-1", "us-east-1", "ap-south-1");
+        for (home, moving, expected) in [
+            (lost, None, Takeover::Take),
+            (lost, Some(here), Takeover::Take),
+            (here, Some(lost), Takeover::Take),
+            (lost, Some(third), Takeover::Leave),
+            (third, Some(lost), Takeover::Leave),
+            (here, None, Takeover::Ours),
+            (here, Some(third), Takeover::NotConcerned),
+            (third, None, Takeover::NotConcerned),
+            (third, Some(here), Takeover::NotConcerned),
+        ] {
+            assert_eq!(
+                takeover_of(home, moving, here, lost),
+                expected,
+                "{home} moving to {moving:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_idempotency_record_belongs_to_the_slot_its_stored_answer_names() {
+        let record = |body: &str| Item::from([("response_body".to_owned(), AttributeValue::S(body.to_owned()))]);
+        let slot = SlotId::parse("dinner").unwrap();
+        assert!(answers_for_slot(&record(r#"{"slot_id":"dinner","seats":2}"#), &slot));
+        assert!(!answers_for_slot(&record(r#"{"slot_id":"lunch"}"#), &slot));
+        assert!(!answers_for_slot(&record("not json"), &slot));
+        assert!(!answers_for_slot(&Item::new(), &slot));
     }
 }

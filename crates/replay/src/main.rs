@@ -86,7 +86,7 @@ enum Command {
     TakeOver(TakeOverArgs),
 }
 
-/// The tables of a deployment on global tables, the same names in every Region, and its primary.
+/// Which Region is a deployment's primary (the tables have the same names in every Region).
 #[derive(Args)]
 struct RegionsArgs {
     /// The deployment's primary Region, home of the slots from before slots had one [env:
