@@ -67,6 +67,30 @@ if regions:
         f"{regions['published_by_other']} by the other's, **{regions['published_by_both']} by both**; "
         f"{regions['replicated_writes']} writes replicated between the Regions.",
     ]
+move = load("multi_region_move")
+if move:
+    lines += [
+        f"- **A slot's home moved under traffic, simulated** (invariants 2-5): {move['bookings']} bookings, "
+        f"{move['booked_in_old_home']} in the old home and {move['booked_in_new_home']} in the new one, "
+        f"{move['cancelled']} cancelled right after the move ({move['created_in_one_region_cancelled_in_the_other']} "
+        f"of them created in one Region and cancelled in the other); the move waited {move['move_waited_ms']:,} ms "
+        f"(for {move['move_waited_for_reservations']} reservations, {move['move_waited_for_idempotency_records']} "
+        f"idempotency records and both Regions' projectors), clients waited out {move['waited_out_503_home_moving']} "
+        f"`home_moving` answers; {move['events_on_old_homes_bus']} events on the old home's bus and "
+        f"{move['events_on_new_homes_bus']} on the new one's, **none on both, none missing**, both read models equal.",
+    ]
+failover = load("multi_region_failover")
+if failover:
+    lines += [
+        f"- **A cut, then a failover, simulated** (invariant 3 as multi-region.md bounds it): "
+        f"{failover['booked_before_the_cut']} bookings replicated before the cut, "
+        f"{failover['booked_in_the_lost_region_while_cut']} made in the lost Region while cut off; the takeover "
+        f"republished {failover['republished_by_the_takeover']} events and the new home booked "
+        f"{failover['booked_after_the_takeover']} more; when the lost Region came back, the audit named "
+        f"**{failover['audit_missing_after_the_return']} events missing, exactly its unreplicated bookings**, and the "
+        f"slot counted {failover['slot_reserved_after_the_return']} of {failover['reservations_after_the_return']} "
+        f"reservations (last writer wins kept the takeover's count).",
+    ]
 fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:
     jwt = (f"; under AuthMode JWT as a guest, {fuzz_jwt['generated']:,} generated, {fuzz_jwt['passed']:,} passed"
