@@ -387,10 +387,11 @@ async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, Sta
     (primary, other, replication)
 }
 
-/// A Region's relay and projector, running until stopped.
+/// A Region's relay, projector and notifier, running until stopped.
 struct Pipeline {
     relay: Running,
     projector: Running,
+    notifier: Running,
 }
 
 /// A mapping running in a task, and what stops it.
@@ -425,9 +426,11 @@ async fn until_stopped(mut stopped: tokio::sync::watch::Receiver<bool>) {
 impl Pipeline {
     async fn start(stack: &TestStack) -> Self {
         let relay = stack.relay_mapping().await;
+        let notifier = stack.notifier_mapping().await;
         Self {
             relay: Running::spawn(|stopped| relay.run(IDLE, until_stopped(stopped))),
             projector: Self::projector(stack).await,
+            notifier: Running::spawn(|stopped| notifier.run(IDLE, until_stopped(stopped))),
         }
     }
 
@@ -439,18 +442,68 @@ impl Pipeline {
     async fn stop(self) {
         self.relay.stop().await;
         self.projector.stop().await;
+        self.notifier.stop().await;
     }
 }
 
-/// A Region's replica as the home commands see it, its projector's state the consumer waited for.
-fn replica(stack: &TestStack) -> replay::home::Replica {
+/// A Region's replica as the home commands see it, with its projector's and notifier's state.
+async fn replica(stack: &TestStack) -> replay::home::Replica {
     replay::home::Replica {
         regions: stack.regions.clone(),
         dynamodb: stack.dynamodb.clone(),
         reservations_table: stack.name("RESERVATIONS_TABLE"),
         outbox_table: stack.name("OUTBOX_TABLE"),
-        consumers: vec![Box::new(consumers::Projector::new(stack.read_model()))],
+        consumers: vec![
+            Box::new(consumers::Projector::new(stack.read_model())),
+            Box::new(consumers::Notifier::new(stack.notifications().await)),
+        ],
     }
+}
+
+/// `notified` and what both Regions' subscriber queues received since, once every one of
+/// `expected` is among them (or a minute passed).
+async fn notifications_of(
+    expected: &BTreeSet<(String, u64)>,
+    stacks: [&TestStack; 2],
+    mut notified: Vec<(String, u64)>,
+) -> Vec<(String, u64)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        notified.extend(notified_in(stacks).await);
+        let seen: BTreeSet<&(String, u64)> = notified.iter().collect();
+        if expected.iter().all(|e| seen.contains(e)) || tokio::time::Instant::now() > deadline {
+            return notified;
+        }
+    }
+}
+
+/// Each of `expected` notified exactly once, and nothing else notified twice.
+fn assert_once_each(notified: &[(String, u64)], expected: &BTreeSet<(String, u64)>) {
+    let mut times: BTreeMap<&(String, u64), usize> = BTreeMap::new();
+    for n in notified {
+        *times.entry(n).or_default() += 1;
+    }
+    let missing: Vec<_> = expected.iter().filter(|e| !times.contains_key(e)).collect();
+    let repeated: Vec<_> = times.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        missing.is_empty() && repeated.is_empty(),
+        "not notified: {missing:?}; notified more than once: {repeated:?}"
+    );
+}
+
+/// (reservation, version) of every notification both Regions' subscriber queues received.
+async fn notified_in(stacks: [&TestStack; 2]) -> Vec<(String, u64)> {
+    let mut notified = Vec::new();
+    for stack in stacks {
+        notified.extend(
+            stack
+                .received_notifications()
+                .await
+                .into_iter()
+                .map(|n| (n.message.reservation_id, n.message.version)),
+        );
+    }
+    notified
 }
 
 /// Reservation id to (version, status) in a Region's replica of the read model.
@@ -633,7 +686,7 @@ async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_co
             tokio::time::sleep(Duration::from_secs(2)).await;
             old_home.projector = Pipeline::projector(&primary).await;
         };
-        let (from, to) = (replica(&primary), replica(&other));
+        let (from, to) = (replica(&primary).await, replica(&other).await);
         let (moved, ()) = tokio::join!(replay::home::move_home(&from, &to, &slot, patience), catching_up);
         let so_far: Vec<String> = booked
             .lock()
@@ -653,6 +706,11 @@ async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_co
     let moved = moved.expect("the move finishes");
     assert!(moved.moved && moved.reservations >= 20, "{moved}");
     let truth = read_models_converge([&primary, &other], &replication).await;
+    let committed: BTreeSet<(String, u64)> = truth
+        .iter()
+        .flat_map(|(id, (version, _))| (1..=*version).map(move |v| (id.clone(), v)))
+        .collect();
+    let notified = notifications_of(&committed, [&primary, &other], Vec::new()).await;
     old_home.stop().await;
     new_home.stop().await;
 
@@ -681,10 +739,6 @@ async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_co
 
     // Each event is on exactly one Region's bus, once; together the buses carry every event.
     let (on_primary, on_other) = (event_keys_on(&primary).await, event_keys_on(&other).await);
-    let committed: BTreeSet<(String, u64)> = truth
-        .iter()
-        .flat_map(|(id, (version, _))| (1..=*version).map(move |v| (id.clone(), v)))
-        .collect();
     let primary_set: BTreeSet<_> = on_primary.iter().cloned().collect();
     let other_set: BTreeSet<_> = on_other.iter().cloned().collect();
     assert!(primary_set.is_disjoint(&other_set), "an event on both buses");
@@ -692,8 +746,10 @@ async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_co
         primary_set.union(&other_set).cloned().collect::<BTreeSet<_>>(),
         committed
     );
-    // Both read models show every reservation at its last version (checked by the wait above).
+    // Both read models show every reservation at its last version (checked by the wait above),
+    // and each event was notified once, by one Region or the other.
     assert_eq!(read_model_of(&other).await, truth);
+    assert_once_each(&notified, &committed);
     test_support::figures::record(
         "multi_region_move",
         serde_json::json!({
@@ -719,7 +775,7 @@ async fn a_planned_move_refuses_what_it_cannot_do_safely_and_a_repeat_changes_no
     put_slot(&service(&primary), "steady", 5).await;
     let zed = reserve(&service(&primary), "steady", "zed").await.unwrap();
     replication.settle(SETTLE).await;
-    let (east, west) = (replica(&primary), replica(&other));
+    let (east, west) = (replica(&primary).await, replica(&other).await);
     let east = replay::home::Replica {
         consumers: Vec::new(),
         ..east
@@ -863,6 +919,10 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
     for i in 0..10 {
         replicated.insert(reserve(&primary_api, "east", &format!("early-{i}")).await.unwrap());
     }
+    // The primary notifies them and its claims replicate before the cut. (A claim still on its
+    // way when a Region is lost is why a takeover can notify again: multi-region.md.)
+    let early: BTreeSet<(String, u64)> = replicated.iter().map(|id| (id.clone(), 1)).collect();
+    let notified = notifications_of(&early, [&primary, &other], Vec::new()).await;
     replication.settle(SETTLE).await;
 
     // The link is cut; the primary goes on booking, then is lost with what it never replicated.
@@ -877,7 +937,7 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
     // takes the primary's slots, and books them from now on.
     let sink = relay::KinesisSink::new(aws_sdk_kinesis::Client::new(&other.sdk), other.name("EVENTS_STREAM"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    let west = replica(&other);
+    let west = replica(&other).await;
     let report = replay::home::take_over(PRIMARY, &west, &sink, deadline).await.unwrap();
     assert_eq!(
         (report.republished, report.slots_taken, report.slots_taken_before),
@@ -913,6 +973,24 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
     replication.restore();
     replication.settle(SETTLE).await;
     let after = takeover_audit(&other, &projector).await;
+    // No event was notified twice, though the takeover put the primary's on a second bus: the
+    // notifier's claims had replicated. Every booking the other Region holds is notified.
+    let expected: BTreeSet<(String, u64)> = replicated
+        .iter()
+        .chain(&booked_after)
+        .map(|id| (id.clone(), 1))
+        .collect();
+    let notified = notifications_of(&expected, [&primary, &other], notified).await;
+    // The lost Region's late bookings may have been notified there before it was lost, once.
+    let late: BTreeSet<(String, u64)> = unreplicated.iter().map(|id| (id.clone(), 1)).collect();
+    let (late_notified, rest): (Vec<_>, Vec<_>) = notified.into_iter().partition(|n| late.contains(n));
+    assert_once_each(&rest, &expected);
+    let late_distinct: BTreeSet<&(String, u64)> = late_notified.iter().collect();
+    assert_eq!(
+        late_distinct.len(),
+        late_notified.len(),
+        "a late booking notified twice"
+    );
     let missing: BTreeSet<String> = after.missing_on_stream.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(missing, unreplicated, "{after}");
     assert!(after.missing_on_stream.iter().all(|(_, version)| *version == 1));
