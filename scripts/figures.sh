@@ -75,7 +75,8 @@ if move:
         f"{move['cancelled']} cancelled right after the move ({move['created_in_one_region_cancelled_in_the_other']} "
         f"of them created in one Region and cancelled in the other); the move waited {move['move_waited_ms']:,} ms "
         f"(for {move['move_waited_for_reservations']} reservations, {move['move_waited_for_idempotency_records']} "
-        f"idempotency records and both Regions' projectors), clients waited out {move['waited_out_503_home_moving']} "
+        f"idempotency records and both Regions' projectors and notifiers), clients waited out "
+        f"{move['waited_out_503_home_moving']} "
         f"`home_moving` answers; {move['events_on_old_homes_bus']} events on the old home's bus and "
         f"{move['events_on_new_homes_bus']} on the new one's, **none on both, none missing**, both read models equal.",
     ]
@@ -89,7 +90,7 @@ if failover:
         f"{failover['booked_after_the_takeover']} more; when the lost Region came back, the audit named "
         f"**{failover['audit_missing_after_the_return']} events missing, exactly its unreplicated bookings**, and the "
         f"slot counted {failover['slot_reserved_after_the_return']} of {failover['reservations_after_the_return']} "
-        f"reservations (last writer wins kept the takeover's count).",
+        f"reservations (last writer wins kept the takeover's count); nothing notified twice.",
     ]
 fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:
