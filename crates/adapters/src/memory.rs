@@ -22,7 +22,8 @@ struct State {
     injected_commit_failures: VecDeque<CommitFailure>,
     injected_store_failures: VecDeque<StoreErrorKind>,
     commit_attempts: usize,
-    /// Slots at home in another Region (docs/multi-region.md): this store does not write them.
+    /// Slots at home in another Region, or moving (docs/multi-region.md): this store does not
+    /// write them.
     homed_elsewhere: HashMap<SlotId, NotHome>,
 }
 
