@@ -37,11 +37,11 @@ type Item = HashMap<String, AttributeValue>;
 /// A table's key attributes: name and type.
 type Key = Vec<(String, ScalarAttributeType)>;
 
-/// The tables a stack's data lives in, by the variable that names them: what a global table of
-/// the deployment replicates.
+/// The tables the writes and the events live in, by the variable that names them: enough for the
+/// tests of publishing and booking across Regions.
 pub const REPLICATED_TABLES: &[&str] = &["RESERVATIONS_TABLE", "OUTBOX_TABLE"];
-/// The same and the consumers' state (read model, notifications), replicated too: what moving
-/// a slot's home needs (docs/multi-region.md).
+/// The same and the consumers' state (read model, notifications): the four tables the template's
+/// `GlobalTables` replicates, which moving a slot's home needs (docs/multi-region.md).
 pub const WITH_CONSUMER_TABLES: &[&str] = &[
     "RESERVATIONS_TABLE",
     "OUTBOX_TABLE",
@@ -116,7 +116,7 @@ impl StandInReplication {
         Self::start_tables(regions, lag, REPLICATED_TABLES).await
     }
 
-    /// Replicates the tables named by `tables` (variables, as [`REPLICATED_TABLES`]).
+    /// Replicates the tables named by `replicated` (variables, as [`REPLICATED_TABLES`]).
     pub async fn start_tables(regions: [&TestStack; 2], lag: Duration, replicated: &[&str]) -> Self {
         let mut sources: Vec<Vec<Source>> = Vec::new();
         let mut replicas = Vec::new();
