@@ -372,7 +372,7 @@ async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_i
 }
 
 // Moving a slot's home (docs/multi-region.md, "Moving a slot's home"): the consumers' tables are
-// replicated too, and each Region runs its relay and projector all along, as deployed.
+// replicated too, and each Region runs its relay, projector and notifier all along, as deployed.
 
 /// Two Regions whose reservations, outbox, read model and notifications tables are replicated.
 async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, StandInReplication) {
