@@ -14,8 +14,9 @@ use adapters::dynamodb::items::{
     SlotItem, slot_pk,
 };
 use aws_sdk_dynamodb::error::ProvideErrorMetadata;
+use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::types::AttributeValue;
-use domain::{EventEnvelope, SlotId};
+use domain::{ReservationEvent, SlotId};
 use relay::{EventSink, PublishPolicy, SinkRecord, publish_in_order};
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
@@ -98,6 +99,31 @@ impl Replica {
             if start.is_none() {
                 return Ok(items);
             }
+        }
+    }
+
+    /// Whether this replica shows the slot at home here and not moving: a move to here finished.
+    async fn holds_home_of(&self, slot_id: &SlotId) -> Result<bool, MoveError> {
+        Ok(self
+            .slot(slot_id)
+            .await?
+            .is_some_and(|slot| slot.moving_to.is_none() && self.home_of(&slot) == self.region()))
+    }
+
+    /// An update of the slot item `pk` in this replica's reservations table.
+    fn slot_update(&self, pk: String) -> UpdateItemFluentBuilder {
+        self.dynamodb
+            .update_item()
+            .table_name(&self.reservations_table)
+            .key(PK, AttributeValue::S(pk))
+    }
+
+    /// Sends a conditional update of a slot: `false` when its condition did not hold.
+    async fn conditionally(&self, what: &'static str, update: UpdateItemFluentBuilder) -> Result<bool, MoveError> {
+        match update.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if is_condition_failure(&e) => Ok(false),
+            Err(e) => Err(self.failed(what, e)),
         }
     }
 
@@ -215,8 +241,8 @@ struct Awaited {
     /// Reservation item key to the version the old home holds.
     reservations: BTreeMap<String, u64>,
     idempotency: Vec<String>,
-    /// The latest outbox event of each reservation, for the consumers.
-    latest_events: Vec<EventEnvelope>,
+    /// The latest event of each reservation, decoded once, for the consumers.
+    latest_events: Vec<ReservationEvent>,
 }
 
 /// Moves `slot`'s home from `from` to `to`, both running. Refuses, changing nothing, when the
@@ -247,10 +273,7 @@ pub async fn move_home(
     };
 
     // Where the slot stands, as its new home sees it: a finished move is done.
-    if let Some(there) = to.slot(slot_id).await?
-        && there.moving_to.is_none()
-        && to.home_of(&there) == to_region
-    {
+    if to.holds_home_of(slot_id).await? {
         return Ok(report(false, None, 0));
     }
     let Some(here) = from.slot(slot_id).await? else {
@@ -278,73 +301,83 @@ pub async fn move_home(
     }
 
     let awaited = awaited(from, slot_id).await?;
-    let mut pending = pending_checks(&awaited, from, to);
+    let pending = pending_checks(&awaited, from, to);
     let checks = pending
         .iter()
         .filter(|check| matches!(check, Check::Consumer { .. }))
         .count();
+    if let Some(waiting) = wait_until_held(pending, (from, to), slot_id, &awaited, started, patience).await? {
+        return Err(MoveError::StillReplicating {
+            slot,
+            from: from_region,
+            to: to_region,
+            waited: started.elapsed(),
+            waiting,
+        });
+    }
+    finish(to, slot_id, &from_region).await?;
+    Ok(report(true, Some(&awaited), checks))
+}
+
+/// Looks at `pending` every `patience.poll` until every check holds (`None`), or until
+/// `patience.wait` has passed since `started`: then what it still waits for, the first three
+/// named.
+async fn wait_until_held(
+    mut pending: Vec<Check>,
+    (from, to): (&Replica, &Replica),
+    slot_id: &SlotId,
+    awaited: &Awaited,
+    started: Instant,
+    patience: Patience,
+) -> Result<Option<String>, MoveError> {
     loop {
         let mut still = Vec::new();
         for check in pending {
-            if !check.holds(from, to, slot_id, &to_region, &awaited).await? {
+            if !check.holds(from, to, slot_id, to.region(), awaited).await? {
                 still.push(check);
             }
         }
         pending = still;
         if pending.is_empty() {
-            break;
+            return Ok(None);
         }
         if started.elapsed() >= patience.wait {
-            let waiting = pending
+            let named = pending
                 .iter()
                 .take(3)
                 .map(Check::describe)
                 .collect::<Vec<_>>()
                 .join(", ");
             let more = pending.len().saturating_sub(3);
-            return Err(MoveError::StillReplicating {
-                slot,
-                from: from_region,
-                to: to_region,
-                waited: started.elapsed(),
-                waiting: if more > 0 {
-                    format!("{waiting} and {more} more")
-                } else {
-                    waiting
-                },
-            });
+            return Ok(Some(if more > 0 {
+                format!("{named} and {more} more")
+            } else {
+                named
+            }));
         }
         tokio::time::sleep(patience.poll).await;
     }
-    finish(to, slot_id, &from_region).await?;
-    Ok(report(true, Some(&awaited), checks))
 }
 
 /// Sets `moving_to` in the old home, on the condition that the slot is at home there and not
 /// moving: from this write on the old home refuses the slot's writes.
 async fn begin(from: &Replica, slot_id: &SlotId, to: &str) -> Result<(), MoveError> {
     let home = SlotHome(from.regions.clone());
-    let written = from
-        .dynamodb
-        .update_item()
-        .table_name(&from.reservations_table)
-        .key(PK, AttributeValue::S(slot_pk(slot_id)))
+    let update = from
+        .slot_update(slot_pk(slot_id))
         .update_expression("SET #moving_to = :to")
         .condition_expression(format!("attribute_exists(pk) AND {}", home.condition()))
         .expression_attribute_names("#home_region", HOME_REGION)
         .expression_attribute_names("#moving_to", MOVING_TO)
         .expression_attribute_values(":here", AttributeValue::S(from.region().to_owned()))
-        .expression_attribute_values(":to", AttributeValue::S(to.to_owned()))
-        .send()
-        .await;
-    match written {
-        Ok(_) => Ok(()),
-        Err(e) if is_condition_failure(&e) => Err(MoveError::Raced {
+        .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
+    if !from.conditionally("marking the slot moving", update).await? {
+        return Err(MoveError::Raced {
             slot: slot_id.to_string(),
             found: "its home or move changed since it was read".into(),
-        }),
-        Err(e) => Err(from.failed("marking the slot moving", e)),
+        });
     }
+    Ok(())
 }
 
 /// Names `to` the slot's home, in `to`'s replica, on the condition that the slot is still
@@ -355,61 +388,46 @@ async fn finish(to: &Replica, slot_id: &SlotId, from: &str) -> Result<(), MoveEr
     } else {
         "#home_region = :from"
     };
-    let written = to
-        .dynamodb
-        .update_item()
-        .table_name(&to.reservations_table)
-        .key(PK, AttributeValue::S(slot_pk(slot_id)))
+    let update = to
+        .slot_update(slot_pk(slot_id))
         .update_expression("SET #home_region = :to REMOVE #moving_to")
         .condition_expression(format!("#moving_to = :to AND {home_was}"))
         .expression_attribute_names("#home_region", HOME_REGION)
         .expression_attribute_names("#moving_to", MOVING_TO)
         .expression_attribute_values(":to", AttributeValue::S(to.region().to_owned()))
-        .expression_attribute_values(":from", AttributeValue::S(from.to_owned()))
-        .send()
-        .await;
-    match written {
-        Ok(_) => Ok(()),
-        Err(e) if is_condition_failure(&e) => Err(MoveError::Raced {
+        .expression_attribute_values(":from", AttributeValue::S(from.to_owned()));
+    if !to.conditionally("naming the new home", update).await? {
+        return Err(MoveError::Raced {
             slot: slot_id.to_string(),
             found: format!("{} no longer shows it moving from {from}", to.region()),
-        }),
-        Err(e) => Err(to.failed("naming the new home", e)),
+        });
     }
+    Ok(())
 }
 
 /// Ends a move that has not finished, keeping the slot at home in `from`. Refused when `to`
 /// already shows the move finished. Run it only where no move of the slot is running.
 pub async fn abort_move(from: &Replica, to: &Replica, slot_id: &SlotId) -> Result<(), MoveError> {
     let slot = slot_id.to_string();
-    if let Some(there) = to.slot(slot_id).await?
-        && there.moving_to.is_none()
-        && to.home_of(&there) == to.region()
-    {
+    if to.holds_home_of(slot_id).await? {
         return Err(MoveError::AlreadyMoved {
             slot,
             to: to.region().to_owned(),
         });
     }
-    let written = from
-        .dynamodb
-        .update_item()
-        .table_name(&from.reservations_table)
-        .key(PK, AttributeValue::S(slot_pk(slot_id)))
+    let update = from
+        .slot_update(slot_pk(slot_id))
         .update_expression("REMOVE #moving_to")
         .condition_expression("#moving_to = :to")
         .expression_attribute_names("#moving_to", MOVING_TO)
-        .expression_attribute_values(":to", AttributeValue::S(to.region().to_owned()))
-        .send()
-        .await;
-    match written {
-        Ok(_) => Ok(()),
-        Err(e) if is_condition_failure(&e) => Err(MoveError::NotMoving {
+        .expression_attribute_values(":to", AttributeValue::S(to.region().to_owned()));
+    if !from.conditionally("ending the move", update).await? {
+        return Err(MoveError::NotMoving {
             slot,
             to: to.region().to_owned(),
-        }),
-        Err(e) => Err(from.failed("ending the move", e)),
+        });
     }
+    Ok(())
 }
 
 /// What the old home wrote for the slot, read once the slot is frozen there.
@@ -452,7 +470,8 @@ async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError>
         if let Some(item) = from.get(&from.outbox_table, key).await? {
             let outbox: OutboxItem = serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
                 .map_err(|e| from.failed("reading an outbox event", e))?;
-            latest_events.push(outbox.envelope);
+            // An event no consumer can read is the dead letters' business, not the move's.
+            latest_events.extend(reservation_event(&outbox.envelope));
         }
     }
     Ok(Awaited {
@@ -539,16 +558,12 @@ impl Check {
             }
             Self::Consumer { in_to, index, event } => {
                 let replica = if *in_to { to } else { from };
-                let envelope = &awaited.latest_events[*event];
-                let Some(event) = reservation_event(envelope) else {
-                    return Ok(true); // an event no consumer can read is the dead letters' business
-                };
-                let consumer = &replica.consumers[*index];
-                let applied = consumer
-                    .applied(&event)
+                let event = &awaited.latest_events[*event];
+                let applied = replica.consumers[*index]
+                    .applied(event)
                     .await
                     .map_err(|e| replica.failed("reading a consumer's state", e))?;
-                applied.is_some_and(|v| v >= envelope.version)
+                applied.is_some_and(|v| v >= event.version())
             }
         })
     }
@@ -726,10 +741,7 @@ fn takeover_of(home: &str, moving: Option<&str>, here: &str, lost: &str) -> Take
 /// read.
 async fn take_home(here: &Replica, slot: &SlotItem, lost: &str, report: &mut TakeoverReport) -> Result<(), MoveError> {
     let mut request = here
-        .dynamodb
-        .update_item()
-        .table_name(&here.reservations_table)
-        .key(PK, AttributeValue::S(slot.pk.clone()))
+        .slot_update(slot.pk.clone())
         .update_expression("SET #home_region = :here, taken_over_from = :lost REMOVE #moving_to")
         .expression_attribute_names("#home_region", HOME_REGION)
         .expression_attribute_names("#moving_to", MOVING_TO)
@@ -749,21 +761,15 @@ async fn take_home(here: &Replica, slot: &SlotItem, lost: &str, report: &mut Tak
         }
         None => "attribute_not_exists(#moving_to)",
     };
-    match request
-        .condition_expression(format!("{home_as_read} AND {moving_as_read}"))
-        .send()
-        .await
-    {
-        Ok(_) => {
-            report.slots_taken += 1;
-            Ok(())
-        }
-        Err(e) if is_condition_failure(&e) => Err(MoveError::Raced {
+    let update = request.condition_expression(format!("{home_as_read} AND {moving_as_read}"));
+    if !here.conditionally("taking a slot's home", update).await? {
+        return Err(MoveError::Raced {
             slot: slot.slot_id.to_string(),
             found: "its home changed during the takeover".into(),
-        }),
-        Err(e) => Err(here.failed("taking a slot's home", e)),
+        });
     }
+    report.slots_taken += 1;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1074,21 +1074,20 @@ async fn the_cli_moves_a_home_takes_over_and_refuses_with_one_line() {
     assert_eq!(same.status.code(), Some(2));
     assert!(one_line(&same).contains("a move needs two Regions"), "{same:?}");
 
-    let moved = cli(&stack)
-        .args(move_home)
-        .args(["--primary", PRIMARY])
-        .output()
-        .unwrap();
+    let run_move = || {
+        cli(&stack)
+            .args(move_home)
+            .args(["--primary", PRIMARY])
+            .output()
+            .unwrap()
+    };
+    let moved = run_move();
     assert_eq!(moved.status.code(), Some(0), "{moved:?}");
     assert!(
         one_line(&moved).starts_with("slot by-hand moved from us-east-1 to eu-west-1: waited "),
         "{moved:?}"
     );
-    let again = cli(&stack)
-        .args(move_home)
-        .args(["--primary", PRIMARY])
-        .output()
-        .unwrap();
+    let again = run_move();
     assert_eq!(again.status.code(), Some(0), "{again:?}");
     assert_eq!(
         one_line(&again),
