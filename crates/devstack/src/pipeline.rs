@@ -116,20 +116,27 @@ pub fn poller(
     regions: &Regions,
 ) -> LocalPoller {
     let sink = KinesisSink::new(aws_sdk_kinesis::Client::new(sdk), events_stream);
-    poller_to(sdk, outbox_table, sink, dead_letter_dir, settings, regions)
+    poller_to(
+        aws_sdk_dynamodb::Client::new(sdk),
+        outbox_table,
+        sink,
+        dead_letter_dir,
+        settings,
+        regions,
+    )
 }
 
 /// The local polling publisher, publishing to `sink` (Kinesis or Kafka), as Region
-/// `regions.here`'s poller.
+/// `regions.here`'s poller, reading and marking the outbox through `dynamodb`.
 pub fn poller_to<S: EventSink>(
-    sdk: &aws_config::SdkConfig,
+    dynamodb: aws_sdk_dynamodb::Client,
     outbox_table: &str,
     sink: S,
     dead_letter_dir: &Path,
     settings: PollerSettings,
     regions: &Regions,
 ) -> Poller<DynamoOutbox, DynamoOutbox, S, JsonLinesDeadLetters> {
-    let outbox = DynamoOutbox::in_region(aws_sdk_dynamodb::Client::new(sdk), outbox_table, regions);
+    let outbox = DynamoOutbox::in_region(dynamodb, outbox_table, regions);
     Poller::new(
         outbox.clone(),
         outbox,

@@ -1,41 +1,64 @@
 //! A stand-in for DynamoDB global tables between test stacks that each stand for a Region. No
 //! engine here replicates between Regions (LocalStack serves a replica as the same table, with no
-//! stream in the replica's Region), so the multi-Region tests join two [`TestStack`]s with this:
-//! test code, never something to run in place of AWS.
+//! stream in the replica's Region), so the multi-Region tests join two or three [`TestStack`]s
+//! with this: test code, never something to run in place of AWS.
 //!
 //! It behaves as the AWS documentation describes version 2019.11.21 in multi-Region eventual
 //! consistency mode, as far as the product can tell:
-//! - replication is asynchronous, item by item (the items of one transaction travel on their
-//!   own), after a lag the test sets;
+//! - replication is asynchronous and item by item: each write arrives in each other Region after
+//!   the lag the test sets, plus, if it asks, a jitter of its own and extra delays for chosen
+//!   items, so the items one transaction wrote arrive apart and in another order;
 //! - a replicated write lands on the receiving Region's table like any write, so it is on that
 //!   Region's stream too;
-//! - conflicts resolve per item, last writer wins: a replicated write older than the receiving
-//!   replica's latest write of that item is dropped;
-//! - the link can be cut (writes wait, in order, until it is restored).
+//! - conflicts resolve per item, last writer wins, by the time of the write: every write made
+//!   through a Region's client ([`region_client`]) is stamped with its time and Region (hidden
+//!   attributes, as version 2017.11.29 kept `aws:rep:updatetime`), and a replicated write is
+//!   applied only if it is newer than what the receiving replica holds, in one conditional write;
+//! - reads that do not ask for consistency can be served from a copy of the Region's table that
+//!   lags behind it ([`Options::stale_reads`]): such a read may miss the writes of the last moments;
+//! - any number of Regions; a link can be cut in one direction or both (writes wait until it is
+//!   restored).
 //!
 //! [`StandInReplication::settle`] writes a marker item (a key no product item has, no
-//! `item_type`) into every replicated table of both Regions and waits for each in the other: the
-//! tables keep those markers.
+//! `item_type`) into every replicated table of every Region and waits for each everywhere else,
+//! then for everything read before it: the tables keep those markers.
 //!
-//! What it does not model: it orders writes by when it read them from their Region's stream,
-//! not by DynamoDB's internal timestamps, and a local write it has not read yet can be overwritten
-//! by a replicated one that was older (DynamoDB compares the two atomically). The tests that use
-//! it never write one item in two Regions at once except where they say so.
+//! What it does not model: throttling, the replication of a write a Region received (each write
+//! replicates from the Region it was made in only, as on AWS), and writes made by clients other
+//! than [`region_client`]s (the poller's own client, say), which it stamps when it reads them.
 
 use crate::stack::TestStack;
-use aws_sdk_dynamodb::types::{AttributeValue, ScalarAttributeType, StreamSpecification, StreamViewType};
+use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextMut;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemInput;
+use aws_sdk_dynamodb::operation::get_item::GetItemInput;
+use aws_sdk_dynamodb::operation::put_item::PutItemInput;
+use aws_sdk_dynamodb::operation::query::QueryInput;
+use aws_sdk_dynamodb::operation::scan::ScanInput;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsInput;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemInput;
+use aws_sdk_dynamodb::types::{
+    AttributeValue, BillingMode, GlobalSecondaryIndex, ReturnValue, ScalarAttributeType, StreamSpecification,
+    StreamViewType,
+};
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 type Item = HashMap<String, AttributeValue>;
 /// A table's key attributes: name and type.
 type Key = Vec<(String, ScalarAttributeType)>;
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// On every item a Region writes: when (microseconds since the epoch) and where. Last writer
+/// wins compares these.
+pub const WRITTEN_AT: &str = "standin:written_at";
+pub const WRITTEN_IN: &str = "standin:written_in";
 
 /// The tables the writes and the events live in, by the variable that names them: enough for the
 /// tests of publishing and booking across Regions.
@@ -49,18 +72,299 @@ pub const WITH_CONSUMER_TABLES: &[&str] = &[
     "NOTIFICATIONS_TABLE",
 ];
 
-/// The replication between two Regions' tables; stops when dropped.
+/// The time of a write: microseconds since the epoch, one clock for every Region of the test
+/// process, strictly increasing so that no two writes tie.
+fn write_time() -> u64 {
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
+    let mut last = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(last + 1);
+        match LAST.compare_exchange(last, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(seen) => last = seen,
+        }
+    }
+}
+
+/// What a Region's DynamoDB client does for the stand-in: stamps every write with its time and
+/// Region, remembers when it deleted what, serves eventually consistent reads of replicated
+/// tables from their lagging copies once the stand-in made them, and holds chosen writes back.
+#[derive(Debug)]
+pub struct RegionHooks {
+    region: String,
+    /// Table name to the name of its lagging copy.
+    stale: RwLock<HashMap<String, String>>,
+    /// (table, item key) to the time this Region deleted it.
+    deletes: Mutex<HashMap<(String, String), u64>>,
+    pauses: Mutex<Vec<Pause>>,
+}
+
+#[derive(Debug, Clone)]
+struct Pause {
+    table: String,
+    key_value: String,
+    delay: Duration,
+    until: std::time::Instant,
+}
+
+impl RegionHooks {
+    pub fn new(region: &str) -> Arc<Self> {
+        Arc::new(Self {
+            region: region.to_owned(),
+            stale: Default::default(),
+            deletes: Default::default(),
+            pauses: Default::default(),
+        })
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// For the next `window`, holds every write through this Region's client of an item of
+    /// `table` whose key names `key_value` (e.g. `SLOT#s1`) for `delay` before it is sent: a
+    /// process that stalls between deciding and writing. The calling thread sleeps (a test using
+    /// it needs a spare worker thread).
+    pub fn pause_writes(&self, table: &str, key_value: &str, delay: Duration, window: Duration) {
+        self.pauses.lock().unwrap().push(Pause {
+            table: table.to_owned(),
+            key_value: key_value.to_owned(),
+            delay,
+            until: std::time::Instant::now() + window,
+        });
+    }
+
+    fn pause_if_asked(&self, table: Option<&str>, key: Option<&Item>) {
+        let (Some(table), Some(key)) = (table, key) else { return };
+        let delay = self
+            .pauses
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.until > std::time::Instant::now() && p.table == table)
+            .filter(|p| key.values().any(|v| v.as_s().is_ok_and(|s| *s == p.key_value)))
+            .map(|p| p.delay)
+            .max();
+        if let Some(delay) = delay {
+            std::thread::sleep(delay);
+        }
+    }
+
+    fn stamp(&self, item: &mut Item, at: u64) {
+        item.insert(WRITTEN_AT.into(), AttributeValue::N(at.to_string()));
+        item.insert(WRITTEN_IN.into(), AttributeValue::S(self.region.clone()));
+    }
+
+    fn stamp_update(
+        &self,
+        expression: &mut Option<String>,
+        names: &mut Option<HashMap<String, String>>,
+        values: &mut Option<HashMap<String, AttributeValue>>,
+        at: u64,
+    ) {
+        *expression = Some(with_stamp_clause(expression.as_deref().unwrap_or_default()));
+        names.get_or_insert_default().extend([
+            ("#standin_written_at".to_owned(), WRITTEN_AT.to_owned()),
+            ("#standin_written_in".to_owned(), WRITTEN_IN.to_owned()),
+        ]);
+        values.get_or_insert_default().extend([
+            (":standin_written_at".to_owned(), AttributeValue::N(at.to_string())),
+            (":standin_written_in".to_owned(), AttributeValue::S(self.region.clone())),
+        ]);
+    }
+
+    fn deleted(&self, table: &str, key: &Item, at: u64) {
+        self.deletes
+            .lock()
+            .unwrap()
+            .insert((table.to_owned(), canonical(key)), at);
+    }
+
+    fn take_delete_time(&self, table: &str, key: &str) -> Option<u64> {
+        self.deletes.lock().unwrap().remove(&(table.to_owned(), key.to_owned()))
+    }
+
+    /// Points an eventually consistent read of a table that has a lagging copy at that copy.
+    fn stale_read(&self, table: &mut Option<String>, consistent: Option<bool>) {
+        if consistent == Some(true) {
+            return;
+        }
+        if let Some(name) = table.as_mut()
+            && let Some(copy) = self.stale.read().unwrap().get(name.as_str())
+        {
+            *name = copy.clone();
+        }
+    }
+
+    /// Stamps the writes and redirects the reads of one request.
+    fn rewrite(&self, input: &mut aws_smithy_runtime_api::client::interceptors::context::Input) {
+        if let Some(put) = input.downcast_mut::<PutItemInput>() {
+            self.pause_if_asked(put.table_name.as_deref(), put.item.as_ref());
+            if let Some(item) = put.item.as_mut() {
+                self.stamp(item, write_time());
+            }
+        } else if let Some(update) = input.downcast_mut::<UpdateItemInput>() {
+            self.pause_if_asked(update.table_name.as_deref(), update.key.as_ref());
+            self.stamp_update(
+                &mut update.update_expression,
+                &mut update.expression_attribute_names,
+                &mut update.expression_attribute_values,
+                write_time(),
+            );
+        } else if let Some(delete) = input.downcast_mut::<DeleteItemInput>() {
+            self.pause_if_asked(delete.table_name.as_deref(), delete.key.as_ref());
+            if let (Some(table), Some(key)) = (&delete.table_name, &delete.key) {
+                self.deleted(table, key, write_time());
+            }
+        } else if let Some(transaction) = input.downcast_mut::<TransactWriteItemsInput>() {
+            // One time for the whole transaction, as DynamoDB gives its writes.
+            let at = write_time();
+            for item in transaction.transact_items.iter_mut().flatten() {
+                if let Some(put) = item.put.as_mut() {
+                    self.pause_if_asked(Some(&put.table_name), Some(&put.item));
+                    self.stamp(&mut put.item, at);
+                }
+                if let Some(update) = item.update.as_mut() {
+                    self.pause_if_asked(Some(&update.table_name), Some(&update.key));
+                    let mut expression = Some(std::mem::take(&mut update.update_expression));
+                    self.stamp_update(
+                        &mut expression,
+                        &mut update.expression_attribute_names,
+                        &mut update.expression_attribute_values,
+                        at,
+                    );
+                    update.update_expression = expression.unwrap_or_default();
+                }
+                if let Some(delete) = item.delete.as_ref() {
+                    self.deleted(&delete.table_name, &delete.key, at);
+                }
+            }
+        } else if let Some(get) = input.downcast_mut::<GetItemInput>() {
+            self.stale_read(&mut get.table_name, get.consistent_read);
+        } else if let Some(query) = input.downcast_mut::<QueryInput>() {
+            self.stale_read(&mut query.table_name, query.consistent_read);
+        } else if let Some(scan) = input.downcast_mut::<ScanInput>() {
+            self.stale_read(&mut scan.table_name, scan.consistent_read);
+        }
+    }
+}
+
+/// `expression` with the stamp's assignments added to its SET clause (or a SET clause added).
+fn with_stamp_clause(expression: &str) -> String {
+    const STAMP: &str = "#standin_written_at = :standin_written_at, #standin_written_in = :standin_written_in";
+    let set = expression.char_indices().find(|&(i, _)| {
+        expression[i..].len() >= 3
+            && expression[i..i + 3].eq_ignore_ascii_case("SET")
+            && expression[..i].chars().last().is_none_or(char::is_whitespace)
+            && expression[i + 3..].chars().next().is_some_and(char::is_whitespace)
+    });
+    match set {
+        Some((i, _)) => format!("{}SET {STAMP},{}", &expression[..i], &expression[i + 3..]),
+        None => format!("SET {STAMP} {expression}"),
+    }
+}
+
+#[derive(Debug)]
+struct RegionInterceptor(Arc<RegionHooks>);
+
+impl Intercept for RegionInterceptor {
+    fn name(&self) -> &'static str {
+        "global-table stand-in"
+    }
+
+    fn modify_before_serialization(
+        &self,
+        context: &mut BeforeSerializationInterceptorContextMut<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.0.rewrite(context.input_mut());
+        Ok(())
+    }
+}
+
+/// A DynamoDB client for the Region `hooks` stands for: what the product's code in that Region
+/// uses, so that the stand-in knows when and where each write was made.
+pub fn region_client(sdk: &aws_config::SdkConfig, hooks: Arc<RegionHooks>) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::config::Builder::from(sdk)
+        .interceptor(RegionInterceptor(hooks))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// How the stand-in replicates.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How long after it was read from its Region's stream a write arrives elsewhere.
+    pub lag: Duration,
+    /// Up to this much more for each write, its own: the items of one transaction arrive apart,
+    /// in another order than they were written.
+    pub jitter: Duration,
+    /// Eventually consistent reads see each Region's tables as they were this long ago.
+    pub stale_reads: Option<Duration>,
+    /// The replicated tables, by the variables that name them.
+    pub tables: &'static [&'static str],
+}
+
+impl Options {
+    pub fn lag(lag: Duration) -> Self {
+        Self {
+            lag,
+            jitter: Duration::ZERO,
+            stale_reads: None,
+            tables: REPLICATED_TABLES,
+        }
+    }
+
+    pub fn jitter(self, jitter: Duration) -> Self {
+        Self { jitter, ..self }
+    }
+
+    pub fn stale_reads(self, behind: Duration) -> Self {
+        Self {
+            stale_reads: Some(behind),
+            ..self
+        }
+    }
+
+    pub fn tables(self, tables: &'static [&'static str]) -> Self {
+        Self { tables, ..self }
+    }
+}
+
+/// What replication did so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct ReplicationFigures {
+    /// Records read from the Regions' streams.
+    pub read: u64,
+    /// Writes applied in another Region.
+    pub applied: u64,
+    /// Replicated writes dropped because the receiving replica held a newer write of the item.
+    pub dropped_as_older: u64,
+    /// Writes applied before a write read earlier on the same link: arrived out of order.
+    pub reordered: u64,
+}
+
+/// The replication between the Regions' tables; stops when dropped.
 pub struct StandInReplication {
     link: Arc<Link>,
     task: Option<JoinHandle<()>>,
-    regions: Vec<Replica>,
-    markers: std::sync::atomic::AtomicU64,
+    regions: Vec<ReplicaView>,
+    /// The replicated tables' variables, in the order of each [`ReplicaView::tables`].
+    tables: &'static [&'static str],
+    markers: AtomicU64,
 }
 
-/// One Region's replica: its client and its replicated tables, in [`REPLICATED_TABLES`] order.
+/// One Region's replica as the stand-in writes it: its name, a client of its own (its writes
+/// are not stamped again), its replicated tables in [`Options::tables`] order.
 #[derive(Clone)]
-struct Replica {
+struct ReplicaView {
+    name: String,
     client: aws_sdk_dynamodb::Client,
+    hooks: Arc<RegionHooks>,
     tables: Vec<ReplicaTable>,
 }
 
@@ -72,30 +376,52 @@ struct ReplicaTable {
 
 /// What a test controls while replication runs.
 struct Link {
-    lag: Duration,
-    cut: AtomicBool,
+    /// (from, to) Region indexes whose writes wait.
+    cut: Mutex<HashSet<(usize, usize)>>,
+    delays: Mutex<Vec<DelayRule>>,
     stop: AtomicBool,
     state: Mutex<Progress>,
 }
 
-#[derive(Default, Clone, Copy)]
-struct Progress {
-    pending: usize,
-    /// Records read from the Regions' streams so far.
-    read: u64,
-    applied: u64,
-    dropped_as_older: u64,
+impl Link {
+    fn is_cut(&self, from: usize, to: usize) -> bool {
+        self.cut.lock().unwrap().contains(&(from, to))
+    }
 }
 
-/// One write on its way to the other Region.
+struct DelayRule {
+    table: usize,
+    matches: Box<dyn Fn(&Item) -> bool + Send + Sync>,
+    extra: Duration,
+}
+
+#[derive(Default, Clone, Copy)]
+struct Progress {
+    figures: ReplicationFigures,
+    pending: usize,
+    /// The sequence number of the last record read.
+    read_seq: u64,
+    /// The lowest sequence number of a write still on its way to another Region.
+    lowest_pending: Option<u64>,
+}
+
+/// Where a write goes: another Region's replica, or its own Region's lagging copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Replica(usize),
+    Copy(usize),
+}
+
+/// One write on its way.
 struct Delivery {
-    due: Instant,
+    seq: u64,
     from: usize,
+    to: Target,
     table: usize,
     key: String,
     item_key: Item,
     image: Option<Item>,
-    stamp: u64,
+    written_at: u64,
 }
 
 /// One table of one Region as the replicator reads it.
@@ -110,93 +436,178 @@ struct Source {
 
 impl StandInReplication {
     /// Replicates [`REPLICATED_TABLES`] between `regions` (their stacks, each standing for one
-    /// Region), each write arriving `lag` after it was read from its Region's stream. Turns on a
-    /// stream on tables that have none, as DynamoDB does for a global table's replicas.
-    pub async fn start(regions: [&TestStack; 2], lag: Duration) -> Self {
-        Self::start_tables(regions, lag, REPLICATED_TABLES).await
+    /// Region, made with [`TestStack::in_region`]), each write arriving `lag` after it was read
+    /// from its Region's stream.
+    pub async fn start(regions: &[&TestStack], lag: Duration) -> Self {
+        Self::start_with(regions, Options::lag(lag)).await
     }
 
     /// Replicates the tables named by `replicated` (variables, as [`REPLICATED_TABLES`]).
-    pub async fn start_tables(regions: [&TestStack; 2], lag: Duration, replicated: &[&str]) -> Self {
+    pub async fn start_tables(regions: &[&TestStack], lag: Duration, replicated: &'static [&'static str]) -> Self {
+        Self::start_with(regions, Options::lag(lag).tables(replicated)).await
+    }
+
+    /// Replicates as `options` say. Turns on a stream on tables that have none, as DynamoDB
+    /// does for a global table's replicas, and makes the lagging copies stale reads need.
+    pub async fn start_with(regions: &[&TestStack], options: Options) -> Self {
         let mut sources: Vec<Vec<Source>> = Vec::new();
         let mut replicas = Vec::new();
+        let mut copies: Vec<Vec<String>> = Vec::new();
         for stack in regions {
+            let hooks = stack
+                .region_hooks
+                .clone()
+                .expect("a stack of a Region: make it with TestStack::in_region");
             let mut region_sources = Vec::new();
             let mut tables = Vec::new();
-            for var in replicated {
+            let mut region_copies = Vec::new();
+            for var in options.tables {
                 let name = stack.name(var);
-                let (key, arn) = key_and_stream(&stack.dynamodb, &name).await;
+                let (key, arn) = key_and_stream(&stack.raw_dynamodb(), &name).await;
                 region_sources.push(Source {
                     streams: aws_sdk_dynamodbstreams::Client::new(&stack.sdk),
                     arn,
                     iterators: BTreeMap::new(),
                     read_up_to: HashMap::new(),
                 });
+                if options.stale_reads.is_some() {
+                    let copy = lagging_copy(&stack.raw_dynamodb(), &name).await;
+                    hooks.stale.write().unwrap().insert(name.clone(), copy.clone());
+                    region_copies.push(copy);
+                }
                 tables.push(ReplicaTable { name, key });
             }
             sources.push(region_sources);
-            replicas.push(Replica {
-                client: stack.dynamodb.clone(),
+            copies.push(region_copies);
+            replicas.push(ReplicaView {
+                name: hooks.region().to_owned(),
+                client: stack.raw_dynamodb(),
+                hooks,
                 tables,
             });
         }
+        let tables = options.tables;
         let link = Arc::new(Link {
-            lag,
-            cut: AtomicBool::new(false),
+            cut: Default::default(),
+            delays: Default::default(),
             stop: AtomicBool::new(false),
             state: Mutex::new(Progress::default()),
         });
         let replicator = Replicator {
             link: link.clone(),
+            options,
             sources,
             replicas: replicas.clone(),
-            clock: 0,
-            stamps: HashMap::new(),
-            echoes: HashMap::new(),
-            queue: VecDeque::new(),
+            copies,
+            seq: 0,
+            queue: BTreeMap::new(),
+            echoes: HashSet::new(),
+            deleted_at: HashMap::new(),
+            highest_applied: HashMap::new(),
+            last_seen: HashMap::new(),
         };
         let task = tokio::spawn(replicator.run());
         Self {
             link,
             task: Some(task),
             regions: replicas,
+            tables,
             markers: Default::default(),
         }
     }
 
-    /// Holds every write until [`Self::restore`]: the Regions cannot reach each other.
+    fn index(&self, region: &str) -> usize {
+        self.regions
+            .iter()
+            .position(|r| r.name == region)
+            .unwrap_or_else(|| panic!("no Region {region} in this replication"))
+    }
+
+    /// Holds every write between every two Regions until [`Self::restore`].
     pub fn cut(&self) {
-        self.link.cut.store(true, Ordering::SeqCst);
+        let n = self.regions.len();
+        let mut cut = self.link.cut.lock().unwrap();
+        for from in 0..n {
+            for to in (0..n).filter(|to| *to != from) {
+                cut.insert((from, to));
+            }
+        }
     }
 
+    /// Restores every link.
     pub fn restore(&self) {
-        self.link.cut.store(false, Ordering::SeqCst);
+        self.link.cut.lock().unwrap().clear();
     }
 
-    /// Waits until every write made so far in either Region has arrived in the other (the link
-    /// restored): both Regions hold the same items. A marker item is written into every
-    /// replicated table of both Regions; replication is in order per table, so once each marker
-    /// is in the other Region, so is everything written before it. Panics when replication reads
+    /// Holds the writes made in `from` on their way to `to` (and only those) until restored.
+    pub fn cut_one_way(&self, from: &str, to: &str) {
+        let link = (self.index(from), self.index(to));
+        self.link.cut.lock().unwrap().insert(link);
+    }
+
+    pub fn restore_one_way(&self, from: &str, to: &str) {
+        let link = (self.index(from), self.index(to));
+        self.link.cut.lock().unwrap().remove(&link);
+    }
+
+    /// Cuts `region` off from every other Region, both ways: it is lost, as far as the others
+    /// can tell.
+    pub fn isolate(&self, region: &str) {
+        let lost = self.index(region);
+        let mut cut = self.link.cut.lock().unwrap();
+        for other in (0..self.regions.len()).filter(|other| *other != lost) {
+            cut.insert((lost, other));
+            cut.insert((other, lost));
+        }
+    }
+
+    /// Writes to the table named by `table_var` whose new image `matches` arrive `extra` later
+    /// than the others (a removal has no image and is never delayed).
+    pub fn delay_items(
+        &self,
+        table_var: &str,
+        matches: impl Fn(&Item) -> bool + Send + Sync + 'static,
+        extra: Duration,
+    ) {
+        let table = self
+            .tables
+            .iter()
+            .position(|var| *var == table_var)
+            .unwrap_or_else(|| panic!("{table_var} is not replicated"));
+        self.link.delays.lock().unwrap().push(DelayRule {
+            table,
+            matches: Box::new(matches),
+            extra,
+        });
+    }
+
+    /// Waits until every write made so far in any Region has arrived in every other (the links
+    /// restored). A marker item is written into every replicated table of every Region; once
+    /// each has arrived everywhere, everything read before them has been read too, and the wait
+    /// goes on until each of those writes was applied or dropped. Panics when replication reads
     /// and applies nothing for `stall` (a slow machine only makes it take longer).
     pub async fn settle(&self, stall: Duration) {
         let n = self.markers.fetch_add(1, Ordering::SeqCst);
         let mut markers = Vec::new();
         for (from, replica) in self.regions.iter().enumerate() {
             for (table, replicated) in replica.tables.iter().enumerate() {
-                let marker = marker_key(&replicated.key, from, n);
+                let marker = marker_key(&replica.tables[table].key, from, n);
+                let mut item = marker.clone();
+                replica.hooks.stamp(&mut item, write_time());
                 replica
                     .client
                     .put_item()
                     .table_name(&replicated.name)
-                    .set_item(Some(marker.clone()))
+                    .set_item(Some(item))
                     .send()
                     .await
                     .expect("write a replication marker");
-                markers.push((1 - from, table, marker));
+                for to in (0..self.regions.len()).filter(|to| *to != from) {
+                    markers.push((to, table, marker.clone()));
+                }
             }
         }
-        let mut seen = (u64::MAX, u64::MAX);
-        let mut since = Instant::now();
+        let mut watch = StallWatch::new(stall);
         loop {
             let mut arrived = true;
             for (to, table, marker) in &markers {
@@ -213,27 +624,31 @@ impl StandInReplication {
                 arrived &= found.item.is_some();
             }
             if arrived {
+                break;
+            }
+            watch.check(&self.link);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let read_before = self.link.state.lock().unwrap().read_seq;
+        loop {
+            let lowest = self.link.state.lock().unwrap().lowest_pending;
+            if lowest.is_none_or(|seq| seq > read_before) {
                 return;
             }
-            let progress = *self.link.state.lock().unwrap();
-            if (progress.read, progress.applied) != seen {
-                seen = (progress.read, progress.applied);
-                since = Instant::now();
-            }
-            assert!(
-                since.elapsed() < stall,
-                "replication stalled for {stall:?} ({} writes pending)",
-                progress.pending
-            );
+            watch.check(&self.link);
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Writes applied to the other Region, and replicated writes dropped because the receiving
+    /// Writes applied in another Region, and replicated writes dropped because the receiving
     /// replica held a newer write of the item (last writer wins).
     pub fn counts(&self) -> (u64, u64) {
-        let progress = *self.link.state.lock().unwrap();
-        (progress.applied, progress.dropped_as_older)
+        let figures = self.figures();
+        (figures.applied, figures.dropped_as_older)
+    }
+
+    pub fn figures(&self) -> ReplicationFigures {
+        self.link.state.lock().unwrap().figures
     }
 }
 
@@ -243,6 +658,41 @@ impl Drop for StandInReplication {
         if let Some(task) = self.task.take() {
             task.abort();
         }
+    }
+}
+
+/// Fails a wait once replication has read and applied nothing for a while.
+struct StallWatch {
+    stall: Duration,
+    seen: (u64, u64),
+    since: Instant,
+}
+
+impl StallWatch {
+    fn new(stall: Duration) -> Self {
+        Self {
+            stall,
+            seen: (u64::MAX, u64::MAX),
+            since: Instant::now(),
+        }
+    }
+
+    fn check(&mut self, link: &Link) {
+        let progress = *link.state.lock().unwrap();
+        let now = (
+            progress.figures.read,
+            progress.figures.applied + progress.figures.dropped_as_older,
+        );
+        if now != self.seen {
+            self.seen = now;
+            self.since = Instant::now();
+        }
+        assert!(
+            self.since.elapsed() < self.stall,
+            "replication stalled for {:?} ({} writes pending; is a link cut?)",
+            self.stall,
+            progress.pending
+        );
     }
 }
 
@@ -308,123 +758,345 @@ async fn key_and_stream(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> (Ke
     (key, arn)
 }
 
+/// A table shaped like `table` (key, attribute definitions, global indexes), empty, for reads
+/// that may miss the last moments' writes: its name.
+async fn lagging_copy(dynamodb: &aws_sdk_dynamodb::Client, table: &str) -> String {
+    let described = dynamodb
+        .describe_table()
+        .table_name(table)
+        .send()
+        .await
+        .expect("describe table");
+    let description = described.table().expect("a table description");
+    let name = format!("{table}-lagging");
+    let indexes: Vec<GlobalSecondaryIndex> = description
+        .global_secondary_indexes()
+        .iter()
+        .map(|index| {
+            GlobalSecondaryIndex::builder()
+                .index_name(index.index_name().unwrap_or_default())
+                .set_key_schema(Some(index.key_schema().to_vec()))
+                .set_projection(index.projection().cloned())
+                .build()
+                .expect("an index")
+        })
+        .collect();
+    dynamodb
+        .create_table()
+        .table_name(&name)
+        .set_key_schema(Some(description.key_schema().to_vec()))
+        .set_attribute_definitions(Some(description.attribute_definitions().to_vec()))
+        .set_global_secondary_indexes((!indexes.is_empty()).then_some(indexes))
+        .billing_mode(BillingMode::PayPerRequest)
+        .send()
+        .await
+        .expect("create a lagging copy");
+    name
+}
+
 /// (Region, table, item key): one item of one replica.
 type ItemId = (usize, usize, String);
 
 /// The replication task's state.
 struct Replicator {
     link: Arc<Link>,
+    options: Options,
     /// Per Region, per replicated table.
     sources: Vec<Vec<Source>>,
-    replicas: Vec<Replica>,
-    clock: u64,
-    /// The stamp of the latest write of each item a Region holds.
-    stamps: HashMap<ItemId, u64>,
-    /// Writes this replicator made, not yet seen again on the receiving Region's stream.
-    echoes: HashMap<ItemId, VecDeque<Option<String>>>,
-    queue: VecDeque<Delivery>,
+    replicas: Vec<ReplicaView>,
+    /// Per Region, per replicated table, its lagging copy (none without stale reads).
+    copies: Vec<Vec<String>>,
+    seq: u64,
+    /// Writes on their way, in the order they are due.
+    queue: BTreeMap<(Instant, u64), Delivery>,
+    /// Removals this replicator made, not yet seen on the receiving Region's stream.
+    echoes: HashSet<ItemId>,
+    /// When each replica last had each removed item removed: a replicated write older than that
+    /// is dropped.
+    deleted_at: HashMap<ItemId, u64>,
+    /// (from, to) to the highest sequence number applied on that link.
+    highest_applied: HashMap<(usize, usize), u64>,
+    /// The time of the latest write of each item each Region's stream showed.
+    last_seen: HashMap<ItemId, u64>,
 }
 
 impl Replicator {
     async fn run(mut self) {
         while !self.link.stop.load(Ordering::SeqCst) {
             let read = self.read_streams().await;
-            let (applied, dropped) = self.deliver_due().await;
+            let delivered = self.deliver_due().await;
             {
                 let mut state = self.link.state.lock().unwrap();
                 state.pending = self.queue.len();
-                state.applied += applied;
-                state.dropped_as_older += dropped;
-                state.read += read;
+                state.read_seq = self.seq;
+                state.lowest_pending = self
+                    .queue
+                    .values()
+                    .filter(|d| matches!(d.to, Target::Replica(_)))
+                    .map(|d| d.seq)
+                    .min();
+                state.figures.read += read;
+                state.figures.applied += delivered.applied;
+                state.figures.dropped_as_older += delivered.dropped_as_older;
+                state.figures.reordered += delivered.reordered;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
-    /// Reads what both Regions' streams hold since the last pass: each local write is stamped
-    /// and queued for the other Region, each echo of a replicated write is passed over. Returns
-    /// how many records it read.
+    /// This write's own extra lag: the jitter (spread by its sequence number) and the delays
+    /// the test asked for.
+    fn extra_lag(&self, seq: u64, table: usize, image: Option<&Item>) -> Duration {
+        let mut extra = Duration::ZERO;
+        if !self.options.jitter.is_zero() {
+            let spread = splitmix(seq) % 1_000;
+            extra += self.options.jitter.mul_f64(spread as f64 / 1_000.0);
+        }
+        if let Some(image) = image {
+            for rule in self.link.delays.lock().unwrap().iter() {
+                if rule.table == table && (rule.matches)(image) {
+                    extra += rule.extra;
+                }
+            }
+        }
+        extra
+    }
+
+    /// Reads what every Region's streams hold since the last pass: each local write is queued
+    /// for every other Region (and for its own Region's lagging copy), each replicated one for
+    /// the lagging copy only. Returns how many records it read.
     async fn read_streams(&mut self) -> u64 {
         let mut read = 0;
-        for (region, region_sources) in self.sources.iter_mut().enumerate() {
-            for (table, source) in region_sources.iter_mut().enumerate() {
-                for (item_key, image) in source.read().await {
+        for region in 0..self.sources.len() {
+            for table in 0..self.sources[region].len() {
+                let records = self.sources[region][table].read().await;
+                for (item_key, image) in records {
                     read += 1;
-                    let key = canonical(&item_key);
-                    let id = (region, table, key.clone());
-                    let seen = image.as_ref().map(canonical);
-                    if let Some(waiting) = self.echoes.get_mut(&id)
-                        && waiting.front() == Some(&seen)
-                    {
-                        waiting.pop_front();
-                        continue;
-                    }
-                    self.clock += 1;
-                    self.stamps.insert(id, self.clock);
-                    self.queue.push_back(Delivery {
-                        due: Instant::now() + self.link.lag,
-                        from: region,
-                        table,
-                        key,
-                        item_key,
-                        image,
-                        stamp: self.clock,
-                    });
+                    self.queue_record(region, table, item_key, image);
                 }
             }
         }
         read
     }
 
-    /// Applies the queued writes whose lag has passed, in order, unless the link is cut; a write
-    /// older than the receiving replica's latest of that item is dropped (last writer wins).
-    /// Returns (applied, dropped).
-    async fn deliver_due(&mut self) -> (u64, u64) {
-        let (mut applied, mut dropped) = (0, 0);
-        while !self.link.cut.load(Ordering::SeqCst)
-            && let Some(delivery) = self.queue.front()
-            && delivery.due <= Instant::now()
-        {
-            let delivery = self.queue.pop_front().expect("the front delivery");
-            let to = 1 - delivery.from;
-            let id = (to, delivery.table, delivery.key.clone());
-            if self.stamps.get(&id).is_some_and(|held| *held > delivery.stamp) {
-                dropped += 1;
+    fn queue_record(&mut self, region: usize, table: usize, item_key: Item, mut image: Option<Item>) {
+        let key = canonical(&item_key);
+        let replica = &self.replicas[region];
+        let local = match &image {
+            Some(image) => image
+                .get(WRITTEN_IN)
+                .and_then(|r| r.as_s().ok())
+                .is_none_or(|r| *r == replica.name),
+            None => !self.echoes.remove(&(region, table, key.clone())),
+        };
+        let written_at = match &mut image {
+            Some(image) => match image.get(WRITTEN_AT).and_then(|t| t.as_n().ok()) {
+                Some(at) => at.parse().expect("a write time"),
+                None => {
+                    // A write through another client: stamped now, as it is read.
+                    let at = write_time();
+                    replica.hooks.stamp(image, at);
+                    at
+                }
+            },
+            None => replica
+                .hooks
+                .take_delete_time(&replica.tables[table].name, &key)
+                .unwrap_or_else(write_time),
+        };
+        // A Region's writes of one item take effect in the order its stream shows, whatever
+        // times their clients stamped (two concurrent writes can commit in either order), as
+        // DynamoDB, which stamps a write when it commits, would have them.
+        let id = (region, table, key.clone());
+        let written_at = if local {
+            let effective = self
+                .last_seen
+                .get(&id)
+                .map_or(written_at, |last| written_at.max(last + 1));
+            if let Some(image) = image.as_mut() {
+                image.insert(WRITTEN_AT.into(), AttributeValue::N(effective.to_string()));
+            }
+            effective
+        } else {
+            written_at
+        };
+        let last = self.last_seen.entry(id).or_insert(written_at);
+        *last = (*last).max(written_at);
+        let now = Instant::now();
+        if let Some(behind) = self.options.stale_reads {
+            self.seq += 1;
+            let seq = self.seq;
+            self.queue.insert(
+                (now + behind, seq),
+                Delivery {
+                    seq,
+                    from: region,
+                    to: Target::Copy(region),
+                    table,
+                    key: key.clone(),
+                    item_key: item_key.clone(),
+                    image: image.clone(),
+                    written_at,
+                },
+            );
+        }
+        if !local {
+            return;
+        }
+        if image.is_none() {
+            self.deleted_at.insert((region, table, key.clone()), written_at);
+        }
+        for to in (0..self.replicas.len()).filter(|to| *to != region) {
+            self.seq += 1;
+            let seq = self.seq;
+            let due = now + self.options.lag + self.extra_lag(seq, table, image.as_ref());
+            self.queue.insert(
+                (due, seq),
+                Delivery {
+                    seq,
+                    from: region,
+                    to: Target::Replica(to),
+                    table,
+                    key: key.clone(),
+                    item_key: item_key.clone(),
+                    image: image.clone(),
+                    written_at,
+                },
+            );
+        }
+    }
+
+    /// Applies the writes that are due, in the order they are due, except those on a cut link
+    /// (they wait); in another Region, only if newer than what it holds (last writer wins).
+    async fn deliver_due(&mut self) -> Delivered {
+        let mut delivered = Delivered::default();
+        let now = Instant::now();
+        let due: Vec<(Instant, u64)> = self.queue.range(..=(now, u64::MAX)).map(|(k, _)| *k).collect();
+        for slot in due {
+            let delivery = &self.queue[&slot];
+            if let Target::Replica(to) = delivery.to
+                && self.link.is_cut(delivery.from, to)
+            {
                 continue;
             }
-            let replica = &self.replicas[to];
-            let table = &replica.tables[delivery.table].name;
-            match &delivery.image {
-                Some(image) => {
-                    replica
-                        .client
-                        .put_item()
-                        .table_name(table)
-                        .set_item(Some(image.clone()))
-                        .send()
-                        .await
-                        .expect("replicated put");
-                }
-                None => {
-                    replica
-                        .client
-                        .delete_item()
-                        .table_name(table)
-                        .set_key(Some(delivery.item_key.clone()))
-                        .send()
-                        .await
-                        .expect("replicated delete");
+            let delivery = self.queue.remove(&slot).expect("a due delivery");
+            match delivery.to {
+                Target::Copy(region) => self.apply_to_copy(region, &delivery).await,
+                Target::Replica(to) => {
+                    if self.apply_to_replica(to, &delivery).await {
+                        delivered.applied += 1;
+                    } else {
+                        delivered.dropped_as_older += 1;
+                    }
+                    let highest = self.highest_applied.entry((delivery.from, to)).or_insert(0);
+                    if delivery.seq < *highest {
+                        delivered.reordered += 1;
+                    }
+                    *highest = (*highest).max(delivery.seq);
                 }
             }
-            self.echoes
-                .entry(id.clone())
-                .or_default()
-                .push_back(delivery.image.as_ref().map(canonical));
-            self.stamps.insert(id, delivery.stamp);
-            applied += 1;
         }
-        (applied, dropped)
+        delivered
     }
+
+    async fn apply_to_copy(&self, region: usize, delivery: &Delivery) {
+        let replica = &self.replicas[region];
+        let copy = &self.copies[region][delivery.table];
+        match &delivery.image {
+            Some(image) => {
+                replica
+                    .client
+                    .put_item()
+                    .table_name(copy)
+                    .set_item(Some(image.clone()))
+                    .send()
+                    .await
+                    .expect("a write to a lagging copy");
+            }
+            None => {
+                replica
+                    .client
+                    .delete_item()
+                    .table_name(copy)
+                    .set_key(Some(delivery.item_key.clone()))
+                    .send()
+                    .await
+                    .expect("a removal from a lagging copy");
+            }
+        }
+    }
+
+    /// Applies a write in Region `to` if it is newer than what `to` holds: whether it did.
+    async fn apply_to_replica(&mut self, to: usize, delivery: &Delivery) -> bool {
+        let id = (to, delivery.table, delivery.key.clone());
+        if self.deleted_at.get(&id).is_some_and(|at| *at > delivery.written_at) {
+            return false;
+        }
+        let replica = &self.replicas[to];
+        let table = &replica.tables[delivery.table].name;
+        let at = AttributeValue::N(delivery.written_at.to_string());
+        match &delivery.image {
+            Some(image) => {
+                let from = AttributeValue::S(self.replicas[delivery.from].name.clone());
+                let put = replica
+                    .client
+                    .put_item()
+                    .table_name(table)
+                    .set_item(Some(image.clone()))
+                    .condition_expression("attribute_not_exists(#at) OR #at < :at OR (#at = :at AND #in < :in)")
+                    .expression_attribute_names("#at", WRITTEN_AT)
+                    .expression_attribute_names("#in", WRITTEN_IN)
+                    .expression_attribute_values(":at", at)
+                    .expression_attribute_values(":in", from)
+                    .send()
+                    .await;
+                match put {
+                    Ok(_) => true,
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => false,
+                    Err(e) => panic!("replicated put: {e:?}"),
+                }
+            }
+            None => {
+                let removed = replica
+                    .client
+                    .delete_item()
+                    .table_name(table)
+                    .set_key(Some(delivery.item_key.clone()))
+                    .condition_expression("attribute_not_exists(#at) OR #at < :at")
+                    .expression_attribute_names("#at", WRITTEN_AT)
+                    .expression_attribute_values(":at", at)
+                    .return_values(ReturnValue::AllOld)
+                    .send()
+                    .await;
+                match removed {
+                    Ok(out) => {
+                        if out.attributes.is_some_and(|a| !a.is_empty()) {
+                            self.echoes.insert(id.clone());
+                        }
+                        self.deleted_at.insert(id, delivery.written_at);
+                        true
+                    }
+                    Err(e) if e.code() == Some("ConditionalCheckFailedException") => false,
+                    Err(e) => panic!("replicated delete: {e:?}"),
+                }
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Delivered {
+    applied: u64,
+    dropped_as_older: u64,
+    reordered: u64,
+}
+
+/// A well-spread number from a sequence number: each write's jitter, the same on every run.
+fn splitmix(seq: u64) -> u64 {
+    let mut z = seq.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Source {
@@ -486,9 +1158,7 @@ impl Source {
         }
         records
     }
-}
 
-impl Source {
     /// An iterator on `shard` after the last record read from it, else from its start.
     async fn open(&self, shard: &str) -> String {
         let request = self.streams.get_shard_iterator().stream_arn(&self.arn).shard_id(shard);
@@ -544,5 +1214,38 @@ fn canonical_value(value: &AttributeValue) -> String {
         AttributeValue::M(map) => format!("M{}", canonical(map)),
         AttributeValue::L(list) => format!("L{:?}", list.iter().map(canonical_value).collect::<Vec<_>>()),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stamp_joins_an_update_expressions_set_clause_or_makes_one() {
+        const STAMP: &str = "#standin_written_at = :standin_written_at, #standin_written_in = :standin_written_in";
+        assert_eq!(
+            with_stamp_clause("SET #a = :a REMOVE #b"),
+            format!("SET {STAMP}, #a = :a REMOVE #b")
+        );
+        assert_eq!(
+            with_stamp_clause("REMOVE #moving_to"),
+            format!("SET {STAMP} REMOVE #moving_to")
+        );
+        assert_eq!(
+            with_stamp_clause("ADD n :one set #a = :a"),
+            format!("ADD n :one SET {STAMP}, #a = :a")
+        );
+        // A word that merely starts with SET is no clause.
+        assert_eq!(
+            with_stamp_clause("REMOVE settled"),
+            format!("SET {STAMP} REMOVE settled")
+        );
+    }
+
+    #[test]
+    fn writes_are_stamped_with_strictly_increasing_times() {
+        let times: Vec<u64> = (0..1_000).map(|_| write_time()).collect();
+        assert!(times.windows(2).all(|w| w[0] < w[1]));
     }
 }

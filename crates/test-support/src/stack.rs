@@ -23,6 +23,9 @@ pub struct TestStack {
     /// The Region this stack stands for and the primary one: one Region unless a test of
     /// several Regions says otherwise ([`Self::in_region`]).
     pub regions: settings::Regions,
+    /// With several Regions: what this Region's DynamoDB client does for the global-table
+    /// stand-in (stamps writes, serves stale reads); `None` for a stack of one Region.
+    pub region_hooks: Option<std::sync::Arc<crate::global_table::RegionHooks>>,
     /// The notifications topic and subscriber queue, created on first use.
     channel: tokio::sync::OnceCell<devstack::channel::ChannelResources>,
 }
@@ -144,18 +147,30 @@ impl TestStack {
             names,
             relay_mode: RelayMode::Stream,
             regions: settings::Regions::single(TEST_REGION),
+            region_hooks: None,
             sdk,
             channel: Default::default(),
         }
     }
 
     /// The same stack standing for Region `here` of a deployment whose primary is `primary`.
+    /// Its DynamoDB client becomes that Region's ([`crate::global_table::region_client`]), so
+    /// that a [`crate::global_table::StandInReplication`] can join it to other Regions.
     pub fn in_region(mut self, here: &str, primary: &str) -> Self {
         self.regions = settings::Regions {
             here: here.to_owned(),
             primary: primary.to_owned(),
         };
+        let hooks = crate::global_table::RegionHooks::new(here);
+        self.dynamodb = crate::global_table::region_client(&self.sdk, hooks.clone());
+        self.region_hooks = Some(hooks);
         self
+    }
+
+    /// A DynamoDB client on this stack's engine that is no Region's: its writes are not stamped
+    /// and its reads are never stale.
+    pub fn raw_dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk)
     }
 
     /// The same stack with the API marking new events for the polling publisher.
@@ -265,10 +280,10 @@ impl TestStack {
     /// The polling publisher on this stack's outbox, polling every `interval`, with a short lease
     /// (3 s, so a test replacing a killed poller waits briefly). Pair it with [`Self::polling`].
     pub fn poller(&self, interval: std::time::Duration) -> devstack::pipeline::LocalPoller {
-        devstack::pipeline::poller(
-            &self.sdk,
+        devstack::pipeline::poller_to(
+            self.dynamodb.clone(),
             &self.name("OUTBOX_TABLE"),
-            &self.name("EVENTS_STREAM"),
+            relay::KinesisSink::new(self.kinesis.clone(), self.name("EVENTS_STREAM")),
             &self.dead_letter_dir(),
             poller_settings(interval),
             &self.regions,
@@ -291,7 +306,7 @@ impl TestStack {
             .await
             .expect("the poller reaches the test topic");
         devstack::pipeline::poller_to(
-            &self.sdk,
+            self.dynamodb.clone(),
             &self.name("OUTBOX_TABLE"),
             sink,
             &self.dead_letter_dir(),

@@ -110,7 +110,7 @@ impl RelayArgs {
             ..Default::default()
         };
         Ok(pipeline::poller_to(
-            sdk,
+            aws_sdk_dynamodb::Client::new(sdk),
             &config.store.outbox_table,
             sink,
             &self.dead_letter_dir,

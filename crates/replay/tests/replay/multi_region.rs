@@ -23,7 +23,7 @@ type Service = ReservationService<adapters::DynamoReservationStore>;
 async fn two_regions(lag: Duration) -> (TestStack, TestStack, StandInReplication) {
     let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
     let other = TestStack::start().await.in_region(OTHER, PRIMARY);
-    let replication = StandInReplication::start([&primary, &other], lag).await;
+    let replication = StandInReplication::start(&[&primary, &other], lag).await;
     (primary, other, replication)
 }
 
@@ -240,7 +240,7 @@ async fn concurrent_bookings_through_both_regions_never_overbook_a_slot() {
 async fn without_a_home_two_regions_overbook_a_slot_which_is_what_homes_prevent() {
     let east = TestStack::start().await.in_region(PRIMARY, PRIMARY);
     let west = TestStack::start().await.in_region(OTHER, OTHER);
-    let replication = StandInReplication::start([&east, &west], Duration::from_millis(200)).await;
+    let replication = StandInReplication::start(&[&east, &west], Duration::from_millis(200)).await;
     // A slot without a home: written before slots had one, which every primary takes writes for.
     let slot = adapters::dynamodb::items::SlotItem {
         home_region: None,
@@ -324,7 +324,7 @@ async fn the_api_of_another_region_sends_writes_for_a_slot_to_its_home_with_a_42
 async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_it() {
     let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY).polling();
     let other = TestStack::start().await.in_region(OTHER, PRIMARY).polling();
-    let replication = StandInReplication::start([&primary, &other], Duration::from_millis(200)).await;
+    let replication = StandInReplication::start(&[&primary, &other], Duration::from_millis(200)).await;
     let (primary_api, other_api) = (service(&primary), service(&other));
     put_slot(&primary_api, "slot-east", 50).await;
     put_slot(&other_api, "slot-west", 50).await;
@@ -379,7 +379,7 @@ async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, Sta
     let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
     let other = TestStack::start().await.in_region(OTHER, PRIMARY);
     let replication = StandInReplication::start_tables(
-        [&primary, &other],
+        &[&primary, &other],
         lag,
         test_support::global_table::WITH_CONSUMER_TABLES,
     )
