@@ -102,7 +102,14 @@ impl SlotStore for InMemoryStore {
         Ok(state.slots.get(slot_id).cloned())
     }
 
-    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+    /// One Region that is its own primary: every slot is at home in it, so a named home is
+    /// not recorded.
+    async fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        capacity: Capacity,
+        _home: Option<&domain::RegionName>,
+    ) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
         state.store_failure("put slot")?;
         if let Some(refusal) = state.homed_elsewhere.get(slot_id) {

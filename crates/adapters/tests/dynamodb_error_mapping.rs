@@ -33,6 +33,7 @@ fn tables() -> StoreTables {
         idempotency_retention: time::Duration::hours(24),
         relay_mode: adapters::RelayMode::Stream,
         regions: settings::Regions::single("us-east-1"),
+        slot_homes: vec!["us-east-1".into()],
     }
 }
 
@@ -211,7 +212,7 @@ async fn shrinking_a_slot_below_its_reservations_reports_what_is_reserved() {
         )
     });
     let result = store(&[&exists, &too_small], RetryConfig::disabled())
-        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap())
+        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap(), None)
         .await;
     match result {
         Err(SlotWriteError::CapacityBelowReserved { requested, reserved }) => assert_eq!((requested, reserved), (2, 3)),

@@ -408,6 +408,20 @@ fn service_problem(err: ServiceError) -> Problem {
             problem.home_region = Some(region.clone());
             problem
         }
+        ServiceError::CreatedInPrimary { ref primary, .. } => {
+            let mut problem = Problem::new(StatusCode::MISDIRECTED_REQUEST, "wrong_region", err.to_string());
+            problem.home_region = Some(primary.clone());
+            problem
+        }
+        ServiceError::HomeDiffers { ref home, .. } => {
+            let mut problem = Problem::new(StatusCode::CONFLICT, "home_differs", err.to_string());
+            problem.home_region = Some(home.clone());
+            problem
+        }
+        ServiceError::UnknownRegion { .. } => Problem::validation(vec![crate::problem::FieldError {
+            field: "home_region".into(),
+            message: err.to_string(),
+        }]),
         // Every Region refuses the slot's writes while its home moves; the move takes seconds.
         ServiceError::HomeMoving { ref to, .. } => {
             let mut problem = Problem::new(StatusCode::SERVICE_UNAVAILABLE, "home_moving", err.to_string());

@@ -1,7 +1,7 @@
 //! Parsing request bodies into validated commands, collecting every field error at once.
 
 use crate::problem::{FieldError, Problem};
-use domain::{Capacity, GuestId, Seats, SlotId, ValidationError};
+use domain::{Capacity, GuestId, RegionName, Seats, SlotId, ValidationError};
 use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -19,6 +19,8 @@ pub struct CreateReservation {
 #[derive(Debug, Clone, PartialEq)]
 pub struct PutSlot {
     pub capacity: Capacity,
+    /// With several Regions: the Region a new slot is at home in (the primary when absent).
+    pub home_region: Option<RegionName>,
 }
 
 /// Accepts `application/json` and any `+json` media type, with or without parameters.
@@ -105,6 +107,18 @@ impl Fields {
         self.keep(result)
     }
 
+    /// A string field that may be absent (or null).
+    fn optional_string<T>(
+        &mut self,
+        field: &'static str,
+        build: impl Fn(String) -> Result<T, ValidationError>,
+    ) -> Option<Option<T>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Some(None),
+            Some(_) => self.string(field, build).map(Some),
+        }
+    }
+
     fn keep<T>(&mut self, result: Result<T, ValidationError>) -> Option<T> {
         result.map_err(|e| self.errors.push(e.into())).ok()
     }
@@ -141,10 +155,13 @@ pub fn parse_put_slot(body: &[u8]) -> Result<PutSlot, Problem> {
         map: json_object(body)?,
         errors: Vec::new(),
     };
-    let capacity = fields
-        .integer("capacity", Capacity::new)
-        .map(|capacity| PutSlot { capacity });
-    fields.finish(capacity)
+    let capacity = fields.integer("capacity", Capacity::new);
+    let home_region = fields.optional_string("home_region", RegionName::parse);
+    let parsed = match (capacity, home_region) {
+        (Some(capacity), Some(home_region)) => Some(PutSlot { capacity, home_region }),
+        _ => None,
+    };
+    fields.finish(parsed)
 }
 
 #[cfg(test)]

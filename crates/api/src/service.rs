@@ -33,6 +33,17 @@ pub enum ServiceError {
     /// The slot's home is moving to another Region: no Region takes its writes for a moment.
     #[error("slot {slot_id} is moving its home to Region {to}: retry in a moment")]
     HomeMoving { slot_id: SlotId, to: String },
+    /// With several Regions only the primary creates slots: one Region decides each home.
+    #[error(
+        "slot {slot_id} does not exist in this Region, and new slots are created in the primary Region {primary}: send the request there"
+    )]
+    CreatedInPrimary { slot_id: SlotId, primary: String },
+    #[error(
+        "slot {slot_id} is at home in Region {home}, not the one the request names; move its home with reservations-replay move-home"
+    )]
+    HomeDiffers { slot_id: SlotId, home: String },
+    #[error("home_region {region} is not a Region of this deployment ({})", known.join(", "))]
+    UnknownRegion { region: String, known: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -93,7 +104,7 @@ where
 
     pub async fn put_slot(&self, slot_id: &SlotId, command: PutSlot) -> Result<SlotWrite, ServiceError> {
         self.store
-            .put_slot(slot_id, command.capacity)
+            .put_slot(slot_id, command.capacity, command.home_region.as_ref())
             .await
             .map_err(|e| match e {
                 SlotWriteError::CapacityBelowReserved { requested, reserved } => {
@@ -107,6 +118,15 @@ where
                     slot_id: slot_id.clone(),
                     to,
                 },
+                SlotWriteError::CreatedInPrimary { primary } => ServiceError::CreatedInPrimary {
+                    slot_id: slot_id.clone(),
+                    primary,
+                },
+                SlotWriteError::HomeDiffers { home } => ServiceError::HomeDiffers {
+                    slot_id: slot_id.clone(),
+                    home,
+                },
+                SlotWriteError::UnknownRegion { region, known } => ServiceError::UnknownRegion { region, known },
                 SlotWriteError::Store(e) => ServiceError::Store(e),
             })
     }

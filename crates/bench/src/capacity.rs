@@ -177,7 +177,15 @@ pub async fn run(reservations: usize, cancels: usize) -> anyhow::Result<serde_js
         let slots: Vec<SlotId> = (0..64).map(|i| SlotId::parse(format!("bench-{i}")).unwrap()).collect();
         for slot in &slots {
             let capacity = Capacity::new(i64::from(Capacity::MAX))?;
-            service.put_slot(slot, PutSlot { capacity }).await?;
+            service
+                .put_slot(
+                    slot,
+                    PutSlot {
+                        capacity,
+                        home_region: None,
+                    },
+                )
+                .await?;
         }
 
         meter.reset();

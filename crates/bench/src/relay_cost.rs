@@ -158,6 +158,7 @@ async fn generate(stack: &TestStack, workload: Workload, events: usize, writers:
                 slot,
                 PutSlot {
                     capacity: Capacity::new(i64::from(Capacity::MAX))?,
+                    home_region: None,
                 },
             )
             .await?;

@@ -94,6 +94,10 @@ opaque_id!(
     /// A domain event's unique id (ULID), the consumers' deduplication handle.
     EventId, "event_id", 64
 );
+opaque_id!(
+    /// An AWS Region's name (`eu-west-1`), as a request names a new slot's home.
+    RegionName, "home_region", 32
+);
 
 impl ReservationId {
     pub fn generate() -> Self {

@@ -16,7 +16,7 @@ pub use consumer::{
     ApplyOutcome, GuestReservation, MalformedEvent, Notification, NotificationKind, ReservationEvent, decide,
 };
 pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType, OUTBOX_ITEM_TYPE};
-pub use ids::{EventId, GuestId, IdempotencyKey, ReservationId, SlotId, TraceId};
+pub use ids::{EventId, GuestId, IdempotencyKey, RegionName, ReservationId, SlotId, TraceId};
 pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};
 pub use retry::Backoff;
 pub use slot::{Capacity, Seats, Slot};

@@ -3,7 +3,7 @@
 
 use crate::consumer::{ApplyOutcome, GuestReservation, Notification};
 use crate::event::EventEnvelope;
-use crate::ids::{GuestId, IdempotencyKey, ReservationId, SlotId};
+use crate::ids::{GuestId, IdempotencyKey, RegionName, ReservationId, SlotId};
 use crate::reservation::{Reservation, Version};
 use crate::slot::{Capacity, Slot};
 use std::error::Error as StdError;
@@ -55,6 +55,7 @@ impl StoreError {
     }
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotWrite {
     Created(Slot),
     Updated(Slot),
@@ -68,6 +69,14 @@ pub enum SlotWriteError {
     HomedElsewhere { region: String },
     #[error("the slot's home is moving to Region {to}")]
     HomeMoving { to: String },
+    /// The slot does not exist here, and only the primary Region creates slots.
+    #[error("new slots are created in the primary Region {primary}")]
+    CreatedInPrimary { primary: String },
+    /// The request names a home the existing slot does not have.
+    #[error("the slot is at home in Region {home}")]
+    HomeDiffers { home: String },
+    #[error("Region {region} is not one of this deployment's ({})", known.join(", "))]
+    UnknownRegion { region: String, known: Vec<String> },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -130,11 +139,14 @@ pub enum CommitError {
 pub trait SlotStore: Send + Sync {
     fn get_slot(&self, slot_id: &SlotId) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
 
-    /// Creates the slot, or changes its capacity if it exists, never below what is reserved.
+    /// Creates the slot, at home in `home` (else in the Region that creates it), or changes its
+    /// capacity if it exists, never below what is reserved. With several Regions only the
+    /// primary creates slots, so that a slot's home is decided once (docs/multi-region.md).
     fn put_slot(
         &self,
         slot_id: &SlotId,
         capacity: Capacity,
+        home: Option<&RegionName>,
     ) -> impl Future<Output = Result<SlotWrite, SlotWriteError>> + Send;
 }
 

@@ -202,6 +202,19 @@ impl Regions {
         self.here == self.primary
     }
 
+    /// `REGIONS`: every Region of the deployment (comma-separated, blanks skipped), which a new
+    /// slot may name as its home; this Region and the primary always count.
+    pub fn deployment_from_vars(&self, vars: &HashMap<String, String>) -> Vec<String> {
+        let mut regions = vec![self.primary.clone()];
+        let listed = Vars(vars).get("REGIONS").unwrap_or_default();
+        for region in listed.split(',').map(str::trim).chain([self.here.as_str()]) {
+            if !region.is_empty() && !regions.iter().any(|r| r == region) {
+                regions.push(region.to_owned());
+            }
+        }
+        regions
+    }
+
     /// Whether an outbox event born in `born_in` is this Region's to publish: born here, or,
     /// written before outbox items recorded their Region, this is the primary.
     pub fn publishes(&self, born_in: Option<&str>) -> bool {

@@ -26,6 +26,8 @@ pub struct TestStack {
     /// With several Regions: what this Region's DynamoDB client does for the global-table
     /// stand-in (stamps writes, serves stale reads); `None` for a stack of one Region.
     pub region_hooks: Option<std::sync::Arc<crate::global_table::RegionHooks>>,
+    /// Every Region of the deployment this stack is part of (a new slot may be at home in any).
+    pub deployment: Vec<String>,
     /// The notifications topic and subscriber queue, created on first use.
     channel: tokio::sync::OnceCell<devstack::channel::ChannelResources>,
 }
@@ -148,6 +150,7 @@ impl TestStack {
             relay_mode: RelayMode::Stream,
             regions: settings::Regions::single(TEST_REGION),
             region_hooks: None,
+            deployment: vec![TEST_REGION.to_owned()],
             sdk,
             channel: Default::default(),
         }
@@ -161,9 +164,17 @@ impl TestStack {
             here: here.to_owned(),
             primary: primary.to_owned(),
         };
+        self.deployment = self.regions.deployment_from_vars(&HashMap::new());
         let hooks = crate::global_table::RegionHooks::new(here);
         self.dynamodb = crate::global_table::region_client(&self.sdk, hooks.clone());
         self.region_hooks = Some(hooks);
+        self
+    }
+
+    /// The same stack in a deployment of the Regions `all` (and its own).
+    pub fn with_regions(mut self, all: &[&str]) -> Self {
+        let listed = HashMap::from([("REGIONS".to_owned(), all.join(","))]);
+        self.deployment = self.regions.deployment_from_vars(&listed);
         self
     }
 
@@ -198,6 +209,7 @@ impl TestStack {
             outbox_table: self.name("OUTBOX_TABLE"),
             relay_mode: self.relay_mode,
             regions: self.regions.clone(),
+            slot_homes: self.deployment.clone(),
             ..StoreTables::from_vars(&HashMap::new()).expect("the defaults are valid")
         }
     }

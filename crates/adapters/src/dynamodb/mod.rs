@@ -14,7 +14,7 @@ use domain::ports::{
     Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
     SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
-use domain::{Capacity, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
+use domain::{Capacity, IdempotencyKey, RegionName, Reservation, ReservationId, Slot, SlotId};
 use errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
 use items::{
     EXPIRES_AT, HOME_REGION, IdempotencyItem, OutboxItem, PK, RelayMode, ReservationItem, SlotHome, SlotItem,
@@ -37,6 +37,8 @@ pub struct StoreTables {
     pub relay_mode: RelayMode,
     /// This Region and the primary one: where new items are born, which slots are at home here.
     pub regions: settings::Regions,
+    /// The Regions a new slot may be at home in: the deployment's (`REGIONS`).
+    pub slot_homes: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -57,6 +59,7 @@ impl StoreTables {
         // Capped at 100 years, longer than anyone means: `now + retention` then always stays in
         // range, where an absurd value would otherwise panic on the first write.
         let seconds = |n: u64, unit: u64| Duration::seconds(n.saturating_mul(unit).min(100 * 365 * 86_400) as i64);
+        let regions = settings::Regions::from_vars(vars.0)?;
         Ok(Self {
             reservations_table: vars.name(names::RESERVATIONS_TABLE)?,
             outbox_table: vars.name(names::OUTBOX_TABLE)?,
@@ -66,7 +69,8 @@ impl StoreTables {
                 None => RelayMode::default(),
                 Some(v) => v.parse()?,
             },
-            regions: settings::Regions::from_vars(vars.0)?,
+            slot_homes: regions.deployment_from_vars(vars.0),
+            regions,
         })
     }
 }
@@ -156,42 +160,53 @@ impl DynamoReservationStore {
 
 impl SlotStore for DynamoReservationStore {
     async fn get_slot(&self, slot_id: &SlotId) -> Result<Option<Slot>, StoreError> {
-        const OP: &str = "GetItem(slot)";
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.tables.reservations_table)
-            .key(PK, s(slot_pk(slot_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| store_error(OP, e))?;
-        out.item
-            .map(|item| deserialize::<SlotItem>(OP, item).map(SlotItem::into_slot))
-            .transpose()
+        Ok(self.get_slot_item(slot_id).await?.map(SlotItem::into_slot))
     }
 
-    async fn put_slot(&self, slot_id: &SlotId, capacity: Capacity) -> Result<SlotWrite, SlotWriteError> {
+    async fn put_slot(
+        &self,
+        slot_id: &SlotId,
+        capacity: Capacity,
+        home: Option<&RegionName>,
+    ) -> Result<SlotWrite, SlotWriteError> {
         const CREATE: &str = "PutItem(slot)";
         const RESIZE: &str = "UpdateItem(slot)";
-        let slot = Slot::new(slot_id.clone(), capacity);
-        let created = self
-            .client
-            .put_item()
-            .table_name(&self.tables.reservations_table)
-            .set_item(Some(serialize(
-                CREATE,
-                &SlotItem::new(&slot, &self.tables.regions.here),
-            )?))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match created {
-            Ok(_) => return Ok(SlotWrite::Created(slot)),
-            Err(err) if is_conditional_check_failure(&err) => {}
-            Err(err) => return Err(store_error(CREATE, err).into()),
+        let regions = &self.tables.regions;
+        if let Some(home) = home
+            && !self.tables.slot_homes.iter().any(|r| r == home.as_str())
+        {
+            return Err(SlotWriteError::UnknownRegion {
+                region: home.to_string(),
+                known: self.tables.slot_homes.clone(),
+            });
+        }
+        // Only the primary creates slots: its conditional put is the one place a slot's home is
+        // decided, so two Regions can never both create one (docs/multi-region.md). Elsewhere a
+        // slot that is not here yet is either the primary's to create or still on its way.
+        if regions.is_primary() {
+            let slot = Slot::new(slot_id.clone(), capacity);
+            let home_region = home.map_or(regions.here.as_str(), RegionName::as_str);
+            let created = self
+                .client
+                .put_item()
+                .table_name(&self.tables.reservations_table)
+                .set_item(Some(serialize(CREATE, &SlotItem::new(&slot, home_region))?))
+                .condition_expression("attribute_not_exists(pk)")
+                .send()
+                .await;
+            match created {
+                Ok(_) => return Ok(SlotWrite::Created(slot)),
+                Err(err) if is_conditional_check_failure(&err) => {}
+                Err(err) => return Err(store_error(CREATE, err).into()),
+            }
         }
 
+        // A request that names another home than this Region is never a resize here: the
+        // slot is told apart from the item as it stands.
+        if home.is_some_and(|home| home.as_str() != regions.here) {
+            let old = self.get_slot_item(slot_id).await?;
+            return Err(self.slot_refusal(old, home, capacity));
+        }
         let updated = self
             .client
             .update_item()
@@ -208,7 +223,7 @@ impl SlotStore for DynamoReservationStore {
             .expression_attribute_names("#reserved", "reserved")
             .expression_attribute_names("#home_region", HOME_REGION)
             .expression_attribute_values(":capacity", n(capacity.get()))
-            .expression_attribute_values(":here", s(&self.tables.regions.here))
+            .expression_attribute_values(":here", s(&regions.here))
             .return_values(ReturnValue::AllNew)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
@@ -224,19 +239,53 @@ impl SlotStore for DynamoReservationStore {
                     _ => None,
                 };
                 let old = old.and_then(|item| deserialize::<SlotItem>(RESIZE, item).ok());
-                if let Some(not_home) = self.home().refusal(
-                    old.as_ref().and_then(|slot| slot.home_region.as_deref()),
-                    old.as_ref().and_then(|slot| slot.moving_to.as_deref()),
-                ) {
-                    return Err(not_home.into());
-                }
-                let reserved = old.map(|slot| slot.reserved).unwrap_or_default();
-                Err(SlotWriteError::CapacityBelowReserved {
-                    requested: capacity.get(),
-                    reserved,
-                })
+                Err(self.slot_refusal(old, home, capacity))
             }
             Err(err) => Err(store_error(RESIZE, err).into()),
+        }
+    }
+}
+
+impl DynamoReservationStore {
+    async fn get_slot_item(&self, slot_id: &SlotId) -> Result<Option<SlotItem>, StoreError> {
+        const OP: &str = "GetItem(slot)";
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.tables.reservations_table)
+            .key(PK, s(slot_pk(slot_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| store_error(OP, e))?;
+        out.item.map(|item| deserialize::<SlotItem>(OP, item)).transpose()
+    }
+
+    /// Why a slot write did not go in, from the slot item as it stood (`None`: not here).
+    fn slot_refusal(&self, old: Option<SlotItem>, home: Option<&RegionName>, capacity: Capacity) -> SlotWriteError {
+        let regions = &self.tables.regions;
+        let Some(old) = old else {
+            // Not here: only the primary creates it, and it is either still to be created there
+            // or on its way here.
+            return SlotWriteError::CreatedInPrimary {
+                primary: regions.primary.clone(),
+            };
+        };
+        let old_home = old.home_region.as_deref().unwrap_or(&regions.primary);
+        if home.is_some_and(|home| home.as_str() != old_home) {
+            return SlotWriteError::HomeDiffers {
+                home: old_home.to_owned(),
+            };
+        }
+        if let Some(not_home) = self
+            .home()
+            .refusal(old.home_region.as_deref(), old.moving_to.as_deref())
+        {
+            return not_home.into();
+        }
+        SlotWriteError::CapacityBelowReserved {
+            requested: capacity.get(),
+            reserved: old.reserved,
         }
     }
 }

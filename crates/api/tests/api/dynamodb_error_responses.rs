@@ -26,6 +26,7 @@ fn app(rules: &[&Rule]) -> App<DynamoReservationStore, InMemoryReadModel> {
         idempotency_retention: time::Duration::hours(24),
         relay_mode: adapters::RelayMode::Stream,
         regions: settings::Regions::single("us-east-1"),
+        slot_homes: vec!["us-east-1".into()],
     };
     App::new(
         ReservationService::new(DynamoReservationStore::new(client, tables), RetryPolicy::default()),

@@ -187,8 +187,16 @@ fn global_tables_create_makes_both_tables_global_with_a_replica_in_each_region()
         }
         assert_names_the_global_tables(&stack);
         assert_relay_reads(&stack, serde_json::json!({ "!GetAtt": "OutboxGlobalTable.StreamArn" }));
-        // The creating Region is the primary unless told otherwise.
+        // The creating Region is the primary unless told otherwise, and the only one that
+        // creates slots: it knows every Region a new slot may be at home in.
         assert_eq!(environment(&stack)["PRIMARY_REGION"], REGION);
+        let listed = environment(&stack)["REGIONS"].as_str().unwrap().to_owned();
+        let vars = std::collections::HashMap::from([("REGIONS".to_owned(), listed)]);
+        assert_eq!(
+            settings::Regions::single(REGION).deployment_from_vars(&vars),
+            regions,
+            "the Regions the primary lets a new slot be at home in"
+        );
     }
 }
 

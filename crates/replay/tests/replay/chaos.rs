@@ -245,6 +245,7 @@ async fn commit(stack: &TestStack, events: usize) {
                 slot,
                 PutSlot {
                     capacity: Capacity::new(i64::from(Capacity::MAX)).unwrap(),
+                    home_region: None,
                 },
             )
             .await

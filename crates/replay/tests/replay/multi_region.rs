@@ -21,7 +21,10 @@ const SETTLE: Duration = Duration::from_secs(60);
 type Service = ReservationService<adapters::DynamoReservationStore>;
 
 async fn two_regions(lag: Duration) -> (TestStack, TestStack, StandInReplication) {
-    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
+    let primary = TestStack::start()
+        .await
+        .in_region(PRIMARY, PRIMARY)
+        .with_regions(&[OTHER]);
     let other = TestStack::start().await.in_region(OTHER, PRIMARY);
     let replication = StandInReplication::start(&[&primary, &other], lag).await;
     (primary, other, replication)
@@ -32,11 +35,17 @@ fn service(stack: &TestStack) -> Service {
 }
 
 async fn put_slot(service: &Service, slot: &str, capacity: i64) {
+    put_slot_at_home(service, slot, capacity, None).await;
+}
+
+/// Creates a slot (through the primary's service) at home in `home`.
+async fn put_slot_at_home(service: &Service, slot: &str, capacity: i64, home: Option<&str>) {
     service
         .put_slot(
             &SlotId::parse(slot).unwrap(),
             PutSlot {
                 capacity: Capacity::new(capacity).unwrap(),
+                home_region: home.map(|home| domain::RegionName::parse(home).unwrap()),
             },
         )
         .await
@@ -97,10 +106,11 @@ async fn published_by(stack: &TestStack) -> Vec<String> {
 async fn across_two_regions_each_event_is_published_by_exactly_one_of_them() {
     let (primary, other, replication) = two_regions(Duration::from_millis(300)).await;
     let (primary_api, other_api) = (service(&primary), service(&other));
-    // Each Region books its own slot (the Region that creates a slot is its home), and cancels
-    // every third: reservations and their events are born in both Regions.
+    // Each Region books its own slot (the primary creates both, one at home in the other
+    // Region), and cancels every third: reservations and their events are born in both Regions.
     put_slot(&primary_api, "slot-east", 100).await;
-    put_slot(&other_api, "slot-west", 100).await;
+    put_slot_at_home(&primary_api, "slot-west", 100, Some(OTHER)).await;
+    replication.settle(SETTLE).await;
     for i in 0..12 {
         for (api, slot) in [(&primary_api, "slot-east"), (&other_api, "slot-west")] {
             let id = reserve(api, slot, &format!("guest-{i}")).await.unwrap();
@@ -232,6 +242,93 @@ async fn concurrent_bookings_through_both_regions_never_overbook_a_slot() {
     }
 }
 
+/// Defect 1 of the review (docs/multi-region.md, "Where a slot's home is decided"): a creation
+/// sent to two Regions before either has replicated must not give the slot two homes. Both
+/// Regions are asked to create the slot at the same moment, then each Region's clients book it
+/// at once, without waiting for replication: a booking where the slot has not arrived yet is
+/// tried again, one sent to the wrong Region follows its 421. Were the slot created in both,
+/// each Region would sell its own 10 seats and last writer wins would keep one count of two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_asked_for_in_two_regions_at_once_is_created_once_with_one_home() {
+    let (primary, other, replication) = two_regions(Duration::from_millis(400)).await;
+    let (primary_api, other_api) = (service(&primary), service(&other));
+    let slot = SlotId::parse("created-twice").unwrap();
+    let create = |api: &'static str| {
+        let api = if api == PRIMARY { &primary_api } else { &other_api };
+        let slot = slot.clone();
+        async move {
+            api.put_slot(
+                &slot,
+                PutSlot {
+                    capacity: Capacity::new(10).unwrap(),
+                    home_region: None,
+                },
+            )
+            .await
+        }
+    };
+    let (in_primary, in_other) = tokio::join!(create(PRIMARY), create(OTHER));
+
+    let sent_home = std::sync::atomic::AtomicUsize::new(0);
+    let not_there_yet = std::sync::atomic::AtomicUsize::new(0);
+    let attempts = (0..30).map(|i| {
+        let (primary_api, other_api, sent_home, not_there_yet) = (&primary_api, &other_api, &sent_home, &not_there_yet);
+        async move {
+            let mut api = if i % 2 == 0 { primary_api } else { other_api };
+            loop {
+                match reserve(api, "created-twice", &format!("guest-{i}")).await {
+                    Ok(_) => return Booking::Confirmed,
+                    Err(ServiceError::SoldOut { .. }) => return Booking::SoldOut,
+                    Err(ServiceError::HomedElsewhere { region, .. }) => {
+                        sent_home.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        api = if region == PRIMARY { primary_api } else { other_api };
+                    }
+                    Err(ServiceError::SlotNotFound(_)) => {
+                        not_there_yet.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("booking {i}: {e}"),
+                }
+            }
+        }
+    });
+    let outcomes = futures::future::join_all(attempts).await;
+    replication.settle(SETTLE).await;
+
+    let confirmed = outcomes.iter().filter(|o| **o == Booking::Confirmed).count();
+    for stack in [&primary, &other] {
+        let reservations = items_of_type(stack, "RESERVATIONS_TABLE", "Reservation").await.len();
+        let held = service(stack).get_slot(&slot).await.unwrap();
+        assert_eq!(
+            (reservations, held.reserved, held.capacity.get()),
+            (10, 10, 10),
+            "{:?}: never more reservations than seats, and the slot counts them all",
+            stack.regions
+        );
+        let item = items_of_type(stack, "RESERVATIONS_TABLE", "Slot").await;
+        assert_eq!(item[0]["home_region"].as_s().unwrap(), PRIMARY, "{:?}", stack.regions);
+    }
+    assert_eq!(confirmed, 10);
+    assert!(
+        matches!(in_primary, Ok(domain::ports::SlotWrite::Created(_))),
+        "{in_primary:?}"
+    );
+    match in_other {
+        Err(ServiceError::CreatedInPrimary { primary: named, .. }) => assert_eq!(named, PRIMARY),
+        other => panic!("the other Region must send the creation to the primary, answered {other:?}"),
+    }
+    test_support::figures::record(
+        "multi_region_creation",
+        serde_json::json!({
+            "bookings": outcomes.len(),
+            "confirmed": confirmed,
+            "sent_home_by_421": sent_home.into_inner(),
+            "slot_not_replicated_yet": not_there_yet.into_inner(),
+            "replication": replication.figures(),
+        }),
+    );
+}
+
 /// The failure the slot's home prevents, shown on the same stand-in: two Regions that both take
 /// writes for a slot (each deployed as its own primary, the slot without a home) book its seats
 /// at once while replication lags, and last-writer-wins keeps one Region's count of the slot
@@ -318,16 +415,68 @@ async fn the_api_of_another_region_sends_writes_for_a_slot_to_its_home_with_a_42
         let reservation = api.get_json(&http, &format!("/reservations/{booked}")).await;
         assert_eq!(reservation["status"], "CONFIRMED");
     }
+
+    // Creating: only the primary creates, at home where the request says (by default itself).
+    let put = |api: &test_support::stack::TestApi, slot: &str, body: serde_json::Value| {
+        http.put(api.url(&format!("/slots/{slot}"))).json(&body).send()
+    };
+    let answer = |response: reqwest::Response| async move {
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    let (status, body) = answer(
+        put(&other_api, "fresh", serde_json::json!({"capacity": 3}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, &body["code"], &body["home_region"]),
+        (421, &"wrong_region".into(), &PRIMARY.into()),
+        "{body}"
+    );
+    let west = serde_json::json!({"capacity": 3, "home_region": OTHER});
+    let (status, _) = answer(put(&primary_api, "west", west.clone()).await.unwrap()).await;
+    assert_eq!(status, 201);
+    let (status, body) = answer(put(&primary_api, "west", west).await.unwrap()).await;
+    assert_eq!(
+        (status, &body["home_region"]),
+        (421, &OTHER.into()),
+        "a repeat goes to its home: {body}"
+    );
+    replication.settle(SETTLE).await;
+    let (status, body) = answer(
+        put(&other_api, "west", serde_json::json!({"capacity": 4}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((status, &body["capacity"]), (200, &4.into()), "{body}");
+    let elsewhere = serde_json::json!({"capacity": 4, "home_region": PRIMARY});
+    let (status, body) = answer(put(&other_api, "west", elsewhere).await.unwrap()).await;
+    assert_eq!(
+        (status, &body["code"], &body["home_region"]),
+        (409, &"home_differs".into(), &OTHER.into()),
+        "{body}"
+    );
+    let nowhere = serde_json::json!({"capacity": 4, "home_region": "ap-south-9"});
+    let (status, body) = answer(put(&primary_api, "lost", nowhere).await.unwrap()).await;
+    assert_eq!((status, &body["code"]), (422, &"validation_failed".into()), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_it() {
-    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY).polling();
+    let primary = TestStack::start()
+        .await
+        .in_region(PRIMARY, PRIMARY)
+        .with_regions(&[OTHER])
+        .polling();
     let other = TestStack::start().await.in_region(OTHER, PRIMARY).polling();
     let replication = StandInReplication::start(&[&primary, &other], Duration::from_millis(200)).await;
     let (primary_api, other_api) = (service(&primary), service(&other));
     put_slot(&primary_api, "slot-east", 50).await;
-    put_slot(&other_api, "slot-west", 50).await;
+    put_slot_at_home(&primary_api, "slot-west", 50, Some(OTHER)).await;
+    replication.settle(SETTLE).await;
     let mut booked = BTreeMap::new();
     for i in 0..8 {
         for (api, slot, region) in [(&primary_api, "slot-east", PRIMARY), (&other_api, "slot-west", OTHER)] {
@@ -376,7 +525,10 @@ async fn in_polling_mode_each_regions_poller_publishes_only_the_events_born_in_i
 
 /// Two Regions whose reservations, outbox, read model and notifications tables are replicated.
 async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, StandInReplication) {
-    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
+    let primary = TestStack::start()
+        .await
+        .in_region(PRIMARY, PRIMARY)
+        .with_regions(&[OTHER]);
     let other = TestStack::start().await.in_region(OTHER, PRIMARY);
     let replication = StandInReplication::start_tables(
         &[&primary, &other],
@@ -824,11 +976,11 @@ async fn a_planned_move_refuses_what_it_cannot_do_safely_and_a_repeat_changes_no
             &slot,
             PutSlot {
                 capacity: Capacity::new(9).unwrap(),
+                home_region: None,
             },
         )
         .await
-        .err()
-        .expect("no resize while the home moves");
+        .expect_err("no resize while the home moves");
     assert!(matches!(resize, ServiceError::HomeMoving { .. }), "{resize}");
     let cancel = service(&primary)
         .cancel_reservation(&domain::ReservationId::parse(&zed).unwrap(), TraceId::generate())
