@@ -552,7 +552,7 @@ fn born_in(vars: &Vars, regions: &[String]) -> replay::audit::BornIn {
         .filter(|r| !r.is_empty())
         .or_else(|| vars.get("AWS_REGION"))
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_else(|| settings::DEFAULT_REGION.to_owned());
     replay::audit::BornIn::Regions {
         regions: regions.to_vec(),
         primary,
