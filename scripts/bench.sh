@@ -437,7 +437,9 @@ The projector writes one item per event with a condition on the version. The not
 steps per notification (docs/adr/0005-notification-delivery.md): it claims the reservation's next
 version on its progress item (an update), publishes, then advances the progress and stores the
 sent notification in one transaction: sending each notification once costs those writes.
-DynamoDB Local runs on the same two cores; its latency, not the handler, sets the events/s.""")
+DynamoDB Local runs on the same two cores; its latency, not the handler, sets the events/s.
+docs/cost.md prices the consumers with the CPU of a shorter run of its own (`scripts/bench.sh cost`),
+on its own day: this machine's speed varies from day to day, so compare figures of one run.""")
 PY
 }
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Deploys the real template.yaml to a running LocalStack and runs scripts/smoke.sh against it; the
-# stack stays up for you to call (its outputs are printed and kept in .localstack/).
+# stack stays up for you to call (its outputs are printed and kept in .localstack/, with
+# LocalApiUrl added: the API's URL as this machine reaches it).
 #
 #   scripts/localstack.sh start && scripts/deploy-localstack.sh      # host mode, no Docker
 #   docker compose up -d && scripts/deploy-localstack.sh             # LocalStack in Docker
@@ -12,8 +13,9 @@
 # the function (IAM enforcement is a Pro feature), so AuthMode=IAM would refuse every call there;
 # requests are signed anyway (SigV4, service execute-api), as on AWS. The API is at LocalStack's
 # port by path, http://127.0.0.1:4566/_aws/execute-api/<api id>/prod, which every HTTP client can
-# call. ApiEndpoint=FunctionUrl deploys a function URL instead (a *.localhost host name, which curl
-# resolves and many clients do not).
+# call (the stack's ApiUrl output is a .localhost name behind a self-signed certificate); the
+# outputs file names it LocalApiUrl. ApiEndpoint=FunctionUrl deploys a function URL instead (a
+# *.localhost host name, which curl resolves and many clients do not).
 # The functions are built for where they will run: for this host when LocalStack runs them as host
 # processes (scripts/localstack.sh), with cargo lambda for Lambda's Amazon Linux in Docker, both
 # for this machine's architecture (the Architecture parameter follows).
@@ -103,13 +105,22 @@ output() {
   "$AWS_VENV/bin/python" -c 'import json,sys; print(next(o["OutputValue"] for o in json.load(open(sys.argv[1])) if o["OutputKey"] == sys.argv[2]))' \
     "$deploy_dir/outputs.json" "$1"
 }
-api_url="$(output ApiUrl)"
-# A REST API's https://<id>.execute-api.<region>.amazonaws.com/<stage> is served on LocalStack's
-# own port by path (crates/e2e's local_api_url does the same).
-rest_api='^https://([^./]+)\.execute-api\.[^/]+/([^/]+)$'
-if [[ "$api_url" =~ $rest_api ]]; then
-  api_url="$endpoint/_aws/execute-api/${BASH_REMATCH[1]}/${BASH_REMATCH[2]}"
-fi
+api_url="$(localstack_api_url "$(output ApiUrl)" "$endpoint")"
+# The outputs file gets that URL too, as LocalApiUrl: a tool reading the file (crates/e2e) then
+# finds a URL that works, next to the stack's own ApiUrl.
+"$AWS_VENV/bin/python" - "$deploy_dir/outputs.json" "$api_url" <<'PY'
+import json, sys
+path, url = sys.argv[1], sys.argv[2]
+outputs = [o for o in json.load(open(path)) if o["OutputKey"] != "LocalApiUrl"]
+outputs.append({
+    "OutputKey": "LocalApiUrl",
+    "OutputValue": url,
+    "Description": "The API's base URL as this machine reaches it on LocalStack (written by scripts/deploy-localstack.sh).",
+})
+with open(path, "w") as file:
+    json.dump(outputs, file, indent=4)
+    file.write("\n")
+PY
 parameter() {
   aws cloudformation describe-stacks --stack-name "$stack" \
     --query "Stacks[0].Parameters[?ParameterKey=='$1'].ParameterValue" --output text

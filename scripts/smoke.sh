@@ -8,7 +8,10 @@
 # AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN (for a profile:
 # eval "$(aws configure export-credentials --format env)"); the service is execute-api for an HTTP
 # API and lambda for a function URL, the region is read from the URL (else AWS_REGION).
-# --auth jwt sends SMOKE_JWT as a bearer token. --auth none (the default) sends neither.
+# --auth jwt sends SMOKE_JWT as a bearer token: an admin's (JwtAdminScope or the group
+# reservations-admins), since it creates a slot and books for a guest of its own making.
+# --auth none (the default, for AuthMode NONE and scripts/dev.sh) sends neither; a stack deployed
+# with the template's default AuthMode, IAM, needs --auth iam.
 # Set SMOKE_READ_MODEL_WAIT (seconds, default 20) for how long the read model may take.
 set -euo pipefail
 usage="usage: scripts/smoke.sh <api-url> [--auth none|iam|jwt]"
@@ -58,6 +61,15 @@ case "$auth" in
 esac
 
 fail() { printf 'smoke: FAILED: %s\n' "$*" >&2; exit 1; }
+# What to do when the API turns the smoke test away (401, 403), for the --auth it ran with.
+refused_hint() {
+  [[ $status == 401 || $status == 403 ]] || return 0
+  case "$auth" in
+    none) printf ' (the API wants credentials: --auth iam for AuthMode IAM, --auth jwt with an admin token for JWT)' ;;
+    iam) printf " (the signer's IAM policy must allow the stack's CallerPolicy output)" ;;
+    jwt) printf " (SMOKE_JWT must be an admin's token: it creates a slot and books for another guest)" ;;
+  esac
+}
 ok() { printf 'smoke: ok   %s\n' "$*"; }
 
 # request METHOD PATH [BODY] -> sets $status and $body
@@ -72,11 +84,11 @@ request() {
 field() { python3 -c 'import json,sys; print(json.loads(sys.argv[1]).get(sys.argv[2], ""))' "$body" "$1"; }
 
 request PUT "/slots/$slot" '{"capacity": 2}'
-[[ $status == 201 ]] || fail "PUT slot: $status $body"
+[[ $status == 201 ]] || fail "PUT slot: $status $body$(refused_hint)"
 ok "PUT /slots/$slot -> 201"
 
 request POST /reservations "{\"slot_id\": \"$slot\", \"guest_id\": \"$guest\", \"seats\": 2}"
-[[ $status == 201 ]] || fail "POST reservation: $status $body"
+[[ $status == 201 ]] || fail "POST reservation: $status $body$(refused_hint)"
 id=$(field reservation_id)
 ok "POST /reservations -> 201 ($id)"
 

@@ -233,6 +233,12 @@ lines += [
     "outbox item also goes into the unpublished-events index, and the poller clears that mark after",
     "publishing (docs/adr/0004-polling-publisher.md).",
     "",
+    f"The CPU per event is this run's own (the consumers: {consumers['events']:,} events, {consumers['dynamodb_passes']} "
+    f"pass{'es' if consumers['dynamodb_passes'] != 1 else ''} on DynamoDB Local), on the machine named above.",
+    "docs/benchmarks.md measures the relay and the consumers in longer runs (\"Relay\", \"Consumers\"),",
+    "each section with its own date and machine; figures of different runs differ as much as the",
+    "machine's speed does from day to day, so compare figures of one run.",
+    "",
     "## The bill",
     "",
     f"US dollars per million reservations. Prices: on-demand list prices of us-east-1 as written down on",

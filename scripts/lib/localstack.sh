@@ -213,3 +213,19 @@ localstack_status() {
     return 3
   fi
 }
+
+# localstack_api_url API_URL ENDPOINT: the base URL this machine reaches a deployed ApiUrl at.
+# A REST API's ApiUrl is the AWS form, https://<id>.execute-api.<domain>/<stage>, which on
+# LocalStack is a .localhost name (that only some resolvers know) behind a self-signed
+# certificate; LocalStack serves the same API on its own port by path,
+# <endpoint>/_aws/execute-api/<id>/<stage>, which every HTTP client can call. Anything else (a
+# function URL) is printed as it is.
+localstack_api_url() {
+  local api_url="${1%/}" endpoint="${2%/}"
+  local rest_api='^https://([^./]+)\.execute-api\.[^/]+/([^/]+)$'
+  if [[ "$api_url" =~ $rest_api ]]; then
+    printf '%s/_aws/execute-api/%s/%s\n' "$endpoint" "${BASH_REMATCH[1]}" "${BASH_REMATCH[2]}"
+  else
+    printf '%s\n' "$api_url"
+  fi
+}

@@ -22,28 +22,10 @@ pub struct DeployedStack {
     pub sqs: aws_sdk_sqs::Client,
     /// Reaches the API's URL; a function URL's `*.localhost` host is sent to LocalStack.
     pub http: reqwest::Client,
-    /// The API's base URL as this machine reaches it ([`local_api_url`]).
+    /// The API's base URL as this machine reaches it: the outputs file's `LocalApiUrl`.
     pub api_url: String,
     /// LocalStack's endpoint (`AWS_ENDPOINT_URL`).
     endpoint: String,
-}
-
-/// The base URL a deployed `ApiUrl` is reached at on LocalStack (`endpoint`): a REST API's
-/// `https://<id>.execute-api.<region>.amazonaws.com/<stage>` is served on LocalStack's own port by
-/// path, `<endpoint>/_aws/execute-api/<id>/<stage>`, which any HTTP client can call (the host
-/// name would need DNS); anything else is called as it is. scripts/deploy-localstack.sh prints
-/// the same.
-pub fn local_api_url(api_url: &str, endpoint: &str) -> String {
-    let api_url = api_url.trim_end_matches('/');
-    let rest_api = api_url.strip_prefix("https://").and_then(|rest| {
-        let (host, stage) = rest.split_once('/')?;
-        let (id, _) = host.split_once(".execute-api.")?;
-        (!stage.is_empty() && !stage.contains('/')).then_some((id, stage))
-    });
-    match rest_api {
-        Some((id, stage)) => format!("{}/_aws/execute-api/{id}/{stage}", endpoint.trim_end_matches('/')),
-        None => api_url.to_owned(),
-    }
 }
 
 impl DeployedStack {
@@ -69,7 +51,17 @@ impl DeployedStack {
             })
             .collect();
         let sdk = settings::sdk_config().await;
-        let api_url = local_api_url(&outputs["ApiUrl"], &endpoint);
+        // The stack's ApiUrl is the AWS form, which LocalStack serves under a .localhost name
+        // behind a self-signed certificate; the deploy adds the URL that works here.
+        let api_url = outputs
+            .get("LocalApiUrl")
+            .unwrap_or_else(|| {
+                panic!(
+                    "{path} has no LocalApiUrl: deploy the stack again with scripts/deploy-localstack.sh, which adds it"
+                )
+            })
+            .trim_end_matches('/')
+            .to_owned();
         let gateway: SocketAddr = endpoint
             .trim_start_matches("http://")
             .trim_end_matches('/')
@@ -275,23 +267,5 @@ pub async fn eventually<T, S: std::fmt::Debug>(
             }
             Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::local_api_url;
-
-    #[test]
-    fn a_rest_apis_url_is_reached_on_localstacks_port_by_path_and_others_as_they_are() {
-        let endpoint = "http://127.0.0.1:14566/";
-        assert_eq!(
-            local_api_url("https://k2x9abc1.execute-api.us-east-1.amazonaws.com/prod", endpoint),
-            "http://127.0.0.1:14566/_aws/execute-api/k2x9abc1/prod"
-        );
-        let function_url = "http://x1y2.lambda-url.us-east-1.localhost:14566";
-        assert_eq!(local_api_url(&format!("{function_url}/"), endpoint), function_url);
-        let http_api = "https://h7.execute-api.eu-west-1.amazonaws.com";
-        assert_eq!(local_api_url(http_api, endpoint), http_api);
     }
 }

@@ -17,12 +17,18 @@
 //! by flag or variable wins over the stack's.
 //! Endpoints, region and credentials come from the SDK's usual configuration (AWS_PROFILE,
 //! AWS_REGION, AWS_ENDPOINT_URL_KINESIS, ...), so it works against AWS, LocalStack and
-//! kinesis-mock alike. Exit status: 0 when everything read was applied or a duplicate, 1 when
-//! there were gaps, malformed records or failures, 2 for bad arguments or an unreadable stream.
-//! `audit` exits 1 when a committed event is missing from the stream or from a consumer;
-//! `redrive` exits 1 when some letters still fail (they stay in the file or queue).
-//! `move-home` and `take-over` (several Regions, docs/multi-region.md) exit 1 when they stopped
-//! half-way (run them again to go on) and 2 when they refuse.
+//! kinesis-mock alike.
+//!
+//! Exit status, for every command:
+//! - 0: done, and nothing is wrong;
+//! - 1: it ran and found something, or failed while running: gaps, malformed records or failures
+//!   in a replay, a committed event missing from the bus or a consumer (`audit`), letters that
+//!   still fail (`redrive`; they stay), a `move-home` or `take-over` stopped half-way (run it
+//!   again to go on), or an error from AWS, the broker or the file system while it ran;
+//! - 2: refused before it did anything: a bad argument or setting, a file or stack that is not
+//!   there, a stack that is not a reservations stack, a move or takeover the slots' state forbids.
+//!
+//! Every error is one line on stderr.
 
 use adapters::{DynamoNotifications, DynamoReadModel, SnsTopic};
 use clap::{Args, Parser, Subcommand};
@@ -62,6 +68,15 @@ async fn resolve_vars(sdk: &aws_config::SdkConfig, stack: Option<&str>) -> anyho
     let outputs = replay::stack::outputs(&client, stack).await?;
     let from_stack = replay::stack::vars_from_outputs(stack, &outputs)?;
     Ok(replay::stack::overlay(from_stack, explicit))
+}
+
+/// A command refused before it did anything: a bad argument or setting (exit 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct Refused(String);
+
+fn refused(message: impl Into<String>) -> anyhow::Error {
+    Refused(message.into()).into()
 }
 
 #[derive(Subcommand)]
@@ -259,10 +274,11 @@ impl ReadArgs {
     ) -> anyhow::Result<Summary> {
         Ok(match bus {
             Connected::Kinesis { client, stream } => {
-                anyhow::ensure!(
-                    self.partitions.is_empty(),
-                    "--partition is for a Kafka topic; on a Kinesis stream choose shards with --shard"
-                );
+                if !self.partitions.is_empty() {
+                    return Err(refused(
+                        "--partition is for a Kafka topic; on a Kinesis stream choose shards with --shard",
+                    ));
+                }
                 let options = ReplayOptions {
                     stream: stream.clone(),
                     from: self.from.clone(),
@@ -273,10 +289,11 @@ impl ReadArgs {
                 replay::replay(client, &options, target, progress).await?
             }
             Connected::Kafka { client, config } => {
-                anyhow::ensure!(
-                    self.shards.is_empty(),
-                    "--shard is for a Kinesis stream; on a Kafka topic choose partitions with --partition"
-                );
+                if !self.shards.is_empty() {
+                    return Err(refused(
+                        "--shard is for a Kinesis stream; on a Kafka topic choose partitions with --partition",
+                    ));
+                }
                 let options = TopicReplayOptions {
                     from: self.from.clone(),
                     to: self.to.clone(),
@@ -402,10 +419,12 @@ impl ConsumerTables {
             (Some(arn), _) => arn.clone(),
             // Never published to.
             (None, Publishes::No) => String::new(),
-            (None, Publishes::Yes) => anyhow::bail!(
-                "{} is not set: the notifier publishes to the notifications SNS FIFO topic; set it to the topic's ARN (stack output NotificationsTopicArn)",
-                names::NOTIFICATIONS_TOPIC_ARN
-            ),
+            (None, Publishes::Yes) => {
+                return Err(refused(format!(
+                    "{} is not set: the notifier publishes to the notifications SNS FIFO topic; set it to the topic's ARN (stack output NotificationsTopicArn)",
+                    names::NOTIFICATIONS_TOPIC_ARN
+                )));
+            }
         };
         Ok(Notifier::new(DynamoNotifications::new(
             aws_sdk_dynamodb::Client::new(sdk),
@@ -491,12 +510,12 @@ fn audit_range(args: &AuditArgs) -> anyhow::Result<(time::OffsetDateTime, time::
     let from = match &args.from {
         Start::At(time) => *time,
         Start::TrimHorizon => time::OffsetDateTime::UNIX_EPOCH,
-        other => anyhow::bail!("audit --from takes an RFC 3339 time, not {other:?}"),
+        other => return Err(refused(format!("audit --from takes an RFC 3339 time, not {other:?}"))),
     };
     let to = match &args.to {
         None => time::OffsetDateTime::now_utc(),
         Some(End::At(time)) => *time,
-        Some(other) => anyhow::bail!("audit --to takes an RFC 3339 time, not {other:?}"),
+        Some(other) => return Err(refused(format!("audit --to takes an RFC 3339 time, not {other:?}"))),
     };
     Ok((from, to))
 }
@@ -533,7 +552,7 @@ fn born_in(vars: &Vars, regions: &[String]) -> replay::audit::BornIn {
         .filter(|r| !r.is_empty())
         .or_else(|| vars.get("AWS_REGION"))
         .cloned()
-        .unwrap_or_default();
+        .unwrap_or_else(|| settings::DEFAULT_REGION.to_owned());
     replay::audit::BornIn::Regions {
         regions: regions.to_vec(),
         primary,
@@ -546,8 +565,8 @@ impl RegionsArgs {
             .clone()
             .or_else(|| vars.get("PRIMARY_REGION").filter(|r| !r.is_empty()).cloned())
             .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "the primary Region is not known: set --primary or PRIMARY_REGION (the Region whose stack created the global tables)"
+                refused(
+                    "the primary Region is not known: set --primary or PRIMARY_REGION (the Region whose stack created the global tables)",
                 )
             })
     }
@@ -583,7 +602,7 @@ async fn replica(
 }
 
 async fn run_move_home(sdk: &aws_config::SdkConfig, vars: &Vars, args: &MoveHomeArgs) -> anyhow::Result<String> {
-    let slot = domain::SlotId::parse(&args.slot).map_err(|e| anyhow::anyhow!("--slot: {e}"))?;
+    let slot = domain::SlotId::parse(&args.slot).map_err(|e| refused(format!("--slot: {e}")))?;
     let primary = args.regions.primary(vars)?;
     let from = replica(sdk, vars, &args.from, &primary).await?;
     let to = replica(sdk, vars, &args.to, &primary).await?;
@@ -606,7 +625,7 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
     let here = sdk
         .region()
         .map(|r| r.to_string())
-        .ok_or_else(|| anyhow::anyhow!("this Region is not known: set AWS_REGION to the Region that takes over"))?;
+        .ok_or_else(|| refused("this Region is not known: set AWS_REGION to the Region that takes over"))?;
     let replica = replica(sdk, vars, &here, &primary).await?;
     let sink = relay::BusSink::open(
         &args.bus.config(vars)?,
@@ -711,10 +730,11 @@ const QUEUE_HOLD: std::time::Duration = std::time::Duration::from_secs(900);
 
 /// Re-drives a dead-letter file or queue. Returns (done, still failing).
 async fn run_redrive(sdk: &aws_config::SdkConfig, vars: &Vars, args: &RedriveArgs) -> anyhow::Result<(usize, usize)> {
-    use anyhow::Context;
     match (&args.source.dead_letters, &args.source.queue) {
         (Some(path), _) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+            // A file that is not there is a bad argument; one that cannot be written back, a failure.
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::Error::new(e).context(Refused(format!("cannot read {}", path.display()))))?;
             redrive_file(&Redriver::new(sdk, vars, &args.bus).await?, path, &text).await
         }
         (None, Some(queue_url)) => {
@@ -724,7 +744,9 @@ async fn run_redrive(sdk: &aws_config::SdkConfig, vars: &Vars, args: &RedriveArg
             redrive_queue(&Redriver::new(sdk, vars, &args.bus).await?, &queue, &resend).await
         }
         // clap's group makes one of the two required.
-        (None, None) => anyhow::bail!("redrive needs either --dead-letters <file> or --queue <SQS queue URL>"),
+        (None, None) => Err(refused(
+            "redrive needs either --dead-letters <file> or --queue <SQS queue URL>",
+        )),
     }
 }
 
@@ -792,24 +814,67 @@ async fn redrive_queue(
     Ok((done, failing))
 }
 
-/// A move that stopped half-way exits 1 (run it again to go on); a refusal is an error (2).
-fn home_outcome(outcome: anyhow::Result<String>) -> anyhow::Result<bool> {
-    match outcome {
-        Ok(done) => {
-            eprintln!("{done}");
-            Ok(true)
-        }
-        Err(e) => match e.downcast_ref::<replay::home::MoveError>() {
-            Some(
-                half_way @ (replay::home::MoveError::StillReplicating { .. }
-                | replay::home::MoveError::Republish { .. }),
-            ) => {
-                eprintln!("reservations-replay: {half_way}");
-                Ok(false)
-            }
-            _ => Err(e),
-        },
+/// The exit status of a command that stopped with `error`: 2 when it was refused before it did
+/// anything (see the crate's doc), 1 when it failed while running.
+fn exit_status(error: &anyhow::Error) -> u8 {
+    // A refusal may be the error itself, a context put on it, or a cause deeper in its chain.
+    if error.downcast_ref::<Refused>().is_some() || error.chain().any(is_refusal) {
+        2
+    } else {
+        1
     }
+}
+
+/// Whether `cause` refuses the command (a bad argument or setting, a state that forbids it)
+/// rather than reporting a failure of AWS, the broker or the file system.
+fn is_refusal(cause: &(dyn std::error::Error + 'static)) -> bool {
+    use replay::{ReplayError, audit::AuditError, home::MoveError, stack::StackError};
+    if let Some(error) = cause.downcast_ref::<ReplayError>() {
+        return replay_refusal(error);
+    }
+    if let Some(AuditError::Stream(error)) = cause.downcast_ref::<AuditError>() {
+        return replay_refusal(error);
+    }
+    if let Some(error) = cause.downcast_ref::<kafka_bus::KafkaError>() {
+        return kafka_refusal(error);
+    }
+    if let Some(error) = cause.downcast_ref::<MoveError>() {
+        // Stopped half-way, or the store failed: run it again. Anything else is the slots' state
+        // forbidding it.
+        return !matches!(
+            error,
+            MoveError::StillReplicating { .. } | MoveError::Republish { .. } | MoveError::Store { .. }
+        );
+    }
+    if let Some(error) = cause.downcast_ref::<StackError>() {
+        // CloudFormation could not be asked; every other stack error names a stack that is not
+        // there or not a reservations stack.
+        return !matches!(error, StackError::Describe { .. });
+    }
+    cause.is::<Refused>()
+        || cause.is::<settings::SettingError>()
+        || cause.is::<relay::config::RelayConfigError>()
+        || cause.is::<kafka_bus::KafkaConfigError>()
+}
+
+/// A position, shard or partition that does not fit the bus is a bad argument; a read that
+/// failed is not.
+fn replay_refusal(error: &replay::ReplayError) -> bool {
+    use replay::ReplayError;
+    match error {
+        ReplayError::Kafka(error) => kafka_refusal(error),
+        ReplayError::KafkaPartition { .. } | ReplayError::Kinesis { .. } => false,
+        _ => true,
+    }
+}
+
+/// A topic that does not exist, or IAM without credentials, is a setting to fix; a broker that
+/// does not answer is a failure.
+fn kafka_refusal(error: &kafka_bus::KafkaError) -> bool {
+    matches!(
+        error,
+        kafka_bus::KafkaError::NoTopic { .. } | kafka_bus::KafkaError::NoAwsIdentity
+    )
 }
 
 #[tokio::main]
@@ -824,13 +889,19 @@ async fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("reservations-replay: {e:#}");
-            ExitCode::from(2)
+            ExitCode::from(exit_status(&e))
         }
     }
 }
 
+/// Says on stderr what a command that finished did.
+fn done(outcome: String) -> bool {
+    eprintln!("{outcome}");
+    true
+}
+
 /// Runs the command; each reports on stderr and says whether it is clean (exit 0) or found
-/// something (1).
+/// something (1). An error is a refusal (2) or a failure while running (1): [`exit_status`].
 async fn run(cli: Cli) -> anyhow::Result<bool> {
     let sdk = settings::sdk_config().await;
     let vars = resolve_vars(&sdk, cli.stack.as_deref()).await?;
@@ -846,8 +917,8 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
             eprintln!("audit done: {report}");
             report.nothing_missing()
         }),
-        Command::MoveHome(args) => home_outcome(run_move_home(&sdk, &vars, &args).await),
-        Command::TakeOver(args) => home_outcome(run_take_over(&sdk, &vars, &args).await),
+        Command::MoveHome(args) => run_move_home(&sdk, &vars, &args).await.map(done),
+        Command::TakeOver(args) => run_take_over(&sdk, &vars, &args).await.map(done),
         Command::Projector(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Projector(args.table)).await,
         Command::Notifier(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Notifier(args.table)).await,
         Command::Print(args) => run_replay(&sdk, &vars, &args, ReplayInto::Print).await,

@@ -168,12 +168,17 @@ impl EventBus {
     }
 }
 
+/// The Region of a process started without `AWS_REGION`: the one the local scripts export and
+/// LocalStack serves by default, so that the product, its scripts and its docs name one Region.
+pub const DEFAULT_REGION: &str = "us-east-1";
+
 /// Where this process runs and which Region is the primary one, for a deployment whose tables
 /// are DynamoDB global tables (docs/multi-region.md). A single-Region deployment is the case
 /// where both are the same, which is what an unset `PRIMARY_REGION` means.
 ///
-/// - `here`: `AWS_REGION`, which Lambda always sets (a process without it cannot call AWS at
-///   all; off AWS it is `local`).
+/// - `here`: `AWS_REGION`, which Lambda always sets; unset, [`DEFAULT_REGION`]. The SDK may take
+///   its Region from a profile instead, which this does not read: a tool run with a profile's
+///   Region needs `AWS_REGION` set to the same.
 /// - `primary`: `PRIMARY_REGION`, else `here`. The primary Region publishes outbox items written
 ///   before items recorded their Region, and is the home of slots created before slots had one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,7 +198,7 @@ impl Regions {
 
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, SettingError> {
         let vars = Vars(vars);
-        let here = vars.text("AWS_REGION", "local")?;
+        let here = vars.text("AWS_REGION", DEFAULT_REGION)?;
         let primary = vars.text("PRIMARY_REGION", &here)?;
         Ok(Self { here, primary })
     }
@@ -348,7 +353,10 @@ mod tests {
             Regions::from_vars(&vars(&[("AWS_REGION", "eu-west-1"), ("PRIMARY_REGION", "us-east-1")])).unwrap();
         assert!(!secondary.is_primary());
         assert_eq!(secondary.primary, "us-east-1");
-        assert_eq!(Regions::from_vars(&HashMap::new()).unwrap(), Regions::single("local"));
+        assert_eq!(
+            Regions::from_vars(&HashMap::new()).unwrap(),
+            Regions::single("us-east-1")
+        );
         // Each event is published by exactly one of the Regions.
         for born_in in [Some("eu-west-1"), Some("us-east-1"), None] {
             let publishers = [Regions::single("us-east-1"), secondary.clone()].map(|r| r.publishes(born_in));

@@ -58,6 +58,10 @@ async fn schemathesis(addr: SocketAddr, headers: &[String], examples: u32, at_le
         numbers.len() >= 2 && numbers[0] > at_least && numbers[0] == numbers[1],
         "{summary}"
     );
+    // How far the stateful phase went along the document's links (guarantees.md, "Not shown yet").
+    if let Some(links) = stdout.lines().find(|l| l.contains("API Links:")) {
+        println!("schemathesis stateful phase: {}", links.trim());
+    }
     if let Some(warnings) = stdout.find("WARNINGS") {
         println!("{}", &stdout[warnings..]);
     }

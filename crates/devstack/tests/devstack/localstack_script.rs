@@ -116,3 +116,36 @@ fn a_localstack_that_exits_during_start_up_is_reported_in_one_line_and_leaves_no
     assert_eq!(status.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&status.stdout).contains("not running"));
 }
+
+/// `localstack_api_url`, the URL scripts/deploy-localstack.sh prints and writes to the outputs
+/// file as `LocalApiUrl`, for the stack's `ApiUrl` on LocalStack's endpoint.
+fn local_api_url(api_url: &str, endpoint: &str) -> String {
+    let output = Command::new("bash")
+        .arg("-c")
+        .arg(r#"set -euo pipefail; source "$0/scripts/lib/stack.sh"; source "$0/scripts/lib/localstack.sh"; localstack_api_url "$1" "$2""#)
+        .arg(root())
+        .args([api_url, endpoint])
+        .output()
+        .expect("bash runs");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8(output.stdout).unwrap().trim_end().to_owned()
+}
+
+#[test]
+fn a_rest_apis_url_is_reached_on_localstacks_port_by_path_and_others_as_they_are() {
+    let endpoint = "http://127.0.0.1:14566/";
+    // The AWS form, whatever domain LocalStack puts after execute-api.
+    for api_url in [
+        "https://k2x9abc1.execute-api.us-east-1.amazonaws.com/prod",
+        "https://k2x9abc1.execute-api.localhost:4566/prod/",
+    ] {
+        assert_eq!(
+            local_api_url(api_url, endpoint),
+            "http://127.0.0.1:14566/_aws/execute-api/k2x9abc1/prod"
+        );
+    }
+    let function_url = "http://x1y2.lambda-url.us-east-1.localhost:14566";
+    assert_eq!(local_api_url(&format!("{function_url}/"), endpoint), function_url);
+    let http_api = "https://h7.execute-api.eu-west-1.amazonaws.com";
+    assert_eq!(local_api_url(http_api, endpoint), http_api);
+}

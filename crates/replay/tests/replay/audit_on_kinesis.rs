@@ -1,6 +1,7 @@
 //! The audit on the real engines (DynamoDB Local, kinesis-mock), library and CLI: a pipeline that
 //! ran reports nothing missing, events the relay never published are reported per reservation
-//! with exit 1, and a relay that ran twice shows up as duplicates, not as a failure.
+//! with exit 1, and a relay that ran twice shows up as duplicates, not as a failure. The CLI's
+//! exit status: 2 for a bad argument, 1 for a failure while running, each with one line.
 
 use crate::common::audit_everything;
 use std::collections::BTreeSet;
@@ -101,6 +102,23 @@ async fn the_cli_refuses_a_range_that_is_not_times_with_exit_2() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("audit --from takes an RFC 3339 time"), "{stderr}");
+}
+
+#[tokio::test]
+async fn the_cli_that_fails_while_reading_the_stream_says_why_in_one_line_and_exits_1() {
+    let stack = TestStack::start().await;
+    let gone = format!("{}-deleted", stack.name("EVENTS_STREAM"));
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
+        .args(["audit", "--stream", &gone])
+        .env("OUTBOX_TABLE", stack.name("OUTBOX_TABLE"))
+        .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
+        .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains(&format!("on stream {gone} failed")), "{stderr}");
 }
 
 /// The first reservation the pipeline made that is still confirmed (not every third one).
