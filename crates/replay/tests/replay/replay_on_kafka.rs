@@ -337,3 +337,29 @@ async fn on_kafka_the_cli_redrives_letters_to_their_functions_and_replays_from_p
         "reservations-replay: --shard is for a Kinesis stream; on a Kafka topic choose partitions with --partition"
     );
 }
+
+/// What `--stack NAME` reads from a Kafka stack's outputs is what its functions run with: the
+/// topic, the brokers and the partition count, each an output of its own.
+#[test]
+fn a_kafka_stacks_outputs_give_replay_the_functions_topic_brokers_and_partition_count() {
+    use test_support::template::{Deploy, KAFKA, STACK_NAME, source};
+    let template = source();
+    let stack = Deploy::new(&template, &KAFKA).stack();
+    let outputs: HashMap<String, String> = stack["Outputs"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, output)| Some((name.as_str()?.to_owned(), output["Value"].as_str()?.to_owned())))
+        .collect();
+    let vars = replay::stack::vars_from_outputs(STACK_NAME, &outputs).unwrap();
+    let functions = &stack["Globals"]["Function"]["Environment"]["Variables"];
+    for var in [
+        "KAFKA_TOPIC",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_PARTITIONS",
+        "KAFKA_AUTH",
+    ] {
+        assert_eq!(Some(vars[var].as_str()), functions[var].as_str(), "{var}");
+    }
+    assert_eq!(vars["EVENT_BUS"], "kafka");
+}
