@@ -873,6 +873,33 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
     assert_eq!(refusals, 2);
     assert!(kafka["Outputs"].get("EventsStreamName").is_none());
 
+    // Moving to a new topic: new mappings in new groups (a group belongs to one mapping), and the
+    // roles follow them.
+    let moved: Vec<_> = KAFKA
+        .iter()
+        .copied()
+        .chain([
+            ("KafkaTopic", "reservation-events-v2"),
+            ("KafkaConsumerGroupSuffix", "-v2"),
+        ])
+        .collect();
+    let moved = Deploy::new(&template, &moved).stack();
+    let moved_text = json(&moved["Resources"]).to_string();
+    for short in ["projector", "notifier"] {
+        let group = format!("{STACK_NAME}-{short}-v2");
+        assert!(
+            moved_text.contains(&format!("\"ConsumerGroupId\":\"{group}\"")),
+            "{group}"
+        );
+        // The group's ARN: .../group/<cluster name>/<cluster uuid>/<group>.
+        assert!(moved_text.contains(&format!("-s1/{group}\"")), "{group} in its role");
+        assert!(
+            !moved_text.contains(&format!("\"ConsumerGroupId\":\"{STACK_NAME}-{short}\""))
+                && !moved_text.contains(&format!("-s1/{STACK_NAME}-{short}\"")),
+            "{short}'s old group"
+        );
+    }
+
     let kinesis = Deploy::new(&template, &[]).stack();
     for (id, resource) in kinesis["Resources"].as_mapping().unwrap() {
         let properties = &resource["Properties"];
