@@ -232,13 +232,17 @@ fn letter(function: &str, reason: &str, record: serde_json::Value) -> String {
     .to_string()
 }
 
-/// `reservations-replay` with `args` on the Kafka bus of `topic`, against the test stack's tables.
+/// `reservations-replay` with `args` on the Kafka bus of `topic`, against the test stack's tables,
+/// with the bus's variables as a stack's outputs give them (the partition count included: a
+/// re-drive publishes relay letters).
 fn cli(stack: &TestStack, topic: &TestTopic, args: &[&str]) -> (Option<i32>, String, String) {
+    let partitions = topic.config.partitions.expect("a test topic knows its count");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
         .args(args)
         .env("EVENT_BUS", "kafka")
         .env("KAFKA_TOPIC", &topic.config.topic)
         .env("KAFKA_BOOTSTRAP_SERVERS", topic.config.bootstrap_servers.join(","))
+        .env("KAFKA_PARTITIONS", partitions.to_string())
         .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
         .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
         .output()
