@@ -12,7 +12,8 @@
 # publisher, every POLL_INTERVAL_MS, default 1000; the API then marks new events for it).
 # Bus: --bus kinesis (default: the Kinesis stream) or --bus kafka (a Kafka broker, Tansu, on
 # 127.0.0.1:KAFKA_PORT unless KAFKA_BOOTSTRAP_SERVERS names one, and the topic KAFKA_TOPIC,
-# reservation-events by default, created if missing).
+# reservation-events by default, created if missing with KAFKA_PARTITIONS partitions, 4 by
+# default: the count the relay maps keys by, and refuses a topic without).
 #
 # Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), SNS_SQS_PORT (4575), KAFKA_PORT (9092),
 # API_ADDR (127.0.0.1:3000), RELAY_MODE, EVENT_BUS,
@@ -31,7 +32,7 @@ while (($#)); do
     --relay=*) RELAY_MODE="${1#--relay=}" ;;
     --bus) EVENT_BUS="${2:-}"; shift ;;
     --bus=*) EVENT_BUS="${1#--bus=}" ;;
-    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   shift
@@ -44,6 +45,10 @@ case "$EVENT_BUS" in
   kinesis | kafka) export EVENT_BUS ;;
   *) die "--bus must be kinesis or kafka, got '$EVENT_BUS'" ;;
 esac
+# One count for the topic devstack creates and for the relay, the poller and the tools.
+if [[ "$EVENT_BUS" == kafka ]]; then
+  export KAFKA_PARTITIONS="${KAFKA_PARTITIONS:-4}"
+fi
 if [[ -n "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_DYNAMODB:-}${AWS_ENDPOINT_URL_KINESIS:-}" ]]; then
   external=true
 fi
@@ -91,7 +96,8 @@ mkdir -p "$ROOT/.devstack"
   for var in AWS_ENDPOINT_URL AWS_ENDPOINT_URL_DYNAMODB AWS_ENDPOINT_URL_DYNAMODB_STREAMS AWS_ENDPOINT_URL_KINESIS \
     AWS_ENDPOINT_URL_SNS AWS_ENDPOINT_URL_SQS AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_REGION AWS_PROFILE \
     RESERVATIONS_TABLE OUTBOX_TABLE EVENTS_STREAM READ_MODEL_TABLE NOTIFICATIONS_TABLE NOTIFICATIONS_TOPIC \
-    NOTIFICATIONS_QUEUE NOTIFICATIONS_TOPIC_ARN RELAY_MODE EVENT_BUS KAFKA_BOOTSTRAP_SERVERS KAFKA_TOPIC KAFKA_AUTH; do
+    NOTIFICATIONS_QUEUE NOTIFICATIONS_TOPIC_ARN RELAY_MODE EVENT_BUS KAFKA_BOOTSTRAP_SERVERS KAFKA_TOPIC KAFKA_AUTH \
+    KAFKA_PARTITIONS; do
     [[ -n "${!var:-}" ]] && printf 'export %s=%q\n' "$var" "${!var}"
   done
 } >"$ROOT/.devstack/env"

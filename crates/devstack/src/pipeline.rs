@@ -166,10 +166,11 @@ impl<C: Consumer, D: DeadLetters> TypedHandler for ConsumerFunction<C, D> {
 pub type ConsumerMapping<C> =
     EventSourceMapping<KinesisSource, TypedFunction<ConsumerFunction<C, JsonLinesDeadLetters>>, JsonLinesOnFailure>;
 
-/// A consumer mapping's settings: the template's, for the local runner. What the consumer hands
-/// back may succeed later (throttling, a store error): it is retried without limit. What can
-/// never be applied (malformed records, gaps) the consumer dead-letters itself
-/// (invariant 4 of docs/design.md).
+/// A consumer mapping's settings: the template's Kinesis mappings', for the local runner. What the
+/// consumer hands back may succeed later (throttling, a store error): it is retried without
+/// limit. (The local Kafka runner uses them too; the deployed MSK mappings stop after
+/// `KafkaConsumerRetryAttempts` instead, docs/guarantees.md.) What can never be applied
+/// (malformed records, gaps) the consumer dead-letters itself (invariant 4 of docs/design.md).
 pub fn consumer_mapping_config(function_name: &str) -> MappingConfig {
     MappingConfig {
         function_name: function_name.into(),

@@ -3,6 +3,13 @@
 //! valid for 15 minutes, with a `User-Agent` parameter added after signing, the whole URL
 //! base64url-encoded without padding. MSK checks the signature and then the role's
 //! `kafka-cluster:*` permissions on the cluster, topic and group.
+//!
+//! The parameters come in the order AWS's own signers give them (aws-msk-iam-sasl-signer-python,
+//! through botocore's `SigV4QueryAuth`): the action, the signing parameters with
+//! `X-Amz-Security-Token` last of them, then `X-Amz-Signature`, then `User-Agent`. The signature
+//! does not depend on the order (SigV4 sorts the query to sign it), but no broker-side verifier
+//! is public to show that MSK never reads the URL in order, so it gets the order it is tested
+//! with.
 
 use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
 use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
@@ -81,8 +88,10 @@ pub fn token(identity: &Identity, region: &str, now: SystemTime) -> Result<Strin
         .into_parts()
         .0
         .into_parts();
+    // aws-sigv4 gives the session token after the signature; AWS's signers put the signature last.
+    let (signature, signing): (Vec<_>, Vec<_>) = query.into_iter().partition(|(name, _)| *name == "X-Amz-Signature");
     let mut url = endpoint;
-    for (name, value) in query {
+    for (name, value) in signing.into_iter().chain(signature) {
         url.push('&');
         url.push_str(name);
         url.push('=');
@@ -135,5 +144,42 @@ mod tests {
             url.ends_with(&format!("&User-Agent={}", percent_encode(USER_AGENT))),
             "{url}"
         );
+    }
+
+    /// The parameter names of a token's URL, in order.
+    fn parameter_names(token: &str) -> Vec<String> {
+        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).unwrap();
+        let url = String::from_utf8(url).unwrap();
+        let (_, query) = url.split_once('?').unwrap();
+        query
+            .split('&')
+            .map(|p| p.split('=').next().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn the_parameters_come_in_the_order_of_aws_signers_signature_last_then_the_user_agent() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_795_514_400);
+        let with_session =
+            aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", Some("session-token".into()), None, "test");
+        assert_eq!(
+            parameter_names(&token(&with_session.into(), "eu-west-1", now).unwrap()),
+            [
+                "Action",
+                "X-Amz-Algorithm",
+                "X-Amz-Credential",
+                "X-Amz-Date",
+                "X-Amz-Expires",
+                "X-Amz-SignedHeaders",
+                "X-Amz-Security-Token",
+                "X-Amz-Signature",
+                "User-Agent",
+            ]
+        );
+        // Long-lived keys have no session token; the order is otherwise the same.
+        let without = aws_credential_types::Credentials::new("AKIDEXAMPLE", "secret", None, None, "test");
+        let names = parameter_names(&token(&without.into(), "eu-west-1", now).unwrap());
+        assert_eq!(names[names.len() - 2..], ["X-Amz-Signature", "User-Agent"]);
+        assert!(!names.iter().any(|n| n == "X-Amz-Security-Token"));
     }
 }

@@ -1,23 +1,34 @@
 //! The Kafka event bus: Amazon MSK (provisioned or Serverless), or any broker that speaks the
 //! Kafka protocol.
 //!
-//! - [`KafkaConfig`]: the brokers, the topic and how to authenticate, read from the environment
-//!   once (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`).
+//! - [`KafkaConfig`]: the brokers, the topic, how to authenticate and how many partitions the
+//!   topic was created with, read from the environment once (`KAFKA_BOOTSTRAP_SERVERS`,
+//!   `KAFKA_TOPIC`, `KAFKA_AUTH`, `KAFKA_PARTITIONS`).
 //! - [`connect`]: a client, plaintext or with TLS and MSK IAM (SASL/OAUTHBEARER, the token signed
 //!   with the caller's AWS credentials, [`iam`]). A broker that cannot be reached, or a topic that
 //!   does not exist, is one [`KafkaError`] that names the brokers and the topic.
 //! - [`partition_for`]: the partition of a record key, as Kafka's own clients choose it
 //!   (murmur2), so a reservation's events land where any Kafka producer would put them.
+//! - [`PartitionGuard`]: a publisher maps keys by the partition
+//!   count the topic was created with (`KAFKA_PARTITIONS`), never by the count it finds, and
+//!   refuses a topic whose count is another, at start and, at a bounded rate, while it runs. A
+//!   key's partition depends on the count: with partitions added, one reservation's events would
+//!   land in two partitions, which consumers read independently, and could be applied out of
+//!   order.
 //!
 //! The client is rskafka, a pure-Rust one: nothing to build in C, for the Lambdas or for the
 //! tests (docs/adr/0007-kafka-bus.md says what that choice means for ordering).
 
 pub mod iam;
+mod partition_guard;
+
+pub use partition_guard::{PARTITION_CHECK_INTERVAL, PartitionGuard, TopicMetadata};
 
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder, OauthBearerCredentials, SaslConfig};
 use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +42,10 @@ pub const TOPIC: settings::ResourceName = settings::ResourceName {
     var: "KAFKA_TOPIC",
     default: "reservation-events",
 };
+
+/// `KAFKA_PARTITIONS`: the partition count the topic was created with (the template's
+/// `KafkaTopicPartitions`). Publishers need it; readers do not.
+pub const PARTITIONS: settings::WholeNumber = settings::WholeNumber::between("KAFKA_PARTITIONS", 1, 1, 100_000);
 
 /// How long the client keeps trying one request (a produce, a fetch, finding a leader) before it
 /// gives the failure to its caller, who decides whether to try again.
@@ -51,6 +66,10 @@ pub struct KafkaConfig {
     pub bootstrap_servers: Vec<String>,
     pub topic: String,
     pub auth: KafkaAuth,
+    /// `KAFKA_PARTITIONS`: how many partitions the topic was created with, which is what a
+    /// publisher maps keys by and the only count it publishes to. Unset is fine for reading the
+    /// topic; a publisher refuses to start without it.
+    pub partitions: Option<NonZeroU32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,7 +84,8 @@ pub enum KafkaConfigError {
 
 impl KafkaConfig {
     /// Reads `KAFKA_BOOTSTRAP_SERVERS` (default `127.0.0.1:9092`), `KAFKA_TOPIC` (default
-    /// `reservation-events`) and `KAFKA_AUTH` (`NONE`, the default, or `IAM`).
+    /// `reservation-events`), `KAFKA_AUTH` (`NONE`, the default, or `IAM`) and `KAFKA_PARTITIONS`
+    /// (no default).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, KafkaConfigError> {
         let env = settings::Vars(vars);
         let servers = env.name(BOOTSTRAP_SERVERS)?;
@@ -83,24 +103,51 @@ impl KafkaConfig {
             "IAM" => KafkaAuth::Iam,
             other => return Err(KafkaConfigError::Auth(other.to_owned())),
         };
+        let partitions = match env.get(PARTITIONS.var) {
+            None => None,
+            Some(_) => NonZeroU32::new(env.whole_number(&PARTITIONS)? as u32),
+        };
         Ok(Self {
             bootstrap_servers,
             topic: env.name(TOPIC)?,
             auth,
+            partitions,
         })
     }
 
-    /// A plaintext broker at `bootstrap` (the local stack's, the tests').
+    /// A plaintext broker at `bootstrap` (the local stack's, the tests'), whose topic's partition
+    /// count is not known (enough to read it).
     pub fn plaintext(bootstrap: impl Into<String>, topic: impl Into<String>) -> Self {
         Self {
             bootstrap_servers: vec![bootstrap.into()],
             topic: topic.into(),
             auth: KafkaAuth::None,
+            partitions: None,
         }
+    }
+
+    /// The same, with the topic's partition count known: what a publisher needs.
+    pub fn with_partitions(mut self, partitions: NonZeroU32) -> Self {
+        self.partitions = Some(partitions);
+        self
     }
 
     fn brokers(&self) -> String {
         self.bootstrap_servers.join(",")
+    }
+
+    fn unreachable(&self, source: rskafka::client::error::Error) -> KafkaError {
+        KafkaError::Unreachable {
+            brokers: self.brokers(),
+            source,
+        }
+    }
+
+    fn no_topic(&self) -> KafkaError {
+        KafkaError::NoTopic {
+            topic: self.topic.clone(),
+            brokers: self.brokers(),
+        }
     }
 }
 
@@ -125,6 +172,34 @@ pub enum KafkaError {
     },
     #[error("KAFKA_AUTH=IAM needs AWS credentials and a region")]
     NoAwsIdentity,
+    #[error(
+        "KAFKA_PARTITIONS is not set: a publisher maps each reservation to a partition of the Kafka topic {topic:?} by the \
+         partition count the topic was created with; set it to that count (the stack's KafkaTopicPartitions)"
+    )]
+    NoPartitionCount { topic: String },
+    /// The topic does not have the partition count keys are mapped by: nothing may be published
+    /// until an operator fixes it.
+    #[error(
+        "the Kafka topic {topic:?} on {brokers} has {found} partitions, but KAFKA_PARTITIONS says it was created with \
+         {expected}: nothing is published (the events wait in the outbox), since a reservation's events would land in \
+         two partitions and could be applied out of order. If partitions were added to the topic, move to a new topic \
+         (docs/deploy.md, \"Growing the topic\"); if the topic was created with {found}, set KafkaTopicPartitions \
+         (KAFKA_PARTITIONS) to {found}"
+    )]
+    PartitionMismatch {
+        topic: String,
+        brokers: String,
+        expected: u32,
+        found: usize,
+    },
+}
+
+impl KafkaError {
+    /// Whether this is the bus refusing to be published to until an operator fixes it (a topic
+    /// whose partition count is not the configured one), as against a failure that may pass.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::PartitionMismatch { .. } | Self::NoPartitionCount { .. })
+    }
 }
 
 /// A client of `config`'s brokers; in IAM mode it signs with `aws`.
@@ -170,21 +245,32 @@ fn tls_config() -> Arc<rustls::ClientConfig> {
     Arc::new(config)
 }
 
-/// A client for every partition of the topic, in partition order.
+/// A client for every partition of the topic, in partition order: for reading it.
 pub async fn partitions(client: &Client, config: &KafkaConfig) -> Result<Vec<PartitionClient>, KafkaError> {
-    let topics = client.list_topics().await.map_err(|source| KafkaError::Unreachable {
-        brokers: config.brokers(),
-        source,
-    })?;
-    let topic = topics
-        .into_iter()
-        .find(|t| t.name == config.topic)
-        .ok_or_else(|| KafkaError::NoTopic {
-            topic: config.topic.clone(),
-            brokers: config.brokers(),
-        })?;
-    let mut ids: Vec<i32> = topic.partitions.into_iter().collect();
+    let mut ids = client
+        .partition_ids(&config.topic)
+        .await
+        .map_err(|source| config.unreachable(source))?
+        .ok_or_else(|| config.no_topic())?;
     ids.sort_unstable();
+    partition_clients(client, config, ids).await
+}
+
+/// A client for each of partitions `0..count` of the topic, in partition order: for publishing,
+/// once a [`PartitionGuard`] has found that the topic has `count`.
+pub async fn partitions_to_publish(
+    client: &Client,
+    config: &KafkaConfig,
+    count: NonZeroU32,
+) -> Result<Vec<PartitionClient>, KafkaError> {
+    partition_clients(client, config, (0..count.get() as i32).collect()).await
+}
+
+async fn partition_clients(
+    client: &Client,
+    config: &KafkaConfig,
+    ids: Vec<i32>,
+) -> Result<Vec<PartitionClient>, KafkaError> {
     let mut clients = Vec::with_capacity(ids.len());
     for partition in ids {
         let client = client
@@ -339,6 +425,17 @@ mod tests {
         .unwrap();
         assert_eq!(msk.bootstrap_servers, ["b-1.msk:9098", "b-2.msk:9098"]);
         assert_eq!(msk.auth, KafkaAuth::Iam);
+    }
+
+    #[test]
+    fn the_partition_count_is_read_when_set_and_unknown_otherwise() {
+        assert_eq!(KafkaConfig::from_vars(&HashMap::new()).unwrap().partitions, None);
+        let six = KafkaConfig::from_vars(&vars(&[("KAFKA_PARTITIONS", "6")])).unwrap();
+        assert_eq!(six.partitions, NonZeroU32::new(6));
+        for bad in ["0", "-1", "six", ""] {
+            let err = KafkaConfig::from_vars(&vars(&[("KAFKA_PARTITIONS", bad)])).unwrap_err();
+            assert!(err.to_string().starts_with("KAFKA_PARTITIONS must be"), "{bad}: {err}");
+        }
     }
 
     #[test]

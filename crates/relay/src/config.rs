@@ -9,7 +9,8 @@ use std::collections::HashMap;
 pub enum BusConfig {
     /// The Kinesis stream `EVENTS_STREAM`.
     Kinesis { stream: String },
-    /// A Kafka topic (Amazon MSK): `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`.
+    /// A Kafka topic (Amazon MSK): `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`,
+    /// `KAFKA_PARTITIONS`.
     Kafka(KafkaConfig),
 }
 
@@ -55,11 +56,22 @@ impl RelayConfig {
         Self::from_vars(&std::env::vars().collect())
     }
 
-    /// Reads the bus (`EVENT_BUS` and its settings, [`BusConfig`]) and the dead-letter target
+    /// Reads the bus (`EVENT_BUS` and its settings, [`BusConfig`]; on Kafka, `KAFKA_PARTITIONS`
+    /// is required: a publisher maps keys by it) and the dead-letter target
     /// (`DEAD_LETTER_QUEUE_URL` or `DEAD_LETTER_FILE`).
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
+        let bus = BusConfig::from_vars(vars)?;
+        if let BusConfig::Kafka(kafka) = &bus
+            && kafka.partitions.is_none()
+        {
+            return Err(settings::SettingError::Missing {
+                var: kafka_bus::PARTITIONS.var,
+                what: "the partition count the Kafka topic was created with (the stack's KafkaTopicPartitions)",
+            }
+            .into());
+        }
         Ok(Self {
-            bus: BusConfig::from_vars(vars)?,
+            bus,
             dead_letters: DeadLetterTarget::from_vars(vars)?,
             regions: settings::Regions::from_vars(vars)?,
         })
@@ -143,12 +155,24 @@ mod tests {
             ("DEAD_LETTER_FILE", "/tmp/x"),
             ("EVENT_BUS", "kafka"),
             ("KAFKA_TOPIC", "events"),
+            ("KAFKA_PARTITIONS", "6"),
         ]))
         .unwrap();
         assert_eq!(
             kafka.bus,
-            BusConfig::Kafka(KafkaConfig::plaintext("127.0.0.1:9092", "events"))
+            BusConfig::Kafka(
+                KafkaConfig::plaintext("127.0.0.1:9092", "events")
+                    .with_partitions(std::num::NonZeroU32::new(6).unwrap())
+            )
         );
+        // A publisher maps keys by the topic's partition count: it does not start without it.
+        let err = RelayConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "kafka")])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "KAFKA_PARTITIONS is not set: it must be the partition count the Kafka topic was created with (the stack's KafkaTopicPartitions)"
+        );
+        // Reading the topic (the replay tool) does not need it.
+        assert!(BusConfig::from_vars(&vars(&[("EVENT_BUS", "kafka")])).is_ok());
         let err = RelayConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "sqs")])).unwrap_err();
         assert_eq!(err.to_string(), r#"EVENT_BUS must be "kinesis" or "kafka", got "sqs""#);
         let err = RelayConfig::from_vars(&vars(&[

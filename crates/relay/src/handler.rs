@@ -63,7 +63,8 @@ impl RelayStats {
         );
     }
 
-    /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead letters.
+    /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead
+    /// letters, and whether the bus refused it.
     pub fn metrics(&self, now: time::OffsetDateTime) -> telemetry::MetricSet {
         let mut metrics = telemetry::MetricSet::new("relay");
         metrics
@@ -71,7 +72,8 @@ impl RelayStats {
             .count("PutRecordsFailures", self.publish.failed_records as f64)
             .count("PutRecordsRetries", f64::from(self.publish.retries))
             .count("DeadLettered", self.dead_lettered as f64)
-            .count("RecordsSkipped", self.skipped() as f64);
+            .count("RecordsSkipped", self.skipped() as f64)
+            .count(PUBLISH_REFUSED, f64::from(u8::from(self.publish.refused)));
         if let Some(created) = self.oldest_record_created_ms {
             let now_ms = (now.unix_timestamp_nanos() / 1_000_000) as i64;
             metrics.milliseconds("RelayLag", (now_ms - created).max(0) as f64);
@@ -79,6 +81,11 @@ impl RelayStats {
         metrics
     }
 }
+
+/// The metric that counts publishes the bus refused (a Kafka topic whose partition count is not
+/// `KAFKA_PARTITIONS`), 1 per refused batch or poll, and per start that found the bus refused;
+/// the template's alarms watch it.
+pub const PUBLISH_REFUSED: &str = "PublishRefused";
 
 #[derive(Debug, Default)]
 pub struct RelayOutcome {

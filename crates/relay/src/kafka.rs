@@ -2,6 +2,13 @@
 //! Kafka's own clients choose it), one produce request per partition, every partition at once,
 //! acks=all, and each record's outcome.
 //!
+//! Keys are mapped by the partition count the topic was created with (`KAFKA_PARTITIONS`), never
+//! by the count the topic shows, and a topic with another count is refused: at connect, and
+//! while the sink runs, its metadata read again at most every
+//! [`kafka_bus::PARTITION_CHECK_INTERVAL`] ([`kafka_bus::PartitionGuard`]). A refused call fails
+//! whole ([`SinkErrorKind::Refused`]), so its events stay in the outbox until an operator fixes
+//! the topic or the setting.
+//!
 //! A produce request appends its records to the partition in the order given, all or none. A
 //! partition's records of a call go in as few requests as fit under Kafka's default size limit for
 //! one record batch, sent one after the other; the first that fails fails the rest, so what a
@@ -12,7 +19,7 @@
 //! names the one window this leaves without an idempotent producer, as on Kinesis.
 
 use crate::sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
-use kafka_bus::{KafkaConfig, KafkaError, iam::AwsIdentity};
+use kafka_bus::{KafkaConfig, KafkaError, PartitionGuard, iam::AwsIdentity};
 use rskafka::chrono::Utc;
 use rskafka::client::partition::{Compression, PartitionClient};
 use rskafka::record::Record;
@@ -28,8 +35,8 @@ pub enum BusSink {
 
 impl BusSink {
     /// The sink `bus` names: Kinesis through `kinesis`, or Kafka, connected now (an unreachable
-    /// broker or a missing topic fails here, with one line naming them), signing with `aws` in
-    /// IAM mode.
+    /// broker, a missing topic, or a topic whose partition count is not `KAFKA_PARTITIONS` fails
+    /// here, with one line naming them), signing with `aws` in IAM mode.
     pub async fn open(
         bus: &crate::config::BusConfig,
         kinesis: impl FnOnce() -> aws_sdk_kinesis::Client,
@@ -41,6 +48,17 @@ impl BusSink {
             }
             crate::config::BusConfig::Kafka(kafka) => Self::Kafka(KafkaSink::connect(kafka, aws).await?),
         })
+    }
+
+    /// The metrics of a sink that could not be opened, for `function` (`relay`, `poller`): a
+    /// refused bus counts as one refused publish, so the alarm on refusals sees a function that
+    /// cannot even start; any other failure, none (the function's errors show it).
+    pub fn start_metrics(error: &KafkaError, function: &str) -> telemetry::MetricSet {
+        let mut metrics = telemetry::MetricSet::new(function);
+        if error.is_refusal() {
+            metrics.count(crate::handler::PUBLISH_REFUSED, 1.0);
+        }
+        metrics
     }
 }
 
@@ -55,7 +73,10 @@ impl EventSink for BusSink {
 
 pub struct KafkaSink {
     topic: String,
+    /// Partitions `0..KAFKA_PARTITIONS`: what keys are mapped to.
     partitions: Vec<PartitionClient>,
+    /// Refuses a topic whose partition count is not `partitions.len()`.
+    guard: PartitionGuard<rskafka::client::Client>,
     /// How long one partition's produce may take, its client's retries included, before its
     /// records count as failed (a broker that stops answering never fails a request by itself).
     produce_timeout: Duration,
@@ -74,16 +95,30 @@ impl std::fmt::Debug for KafkaSink {
 }
 
 impl KafkaSink {
-    /// Connects to `config`'s brokers and to every partition of its topic: an unreachable broker
-    /// or a missing topic is an error that names them, at start rather than at the first event.
+    /// Connects to `config`'s brokers and to every partition of its topic: an unreachable broker,
+    /// a missing topic, no `KAFKA_PARTITIONS` or a topic with another partition count is an
+    /// error that names them, at start rather than at the first event.
     pub async fn connect(config: &KafkaConfig, aws: Option<AwsIdentity>) -> Result<Self, KafkaError> {
-        let client = kafka_bus::connect(config, aws).await?;
-        let partitions = kafka_bus::partitions(&client, config).await?;
+        // Before connecting: a missing setting is a configuration error, whatever the brokers say.
+        let expected = config.partitions.ok_or_else(|| KafkaError::NoPartitionCount {
+            topic: config.topic.clone(),
+        })?;
+        let guard = PartitionGuard::new(kafka_bus::connect(config, aws).await?, config, expected);
+        guard.check().await?;
+        let partitions = kafka_bus::partitions_to_publish(guard.metadata(), config, expected).await?;
         Ok(Self {
             topic: config.topic.clone(),
             partitions,
+            guard,
             produce_timeout: PRODUCE_TIMEOUT,
         })
+    }
+
+    /// How often the running sink reads its topic's partition count again, at most (default
+    /// [`kafka_bus::PARTITION_CHECK_INTERVAL`]).
+    pub fn with_partition_check_interval(mut self, interval: Duration) -> Self {
+        self.guard = self.guard.with_interval(interval);
+        self
     }
 
     /// Bounds each partition's produce (the poller keeps it below its lease margin).
@@ -95,16 +130,23 @@ impl KafkaSink {
 
 impl EventSink for KafkaSink {
     async fn put_records(&self, records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, SinkError> {
-        if self.partitions.is_empty() {
+        if let Err(error) = self.guard.check().await {
+            let kind = if error.is_refusal() {
+                tracing::error!(error = %error, "refusing to publish to the Kafka topic");
+                SinkErrorKind::Refused
+            } else {
+                SinkErrorKind::Other
+            };
             return Err(SinkError {
-                kind: SinkErrorKind::Other,
-                source: format!("the topic {} has no partitions", self.topic).into(),
+                kind,
+                source: Box::new(error),
             });
         }
-        // Each partition's records, in the order of the call.
+        // Each partition's records, in the order of the call; by the configured count.
+        let count = self.guard.expected().get() as usize;
         let mut by_partition: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
         for (index, record) in records.iter().enumerate() {
-            let partition = kafka_bus::partition_for(record.partition_key.as_bytes(), self.partitions.len());
+            let partition = kafka_bus::partition_for(record.partition_key.as_bytes(), count);
             by_partition.entry(partition).or_default().push(index);
         }
         let now = Utc::now();
@@ -211,6 +253,18 @@ fn error_code(error: &rskafka::client::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_sink_without_the_topics_partition_count_is_refused_before_connecting() {
+        // No broker listens on port 9: the setting is checked first.
+        let config = KafkaConfig::plaintext("127.0.0.1:9", "reservation-events");
+        let err = KafkaSink::connect(&config, None).await.unwrap_err();
+        assert!(matches!(err, KafkaError::NoPartitionCount { .. }), "{err}");
+        assert!(err.is_refusal());
+        assert!(err.to_string().contains("KafkaTopicPartitions"), "{err}");
+        let metrics = BusSink::start_metrics(&err, "relay").to_line(time::OffsetDateTime::UNIX_EPOCH);
+        assert!(metrics.contains(r#""PublishRefused":1.0"#), "{metrics}");
+    }
 
     #[test]
     fn a_partitions_records_go_in_runs_that_fit_one_produce_request_in_order() {

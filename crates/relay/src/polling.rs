@@ -94,7 +94,11 @@ impl PollStats {
             .count("PutRecordsFailures", self.publish.failed_records as f64)
             .count("PutRecordsRetries", f64::from(self.publish.retries))
             .count("DeadLettered", self.dead_lettered as f64)
-            .count("MarkFailures", self.mark_failures as f64);
+            .count("MarkFailures", self.mark_failures as f64)
+            .count(
+                crate::handler::PUBLISH_REFUSED,
+                f64::from(u8::from(self.publish.refused)),
+            );
         if let Some(age) = self.oldest_pending_age {
             metrics.milliseconds("OldestPendingAge", age.as_secs_f64() * 1000.0);
         }

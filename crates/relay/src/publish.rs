@@ -44,6 +44,9 @@ pub struct PublishReport {
     pub failed_calls: u32,
     pub retries: u32,
     pub gave_up: bool,
+    /// The sink refused to publish ([`SinkErrorKind::Refused`]): the publish stopped at once, and
+    /// stays stopped until an operator fixes the bus.
+    pub refused: bool,
     pub last_error: Option<String>,
 }
 
@@ -131,9 +134,17 @@ pub async fn publish_in_order<S: EventSink>(
                     if e.kind == SinkErrorKind::Throttled {
                         report.throttled_records += call.len() as u64;
                     }
+                    report.refused |= e.kind == SinkErrorKind::Refused;
                     report.last_error = Some(telemetry::error_chain(&e));
                 }
             }
+            if report.refused {
+                break;
+            }
+        }
+        if report.refused {
+            report.gave_up = true;
+            break;
         }
         if !round_failed {
             failed_rounds = 0;
@@ -243,6 +254,40 @@ mod tests {
                 .unwrap()
                 .starts_with("ProvisionedThroughputExceededException")
         );
+    }
+
+    /// Refuses every call, as a Kafka sink whose topic has another partition count does.
+    struct Refusing(std::sync::atomic::AtomicU32);
+
+    impl EventSink for Refusing {
+        async fn put_records(&self, _records: &[&SinkRecord]) -> Result<Vec<PutOutcome>, crate::SinkError> {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(crate::SinkError {
+                kind: SinkErrorKind::Refused,
+                source: "the topic has 8 partitions, but KAFKA_PARTITIONS says 4".into(),
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusing_sink_stops_the_publish_at_once_with_nothing_published() {
+        let sink = Refusing(Default::default());
+        // More records than one call takes: the refusal of the first call ends it.
+        let records: Vec<_> = (0..MAX_RECORDS_PER_CALL + 1)
+            .map(|i| rec(&format!("k{i}"), 1))
+            .collect();
+        let report = publish_in_order(
+            &sink,
+            &records,
+            &PublishPolicy::default(),
+            Instant::now() + Duration::from_secs(900),
+        )
+        .await;
+        assert!(report.refused && report.gave_up);
+        assert_eq!((report.calls, report.retries), (1, 0));
+        assert_eq!(sink.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(report.first_unpublished(), Some(0));
+        assert!(report.last_error.unwrap().contains("KAFKA_PARTITIONS"));
     }
 
     #[tokio::test(start_paused = true)]

@@ -76,6 +76,10 @@ pub(crate) fn is_throttle_code(code: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SinkErrorKind {
     Throttled,
+    /// The bus is not the one the stack was set up with (a Kafka topic whose partition count is
+    /// not `KAFKA_PARTITIONS`): nothing is published until an operator fixes it, so trying again
+    /// within the invocation cannot help.
+    Refused,
     Other,
 }
 

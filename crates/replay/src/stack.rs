@@ -27,12 +27,13 @@ pub enum StackError {
     Missing { stack: String },
     #[error("stack {stack} has neither an EventsStreamName nor an EventsTopic output: is it a reservations stack?")]
     NoBus { stack: String },
-    #[error("stack {stack}'s EventsTopic output is {value:?}, not \"<topic> on <brokers>\"")]
-    Topic { stack: String, value: String },
+    #[error("stack {stack} has an EventsTopic output but no KafkaBootstrapBrokers output: is it a reservations stack?")]
+    NoBrokers { stack: String },
 }
 
 /// The variables `outputs` give: the names, and the bus the stack publishes to (a Kafka stack's
-/// `EventsTopic` is "<topic> on <brokers>", reached with IAM as its functions do).
+/// `EventsTopic`, `KafkaBootstrapBrokers` and `EventsTopicPartitions`, reached with IAM as its
+/// functions do).
 pub fn vars_from_outputs(
     stack: &str,
     outputs: &HashMap<String, String>,
@@ -43,15 +44,19 @@ pub fn vars_from_outputs(
         .collect();
     if outputs.contains_key("EventsStreamName") {
         vars.insert("EVENT_BUS".into(), "kinesis".into());
-    } else if let Some(value) = outputs.get("EventsTopic") {
-        let (topic, brokers) = value.split_once(" on ").ok_or_else(|| StackError::Topic {
-            stack: stack.to_owned(),
-            value: value.clone(),
-        })?;
+    } else if let Some(topic) = outputs.get("EventsTopic") {
+        let brokers = outputs
+            .get("KafkaBootstrapBrokers")
+            .ok_or_else(|| StackError::NoBrokers {
+                stack: stack.to_owned(),
+            })?;
         vars.insert("EVENT_BUS".into(), "kafka".into());
-        vars.insert("KAFKA_TOPIC".into(), topic.to_owned());
-        vars.insert("KAFKA_BOOTSTRAP_SERVERS".into(), brokers.to_owned());
+        vars.insert(kafka_bus::TOPIC.var.into(), topic.clone());
+        vars.insert(kafka_bus::BOOTSTRAP_SERVERS.var.into(), brokers.clone());
         vars.insert("KAFKA_AUTH".into(), "IAM".into());
+        if let Some(partitions) = outputs.get("EventsTopicPartitions") {
+            vars.insert(kafka_bus::PARTITIONS.var.into(), partitions.clone());
+        }
     } else {
         return Err(StackError::NoBus {
             stack: stack.to_owned(),
@@ -145,11 +150,12 @@ mod tests {
     }
 
     #[test]
-    fn a_kafka_stacks_topic_output_gives_the_topic_its_brokers_and_iam() {
-        let outputs = map(&[(
-            "EventsTopic",
-            "reservation-events on b-1.msk.example:9098,b-2.msk.example:9098",
-        )]);
+    fn a_kafka_stacks_outputs_give_the_topic_its_brokers_its_partition_count_and_iam() {
+        let outputs = map(&[
+            ("EventsTopic", "reservation-events"),
+            ("KafkaBootstrapBrokers", "b-1.msk.example:9098,b-2.msk.example:9098"),
+            ("EventsTopicPartitions", "6"),
+        ]);
         let vars = vars_from_outputs("reservations", &outputs).unwrap();
         assert_eq!(vars["EVENT_BUS"], "kafka");
         assert_eq!(vars["KAFKA_TOPIC"], "reservation-events");
@@ -157,7 +163,28 @@ mod tests {
             vars["KAFKA_BOOTSTRAP_SERVERS"],
             "b-1.msk.example:9098,b-2.msk.example:9098"
         );
+        assert_eq!(vars["KAFKA_PARTITIONS"], "6");
         assert_eq!(vars["KAFKA_AUTH"], "IAM");
+        // What the relay's config reads from them is that topic, those brokers and that count.
+        let mut relay_vars = vars.clone();
+        relay_vars.insert("DEAD_LETTER_FILE".into(), "/tmp/x".into());
+        let relay::BusConfig::Kafka(kafka) = relay::RelayConfig::from_vars(&relay_vars).unwrap().bus else {
+            panic!("not the Kafka bus");
+        };
+        assert_eq!(
+            (
+                kafka.topic.as_str(),
+                kafka.bootstrap_servers.len(),
+                kafka.partitions.map(|p| p.get())
+            ),
+            ("reservation-events", 2, Some(6))
+        );
+
+        let error = vars_from_outputs("reservations", &map(&[("EventsTopic", "reservation-events")])).unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "stack reservations has an EventsTopic output but no KafkaBootstrapBrokers output: is it a reservations stack?"
+        );
     }
 
     #[test]

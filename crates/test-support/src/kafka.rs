@@ -12,17 +12,24 @@ pub struct TestTopic {
 impl TestTopic {
     /// A new topic named after a fresh ULID, with `partitions` partitions, on the shared test broker.
     pub async fn create(partitions: i32) -> Self {
-        let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").ok().filter(|v| !v.is_empty());
-        let bootstrap = bootstrap.expect(
-            "KAFKA_BOOTSTRAP_SERVERS is not set: the Kafka tests need the test broker; run them with scripts/test.sh",
-        );
-        Self::create_on(&bootstrap, partitions).await
+        Self::create_on(&Self::bootstrap(), partitions).await
     }
 
-    /// A new topic as [`Self::create`] does, on the broker at `bootstrap`.
+    /// A new topic as [`Self::create`] does, on the broker at `bootstrap`; its config names the
+    /// partition count it was created with, as `KAFKA_PARTITIONS` does a deployed one's.
     pub async fn create_on(bootstrap: &str, partitions: i32) -> Self {
+        let count = u32::try_from(partitions)
+            .ok()
+            .and_then(std::num::NonZeroU32::new)
+            .expect("a topic has at least one partition");
+        Self::create_with(bootstrap, partitions, count).await
+    }
+
+    /// A new topic of `partitions` partitions whose config says it was created with `configured`:
+    /// a stack set up for another count than its topic has.
+    pub async fn create_with(bootstrap: &str, partitions: i32, configured: std::num::NonZeroU32) -> Self {
         let topic = format!("t{}-events", ulid::Ulid::new().to_string().to_lowercase());
-        let config = KafkaConfig::plaintext(bootstrap, topic);
+        let config = KafkaConfig::plaintext(bootstrap, topic).with_partitions(configured);
         let client = kafka_bus::connect(&config, None)
             .await
             .expect("the test broker answers");
@@ -30,6 +37,29 @@ impl TestTopic {
             .await
             .expect("the test topic is created");
         Self { config, client }
+    }
+
+    /// The test broker's address (`KAFKA_BOOTSTRAP_SERVERS`, which `scripts/test.sh` sets).
+    pub fn bootstrap() -> String {
+        std::env::var("KAFKA_BOOTSTRAP_SERVERS")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .expect("KAFKA_BOOTSTRAP_SERVERS is not set: the Kafka tests need the test broker; run them with scripts/test.sh")
+    }
+
+    /// Deletes the topic and creates it again under its name with `partitions` partitions, empty:
+    /// as near as the test broker comes to adding partitions to a topic (Tansu 0.6 does not answer
+    /// CreatePartitions), which is what a publisher must notice while it runs.
+    pub async fn recreate_with(&self, partitions: i32) {
+        self.client
+            .controller_client()
+            .expect("the test broker's controller")
+            .delete_topic(self.config.topic.clone(), 5_000)
+            .await
+            .expect("the test topic is deleted");
+        kafka_bus::create_topic(&self.client, &self.config, partitions)
+            .await
+            .expect("the test topic is created again");
     }
 
     /// Every record on the topic, partition by partition, each partition in offset order.

@@ -15,7 +15,7 @@ use std::path::Path;
 
 /// Parameters a Kafka deployment needs (the Rule KafkaNeedsTheClusterAndItsNetwork), with
 /// values shaped like real ones.
-pub const KAFKA: [(&str, &str); 5] = [
+pub const KAFKA: [(&str, &str); 6] = [
     ("EventBus", "Kafka"),
     (
         "KafkaClusterArn",
@@ -25,6 +25,7 @@ pub const KAFKA: [(&str, &str); 5] = [
         "KafkaBootstrapServers",
         "b-1.reservations.abc123.c2.kafka.eu-west-1.amazonaws.com:9098",
     ),
+    ("KafkaTopicPartitions", "6"),
     ("KafkaSubnetIds", "subnet-0a1b2c3d4e5f60718,subnet-0a1b2c3d4e5f60719"),
     ("KafkaSecurityGroupIds", "sg-0a1b2c3d4e5f60718"),
 ];

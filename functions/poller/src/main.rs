@@ -31,7 +31,11 @@ async fn main() -> Result<(), Error> {
         &config.relay.regions,
     );
     let dead_letters = config.relay.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
-    let sink = match BusSink::open(&config.relay.bus, || kinesis, AwsIdentity::from_sdk_config(&sdk)).await? {
+    let metrics = telemetry::Emitter::Stdout;
+    let sink = BusSink::open(&config.relay.bus, || kinesis, AwsIdentity::from_sdk_config(&sdk))
+        .await
+        .inspect_err(|error| metrics.emit(&BusSink::start_metrics(error, "poller")))?;
+    let sink = match sink {
         BusSink::Kafka(kafka) => BusSink::Kafka(kafka.with_produce_timeout(PUT_TIMEOUT)),
         kinesis => kinesis,
     };
@@ -43,7 +47,7 @@ async fn main() -> Result<(), Error> {
         PublishPolicy::default(),
         config.settings,
     )
-    .with_metrics(telemetry::Emitter::Stdout);
+    .with_metrics(metrics);
     let poller = &poller;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<serde_json::Value>| async move {
         let deadline = relay::invocation_deadline(event.context.deadline, DEADLINE_MARGIN);

@@ -23,14 +23,16 @@ async fn main() -> Result<(), Error> {
     let config = RelayConfig::from_env()?;
     let sdk = settings::sdk_config().await;
     let dead_letters = config.dead_letters.open(|| aws_sdk_sqs::Client::new(&sdk));
+    let metrics = telemetry::Emitter::Stdout;
     let sink = BusSink::open(
         &config.bus,
         || aws_sdk_kinesis::Client::new(&sdk),
         AwsIdentity::from_sdk_config(&sdk),
     )
-    .await?;
+    .await
+    .inspect_err(|error| metrics.emit(&BusSink::start_metrics(error, "relay")))?;
     let relay = Relay::new(sink, dead_letters, PublishPolicy::default())
-        .with_metrics(telemetry::Emitter::Stdout)
+        .with_metrics(metrics)
         .publishing_for(config.regions);
     let relay = &relay;
     // The event stays JSON: the relay reads it record by record, so that one record of the wrong

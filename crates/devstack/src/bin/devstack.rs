@@ -29,8 +29,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// The local topic's partitions (with EVENT_BUS=kafka), as many as the local stream's shards.
-const KAFKA_PARTITIONS: i32 = 4;
+/// The local topic's partitions (with EVENT_BUS=kafka) unless `KAFKA_PARTITIONS` says otherwise,
+/// as many as the local stream's shards: the count the topic is created with and the relay maps
+/// keys by.
+const KAFKA_PARTITIONS: std::num::NonZeroU32 = std::num::NonZeroU32::new(4).unwrap();
 
 #[derive(Parser)]
 #[command(version, about = "The reservation service's embedded local stack")]
@@ -162,9 +164,10 @@ async fn provision(sdk: &aws_config::SdkConfig, args: &ProvisionArgs) -> Result<
     }
     if let relay::BusConfig::Kafka(kafka) = bus()? {
         let client = kafka_bus::connect(&kafka, None).await?;
-        kafka_bus::ensure_topic(&client, &kafka, KAFKA_PARTITIONS).await?;
+        let partitions = kafka.partitions.unwrap_or(KAFKA_PARTITIONS);
+        kafka_bus::ensure_topic(&client, &kafka, partitions.get() as i32).await?;
         println!(
-            "ready: KAFKA_TOPIC={} on {}",
+            "ready: KAFKA_TOPIC={} on {} (KAFKA_PARTITIONS={partitions})",
             kafka.topic,
             kafka.bootstrap_servers.join(",")
         );
@@ -244,9 +247,15 @@ async fn relay(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
     Ok(())
 }
 
-/// The bus the events travel on: `EVENT_BUS` and its settings.
+/// The bus the events travel on: `EVENT_BUS` and its settings; a local topic's partition count
+/// is [`KAFKA_PARTITIONS`] unless set.
 fn bus() -> Result<relay::BusConfig> {
-    Ok(relay::BusConfig::from_vars(&std::env::vars().collect())?)
+    Ok(match relay::BusConfig::from_vars(&std::env::vars().collect())? {
+        relay::BusConfig::Kafka(kafka) if kafka.partitions.is_none() => {
+            relay::BusConfig::Kafka(kafka.with_partitions(KAFKA_PARTITIONS))
+        }
+        bus => bus,
+    })
 }
 
 async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &RelayArgs) -> Result<()> {

@@ -6,10 +6,14 @@
 
 use domain::ports::UnpublishedEvents;
 use std::collections::{BTreeMap, BTreeSet};
+use std::num::NonZeroU32;
 use std::time::Duration;
 use test_support::kafka::{OwnBroker, TestTopic};
 use test_support::stack::{TestStack, expected_versions as expected, versions_by_reservation};
 use tokio::time::Instant;
+
+const TWO: NonZeroU32 = NonZeroU32::new(2).unwrap();
+const FOUR: NonZeroU32 = NonZeroU32::new(4).unwrap();
 
 #[tokio::test]
 async fn reservations_and_cancels_reach_the_kafka_topic_once_each_in_order_keyed_and_with_headers() {
@@ -151,7 +155,7 @@ async fn a_broker_that_stops_answering_for_30_s_under_traffic_loses_no_event_and
 #[tokio::test]
 async fn a_missing_topic_is_refused_at_start_with_the_broker_and_the_topic_named() {
     let bootstrap = std::env::var("KAFKA_BOOTSTRAP_SERVERS").expect("scripts/test.sh starts the test broker");
-    let config = kafka_bus::KafkaConfig::plaintext(bootstrap.clone(), "no-such-topic");
+    let config = kafka_bus::KafkaConfig::plaintext(bootstrap.clone(), "no-such-topic").with_partitions(FOUR);
     let err = relay::KafkaSink::connect(&config, None).await.unwrap_err().to_string();
     assert_eq!(
         err,
@@ -164,10 +168,183 @@ async fn a_missing_topic_is_refused_at_start_with_the_broker_and_the_topic_named
         .local_addr()
         .unwrap()
         .port();
-    let nowhere = kafka_bus::KafkaConfig::plaintext(format!("127.0.0.1:{port}"), "reservation-events");
+    let nowhere =
+        kafka_bus::KafkaConfig::plaintext(format!("127.0.0.1:{port}"), "reservation-events").with_partitions(FOUR);
     let err = relay::KafkaSink::connect(&nowhere, None).await.unwrap_err().to_string();
     assert!(
         err.starts_with(&format!("cannot reach the Kafka brokers 127.0.0.1:{port}: ")),
         "{err}"
+    );
+}
+
+/// The value of metric `name` in each EMF line that has it.
+fn metric_values(lines: &[String], name: &str) -> Vec<f64> {
+    lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap()[name].as_f64())
+        .collect()
+}
+
+/// A Lambda batch of the outbox stream's inserts of `events` (reservation, version), from
+/// sequence number `first`.
+fn outbox_inserts(first: u64, events: &[(&str, u64)]) -> String {
+    use test_support::events::{envelope, outbox_image, outbox_stream_record};
+    let records: Vec<serde_json::Value> = events
+        .iter()
+        .zip(first..)
+        .map(|(&(id, version), sequence)| {
+            outbox_stream_record("INSERT", sequence, (id, version), outbox_image(&envelope(id, version)))
+        })
+        .collect();
+    serde_json::json!({ "Records": records }).to_string()
+}
+
+/// Partitions added to a topic move keys: a publisher mapping by one count and another mapping by
+/// another put one reservation's events in two partitions, which consumers read independently.
+/// So a relay starting on a topic that does not have the count the stack was set up with
+/// (KAFKA_PARTITIONS) refuses, with one line saying what is wrong and what to do, and counts it
+/// in the metric the template alarms on.
+#[tokio::test]
+async fn a_relay_refuses_at_start_a_topic_without_the_configured_partition_count_naming_both_counts() {
+    let topic = TestTopic::create_with(&TestTopic::bootstrap(), 4, TWO).await;
+    let err = relay::KafkaSink::connect(&topic.config, None).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            kafka_bus::KafkaError::PartitionMismatch {
+                expected: 2,
+                found: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let message = err.to_string();
+    for part in [
+        format!(
+            "the Kafka topic {:?} on {} has 4 partitions",
+            topic.config.topic,
+            TestTopic::bootstrap()
+        ),
+        "KAFKA_PARTITIONS says it was created with 2".to_owned(),
+        "Growing the topic".to_owned(),
+    ] {
+        assert!(message.contains(&part), "{part:?} not in {message}");
+    }
+    let metrics = relay::BusSink::start_metrics(&err, "relay").to_line(time::OffsetDateTime::UNIX_EPOCH);
+    assert_eq!(metric_values(&[metrics], relay::handler::PUBLISH_REFUSED), [1.0]);
+    assert!(topic.records().await.is_empty());
+}
+
+/// A relay that is already running when the topic's partition count changes refuses from its
+/// next look at the topic's metadata on: the batch is reported failed from its first record, so
+/// Lambda delivers it again and the events stay in the stream until the topic is fixed; nothing
+/// reaches the topic. (Tansu cannot add partitions; the topic is made again with 4 under its
+/// name, which a publisher that read the count at start would never notice.)
+#[tokio::test]
+async fn a_running_relay_refuses_once_its_topic_has_another_partition_count_and_keeps_the_batch_in_the_stream() {
+    let topic = TestTopic::create(2).await;
+    let (metrics, lines) = telemetry::Emitter::memory();
+    let sink = relay::KafkaSink::connect(&topic.config, None)
+        .await
+        .unwrap()
+        .with_partition_check_interval(Duration::ZERO);
+    let relay = relay::Relay::new(
+        sink,
+        dead_letters::MemoryDeadLetters::default(),
+        relay::PublishPolicy::default(),
+    )
+    .with_metrics(metrics);
+    let deadline = Instant::now() + Duration::from_secs(60);
+
+    let first = relay
+        .handle(&outbox_inserts(1, &[("r1", 1), ("r2", 1)]), deadline)
+        .await
+        .unwrap();
+    assert!(first.response.batch_item_failures.is_empty());
+    assert_eq!(first.stats.published, 2);
+
+    topic.recreate_with(4).await;
+    let refused = relay
+        .handle(&outbox_inserts(3, &[("r1", 2), ("r3", 1)]), deadline)
+        .await
+        .unwrap();
+    let resume: Vec<_> = refused
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone().unwrap_or_default())
+        .collect();
+    assert_eq!(resume, [format!("{:030}", 3)], "the whole batch goes back to Lambda");
+    assert_eq!(refused.stats.published, 0);
+    assert!(refused.stats.publish.refused);
+    assert_eq!(
+        refused.stats.publish.calls, 1,
+        "a refusal is not retried within the invocation"
+    );
+    assert!(
+        refused
+            .stats
+            .publish
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("has 4 partitions"),
+        "{:?}",
+        refused.stats.publish.last_error
+    );
+    assert!(relay.dead_letters().letters().is_empty());
+    assert!(topic.records().await.is_empty(), "nothing reached the topic");
+    assert_eq!(
+        metric_values(&lines.lock().unwrap(), relay::handler::PUBLISH_REFUSED),
+        [0.0, 1.0]
+    );
+
+    // A relay starting now (a cold start) refuses too.
+    let err = relay::KafkaSink::connect(&topic.config, None).await.unwrap_err();
+    assert!(err.is_refusal(), "{err}");
+}
+
+/// The poller likewise: a poll on a topic whose partition count changed publishes nothing and
+/// leaves every event marked unpublished, for the poll after the fix.
+#[tokio::test]
+async fn a_running_poller_refuses_once_its_topic_has_another_partition_count_and_leaves_the_events_marked() {
+    let stack = TestStack::start().await.polling();
+    let topic = TestTopic::create(2).await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    api.put_slot(&http, "s1", 10).await;
+    for guest in ["g1", "g2", "g3"] {
+        api.reserve(&http, "s1", guest).await;
+    }
+    let (metrics, lines) = telemetry::Emitter::memory();
+    let sink = relay::KafkaSink::connect(&topic.config, None)
+        .await
+        .unwrap()
+        .with_partition_check_interval(Duration::ZERO);
+    let poller = devstack::pipeline::poller_to(
+        &stack.sdk,
+        &stack.name("OUTBOX_TABLE"),
+        sink,
+        &stack.dead_letter_dir(),
+        relay::PollerSettings::default(),
+        &stack.regions,
+    )
+    .with_metrics(metrics);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    assert_eq!(poller.poll_once(deadline).await.unwrap().published, 3);
+
+    topic.recreate_with(4).await;
+    for guest in ["g4", "g5"] {
+        api.reserve(&http, "s1", guest).await;
+    }
+    let refused = poller.poll_once(deadline).await.unwrap();
+    assert_eq!((refused.pending, refused.published, refused.marked), (2, 0, 0));
+    assert!(refused.publish.refused);
+    assert_eq!(stack.outbox().pending(100).await.unwrap().len(), 2, "both stay marked");
+    assert!(topic.records().await.is_empty(), "nothing reached the topic");
+    assert_eq!(
+        metric_values(&lines.lock().unwrap(), relay::handler::PUBLISH_REFUSED),
+        [0.0, 1.0]
     );
 }

@@ -149,6 +149,7 @@ fn emitted_metrics(function: &str) -> BTreeSet<String> {
             vec![relay::RunStats::default().metrics(), poll.metrics()]
         }
         "notifier" => vec![adapters::dynamodb::consumers::republished_after_window_metrics()],
+        "relay" => vec![relay::handler::RelayStats::default().metrics(time::OffsetDateTime::UNIX_EPOCH)],
         other => panic!("no alarm on {other}'s metrics was expected; add its metric sets here"),
     };
     sets.iter()
@@ -213,11 +214,25 @@ fn the_poller_alarms_exist_in_polling_mode_only_and_cover_errors_throttles_faile
         .collect();
     assert_eq!(
         watched,
-        BTreeSet::from(["Errors", "FailedPolls", "Invocations", "OldestPendingAge", "Throttles"])
+        BTreeSet::from([
+            "Errors",
+            "FailedPolls",
+            "Invocations",
+            "OldestPendingAge",
+            "PublishRefused",
+            "Throttles"
+        ])
     );
     for (id, alarm) in &poller_alarms {
-        assert_eq!(alarm["Condition"].as_str(), Some("PollingRelay"), "{id}");
+        let refused = alarm["Properties"]["MetricName"].as_str() == Some("PublishRefused");
+        // Only the Kafka bus can refuse a publish.
+        let condition = if refused { "PollingKafkaBus" } else { "PollingRelay" };
+        assert_eq!(alarm["Condition"].as_str(), Some(condition), "{id}");
     }
+    assert_eq!(
+        json(&template["Conditions"]["PollingKafkaBus"]),
+        serde_json::json!({"!And": [{"!Condition": "KafkaBus"}, {"!Condition": "PollingRelay"}]})
+    );
     let silence = poller_alarms
         .values()
         .find(|a| a["Properties"]["MetricName"].as_str() == Some("Invocations"))
@@ -718,6 +733,11 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
     );
     assert_eq!(environment["KAFKA_TOPIC"].as_str(), Some("reservation-events"));
     assert_eq!(environment["KAFKA_AUTH"].as_str(), Some("IAM"));
+    assert_eq!(
+        environment["KAFKA_PARTITIONS"].as_str(),
+        Some(parameters["KafkaTopicPartitions"]),
+        "the relay and the poller map keys by the count the topic was created with"
+    );
     assert!(environment.get("EVENTS_STREAM").is_none());
 
     let topic_arn = "arn:aws:kafka:eu-west-1:123456789012:topic/reservations/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0-s1/reservation-events";
@@ -826,8 +846,59 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
             "{consumer} has no iterator on Kafka"
         );
     }
-    assert!(kafka["Outputs"].get("EventsTopic").is_some());
+    // The outputs reservations-replay --stack reads, each one value as its flag takes it.
+    let output = |name: &str| kafka["Outputs"][name]["Value"].as_str().map(str::to_owned);
+    assert_eq!(output("EventsTopic").as_deref(), Some("reservation-events"));
+    assert_eq!(
+        output("KafkaBootstrapBrokers").as_deref(),
+        Some(parameters["KafkaBootstrapServers"])
+    );
+    assert_eq!(
+        output("EventsTopicPartitions").as_deref(),
+        Some(parameters["KafkaTopicPartitions"])
+    );
+    // A refused publish pages, on the relay, and on the poller in polling mode.
+    let refusals: Vec<_> = resources_of_type(&kafka, "AWS::CloudWatch::Alarm")
+        .into_values()
+        .filter(|alarm| alarm["Properties"]["MetricName"].as_str() == Some("PublishRefused"))
+        .map(|alarm| json(&alarm["Properties"]["Dimensions"][0]["Value"]))
+        .collect();
+    assert_eq!(refusals, [serde_json::json!("relay")]);
+    let polling: Vec<_> = KAFKA.iter().copied().chain([("RelayMode", "polling")]).collect();
+    let polling = Deploy::new(&template, &polling).stack();
+    let refusals = resources_of_type(&polling, "AWS::CloudWatch::Alarm")
+        .into_values()
+        .filter(|alarm| alarm["Properties"]["MetricName"].as_str() == Some("PublishRefused"))
+        .count();
+    assert_eq!(refusals, 2);
     assert!(kafka["Outputs"].get("EventsStreamName").is_none());
+
+    // Moving to a new topic: new mappings in new groups (a group belongs to one mapping), and the
+    // roles follow them.
+    let moved: Vec<_> = KAFKA
+        .iter()
+        .copied()
+        .chain([
+            ("KafkaTopic", "reservation-events-v2"),
+            ("KafkaConsumerGroupSuffix", "-v2"),
+        ])
+        .collect();
+    let moved = Deploy::new(&template, &moved).stack();
+    let moved_text = json(&moved["Resources"]).to_string();
+    for short in ["projector", "notifier"] {
+        let group = format!("{STACK_NAME}-{short}-v2");
+        assert!(
+            moved_text.contains(&format!("\"ConsumerGroupId\":\"{group}\"")),
+            "{group}"
+        );
+        // The group's ARN: .../group/<cluster name>/<cluster uuid>/<group>.
+        assert!(moved_text.contains(&format!("-s1/{group}\"")), "{group} in its role");
+        assert!(
+            !moved_text.contains(&format!("\"ConsumerGroupId\":\"{STACK_NAME}-{short}\""))
+                && !moved_text.contains(&format!("-s1/{STACK_NAME}-{short}\"")),
+            "{short}'s old group"
+        );
+    }
 
     let kinesis = Deploy::new(&template, &[]).stack();
     for (id, resource) in kinesis["Resources"].as_mapping().unwrap() {
@@ -858,7 +929,15 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
         .collect();
     assert!(!names.iter().any(|n| n.starts_with("KAFKA_")), "{names:?}");
     assert!(kinesis["Outputs"].get("EventsStreamName").is_some());
-    assert!(kinesis["Outputs"].get("EventsTopic").is_none());
+    for kafka_only in ["EventsTopic", "KafkaBootstrapBrokers", "EventsTopicPartitions"] {
+        assert!(kinesis["Outputs"].get(kafka_only).is_none(), "{kafka_only}");
+    }
+    assert!(
+        !resources_of_type(&kinesis, "AWS::CloudWatch::Alarm")
+            .values()
+            .any(|alarm| alarm["Properties"]["MetricName"].as_str() == Some("PublishRefused")),
+        "only the Kafka bus refuses"
+    );
 }
 
 /// ApiEndpoint RestApi: every path and method reaches the API function (which routes, as behind

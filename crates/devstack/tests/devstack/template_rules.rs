@@ -64,6 +64,7 @@ fn kafka_without_its_cluster_brokers_or_network_is_refused_with_what_to_set() {
         [
             "EventBus Kafka needs KafkaClusterArn, the MSK cluster's ARN.",
             "EventBus Kafka needs KafkaBootstrapServers, the cluster's IAM bootstrap brokers (aws kafka get-bootstrap-brokers).",
+            "EventBus Kafka needs KafkaTopicPartitions, the partition count the topic was created with.",
             "EventBus Kafka needs KafkaSubnetIds, subnets in the cluster's VPC for the relay and the poller.",
             "EventBus Kafka needs KafkaSecurityGroupIds, security groups that may reach the brokers."
         ]

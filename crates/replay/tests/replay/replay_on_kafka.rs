@@ -232,13 +232,17 @@ fn letter(function: &str, reason: &str, record: serde_json::Value) -> String {
     .to_string()
 }
 
-/// `reservations-replay` with `args` on the Kafka bus of `topic`, against the test stack's tables.
+/// `reservations-replay` with `args` on the Kafka bus of `topic`, against the test stack's tables,
+/// with the bus's variables as a stack's outputs give them (the partition count included: a
+/// re-drive publishes relay letters).
 fn cli(stack: &TestStack, topic: &TestTopic, args: &[&str]) -> (Option<i32>, String, String) {
+    let partitions = topic.config.partitions.expect("a test topic knows its count");
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"))
         .args(args)
         .env("EVENT_BUS", "kafka")
         .env("KAFKA_TOPIC", &topic.config.topic)
         .env("KAFKA_BOOTSTRAP_SERVERS", topic.config.bootstrap_servers.join(","))
+        .env("KAFKA_PARTITIONS", partitions.to_string())
         .env("READ_MODEL_TABLE", stack.name("READ_MODEL_TABLE"))
         .env("NOTIFICATIONS_TABLE", stack.name("NOTIFICATIONS_TABLE"))
         .output()
@@ -336,4 +340,30 @@ async fn on_kafka_the_cli_redrives_letters_to_their_functions_and_replays_from_p
         stderr.trim(),
         "reservations-replay: --shard is for a Kinesis stream; on a Kafka topic choose partitions with --partition"
     );
+}
+
+/// What `--stack NAME` reads from a Kafka stack's outputs is what its functions run with: the
+/// topic, the brokers and the partition count, each an output of its own.
+#[test]
+fn a_kafka_stacks_outputs_give_replay_the_functions_topic_brokers_and_partition_count() {
+    use test_support::template::{Deploy, KAFKA, STACK_NAME, source};
+    let template = source();
+    let stack = Deploy::new(&template, &KAFKA).stack();
+    let outputs: HashMap<String, String> = stack["Outputs"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter_map(|(name, output)| Some((name.as_str()?.to_owned(), output["Value"].as_str()?.to_owned())))
+        .collect();
+    let vars = replay::stack::vars_from_outputs(STACK_NAME, &outputs).unwrap();
+    let functions = &stack["Globals"]["Function"]["Environment"]["Variables"];
+    for var in [
+        "KAFKA_TOPIC",
+        "KAFKA_BOOTSTRAP_SERVERS",
+        "KAFKA_PARTITIONS",
+        "KAFKA_AUTH",
+    ] {
+        assert_eq!(Some(vars[var].as_str()), functions[var].as_str(), "{var}");
+    }
+    assert_eq!(vars["EVENT_BUS"], "kafka");
 }
