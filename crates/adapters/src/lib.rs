@@ -18,6 +18,7 @@ pub mod memory_outbox;
 pub mod sns;
 
 pub use dynamodb::consumers::{DynamoNotifications, DynamoReadModel, RepublishCounts};
+pub use dynamodb::homes::{SlotHomes, TakeoverClaim, WrittenForSlot};
 pub use dynamodb::items::RelayMode;
 pub use dynamodb::outbox::DynamoOutbox;
 pub use dynamodb::{DynamoReservationStore, StoreConfigError, StoreTables};

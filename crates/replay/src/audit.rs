@@ -33,8 +33,24 @@ pub struct AuditReport {
     /// (reservation, version, the lower version it first appeared before).
     pub misordered: Vec<(String, u64, u64)>,
     pub consumers_behind: Vec<ConsumerBehind>,
+    /// Events on the bus whose place in the outbox (reservation, version) holds another event:
+    /// another Region wrote the same version and last writer wins kept that one everywhere, so
+    /// the change this event announced is lost (docs/multi-region.md, "When a Region is lost").
+    pub replaced: Vec<Replaced>,
     /// Outbox items in the range that are not valid envelopes (their dead letters tell why).
     pub undecodable_in_outbox: usize,
+}
+
+/// An event on the bus that the outbox no longer holds: its version was written again elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct Replaced {
+    pub reservation_id: String,
+    pub version: u64,
+    /// The event on the bus.
+    pub on_bus: String,
+    /// The event the outbox holds at that version, and where it was born.
+    pub in_outbox: String,
+    pub in_outbox_born_in: Option<String>,
 }
 
 /// The kind of bus an audit read, to name it in what it says.
@@ -65,7 +81,7 @@ pub struct ConsumerBehind {
 
 impl AuditReport {
     pub fn nothing_missing(&self) -> bool {
-        self.missing_on_stream.is_empty() && self.consumers_behind.is_empty()
+        self.missing_on_stream.is_empty() && self.consumers_behind.is_empty() && self.replaced.is_empty()
     }
 
     /// One line per finding, for people.
@@ -73,6 +89,17 @@ impl AuditReport {
         let mut lines = Vec::new();
         for (id, v) in &self.missing_on_stream {
             lines.push(format!("{id} v{v}: committed, not on the {}", self.bus));
+        }
+        for replaced in &self.replaced {
+            lines.push(format!(
+                "{} v{}: event {} on the {} was replaced in the outbox by event {} born in {}: the change it announced is lost",
+                replaced.reservation_id,
+                replaced.version,
+                replaced.on_bus,
+                self.bus,
+                replaced.in_outbox,
+                replaced.in_outbox_born_in.as_deref().unwrap_or("the primary")
+            ));
         }
         for behind in &self.consumers_behind {
             let applied = behind.applied.map_or("nothing".to_owned(), |v| format!("v{v}"));
@@ -95,11 +122,12 @@ impl std::fmt::Display for AuditReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} events of {} reservations committed, {} records on the {bus}; missing on the {bus} {}, consumers behind {}, misordered {}, duplicated {}, undecodable outbox items {}",
+            "{} events of {} reservations committed, {} records on the {bus}; missing on the {bus} {}, replaced {}, consumers behind {}, misordered {}, duplicated {}, undecodable outbox items {}",
             self.committed,
             self.reservations,
             self.on_stream,
             self.missing_on_stream.len(),
+            self.replaced.len(),
             self.consumers_behind.len(),
             self.misordered.len(),
             self.duplicated.len(),
@@ -168,10 +196,39 @@ pub fn compare(
     report
 }
 
+/// The events on the bus whose (reservation, version) the outbox holds with another event id:
+/// `on_bus` in bus order, `in_outbox` every outbox event of the range wherever it was born.
+pub fn replaced(
+    on_bus: &[(EventKey, String)],
+    in_outbox: &[EventEnvelope],
+    born_in: &HashMap<String, String>,
+) -> Vec<Replaced> {
+    let held: HashMap<(&str, u64), &EventEnvelope> = in_outbox
+        .iter()
+        .map(|e| ((e.aggregate_id.as_str(), e.version.get()), e))
+        .collect();
+    let mut found: Vec<Replaced> = on_bus
+        .iter()
+        .filter_map(|((id, v), event_id)| {
+            let envelope = held.get(&(id.as_str(), *v))?;
+            (envelope.event_id.as_str() != event_id).then(|| Replaced {
+                reservation_id: id.clone(),
+                version: *v,
+                on_bus: event_id.clone(),
+                in_outbox: envelope.event_id.to_string(),
+                in_outbox_born_in: born_in.get(envelope.event_id.as_str()).cloned(),
+            })
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
 /// Records what is on the stream instead of applying it.
 #[derive(Default)]
 struct StreamRecorder {
-    seen: Mutex<Vec<EventKey>>,
+    seen: Mutex<Vec<(EventKey, String)>>,
 }
 
 impl Consumer for StreamRecorder {
@@ -180,10 +237,10 @@ impl Consumer for StreamRecorder {
     }
 
     async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((event.reservation_id().to_string(), event.version().get()));
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).push((
+            (event.reservation_id().to_string(), event.version().get()),
+            event.event_id.to_string(),
+        ));
         Ok(ApplyOutcome::Applied)
     }
 
@@ -245,6 +302,23 @@ pub async fn committed_events(
     to: OffsetDateTime,
     born: &BornIn,
 ) -> Result<(Vec<EventEnvelope>, usize), AuditError> {
+    let (events, undecodable) = outbox_events(dynamodb, outbox_table, from, to).await?;
+    let covered = events
+        .into_iter()
+        .filter(|(_, born_in)| born.covers(born_in.as_deref()))
+        .map(|(envelope, _)| envelope)
+        .collect();
+    Ok((covered, undecodable))
+}
+
+/// Every outbox event committed in `[from, to]`, with the Region it was born in, read
+/// consistently, and how many items there were not valid envelopes.
+async fn outbox_events(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    outbox_table: &str,
+    from: OffsetDateTime,
+    to: OffsetDateTime,
+) -> Result<(Vec<(EventEnvelope, Option<String>)>, usize), AuditError> {
     use aws_sdk_dynamodb::types::AttributeValue;
     let low = EventId::lower_bound_at(from);
     let high = EventId::lower_bound_at(to + time::Duration::milliseconds(1));
@@ -255,6 +329,7 @@ pub async fn committed_events(
         let page = dynamodb
             .scan()
             .table_name(outbox_table)
+            .consistent_read(true)
             .filter_expression("item_type = :outbox AND event_id >= :low AND event_id < :high")
             .expression_attribute_values(":outbox", AttributeValue::S(domain::OUTBOX_ITEM_TYPE.into()))
             .expression_attribute_values(":low", AttributeValue::S(low.to_string()))
@@ -267,12 +342,12 @@ pub async fn committed_events(
                 source: Box::new(aws_sdk_dynamodb::Error::from(e)),
             })?;
         for item in page.items() {
-            let born_in = item.get(adapters::dynamodb::items::BORN_IN).and_then(|r| r.as_s().ok());
-            if !born.covers(born_in.map(String::as_str)) {
-                continue;
-            }
+            let born_in = item
+                .get(adapters::dynamodb::items::BORN_IN)
+                .and_then(|r| r.as_s().ok())
+                .cloned();
             match serde_dynamo::aws_sdk_dynamodb_1::from_item::<EventEnvelope>(item.clone()) {
-                Ok(envelope) => envelopes.push(envelope),
+                Ok(envelope) => envelopes.push((envelope, born_in)),
                 Err(_) => undecodable += 1,
             }
         }
@@ -294,7 +369,17 @@ pub async fn audit(
     consumers: &[&dyn AppliedVersions],
     born: &BornIn,
 ) -> Result<AuditReport, AuditError> {
-    let (envelopes, undecodable) = committed_events(dynamodb, outbox_table, from, to, born).await?;
+    let (everywhere, undecodable) = outbox_events(dynamodb, outbox_table, from, to).await?;
+    let born_in: HashMap<String, String> = everywhere
+        .iter()
+        .filter_map(|(e, region)| region.clone().map(|r| (e.event_id.to_string(), r)))
+        .collect();
+    let all: Vec<EventEnvelope> = everywhere.iter().map(|(e, _)| e.clone()).collect();
+    let envelopes: Vec<EventEnvelope> = everywhere
+        .into_iter()
+        .filter(|(_, region)| born.covers(region.as_deref()))
+        .map(|(e, _)| e)
+        .collect();
     let committed: Vec<EventKey> = envelopes
         .iter()
         .map(|e| (e.aggregate_id.to_string(), e.version.get()))
@@ -327,7 +412,8 @@ pub async fn audit(
     let Target::Consumer(recorder) = target else {
         unreachable!("the target is the recorder")
     };
-    let on_stream = recorder.seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    let on_bus = recorder.seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    let on_stream: Vec<EventKey> = on_bus.iter().map(|(key, _)| key.clone()).collect();
 
     // Each consumer is asked once per reservation, with its latest committed event.
     let mut latest: HashMap<String, &EventEnvelope> = HashMap::new();
@@ -353,6 +439,7 @@ pub async fn audit(
         states.push((consumer.name().to_owned(), applied));
     }
     let mut report = compare(&committed, &on_stream, &states);
+    report.replaced = replaced(&on_bus, &all, &born_in);
     report.undecodable_in_outbox = undecodable;
     report.bus = kind;
     Ok(report)
@@ -391,6 +478,44 @@ mod tests {
 
     fn keys(pairs: &[(&str, u64)]) -> Vec<EventKey> {
         pairs.iter().map(|(id, v)| (id.to_string(), *v)).collect()
+    }
+
+    #[test]
+    fn an_event_on_the_bus_whose_version_the_outbox_holds_with_another_event_is_named_replaced() {
+        let ours = test_support::events::envelope("01RESERVATIONREPLACED00001", 2);
+        let mut written_elsewhere = test_support::events::envelope_json("01RESERVATIONREPLACED00001", 2);
+        written_elsewhere["event_id"] = "E-written-again-elsewhere".into();
+        let theirs: EventEnvelope = serde_json::from_value(written_elsewhere).unwrap();
+        let kept = test_support::events::envelope("01RESERVATIONKEPT000000001", 1);
+        let key = |e: &EventEnvelope| (e.aggregate_id.to_string(), e.version.get());
+        let on_bus = [
+            (key(&kept), kept.event_id.to_string()),
+            (key(&ours), ours.event_id.to_string()),
+        ];
+        let born_in = HashMap::from([(theirs.event_id.to_string(), "eu-west-1".to_owned())]);
+        let found = replaced(&on_bus, &[kept.clone(), theirs.clone()], &born_in);
+        assert_eq!(
+            found,
+            [Replaced {
+                reservation_id: "01RESERVATIONREPLACED00001".into(),
+                version: 2,
+                on_bus: ours.event_id.to_string(),
+                in_outbox: theirs.event_id.to_string(),
+                in_outbox_born_in: Some("eu-west-1".into()),
+            }]
+        );
+        // The same event twice on the bus, or an event the outbox holds as it is: nothing.
+        assert!(replaced(&on_bus, &[kept, ours], &born_in).is_empty());
+        let report = AuditReport {
+            replaced: found,
+            ..Default::default()
+        };
+        assert!(!report.nothing_missing());
+        assert!(
+            report.lines()[0].contains("was replaced in the outbox by event"),
+            "{:?}",
+            report.lines()
+        );
     }
 
     #[test]

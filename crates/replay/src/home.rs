@@ -9,97 +9,38 @@
 //! again: a move that stopped half-way goes on from where it stands.
 
 use crate::audit::{AppliedVersions, reservation_event};
-use adapters::dynamodb::items::{
-    BORN_IN, HOME_REGION, MOVING_TO, OUTBOX_PARTITION_KEY, OUTBOX_SORT_KEY, OutboxItem, PK, ReservationItem, SlotHome,
-    SlotItem, slot_pk,
-};
-use aws_sdk_dynamodb::error::ProvideErrorMetadata;
-use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
-use aws_sdk_dynamodb::types::AttributeValue;
+use adapters::SlotHomes;
+use adapters::dynamodb::items::SlotItem;
+use domain::ports::StoreError;
 use domain::{ReservationEvent, SlotId};
 use relay::{EventSink, PublishPolicy, SinkRecord, publish_in_order};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
-
-type Item = HashMap<String, AttributeValue>;
 
 /// One Region of the deployment as a move sees it: its replica of the global tables and its
 /// consumers' state (their tables replicated too, so either Region's consumers see the other's).
 pub struct Replica {
-    /// This Region and the deployment's primary (slots without a home are the primary's).
-    pub regions: settings::Regions,
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    pub reservations_table: String,
-    pub outbox_table: String,
+    /// The slots' homes and what was written for them, in this Region's replica.
+    pub homes: SlotHomes,
     /// The consumers whose state a move waits for; empty waits for none.
     pub consumers: Vec<Box<dyn AppliedVersions>>,
 }
 
 impl Replica {
     fn region(&self) -> &str {
-        &self.regions.here
+        &self.homes.regions().here
     }
 
-    /// The Region a slot item names as its home (the primary's when it names none).
     fn home_of<'a>(&'a self, slot: &'a SlotItem) -> &'a str {
-        slot.home_region.as_deref().unwrap_or(&self.regions.primary)
+        self.homes.home_of(slot)
     }
 
     async fn slot(&self, slot_id: &SlotId) -> Result<Option<SlotItem>, MoveError> {
-        let read = self
-            .dynamodb
-            .get_item()
-            .table_name(&self.reservations_table)
-            .key(PK, AttributeValue::S(slot_pk(slot_id)))
-            .consistent_read(true)
-            .send()
+        self.homes
+            .slot(slot_id)
             .await
-            .map_err(|e| self.failed("reading the slot", e))?;
-        read.item
-            .map(|item| {
-                serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| self.failed("reading the slot", e))
-            })
-            .transpose()
-    }
-
-    async fn get(&self, table: &str, key: Item) -> Result<Option<Item>, MoveError> {
-        let read = self
-            .dynamodb
-            .get_item()
-            .table_name(table)
-            .set_key(Some(key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| self.failed("reading an item", e))?;
-        Ok(read.item)
-    }
-
-    /// Every item of `table` that `filter` keeps, page after page.
-    async fn scan(&self, table: &str, filter: &str, values: &[(&str, AttributeValue)]) -> Result<Vec<Item>, MoveError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let mut request = self
-                .dynamodb
-                .scan()
-                .table_name(table)
-                .filter_expression(filter)
-                .set_exclusive_start_key(start);
-            for (name, value) in values {
-                request = request.expression_attribute_values(*name, value.clone());
-            }
-            if filter.contains("#born_in") {
-                request = request.expression_attribute_names("#born_in", BORN_IN);
-            }
-            let page = request.send().await.map_err(|e| self.failed("scanning a table", e))?;
-            items.extend(page.items().iter().cloned());
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+            .map_err(|e| self.failed("reading the slot", e))
     }
 
     /// Whether this replica shows the slot at home here and not moving: a move to here finished.
@@ -110,23 +51,6 @@ impl Replica {
             .is_some_and(|slot| slot.moving_to.is_none() && self.home_of(&slot) == self.region()))
     }
 
-    /// An update of the slot item `pk` in this replica's reservations table.
-    fn slot_update(&self, pk: String) -> UpdateItemFluentBuilder {
-        self.dynamodb
-            .update_item()
-            .table_name(&self.reservations_table)
-            .key(PK, AttributeValue::S(pk))
-    }
-
-    /// Sends a conditional update of a slot: `false` when its condition did not hold.
-    async fn conditionally(&self, what: &'static str, update: UpdateItemFluentBuilder) -> Result<bool, MoveError> {
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if is_condition_failure(&e) => Ok(false),
-            Err(e) => Err(self.failed(what, e)),
-        }
-    }
-
     fn failed(&self, what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> MoveError {
         MoveError::Store {
             what,
@@ -134,6 +58,15 @@ impl Replica {
             source: Box::new(source),
         }
     }
+}
+
+/// A store call of `replica`, its failure named by `what`.
+async fn store<T>(
+    replica: &Replica,
+    what: &'static str,
+    call: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, MoveError> {
+    call.await.map_err(|e| replica.failed(what, e))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,6 +98,20 @@ pub enum MoveError {
     Raced { slot: String, found: String },
     #[error("{region} is this Region: a takeover is run in a Region that runs, for another")]
     TakeoverOfItself { region: String },
+    #[error(
+        "the takeover of {lost} is {heir}'s: it claimed it at {claimed_at}, and one Region alone takes a lost Region's \
+         slots; run the takeover in {heir} (running it again there goes on)"
+    )]
+    TakenOverBy {
+        lost: String,
+        heir: String,
+        claimed_at: String,
+    },
+    #[error(
+        "the takeover of {lost} is decided in {arbiter} (the primary, or when the primary is lost the first of the \
+         others in alphabetical order), which this command was not given: name it with --region {arbiter}"
+    )]
+    ArbiterNotGiven { lost: String, arbiter: String },
     #[error(
         "the takeover republished {published} of {events} events of {lost} before giving up ({error}); no home was taken: run it again"
     )]
@@ -213,6 +160,9 @@ pub struct MoveReport {
     /// Consumer states checked (each consumer of each Region, for each reservation).
     pub consumer_checks: usize,
     pub waited_ms: u128,
+    /// Whether `to`'s replica showed the finished move before the command returned (it takes
+    /// the slot's writes from then on).
+    pub new_home_took_over: bool,
 }
 
 impl std::fmt::Display for MoveReport {
@@ -230,7 +180,15 @@ impl std::fmt::Display for MoveReport {
             self.reservations,
             self.idempotency_records,
             self.consumer_checks
-        )
+        )?;
+        if !self.new_home_took_over {
+            write!(
+                f,
+                "; {} takes its writes as soon as its replica shows the move",
+                self.to
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -248,7 +206,8 @@ struct Awaited {
 /// Moves `slot`'s home from `from` to `to`, both running. Refuses, changing nothing, when the
 /// slot is not at home in `from` or is moving elsewhere; changes nothing when it is at home in
 /// `to` already. Leaves the slot moving (no Region writes it) when `patience` runs out: run it
-/// again to go on, or [`abort_move`].
+/// again to go on, or [`abort_move`]. Every change of the slot is written in `from`, its home
+/// until the move ends, so a move and its abort exclude each other.
 pub async fn move_home(
     from: &Replica,
     to: &Replica,
@@ -261,7 +220,7 @@ pub async fn move_home(
     if from_region == to_region {
         return Err(MoveError::SameRegion(from_region));
     }
-    let report = |moved: bool, awaited: Option<&Awaited>, checks: usize| MoveReport {
+    let report = |moved: bool, awaited: Option<&Awaited>, checks: usize, took_over: bool| MoveReport {
         slot: slot.clone(),
         from: from_region.clone(),
         to: to_region.clone(),
@@ -270,11 +229,13 @@ pub async fn move_home(
         idempotency_records: awaited.map_or(0, |a| a.idempotency.len()),
         consumer_checks: checks,
         waited_ms: started.elapsed().as_millis(),
+        new_home_took_over: took_over,
     };
 
-    // Where the slot stands, as its new home sees it: a finished move is done.
+    // Where the slot stands: a finished move (seen in the new home, or decided in the old one
+    // and on its way) is done.
     if to.holds_home_of(slot_id).await? {
-        return Ok(report(false, None, 0));
+        return Ok(report(false, None, 0, true));
     }
     let Some(here) = from.slot(slot_id).await? else {
         return Err(MoveError::SlotNotFound {
@@ -283,6 +244,10 @@ pub async fn move_home(
         });
     };
     match here.moving_to.as_deref() {
+        None if from.home_of(&here) == to_region => {
+            let arrived = wait_for_new_home(to, slot_id, started, patience).await?;
+            return Ok(report(false, None, 0, arrived));
+        }
         Some(moving) if moving != to_region => {
             return Err(MoveError::MovingElsewhere {
                 slot,
@@ -297,7 +262,20 @@ pub async fn move_home(
             });
         }
         Some(_) => {} // a move under way: go on
-        None => begin(from, slot_id, &to_region).await?,
+        None => {
+            if !store(
+                from,
+                "marking the slot moving",
+                from.homes.begin_move(slot_id, &to_region),
+            )
+            .await?
+            {
+                return Err(MoveError::Raced {
+                    slot,
+                    found: "its home or move changed since it was read".into(),
+                });
+            }
+        }
     }
 
     let awaited = awaited(from, slot_id).await?;
@@ -315,8 +293,34 @@ pub async fn move_home(
             waiting,
         });
     }
-    finish(to, slot_id, &from_region).await?;
-    Ok(report(true, Some(&awaited), checks))
+    // Named in the old home, where the freeze was written: an abort racing this write finds the
+    // move finished, or this write finds it aborted, never both.
+    if !store(from, "naming the new home", from.homes.finish_move(slot_id, &to_region)).await? {
+        return Err(MoveError::Raced {
+            slot,
+            found: format!("{from_region} no longer shows it moving to {to_region} (was the move aborted?)"),
+        });
+    }
+    let arrived = wait_for_new_home(to, slot_id, started, patience).await?;
+    Ok(report(true, Some(&awaited), checks, arrived))
+}
+
+/// Waits, within `patience`, until `to`'s replica shows the slot at home there: whether it did.
+async fn wait_for_new_home(
+    to: &Replica,
+    slot_id: &SlotId,
+    started: Instant,
+    patience: Patience,
+) -> Result<bool, MoveError> {
+    loop {
+        if to.holds_home_of(slot_id).await? {
+            return Ok(true);
+        }
+        if started.elapsed() >= patience.wait {
+            return Ok(false);
+        }
+        tokio::time::sleep(patience.poll).await;
+    }
 }
 
 /// Looks at `pending` every `patience.poll` until every check holds (`None`), or until
@@ -359,135 +363,53 @@ async fn wait_until_held(
     }
 }
 
-/// Sets `moving_to` in the old home, on the condition that the slot is at home there and not
-/// moving: from this write on the old home refuses the slot's writes.
-async fn begin(from: &Replica, slot_id: &SlotId, to: &str) -> Result<(), MoveError> {
-    let home = SlotHome(from.regions.clone());
-    let update = from
-        .slot_update(slot_pk(slot_id))
-        .update_expression("SET #moving_to = :to")
-        .condition_expression(format!("attribute_exists(pk) AND {}", home.condition()))
-        .expression_attribute_names("#home_region", HOME_REGION)
-        .expression_attribute_names("#moving_to", MOVING_TO)
-        .expression_attribute_values(":here", AttributeValue::S(from.region().to_owned()))
-        .expression_attribute_values(":to", AttributeValue::S(to.to_owned()));
-    if !from.conditionally("marking the slot moving", update).await? {
-        return Err(MoveError::Raced {
-            slot: slot_id.to_string(),
-            found: "its home or move changed since it was read".into(),
-        });
-    }
-    Ok(())
-}
-
-/// Names `to` the slot's home, in `to`'s replica, on the condition that the slot is still
-/// moving there from `from`.
-async fn finish(to: &Replica, slot_id: &SlotId, from: &str) -> Result<(), MoveError> {
-    let home_was = if from == to.regions.primary {
-        "(attribute_not_exists(#home_region) OR #home_region = :from)"
-    } else {
-        "#home_region = :from"
-    };
-    let update = to
-        .slot_update(slot_pk(slot_id))
-        .update_expression("SET #home_region = :to REMOVE #moving_to")
-        .condition_expression(format!("#moving_to = :to AND {home_was}"))
-        .expression_attribute_names("#home_region", HOME_REGION)
-        .expression_attribute_names("#moving_to", MOVING_TO)
-        .expression_attribute_values(":to", AttributeValue::S(to.region().to_owned()))
-        .expression_attribute_values(":from", AttributeValue::S(from.to_owned()));
-    if !to.conditionally("naming the new home", update).await? {
-        return Err(MoveError::Raced {
-            slot: slot_id.to_string(),
-            found: format!("{} no longer shows it moving from {from}", to.region()),
-        });
-    }
-    Ok(())
-}
-
-/// Ends a move that has not finished, keeping the slot at home in `from`. Refused when `to`
-/// already shows the move finished. Run it only where no move of the slot is running.
+/// Ends a move that has not finished, keeping the slot at home in `from`: written in `from`, on
+/// the condition that it is still moving to `to` there, so it excludes the move's own finish.
+/// Refused when the move finished (`from` names `to` its home).
 pub async fn abort_move(from: &Replica, to: &Replica, slot_id: &SlotId) -> Result<(), MoveError> {
     let slot = slot_id.to_string();
-    if to.holds_home_of(slot_id).await? {
-        return Err(MoveError::AlreadyMoved {
-            slot,
-            to: to.region().to_owned(),
-        });
+    let to_region = to.region().to_owned();
+    if store(from, "ending the move", from.homes.abort_move(slot_id, &to_region)).await? {
+        return Ok(());
     }
-    let update = from
-        .slot_update(slot_pk(slot_id))
-        .update_expression("REMOVE #moving_to")
-        .condition_expression("#moving_to = :to")
-        .expression_attribute_names("#moving_to", MOVING_TO)
-        .expression_attribute_values(":to", AttributeValue::S(to.region().to_owned()));
-    if !from.conditionally("ending the move", update).await? {
-        return Err(MoveError::NotMoving {
-            slot,
-            to: to.region().to_owned(),
-        });
-    }
-    Ok(())
+    let finished = from
+        .slot(slot_id)
+        .await?
+        .is_some_and(|item| item.moving_to.is_none() && from.home_of(&item) == to_region);
+    Err(if finished {
+        MoveError::AlreadyMoved { slot, to: to_region }
+    } else {
+        MoveError::NotMoving { slot, to: to_region }
+    })
 }
 
-/// What the old home wrote for the slot, read once the slot is frozen there.
+/// What the old home wrote for the slot, read consistently once the slot is frozen there.
 async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError> {
     let frozen = from.slot(slot_id).await?.ok_or_else(|| MoveError::SlotNotFound {
         slot: slot_id.to_string(),
         region: from.region().to_owned(),
     })?;
-    let items = from
-        .scan(
-            &from.reservations_table,
-            "(item_type = :reservation AND slot_id = :slot) OR item_type = :idempotency",
-            &[
-                (":reservation", AttributeValue::S("Reservation".into())),
-                (":idempotency", AttributeValue::S("IdempotencyRecord".into())),
-                (":slot", AttributeValue::S(slot_id.to_string())),
-            ],
-        )
-        .await?;
-    let mut reservations = BTreeMap::new();
-    let mut idempotency = Vec::new();
-    for item in items {
-        let pk = item.get(PK).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-        if item.get("item_type").and_then(|t| t.as_s().ok()).map(String::as_str) == Some("Reservation") {
-            let reservation: ReservationItem = serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
-                .map_err(|e| from.failed("reading a reservation", e))?;
-            reservations.insert(pk, reservation.reservation.version.get());
-        } else if answers_for_slot(&item, slot_id) {
-            idempotency.push(pk);
-        }
-    }
+    let written = store(
+        from,
+        "reading what was written for the slot",
+        from.homes.written_for_slot(slot_id),
+    )
+    .await?;
     let mut latest_events = Vec::new();
-    for (pk, version) in &reservations {
+    for (pk, version) in &written.reservations {
         let id = pk.trim_start_matches("RESERVATION#");
-        let key = HashMap::from([
-            (OUTBOX_PARTITION_KEY.to_owned(), AttributeValue::S(id.to_owned())),
-            (OUTBOX_SORT_KEY.to_owned(), AttributeValue::N(version.to_string())),
-        ]);
         // An event past the outbox's TTL is long applied; there is nothing to wait for.
-        if let Some(item) = from.get(&from.outbox_table, key).await? {
-            let outbox: OutboxItem = serde_dynamo::aws_sdk_dynamodb_1::from_item(item)
-                .map_err(|e| from.failed("reading an outbox event", e))?;
+        if let Some(outbox) = store(from, "reading an outbox event", from.homes.event(id, *version)).await? {
             // An event no consumer can read is the dead letters' business, not the move's.
             latest_events.extend(reservation_event(&outbox.envelope));
         }
     }
     Ok(Awaited {
         slot: (frozen.capacity.get(), frozen.reserved),
-        reservations,
-        idempotency,
+        reservations: written.reservations,
+        idempotency: written.idempotency_records,
         latest_events,
     })
-}
-
-/// Whether an idempotency record answered a request for `slot_id`: its stored answer names it.
-fn answers_for_slot(item: &Item, slot_id: &SlotId) -> bool {
-    item.get("response_body")
-        .and_then(|body| body.as_s().ok())
-        .and_then(|body| serde_json::from_str::<serde_json::Value>(body).ok())
-        .is_some_and(|body| body["slot_id"].as_str() == Some(slot_id.as_str()))
 }
 
 /// One thing the new home waits for.
@@ -542,20 +464,9 @@ impl Check {
                 slot.moving_to.as_deref() == Some(to_region) && (slot.capacity.get(), slot.reserved) == awaited.slot
             }),
             Self::Reservation { pk, version } => {
-                let key = HashMap::from([(PK.to_owned(), AttributeValue::S(pk.clone()))]);
-                to.get(&to.reservations_table, key)
-                    .await?
-                    .and_then(|item| {
-                        item.get("version")
-                            .and_then(|v| v.as_n().ok())
-                            .and_then(|v| v.parse::<u64>().ok())
-                    })
-                    .is_some_and(|held| held >= *version)
+                store(to, "reading a reservation", to.homes.holds_reservation(pk, *version)).await?
             }
-            Self::Idempotency { pk } => {
-                let key = HashMap::from([(PK.to_owned(), AttributeValue::S(pk.clone()))]);
-                to.get(&to.reservations_table, key).await?.is_some()
-            }
+            Self::Idempotency { pk } => store(to, "reading an idempotency record", to.homes.holds(pk)).await?,
             Self::Consumer { in_to, index, event } => {
                 let replica = if *in_to { to } else { from };
                 let event = &awaited.latest_events[*event];
@@ -582,12 +493,6 @@ impl Check {
     }
 }
 
-fn is_condition_failure<E: aws_sdk_dynamodb::error::ProvideErrorMetadata, R>(
-    err: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> bool {
-    err.code() == Some("ConditionalCheckFailedException")
-}
-
 /// What a takeover did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TakeoverReport {
@@ -599,10 +504,14 @@ pub struct TakeoverReport {
     #[serde(skip)]
     pub republished_ids: Vec<String>,
     pub undecodable: usize,
-    /// Slots whose home this run took, and those it had taken before.
+    /// Slots whose home this run took (at home in the lost Region, moving or not; some held
+    /// only by another running Region's replica, copied here), and those it had taken before.
     pub slots_taken: usize,
     pub slots_taken_before: usize,
-    /// Slots moving between the lost Region and a third one: left alone, named.
+    /// Moves from a running Region to the lost one, aborted in that Region (the slot stays there).
+    pub moves_to_lost_aborted: usize,
+    /// Slots this command could not resolve: at home in a Region it was not given, moving to
+    /// the lost one.
     pub slots_left: Vec<String>,
 }
 
@@ -610,13 +519,20 @@ impl std::fmt::Display for TakeoverReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} took over from {}: republished {} events born there ({} undecodable), took the home of {} slots ({} taken before)",
-            self.here, self.lost, self.republished, self.undecodable, self.slots_taken, self.slots_taken_before
+            "{} took over from {}: republished {} events born there ({} undecodable), took the home of {} slots ({} taken before), aborted {} moves to {}",
+            self.here,
+            self.lost,
+            self.republished,
+            self.undecodable,
+            self.slots_taken,
+            self.slots_taken_before,
+            self.moves_to_lost_aborted,
+            self.lost
         )?;
         if !self.slots_left.is_empty() {
             write!(
                 f,
-                "; left {} moving between {} and a third Region (finish or abort those there): {}",
+                "; left {} moving to {} from Regions not given with --region (run again with them): {}",
                 self.slots_left.len(),
                 self.lost,
                 self.slots_left.join(", ")
@@ -626,22 +542,79 @@ impl std::fmt::Display for TakeoverReport {
     }
 }
 
-/// Takes over the slots of a lost Region: first puts on this Region's bus (`sink`) every event
-/// born in `lost` that this Region's replica holds, each reservation's in order (consumers drop
-/// the versions they have), then names this Region the home of every slot at home in `lost` or
-/// moving between it and this one (marked `taken_over_from`). What the lost Region committed
-/// and never replicated is not here and is not published: the audit names it once that
-/// Region's writes arrive. Run again, it republishes (duplicates, dropped by consumers) and
-/// takes what is left.
+/// The Region whose replica decides who takes over `lost`: the primary, or, when the primary is
+/// the lost one, the first of the deployment's other Regions in alphabetical order. Every
+/// Region computes the same one from the same deployment, so two takeovers meet in one replica.
+pub fn arbiter_of<'a>(lost: &str, primary: &'a str, deployment: &'a [String]) -> Option<&'a str> {
+    if primary != lost {
+        return Some(primary);
+    }
+    deployment
+        .iter()
+        .map(String::as_str)
+        .filter(|region| *region != lost)
+        .min()
+}
+
+/// The Regions a takeover works with: the one taking over, the other Regions that run, and the
+/// deployment's Regions (for the arbiter).
+pub struct TakeoverRegions<'a> {
+    pub here: &'a Replica,
+    /// Every other running Region of the deployment the command can reach.
+    pub others: &'a [&'a Replica],
+    /// Every Region of the deployment, the lost one included.
+    pub deployment: &'a [String],
+}
+
+/// Takes over the slots of a lost Region, in `regions.here`:
+/// 1. claims the takeover in the arbiter's replica ([`arbiter_of`]): refused, changing nothing,
+///    when another Region claimed it (one heir per lost Region, however many run the command);
+/// 2. puts on this Region's bus every event born in `lost` that this Region's replica holds, each
+///    reservation's in order (consumers drop the versions they have);
+/// 3. aborts, in each running Region it is given, the moves of that Region's slots to `lost`;
+/// 4. names this Region the home of every slot at home in `lost`, moving or not (the lost Region
+///    alone could finish or abort its moves), marked `taken_over_from`, on the condition that
+///    each is still as read; slots that only another running Region's replica holds are copied.
+///
+/// What the lost Region committed and never replicated is not here and is not published: the
+/// audit names it once that Region's writes arrive. Run again (by the heir), it republishes
+/// (duplicates, dropped by consumers) and takes what is left.
 pub async fn take_over<S: EventSink>(
     lost: &str,
-    here: &Replica,
+    regions: TakeoverRegions<'_>,
     sink: &S,
     deadline: Instant,
 ) -> Result<TakeoverReport, MoveError> {
+    let here = regions.here;
     if lost == here.region() {
         return Err(MoveError::TakeoverOfItself {
             region: lost.to_owned(),
+        });
+    }
+    let running: Vec<&Replica> = std::iter::once(here).chain(regions.others.iter().copied()).collect();
+    let arbiter_region = arbiter_of(lost, &here.homes.regions().primary, regions.deployment)
+        .unwrap_or(here.region())
+        .to_owned();
+    let Some(arbiter) = running.iter().find(|r| r.region() == arbiter_region) else {
+        return Err(MoveError::ArbiterNotGiven {
+            lost: lost.to_owned(),
+            arbiter: arbiter_region,
+        });
+    };
+    let now = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default();
+    let claim = store(
+        arbiter,
+        "claiming the takeover",
+        arbiter.homes.claim_takeover(lost, here.region(), &now),
+    )
+    .await?;
+    if claim.heir != here.region() {
+        return Err(MoveError::TakenOverBy {
+            lost: lost.to_owned(),
+            heir: claim.heir,
+            claimed_at: claim.claimed_at,
         });
     }
     let mut report = TakeoverReport {
@@ -650,29 +623,13 @@ pub async fn take_over<S: EventSink>(
         ..Default::default()
     };
 
-    let born_there = if lost == here.regions.primary {
-        "item_type = :outbox AND (#born_in = :lost OR attribute_not_exists(#born_in))"
-    } else {
-        "item_type = :outbox AND #born_in = :lost"
-    };
-    let items = here
-        .scan(
-            &here.outbox_table,
-            born_there,
-            &[
-                (":outbox", AttributeValue::S(domain::OUTBOX_ITEM_TYPE.into())),
-                (":lost", AttributeValue::S(lost.to_owned())),
-            ],
-        )
-        .await?;
-    let mut envelopes = Vec::new();
-    for item in items {
-        match serde_dynamo::aws_sdk_dynamodb_1::from_item::<OutboxItem>(item) {
-            Ok(outbox) => envelopes.push(outbox.envelope),
-            Err(_) => report.undecodable += 1,
-        }
-    }
-    envelopes.sort_by(|a, b| (a.aggregate_id.as_str(), a.version).cmp(&(b.aggregate_id.as_str(), b.version)));
+    let (envelopes, undecodable) = store(
+        here,
+        "reading the lost Region's events",
+        here.homes.events_born_in(lost),
+    )
+    .await?;
+    report.undecodable = undecodable;
     let records: Vec<SinkRecord> = envelopes
         .iter()
         .filter_map(|envelope| SinkRecord::of_envelope(envelope).ok())
@@ -690,27 +647,56 @@ pub async fn take_over<S: EventSink>(
     report.republished = records.len();
     report.republished_ids = envelopes.iter().map(|e| e.event_id.to_string()).collect();
 
-    let slots = here
-        .scan(
-            &here.reservations_table,
-            "item_type = :slot",
-            &[(":slot", AttributeValue::S("Slot".into()))],
-        )
-        .await?;
-    for item in slots {
-        let slot: SlotItem =
-            serde_dynamo::aws_sdk_dynamodb_1::from_item(item).map_err(|e| here.failed("reading a slot", e))?;
-        let home = here.home_of(&slot).to_owned();
-        let moving = slot.moving_to.clone();
-        match takeover_of(&home, moving.as_deref(), here.region(), lost) {
-            Takeover::Take => take_home(here, &slot, lost, &mut report).await?,
-            Takeover::Leave => report.slots_left.push(slot.slot_id.to_string()),
+    // Moves of a running Region's slots to the lost one: aborted where they are at home.
+    for replica in &running {
+        for slot in store(replica, "reading the slots", replica.homes.slots()).await? {
+            if slot.moving_to.as_deref() == Some(lost)
+                && replica.home_of(&slot) == replica.region()
+                && store(
+                    replica,
+                    "ending a move to the lost Region",
+                    replica.homes.abort_move(&slot.slot_id, lost),
+                )
+                .await?
+            {
+                report.moves_to_lost_aborted += 1;
+            }
+        }
+    }
+
+    // The lost Region's slots: those this replica holds, then those only another one holds.
+    let held = store(here, "reading the slots", here.homes.slots()).await?;
+    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    for slot in &held {
+        seen.insert(slot.pk.clone());
+        match takeover_of(here.home_of(slot), slot.moving_to.as_deref(), here.region(), lost) {
+            Takeover::Take => take_home(here, slot, lost, true, &mut report).await?,
+            Takeover::AbortInItsHome => report.slots_left.push(slot.slot_id.to_string()),
             Takeover::Ours => {
                 report.slots_taken_before += usize::from(slot.taken_over_from.as_deref() == Some(lost));
             }
             Takeover::NotConcerned => {}
         }
     }
+    for other in regions.others {
+        for slot in store(other, "reading the slots", other.homes.slots()).await? {
+            if seen.contains(&slot.pk) {
+                continue;
+            }
+            seen.insert(slot.pk.clone());
+            if takeover_of(other.home_of(&slot), slot.moving_to.as_deref(), here.region(), lost) == Takeover::Take {
+                take_home(here, &slot, lost, false, &mut report).await?;
+            }
+        }
+    }
+    // A move to the lost Region that this replica still shows may have been aborted above, in
+    // a Region whose abort has not replicated here yet: only those whose home was not given stay named.
+    let given: Vec<&str> = running.iter().map(|r| r.region()).collect();
+    report.slots_left.retain(|slot_id| {
+        held.iter()
+            .find(|slot| slot.slot_id.as_str() == slot_id)
+            .is_some_and(|slot| !given.contains(&here.home_of(slot)))
+    });
     Ok(report)
 }
 
@@ -718,51 +704,40 @@ pub async fn take_over<S: EventSink>(
 /// `moving`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Takeover {
-    /// At home in the lost Region, or moving between it and this one: this Region's now.
+    /// At home in the lost Region, moving or not: only it could end its move, so this Region's now.
     Take,
-    /// Moving between the lost Region and a third: the third Region finishes or aborts it.
-    Leave,
-    /// At home here already.
+    /// At home in a running Region, moving to the lost one: that Region aborts the move.
+    AbortInItsHome,
+    /// At home here already, not moving.
     Ours,
     NotConcerned,
 }
 
 fn takeover_of(home: &str, moving: Option<&str>, here: &str, lost: &str) -> Takeover {
     match moving {
+        _ if home == lost => Takeover::Take,
+        Some(to) if to == lost => Takeover::AbortInItsHome,
         None if home == here => Takeover::Ours,
-        None if home == lost => Takeover::Take,
-        Some(to) if (home == lost && to == here) || (home == here && to == lost) => Takeover::Take,
-        Some(to) if home == lost || to == lost => Takeover::Leave,
         _ => Takeover::NotConcerned,
     }
 }
 
-/// Names this Region the home of `slot`, on the condition that its home and move are still as
-/// read.
-async fn take_home(here: &Replica, slot: &SlotItem, lost: &str, report: &mut TakeoverReport) -> Result<(), MoveError> {
-    let mut request = here
-        .slot_update(slot.pk.clone())
-        .update_expression("SET #home_region = :here, taken_over_from = :lost REMOVE #moving_to")
-        .expression_attribute_names("#home_region", HOME_REGION)
-        .expression_attribute_names("#moving_to", MOVING_TO)
-        .expression_attribute_values(":here", AttributeValue::S(here.region().to_owned()))
-        .expression_attribute_values(":lost", AttributeValue::S(lost.to_owned()));
-    let home_as_read = match &slot.home_region {
-        Some(home) => {
-            request = request.expression_attribute_values(":home", AttributeValue::S(home.clone()));
-            "#home_region = :home"
-        }
-        None => "attribute_not_exists(#home_region)",
-    };
-    let moving_as_read = match &slot.moving_to {
-        Some(moving) => {
-            request = request.expression_attribute_values(":moving", AttributeValue::S(moving.clone()));
-            "#moving_to = :moving"
-        }
-        None => "attribute_not_exists(#moving_to)",
-    };
-    let update = request.condition_expression(format!("{home_as_read} AND {moving_as_read}"));
-    if !here.conditionally("taking a slot's home", update).await? {
+/// Names this Region the home of `slot`, on the condition that it is still as read (or, read in
+/// another Region, still not here).
+async fn take_home(
+    here: &Replica,
+    slot: &SlotItem,
+    lost: &str,
+    held_here: bool,
+    report: &mut TakeoverReport,
+) -> Result<(), MoveError> {
+    if !store(
+        here,
+        "taking a slot's home",
+        here.homes.take_home(slot, lost, held_here),
+    )
+    .await?
+    {
         return Err(MoveError::Raced {
             slot: slot.slot_id.to_string(),
             found: "its home changed during the takeover".into(),
@@ -777,14 +752,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_takeover_takes_the_lost_regions_slots_and_moves_with_it_and_leaves_a_third_regions() {
+    fn a_takeover_takes_every_slot_of_the_lost_region_and_leaves_moves_to_it_to_their_homes() {
         let (here, lost, third) = ("eu-west-1", "us-east-1", "ap-south-1");
         for (home, moving, expected) in [
             (lost, None, Takeover::Take),
             (lost, Some(here), Takeover::Take),
-            (here, Some(lost), Takeover::Take),
-            (lost, Some(third), Takeover::Leave),
-            (third, Some(lost), Takeover::Leave),
+            (lost, Some(third), Takeover::Take),
+            (here, Some(lost), Takeover::AbortInItsHome),
+            (third, Some(lost), Takeover::AbortInItsHome),
             (here, None, Takeover::Ours),
             (here, Some(third), Takeover::NotConcerned),
             (third, None, Takeover::NotConcerned),
@@ -799,12 +774,13 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotency_record_belongs_to_the_slot_its_stored_answer_names() {
-        let record = |body: &str| Item::from([("response_body".to_owned(), AttributeValue::S(body.to_owned()))]);
-        let slot = SlotId::parse("dinner").unwrap();
-        assert!(answers_for_slot(&record(r#"{"slot_id":"dinner","seats":2}"#), &slot));
-        assert!(!answers_for_slot(&record(r#"{"slot_id":"lunch"}"#), &slot));
-        assert!(!answers_for_slot(&record("not json"), &slot));
-        assert!(!answers_for_slot(&Item::new(), &slot));
+    fn every_region_names_the_same_arbiter_for_a_lost_region() {
+        let deployment: Vec<String> = ["us-east-1", "eu-west-1", "ap-south-1"].map(String::from).to_vec();
+        // The primary decides, unless it is the lost one.
+        assert_eq!(arbiter_of("eu-west-1", "us-east-1", &deployment), Some("us-east-1"));
+        assert_eq!(arbiter_of("us-east-1", "us-east-1", &deployment), Some("ap-south-1"));
+        let reversed: Vec<String> = deployment.iter().rev().cloned().collect();
+        assert_eq!(arbiter_of("us-east-1", "us-east-1", &reversed), Some("ap-south-1"));
+        assert_eq!(arbiter_of("us-east-1", "us-east-1", &["us-east-1".into()]), None);
     }
 }

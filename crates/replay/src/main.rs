@@ -136,6 +136,13 @@ struct TakeOverArgs {
     /// The lost Region.
     #[arg(long)]
     lost: String,
+    /// Another Region of the deployment that runs, besides this one (repeat for each): the
+    /// takeover aborts there the moves of its slots to the lost Region, takes the lost Region's
+    /// slots that only it holds, and, if it is the Region that decides takeovers (the primary,
+    /// or when the primary is lost the first other Region in alphabetical order), claims the
+    /// takeover there.
+    #[arg(long = "region")]
+    others: Vec<String>,
     #[command(flatten)]
     regions: RegionsArgs,
     /// This Region's bus, where the lost Region's events are put again.
@@ -587,18 +594,45 @@ async fn replica(
     let env = settings::Vars(vars);
     let tables = ConsumerTables::from_vars(vars)?;
     Ok(replay::home::Replica {
-        regions: settings::Regions {
-            here: region.to_owned(),
-            primary: primary.to_owned(),
-        },
-        reservations_table: env.name_or_default(names::RESERVATIONS_TABLE),
-        outbox_table: env.name_or_default(names::OUTBOX_TABLE),
+        homes: adapters::SlotHomes::new(
+            dynamodb.clone(),
+            env.name_or_default(names::RESERVATIONS_TABLE),
+            env.name_or_default(names::OUTBOX_TABLE),
+            settings::Regions {
+                here: region.to_owned(),
+                primary: primary.to_owned(),
+            },
+        ),
         consumers: vec![
-            Box::new(tables.projector(dynamodb.clone(), None)),
+            Box::new(tables.projector(dynamodb, None)),
             Box::new(tables.notifier(&sdk, None, Publishes::No)?),
         ],
-        dynamodb,
     })
+}
+
+/// Every Region of the deployment: the global table's replicas as DynamoDB describes the
+/// reservations table (the same list in every Region, so every Region names the same arbiter of
+/// a takeover), with `REGIONS` and the Regions named on the command line where the engine keeps
+/// no replicas (the local stack).
+async fn deployment_regions(
+    replica: &replay::home::Replica,
+    vars: &Vars,
+    named: &[&str],
+) -> anyhow::Result<Vec<String>> {
+    let mut regions: Vec<String> = named.iter().map(|r| (*r).to_owned()).collect();
+    regions.extend(replica.homes.replica_regions().await?);
+    if let Some(listed) = vars.get("REGIONS") {
+        regions.extend(
+            listed
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .map(str::to_owned),
+        );
+    }
+    regions.sort();
+    regions.dedup();
+    Ok(regions)
 }
 
 async fn run_move_home(sdk: &aws_config::SdkConfig, vars: &Vars, args: &MoveHomeArgs) -> anyhow::Result<String> {
@@ -626,7 +660,15 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
         .region()
         .map(|r| r.to_string())
         .ok_or_else(|| refused("this Region is not known: set AWS_REGION to the Region that takes over"))?;
-    let replica = replica(sdk, vars, &here, &primary).await?;
+    let this = replica(sdk, vars, &here, &primary).await?;
+    let mut others = Vec::new();
+    for region in &args.others {
+        others.push(replica(sdk, vars, region, &primary).await?);
+    }
+    let others: Vec<&replay::home::Replica> = others.iter().collect();
+    let mut named: Vec<&str> = vec![&here, &args.lost, &primary];
+    named.extend(args.others.iter().map(String::as_str));
+    let deployment = deployment_regions(&this, vars, &named).await?;
     let sink = relay::BusSink::open(
         &args.bus.config(vars)?,
         || aws_sdk_kinesis::Client::new(sdk),
@@ -634,7 +676,12 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
     )
     .await?;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(600);
-    Ok(replay::home::take_over(&args.lost, &replica, &sink, deadline)
+    let regions = replay::home::TakeoverRegions {
+        here: &this,
+        others: &others,
+        deployment: &deployment,
+    };
+    Ok(replay::home::take_over(&args.lost, regions, &sink, deadline)
         .await?
         .to_string())
 }

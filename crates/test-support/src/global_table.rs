@@ -395,14 +395,14 @@ struct DelayRule {
     extra: Duration,
 }
 
-#[derive(Default, Clone, Copy)]
+#[derive(Default, Clone)]
 struct Progress {
     figures: ReplicationFigures,
     pending: usize,
     /// The sequence number of the last record read.
     read_seq: u64,
-    /// The lowest sequence number of a write still on its way to another Region.
-    lowest_pending: Option<u64>,
+    /// Per link (from, to), the lowest sequence number of a write still on its way on it.
+    pending_links: Vec<(usize, usize, u64)>,
 }
 
 /// Where a write goes: another Region's replica, or its own Region's lagging copy.
@@ -587,9 +587,17 @@ impl StandInReplication {
     /// goes on until each of those writes was applied or dropped. Panics when replication reads
     /// and applies nothing for `stall` (a slow machine only makes it take longer).
     pub async fn settle(&self, stall: Duration) {
+        let all: Vec<&str> = self.regions.iter().map(|r| r.name.as_str()).collect();
+        self.settle_among(&all, stall).await;
+    }
+
+    /// [`Self::settle`] among `regions` only (the links between them restored), leaving out a
+    /// Region that is cut off: what each of them wrote has arrived in the others.
+    pub async fn settle_among(&self, regions: &[&str], stall: Duration) {
+        let among: Vec<usize> = regions.iter().map(|region| self.index(region)).collect();
         let n = self.markers.fetch_add(1, Ordering::SeqCst);
         let mut markers = Vec::new();
-        for (from, replica) in self.regions.iter().enumerate() {
+        for (from, replica) in self.regions.iter().enumerate().filter(|(i, _)| among.contains(i)) {
             for (table, replicated) in replica.tables.iter().enumerate() {
                 let marker = marker_key(&replica.tables[table].key, from, n);
                 let mut item = marker.clone();
@@ -602,7 +610,7 @@ impl StandInReplication {
                     .send()
                     .await
                     .expect("write a replication marker");
-                for to in (0..self.regions.len()).filter(|to| *to != from) {
+                for &to in among.iter().filter(|to| **to != from) {
                     markers.push((to, table, marker.clone()));
                 }
             }
@@ -631,8 +639,11 @@ impl StandInReplication {
         }
         let read_before = self.link.state.lock().unwrap().read_seq;
         loop {
-            let lowest = self.link.state.lock().unwrap().lowest_pending;
-            if lowest.is_none_or(|seq| seq > read_before) {
+            let pending = self.link.state.lock().unwrap().pending_links.clone();
+            let waiting = pending
+                .iter()
+                .any(|(from, to, seq)| among.contains(from) && among.contains(to) && *seq <= read_before);
+            if !waiting {
                 return;
             }
             watch.check(&self.link);
@@ -649,6 +660,11 @@ impl StandInReplication {
 
     pub fn figures(&self) -> ReplicationFigures {
         self.link.state.lock().unwrap().figures
+    }
+
+    /// The Regions this replication joins, in the order it was given them.
+    pub fn regions(&self) -> Vec<String> {
+        self.regions.iter().map(|r| r.name.clone()).collect()
     }
 }
 
@@ -678,7 +694,7 @@ impl StallWatch {
     }
 
     fn check(&mut self, link: &Link) {
-        let progress = *link.state.lock().unwrap();
+        let progress = link.state.lock().unwrap().clone();
         let now = (
             progress.figures.read,
             progress.figures.applied + progress.figures.dropped_as_older,
@@ -829,12 +845,14 @@ impl Replicator {
                 let mut state = self.link.state.lock().unwrap();
                 state.pending = self.queue.len();
                 state.read_seq = self.seq;
-                state.lowest_pending = self
-                    .queue
-                    .values()
-                    .filter(|d| matches!(d.to, Target::Replica(_)))
-                    .map(|d| d.seq)
-                    .min();
+                let mut lowest: BTreeMap<(usize, usize), u64> = BTreeMap::new();
+                for delivery in self.queue.values() {
+                    if let Target::Replica(to) = delivery.to {
+                        let seq = lowest.entry((delivery.from, to)).or_insert(delivery.seq);
+                        *seq = (*seq).min(delivery.seq);
+                    }
+                }
+                state.pending_links = lowest.into_iter().map(|((from, to), seq)| (from, to, seq)).collect();
                 state.figures.read += read;
                 state.figures.applied += delivered.applied;
                 state.figures.dropped_as_older += delivered.dropped_as_older;

@@ -2,6 +2,7 @@
 
 pub mod consumers;
 mod errors;
+pub mod homes;
 pub mod items;
 pub mod outbox;
 

@@ -323,7 +323,7 @@ async fn a_running_poller_refuses_once_its_topic_has_another_partition_count_and
         .unwrap()
         .with_partition_check_interval(Duration::ZERO);
     let poller = devstack::pipeline::poller_to(
-        &stack.sdk,
+        stack.dynamodb.clone(),
         &stack.name("OUTBOX_TABLE"),
         sink,
         &stack.dead_letter_dir(),

@@ -598,13 +598,33 @@ impl Pipeline {
     }
 }
 
+/// A Region's slots and what was written for them, as the home commands read and write them.
+fn slot_homes(stack: &TestStack) -> adapters::SlotHomes {
+    adapters::SlotHomes::new(
+        stack.dynamodb.clone(),
+        stack.name("RESERVATIONS_TABLE"),
+        stack.name("OUTBOX_TABLE"),
+        stack.regions.clone(),
+    )
+}
+
+/// The Regions a takeover by `here` works with.
+fn takeover_regions<'a>(
+    here: &'a replay::home::Replica,
+    others: &'a [&'a replay::home::Replica],
+    deployment: &'a [String],
+) -> replay::home::TakeoverRegions<'a> {
+    replay::home::TakeoverRegions {
+        here,
+        others,
+        deployment,
+    }
+}
+
 /// A Region's replica as the home commands see it, with its projector's and notifier's state.
 async fn replica(stack: &TestStack) -> replay::home::Replica {
     replay::home::Replica {
-        regions: stack.regions.clone(),
-        dynamodb: stack.dynamodb.clone(),
-        reservations_table: stack.name("RESERVATIONS_TABLE"),
-        outbox_table: stack.name("OUTBOX_TABLE"),
+        homes: slot_homes(stack),
         consumers: vec![
             Box::new(consumers::Projector::new(stack.read_model())),
             Box::new(consumers::Notifier::new(stack.notifications().await)),
@@ -1090,7 +1110,10 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
     let sink = relay::KinesisSink::new(aws_sdk_kinesis::Client::new(&other.sdk), other.name("EVENTS_STREAM"));
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let west = replica(&other).await;
-    let report = replay::home::take_over(PRIMARY, &west, &sink, deadline).await.unwrap();
+    let deployment = vec![PRIMARY.to_owned(), OTHER.to_owned()];
+    let report = replay::home::take_over(PRIMARY, takeover_regions(&west, &[], &deployment), &sink, deadline)
+        .await
+        .unwrap();
     assert_eq!(
         (report.republished, report.slots_taken, report.slots_taken_before),
         (10, 1, 0),
@@ -1100,7 +1123,9 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
     for i in 0..5 {
         booked_after.insert(reserve(&other_api, "east", &format!("after-{i}")).await.unwrap());
     }
-    let again = replay::home::take_over(PRIMARY, &west, &sink, deadline).await.unwrap();
+    let again = replay::home::take_over(PRIMARY, takeover_regions(&west, &[], &deployment), &sink, deadline)
+        .await
+        .unwrap();
     assert_eq!(
         (again.slots_taken, again.slots_taken_before),
         (0, 1),
@@ -1283,7 +1308,7 @@ async fn the_cli_moves_a_home_takes_over_and_refuses_with_one_line() {
     assert_eq!(taken.status.code(), Some(0), "{taken:?}");
     assert_eq!(
         one_line(&taken),
-        "eu-west-1 took over from us-east-1: republished 1 events born there (0 undecodable), took the home of 0 slots (0 taken before)\n"
+        "eu-west-1 took over from us-east-1: republished 1 events born there (0 undecodable), took the home of 0 slots (0 taken before), aborted 0 moves to us-east-1\n"
     );
     let mut on_west = devstack::events::collector(&west, &stream).await.unwrap();
     on_west.drain().await.unwrap();
@@ -1293,6 +1318,17 @@ async fn the_cli_moves_a_home_takes_over_and_refuses_with_one_line() {
         republished[0].partition_key,
         stack.records_on_kinesis().await[0].partition_key
     );
+    // A second Region taking over the same lost Region is refused: the claim is eu-west-1's.
+    let second = cli(&stack)
+        .args(["take-over", "--lost", PRIMARY, "--primary", PRIMARY, "--region", OTHER])
+        .env("AWS_REGION", "ap-south-1")
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+    assert!(
+        one_line(&second).contains("the takeover of us-east-1 is eu-west-1's"),
+        "{second:?}"
+    );
     let itself = cli(&stack)
         .args(["take-over", "--lost", OTHER, "--primary", PRIMARY])
         .env("AWS_REGION", OTHER)
@@ -1300,4 +1336,444 @@ async fn the_cli_moves_a_home_takes_over_and_refuses_with_one_line() {
         .unwrap();
     assert_eq!(itself.status.code(), Some(2));
     assert!(one_line(&itself).contains("eu-west-1 is this Region"), "{itself:?}");
+}
+
+// What a review of the design found that the first stand-in could not show (docs/multi-region.md,
+// "How it is proven here"): each test below fails on the code before its fix.
+
+const THIRD: &str = "ap-south-1";
+
+/// A Region's replica for the home commands, waiting for no consumer.
+fn bare_replica(stack: &TestStack) -> replay::home::Replica {
+    replay::home::Replica {
+        homes: slot_homes(stack),
+        consumers: Vec::new(),
+    }
+}
+
+/// A move stopped at once: the slot frozen, nothing waited for.
+const FREEZE_ONLY: replay::home::Patience = replay::home::Patience {
+    wait: Duration::ZERO,
+    poll: Duration::from_millis(50),
+};
+
+const PATIENT: replay::home::Patience = replay::home::Patience {
+    wait: Duration::from_secs(60),
+    poll: Duration::from_millis(50),
+};
+
+/// One seat of `slot` for `guest`, starting in `region` and following the APIs' answers (421: go
+/// there; not there yet or moving: wait a moment), at most 100 tries: the outcome, or `None` when
+/// still refused (or sent to a Region not in `apis`).
+async fn book_following(apis: &[(&str, &Service)], region: &str, slot: &str, guest: &str) -> Option<Booking> {
+    let mut region = region.to_owned();
+    for _ in 0..100 {
+        let api = apis.iter().find(|(r, _)| *r == region)?.1;
+        match reserve(api, slot, guest).await {
+            Ok(_) => return Some(Booking::Confirmed),
+            Err(ServiceError::SoldOut { .. }) => return Some(Booking::SoldOut),
+            Err(ServiceError::HomedElsewhere { region: home, .. }) => region = home,
+            Err(ServiceError::SlotNotFound(_) | ServiceError::HomeMoving { .. }) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("booking {guest}: {e}"),
+        }
+    }
+    None
+}
+
+/// Each slot's (reservations, reserved, home, moving_to) in a Region's replica.
+async fn slots_of(stack: &TestStack) -> BTreeMap<String, (usize, u32, Option<String>, Option<String>)> {
+    let reservations = items_of_type(stack, "RESERVATIONS_TABLE", "Reservation").await;
+    items_of_type(stack, "RESERVATIONS_TABLE", "Slot")
+        .await
+        .into_iter()
+        .map(|item| {
+            let slot: adapters::dynamodb::items::SlotItem = serde_dynamo::from_item(item).unwrap();
+            let id = slot.slot_id.to_string();
+            let booked = reservations
+                .iter()
+                .filter(|r| r["slot_id"].as_s().unwrap() == &id)
+                .count();
+            (id, (booked, slot.reserved, slot.home_region, slot.moving_to))
+        })
+        .collect()
+}
+
+/// Defect 3 of the review: a takeover left the slots moving between the lost Region and a third
+/// one frozen (both need the lost Region to end), and a second takeover, run in another Region
+/// before the first one's writes reached it, claimed the lost Region's slots again: two homes.
+/// Three Regions; the primary is lost with one slot moving from it to the third Region and one
+/// moving from the third Region to it; the two survivors, cut off from each other, both take
+/// over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_takeover_resolves_every_slot_of_the_lost_region_and_a_second_takeover_is_refused() {
+    let east = TestStack::start()
+        .await
+        .in_region(PRIMARY, PRIMARY)
+        .with_regions(&[OTHER, THIRD]);
+    let west = TestStack::start().await.in_region(OTHER, PRIMARY);
+    let south = TestStack::start().await.in_region(THIRD, PRIMARY);
+    let replication = StandInReplication::start(&[&east, &west, &south], Duration::from_millis(200)).await;
+    let (east_api, west_api, south_api) = (service(&east), service(&west), service(&south));
+    put_slot(&east_api, "stays", 10).await;
+    put_slot(&east_api, "leaving", 10).await;
+    put_slot_at_home(&east_api, "arriving", 10, Some(THIRD)).await;
+    replication.settle(SETTLE).await;
+    for i in 0..2 {
+        reserve(&east_api, "stays", &format!("early-{i}")).await.unwrap();
+        reserve(&east_api, "leaving", &format!("early-{i}")).await.unwrap();
+        reserve(&south_api, "arriving", &format!("early-{i}")).await.unwrap();
+    }
+    let (east_replica, west_replica, south_replica) = (bare_replica(&east), bare_replica(&west), bare_replica(&south));
+    for (from, to, slot) in [
+        (&east_replica, &south_replica, "leaving"),
+        (&south_replica, &east_replica, "arriving"),
+    ] {
+        let frozen = replay::home::move_home(from, to, &SlotId::parse(slot).unwrap(), FREEZE_ONLY).await;
+        assert!(
+            matches!(frozen, Err(replay::home::MoveError::StillReplicating { .. })),
+            "{slot}: {frozen:?}"
+        );
+    }
+    replication.settle(SETTLE).await;
+
+    // The primary is lost; the survivors do not hear each other while both take over.
+    replication.isolate(PRIMARY);
+    replication.cut_one_way(OTHER, THIRD);
+    replication.cut_one_way(THIRD, OTHER);
+    let deployment: Vec<String> = [PRIMARY, OTHER, THIRD].map(String::from).to_vec();
+    let sink = |stack: &TestStack| relay::KinesisSink::new(stack.kinesis.clone(), stack.name("EVENTS_STREAM"));
+    let (west_sink, south_sink) = (sink(&west), sink(&south));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (to_south, to_west) = ([&south_replica], [&west_replica]);
+    let (by_west, by_south) = tokio::join!(
+        replay::home::take_over(
+            PRIMARY,
+            takeover_regions(&west_replica, &to_south, &deployment),
+            &west_sink,
+            deadline
+        ),
+        replay::home::take_over(
+            PRIMARY,
+            takeover_regions(&south_replica, &to_west, &deployment),
+            &south_sink,
+            deadline
+        ),
+    );
+    let (heir, report) = match (by_west, by_south) {
+        (Ok(report), Err(replay::home::MoveError::TakenOverBy { heir, .. })) if heir == OTHER => (OTHER, report),
+        (Err(replay::home::MoveError::TakenOverBy { heir, .. }), Ok(report)) if heir == THIRD => (THIRD, report),
+        other => panic!("exactly one Region takes over, the other is refused naming it: {other:?}"),
+    };
+    assert_eq!(
+        (
+            report.slots_taken,
+            report.moves_to_lost_aborted,
+            report.slots_left.len()
+        ),
+        (2, 1, 0),
+        "{report}"
+    );
+
+    // The survivors hear each other again: every slot has one home in both, none is frozen.
+    replication.restore_one_way(OTHER, THIRD);
+    replication.restore_one_way(THIRD, OTHER);
+    replication.settle_among(&[OTHER, THIRD], SETTLE).await;
+    let expected_home = |slot: &str| if slot == "arriving" { THIRD } else { heir };
+    for stack in [&west, &south] {
+        for (slot, (_, _, home, moving)) in slots_of(stack).await {
+            assert_eq!(
+                (home.as_deref(), moving.as_deref()),
+                (Some(expected_home(&slot)), None),
+                "{slot} in {:?}",
+                stack.regions
+            );
+        }
+    }
+    // Bookings through both survivors at once: every slot takes them (none answers 503 for
+    // ever), and none is overbooked.
+    let apis = [(OTHER, &west_api), (THIRD, &south_api)];
+    let attempts = ["stays", "leaving", "arriving"].into_iter().flat_map(|slot| {
+        (0..12).map(move |i| (slot, if i % 2 == 0 { OTHER } else { THIRD }, format!("late-{slot}-{i}")))
+    });
+    let outcomes = futures::future::join_all(
+        attempts.map(|(slot, region, guest)| async move { (slot, book_following(&apis, region, slot, &guest).await) }),
+    )
+    .await;
+    for (slot, outcome) in &outcomes {
+        assert!(
+            outcome.is_some(),
+            "a booking of {slot} was refused for good (a frozen slot?)"
+        );
+    }
+    replication.settle_among(&[OTHER, THIRD], SETTLE).await;
+    for stack in [&west, &south] {
+        for (slot, (booked, reserved, _, _)) in slots_of(stack).await {
+            assert_eq!((booked, reserved), (10, 10), "{slot} in {:?}", stack.regions);
+        }
+    }
+    test_support::figures::record(
+        "multi_region_takeover_race",
+        serde_json::json!({
+            "regions": replication.regions(),
+            "heir": heir,
+            "slots_taken": report.slots_taken,
+            "moves_to_lost_aborted": report.moves_to_lost_aborted,
+            "bookings_after": outcomes.len(),
+            "replication": replication.figures(),
+        }),
+    );
+}
+
+/// Defect 4 of the review, first half: the move read the old home with eventually consistent
+/// scans, so a booking committed a moment before the freeze could be missed; its Idempotency-Key
+/// record not yet in the new home, a retry there booked a second time. Here the booking's
+/// reservation and idempotency record travel seconds behind its slot update (global tables give
+/// one transaction's items no order), and eventually consistent reads lag three seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_reads_the_old_home_consistently_so_a_booking_retried_in_the_new_home_is_not_booked_twice() {
+    let primary = TestStack::start().await.in_region(PRIMARY, PRIMARY);
+    let other = TestStack::start().await.in_region(OTHER, PRIMARY);
+    let options =
+        test_support::global_table::Options::lag(Duration::from_millis(200)).stale_reads(Duration::from_secs(3));
+    let replication = StandInReplication::start_with(&[&primary, &other], options).await;
+    put_slot(&service(&primary), "last-minute", 10).await;
+    replication.settle(SETTLE).await;
+    replication.delay_items(
+        "RESERVATIONS_TABLE",
+        |item| {
+            item.get("pk")
+                .and_then(|pk| pk.as_s().ok())
+                .is_some_and(|pk| pk.starts_with("RESERVATION#") || pk.starts_with("IDEMPOTENCY#"))
+        },
+        Duration::from_secs(4),
+    );
+
+    let key = domain::IdempotencyKey::parse("booked-just-before-the-move").unwrap();
+    let command = || CreateReservation {
+        slot_id: SlotId::parse("last-minute").unwrap(),
+        guest_id: GuestId::parse("ada").unwrap(),
+        seats: Seats::new(1).unwrap(),
+    };
+    let first = match service(&primary)
+        .create_reservation(command(), Some(key.clone()), TraceId::generate())
+        .await
+        .unwrap()
+    {
+        CreateOutcome::Created(reservation) => reservation.reservation_id.to_string(),
+        other => panic!("a first booking: {other:?}"),
+    };
+    let slot = SlotId::parse("last-minute").unwrap();
+    let moved = replay::home::move_home(&bare_replica(&primary), &bare_replica(&other), &slot, PATIENT)
+        .await
+        .unwrap();
+    assert!(moved.moved && moved.new_home_took_over, "{moved}");
+
+    // The client never got its answer and sends the same request where the slot lives now.
+    let retried = service(&other)
+        .create_reservation(command(), Some(key), TraceId::generate())
+        .await
+        .unwrap();
+    replication.settle(SETTLE).await;
+    for stack in [&primary, &other] {
+        let (booked, reserved, home, _) = slots_of(stack).await["last-minute"].clone();
+        assert_eq!((booked, reserved), (1, 1), "booked once, in {:?}", stack.regions);
+        assert_eq!(home.as_deref(), Some(OTHER));
+    }
+    match retried {
+        CreateOutcome::Replayed { body, .. } => {
+            let body: serde_json::Value = serde_json::from_str(&body).unwrap();
+            assert_eq!(body["reservation_id"], first.as_str());
+        }
+        CreateOutcome::Created(second) => panic!("the retry booked again: {second:?}"),
+    }
+    test_support::figures::record(
+        "multi_region_move_reads",
+        serde_json::json!({
+            "stale_reads_ms": 3000,
+            "reservation_and_record_delayed_ms": 4000,
+            "move_waited_for_reservations": moved.reservations,
+            "move_waited_for_idempotency_records": moved.idempotency_records,
+            "move_waited_ms": moved.waited_ms,
+            "replication": replication.figures(),
+        }),
+    );
+}
+
+/// Defect 4 of the review, second half: an abort checked "not finished" in the new home, then
+/// wrote in the old one, so a finish landing in between left two homes until last writer wins
+/// settled it, with both Regions selling meanwhile. Here the abort stalls between deciding and
+/// writing (as any process may), the move finishes meanwhile, and the new home's writes do not
+/// reach the old one; then both Regions' clients book the slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_abort_and_the_finish_of_one_move_never_both_take_effect() {
+    let (primary, other, replication) = two_regions(Duration::from_millis(200)).await;
+    put_slot(&service(&primary), "contested-move", 10).await;
+    replication.settle(SETTLE).await;
+    let east = std::sync::Arc::new(bare_replica(&primary));
+    let west = std::sync::Arc::new(bare_replica(&other));
+    let slot = SlotId::parse("contested-move").unwrap();
+    let frozen = replay::home::move_home(&east, &west, &slot, FREEZE_ONLY).await;
+    assert!(
+        matches!(frozen, Err(replay::home::MoveError::StillReplicating { .. })),
+        "{frozen:?}"
+    );
+    replication.settle(SETTLE).await;
+
+    replication.cut_one_way(OTHER, PRIMARY);
+    primary.region_hooks.as_ref().unwrap().pause_writes(
+        &primary.name("RESERVATIONS_TABLE"),
+        "SLOT#contested-move",
+        Duration::from_millis(1_500),
+        Duration::from_secs(2),
+    );
+    let abort = tokio::spawn({
+        let (east, west, slot) = (east.clone(), west.clone(), slot.clone());
+        async move { replay::home::abort_move(&east, &west, &slot).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let finish = tokio::spawn({
+        let (east, west, slot) = (east.clone(), west.clone(), slot.clone());
+        async move { replay::home::move_home(&east, &west, &slot, PATIENT).await }
+    });
+    let (aborted, moved) = (abort.await.unwrap(), finish.await.unwrap());
+
+    let (east_api, west_api) = (service(&primary), service(&other));
+    let apis = [(PRIMARY, &east_api), (OTHER, &west_api)];
+    let outcomes = futures::future::join_all((0..20).map(|i| {
+        let apis = &apis;
+        async move {
+            let first = if i % 2 == 0 { PRIMARY } else { OTHER };
+            book_following(apis, first, "contested-move", &format!("guest-{i}")).await
+        }
+    }))
+    .await;
+    replication.restore();
+    replication.settle(SETTLE).await;
+    for stack in [&primary, &other] {
+        let (booked, reserved, _, moving) = slots_of(stack).await["contested-move"].clone();
+        assert_eq!(
+            (booked, reserved, moving),
+            (10, 10, None),
+            "never overbooked, in {:?}",
+            stack.regions
+        );
+    }
+    let homes: BTreeSet<Option<String>> = [
+        slots_of(&primary).await["contested-move"].2.clone(),
+        slots_of(&other).await["contested-move"].2.clone(),
+    ]
+    .into();
+    assert_eq!(homes.len(), 1, "one home: {homes:?}");
+    assert!(
+        aborted.is_ok() != moved.is_ok(),
+        "the abort and the finish both took effect (or neither): {aborted:?} {moved:?}"
+    );
+    test_support::figures::record(
+        "multi_region_abort_race",
+        serde_json::json!({
+            "aborted": aborted.is_ok(),
+            "finished": moved.is_ok(),
+            "bookings": outcomes.len(),
+            "confirmed": outcomes.iter().filter(|o| **o == Some(Booking::Confirmed)).count(),
+            "replication": replication.figures(),
+        }),
+    );
+}
+
+/// Defect 5 of the review: outbox items are keyed (reservation, version), so when a lost Region
+/// had an unreplicated version n+1 and the Region that took over writes its own n+1, last writer
+/// wins keeps one of them everywhere. The lost Region's is named by the audit of its bus once it
+/// is back (its relay publishes it from its own stream): the change it announced is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_regions_change_replaced_by_the_heirs_own_is_named_by_the_audit() {
+    let (primary, other, replication) = two_regions(Duration::from_millis(200)).await;
+    let (east_api, west_api) = (service(&primary), service(&other));
+    put_slot(&east_api, "decided-twice", 10).await;
+    let id = reserve(&east_api, "decided-twice", "ada").await.unwrap();
+    let reservation = domain::ReservationId::parse(&id).unwrap();
+    published_by(&primary).await;
+    replication.settle(SETTLE).await;
+
+    // The primary cancels the reservation (its version 2) and is lost before that replicates
+    // or its relay publishes it.
+    replication.isolate(PRIMARY);
+    east_api
+        .cancel_reservation(&reservation, TraceId::generate())
+        .await
+        .unwrap();
+    // The other Region takes over and cancels the same reservation: its own version 2.
+    let deployment: Vec<String> = [PRIMARY, OTHER].map(String::from).to_vec();
+    let sink = relay::KinesisSink::new(other.kinesis.clone(), other.name("EVENTS_STREAM"));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let west = bare_replica(&other);
+    replay::home::take_over(PRIMARY, takeover_regions(&west, &[], &deployment), &sink, deadline)
+        .await
+        .unwrap();
+    west_api
+        .cancel_reservation(&reservation, TraceId::generate())
+        .await
+        .unwrap();
+    published_by(&other).await;
+
+    // The primary is back: last writer wins keeps the other Region's version 2 in both
+    // replicas, and the primary's relay publishes its own from its stream.
+    replication.restore();
+    replication.settle(SETTLE).await;
+    let on_east = published_by(&primary).await;
+    let audit = |stack: &TestStack, born: Vec<String>| {
+        let stream = stack.name("EVENTS_STREAM");
+        let outbox = stack.name("OUTBOX_TABLE");
+        let dynamodb = stack.dynamodb.clone();
+        let kinesis = stack.kinesis.clone();
+        async move {
+            let bus = replay::Bus::Kinesis {
+                client: &kinesis,
+                stream: &stream,
+            };
+            let born = replay::audit::BornIn::Regions {
+                regions: born,
+                primary: PRIMARY.to_owned(),
+            };
+            replay::audit::audit(
+                &dynamodb,
+                &bus,
+                &outbox,
+                time::OffsetDateTime::UNIX_EPOCH,
+                time::OffsetDateTime::now_utc(),
+                &[],
+                &born,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let east_report = audit(&primary, vec![PRIMARY.to_owned()]).await;
+    assert_eq!(
+        east_report
+            .replaced
+            .iter()
+            .map(|r| (r.reservation_id.as_str(), r.version, r.in_outbox_born_in.as_deref()))
+            .collect::<Vec<_>>(),
+        [(id.as_str(), 2, Some(OTHER))],
+        "{east_report}: {:?}",
+        east_report.lines()
+    );
+    assert!(!east_report.nothing_missing());
+    // The other Region's bus has every event the outbox holds, of both Regions.
+    let west_report = audit(&other, vec![PRIMARY.to_owned(), OTHER.to_owned()]).await;
+    assert!(
+        west_report.nothing_missing(),
+        "{west_report}: {:?}",
+        west_report.lines()
+    );
+    test_support::figures::record(
+        "multi_region_replaced_version",
+        serde_json::json!({
+            "on_lost_regions_bus": on_east.len(),
+            "named_replaced": east_report.replaced.len(),
+            "replicated_writes_dropped_as_older": replication.figures().dropped_as_older,
+        }),
+    );
 }
