@@ -29,7 +29,7 @@
 
 use crate::stack::TestStack;
 use aws_sdk_dynamodb::config::interceptors::BeforeSerializationInterceptorContextMut;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents, SharedHttpClient};
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemInput;
 use aws_sdk_dynamodb::operation::get_item::GetItemInput;
 use aws_sdk_dynamodb::operation::put_item::PutItemInput;
@@ -43,6 +43,10 @@ use aws_sdk_dynamodb::types::{
 };
 use aws_sdk_dynamodbstreams::error::ProvideErrorMetadata;
 use aws_sdk_dynamodbstreams::types::{AttributeValue as StreamValue, ShardIteratorType};
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnector, HttpConnectorFuture, HttpConnectorSettings, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::orchestrator::HttpRequest;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -126,8 +130,7 @@ impl RegionHooks {
 
     /// For the next `window`, holds every write through this Region's client of an item of
     /// `table` whose key names `key_value` (e.g. `SLOT#s1`) for `delay` before it is sent: a
-    /// process that stalls between deciding and writing. The calling thread sleeps (a test using
-    /// it needs a spare worker thread).
+    /// process that stalls between deciding and writing.
     pub fn pause_writes(&self, table: &str, key_value: &str, delay: Duration, window: Duration) {
         self.pauses.lock().unwrap().push(Pause {
             table: table.to_owned(),
@@ -137,20 +140,17 @@ impl RegionHooks {
         });
     }
 
-    fn pause_if_asked(&self, table: Option<&str>, key: Option<&Item>) {
-        let (Some(table), Some(key)) = (table, key) else { return };
-        let delay = self
-            .pauses
+    /// How long to hold a request that writes, whose body names `table` and `key_value`.
+    fn pause_for(&self, body: &[u8]) -> Option<Duration> {
+        let text = std::str::from_utf8(body).ok()?;
+        self.pauses
             .lock()
             .unwrap()
             .iter()
-            .filter(|p| p.until > std::time::Instant::now() && p.table == table)
-            .filter(|p| key.values().any(|v| v.as_s().is_ok_and(|s| *s == p.key_value)))
+            .filter(|p| p.until > std::time::Instant::now())
+            .filter(|p| text.contains(&format!("\"{}\"", p.table)) && text.contains(&format!("\"{}\"", p.key_value)))
             .map(|p| p.delay)
-            .max();
-        if let Some(delay) = delay {
-            std::thread::sleep(delay);
-        }
+            .max()
     }
 
     fn stamp(&self, item: &mut Item, at: u64) {
@@ -202,12 +202,10 @@ impl RegionHooks {
     /// Stamps the writes and redirects the reads of one request.
     fn rewrite(&self, input: &mut aws_smithy_runtime_api::client::interceptors::context::Input) {
         if let Some(put) = input.downcast_mut::<PutItemInput>() {
-            self.pause_if_asked(put.table_name.as_deref(), put.item.as_ref());
             if let Some(item) = put.item.as_mut() {
                 self.stamp(item, write_time());
             }
         } else if let Some(update) = input.downcast_mut::<UpdateItemInput>() {
-            self.pause_if_asked(update.table_name.as_deref(), update.key.as_ref());
             self.stamp_update(
                 &mut update.update_expression,
                 &mut update.expression_attribute_names,
@@ -215,7 +213,6 @@ impl RegionHooks {
                 write_time(),
             );
         } else if let Some(delete) = input.downcast_mut::<DeleteItemInput>() {
-            self.pause_if_asked(delete.table_name.as_deref(), delete.key.as_ref());
             if let (Some(table), Some(key)) = (&delete.table_name, &delete.key) {
                 self.deleted(table, key, write_time());
             }
@@ -224,11 +221,9 @@ impl RegionHooks {
             let at = write_time();
             for item in transaction.transact_items.iter_mut().flatten() {
                 if let Some(put) = item.put.as_mut() {
-                    self.pause_if_asked(Some(&put.table_name), Some(&put.item));
                     self.stamp(&mut put.item, at);
                 }
                 if let Some(update) = item.update.as_mut() {
-                    self.pause_if_asked(Some(&update.table_name), Some(&update.key));
                     let mut expression = Some(std::mem::take(&mut update.update_expression));
                     self.stamp_update(
                         &mut expression,
@@ -289,10 +284,55 @@ impl Intercept for RegionInterceptor {
 /// A DynamoDB client for the Region `hooks` stands for: what the product's code in that Region
 /// uses, so that the stand-in knows when and where each write was made.
 pub fn region_client(sdk: &aws_config::SdkConfig, hooks: Arc<RegionHooks>) -> aws_sdk_dynamodb::Client {
+    let inner = sdk.http_client().expect("the SDK's configuration has an HTTP client");
     let config = aws_sdk_dynamodb::config::Builder::from(sdk)
-        .interceptor(RegionInterceptor(hooks))
+        .interceptor(RegionInterceptor(hooks.clone()))
+        .http_client(PausingHttpClient { inner, hooks })
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+/// The Region's HTTP client, holding back the requests [`RegionHooks::pause_writes`] names
+/// (asynchronously: nothing else waits).
+#[derive(Debug)]
+struct PausingHttpClient {
+    inner: SharedHttpClient,
+    hooks: Arc<RegionHooks>,
+}
+
+impl HttpClient for PausingHttpClient {
+    fn http_connector(&self, settings: &HttpConnectorSettings, components: &RuntimeComponents) -> SharedHttpConnector {
+        SharedHttpConnector::new(PausingConnector {
+            inner: self.inner.http_connector(settings, components),
+            hooks: self.hooks.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+struct PausingConnector {
+    inner: SharedHttpConnector,
+    hooks: Arc<RegionHooks>,
+}
+
+impl HttpConnector for PausingConnector {
+    fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let writes = request.headers().get("x-amz-target").is_some_and(|target| {
+            ["PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems"]
+                .iter()
+                .any(|op| target.ends_with(op))
+        });
+        let pause = writes
+            .then(|| request.body().bytes().and_then(|body| self.hooks.pause_for(body)))
+            .flatten();
+        let inner = self.inner.clone();
+        HttpConnectorFuture::new(async move {
+            if let Some(pause) = pause {
+                tokio::time::sleep(pause).await;
+            }
+            inner.call(request).await
+        })
+    }
 }
 
 /// How the stand-in replicates.

@@ -1632,7 +1632,7 @@ async fn a_move_reads_the_old_home_consistently_so_a_booking_retried_in_the_new_
 /// settled it, with both Regions selling meanwhile. Here the abort stalls between deciding and
 /// writing (as any process may), the move finishes meanwhile, and the new home's writes do not
 /// reach the old one; then both Regions' clients book the slot.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_abort_and_the_finish_of_one_move_never_both_take_effect() {
     let (primary, other, replication) = two_regions(Duration::from_millis(200)).await;
     put_slot(&service(&primary), "contested-move", 10).await;
