@@ -284,7 +284,10 @@ impl Intercept for RegionInterceptor {
 /// A DynamoDB client for the Region `hooks` stands for: what the product's code in that Region
 /// uses, so that the stand-in knows when and where each write was made.
 pub fn region_client(sdk: &aws_config::SdkConfig, hooks: Arc<RegionHooks>) -> aws_sdk_dynamodb::Client {
-    let inner = sdk.http_client().expect("the SDK's configuration has an HTTP client");
+    // The engines listen on plain HTTP on loopback.
+    let inner = sdk
+        .http_client()
+        .unwrap_or_else(|| aws_smithy_http_client::Builder::new().build_http());
     let config = aws_sdk_dynamodb::config::Builder::from(sdk)
         .interceptor(RegionInterceptor(hooks.clone()))
         .http_client(PausingHttpClient { inner, hooks })
