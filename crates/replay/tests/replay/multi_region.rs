@@ -180,6 +180,7 @@ async fn across_two_regions_each_event_is_published_by_exactly_one_of_them() {
             "published_by_both": primary_ids.intersection(&other_ids).count(),
             "replicated_writes": applied,
             "replicated_writes_dropped_as_older": dropped,
+            "replication": replication.figures(),
         }),
     );
 }
@@ -530,12 +531,12 @@ async fn two_regions_with_consumers(lag: Duration) -> (TestStack, TestStack, Sta
         .in_region(PRIMARY, PRIMARY)
         .with_regions(&[OTHER]);
     let other = TestStack::start().await.in_region(OTHER, PRIMARY);
-    let replication = StandInReplication::start_tables(
-        &[&primary, &other],
-        lag,
-        test_support::global_table::WITH_CONSUMER_TABLES,
-    )
-    .await;
+    // Each write up to `lag` later than the lag, its own: one transaction's items arrive apart
+    // and reordered, as global tables give no order between them.
+    let options = test_support::global_table::Options::lag(lag)
+        .jitter(lag)
+        .tables(test_support::global_table::WITH_CONSUMER_TABLES);
+    let replication = StandInReplication::start_with(&[&primary, &other], options).await;
     (primary, other, replication)
 }
 
@@ -937,6 +938,7 @@ async fn a_home_moved_while_bookings_flow_loses_no_event_and_both_read_models_co
             "move_waited_ms": moved.waited_ms,
             "move_waited_for_reservations": moved.reservations,
             "move_waited_for_idempotency_records": moved.idempotency_records,
+            "replication": replication.figures(),
         }),
     );
 }
@@ -1190,6 +1192,7 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
             "slot_reserved_after_the_return": slot.reserved,
             "reservations_after_the_return": reservations,
             "replicated_writes_dropped_as_older": dropped,
+            "replication": replication.figures(),
         }),
     );
 }
