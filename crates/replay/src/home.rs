@@ -5,8 +5,13 @@
 //! A planned move goes through a state in which no Region writes the slot (`moving_to` on the
 //! slot item, answered 503 `home_moving`), waits until the new home's replica holds everything
 //! the old home wrote for the slot and both Regions' consumers hold its reservations' latest
-//! versions, and only then names the new home, in the new home's replica. Every step can be run
-//! again: a move that stopped half-way goes on from where it stands.
+//! versions, and only then names the new home, in the old home's replica where the freeze was
+//! written, so that a move's finish and its abort exclude each other. Every change of a slot's
+//! home goes through [`adapters::SlotHomes`], which owns the slot item's layout with the store.
+//! Every step can be run again: a move that stopped half-way goes on from where it stands.
+//!
+//! A takeover is claimed once, in the replica of the Region every Region names alike
+//! ([`arbiter_of`]), so that one Region alone takes a lost Region's slots.
 
 use crate::audit::{AppliedVersions, reservation_event};
 use adapters::SlotHomes;
