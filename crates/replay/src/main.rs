@@ -143,6 +143,10 @@ struct TakeOverArgs {
     /// takeover there.
     #[arg(long = "region")]
     others: Vec<String>,
+    /// Release this Region's claim on the lost Region's takeover, once that Region is back and
+    /// takes writes again (a later loss of it can then be taken over anew).
+    #[arg(long)]
+    release: bool,
     #[command(flatten)]
     regions: RegionsArgs,
     /// This Region's bus, where the lost Region's events are put again.
@@ -612,23 +616,30 @@ async fn replica(
 
 /// Every Region of the deployment: the global table's replicas as DynamoDB describes the
 /// reservations table (the same list in every Region, so every Region names the same arbiter of
-/// a takeover), with `REGIONS` and the Regions named on the command line where the engine keeps
-/// no replicas (the local stack).
+/// a takeover), every Region named on the command line being one of them; where the engine keeps
+/// no replicas (the local stack), `REGIONS` and the Regions named.
 async fn deployment_regions(
     replica: &replay::home::Replica,
     vars: &Vars,
     named: &[&str],
 ) -> anyhow::Result<Vec<String>> {
-    let mut regions: Vec<String> = named.iter().map(|r| (*r).to_owned()).collect();
-    regions.extend(replica.homes.replica_regions().await?);
-    if let Some(listed) = vars.get("REGIONS") {
-        regions.extend(
-            listed
-                .split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-        );
+    let mut regions = replica.homes.replica_regions().await?;
+    if regions.is_empty() {
+        regions.extend(named.iter().map(|r| (*r).to_owned()));
+        if let Some(listed) = vars.get("REGIONS") {
+            regions.extend(
+                listed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    } else if let Some(stranger) = named.iter().find(|r| !regions.iter().any(|known| known == *r)) {
+        return Err(refused(format!(
+            "{stranger} is not a Region of the global table (its replicas: {})",
+            regions.join(", ")
+        )));
     }
     regions.sort();
     regions.dedup();
@@ -669,6 +680,18 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
     let mut named: Vec<&str> = vec![&here, &args.lost, &primary];
     named.extend(args.others.iter().map(String::as_str));
     let deployment = deployment_regions(&this, vars, &named).await?;
+    if args.release {
+        let regions = replay::home::TakeoverRegions {
+            here: &this,
+            others: &others,
+            deployment: &deployment,
+        };
+        return Ok(if replay::home::release_takeover(&args.lost, regions).await? {
+            format!("{here} released its takeover of {}", args.lost)
+        } else {
+            format!("nobody holds the takeover of {}: nothing to release", args.lost)
+        });
+    }
     let sink = relay::BusSink::open(
         &args.bus.config(vars)?,
         || aws_sdk_kinesis::Client::new(sdk),
@@ -890,7 +913,10 @@ fn is_refusal(cause: &(dyn std::error::Error + 'static)) -> bool {
         // forbidding it.
         return !matches!(
             error,
-            MoveError::StillReplicating { .. } | MoveError::Republish { .. } | MoveError::Store { .. }
+            MoveError::StillReplicating { .. }
+                | MoveError::Republish { .. }
+                | MoveError::Store { .. }
+                | MoveError::Raced { .. }
         );
     }
     if let Some(error) = cause.downcast_ref::<StackError>() {
@@ -920,7 +946,10 @@ fn replay_refusal(error: &replay::ReplayError) -> bool {
 fn kafka_refusal(error: &kafka_bus::KafkaError) -> bool {
     matches!(
         error,
-        kafka_bus::KafkaError::NoTopic { .. } | kafka_bus::KafkaError::NoAwsIdentity
+        kafka_bus::KafkaError::NoTopic { .. }
+            | kafka_bus::KafkaError::NoAwsIdentity
+            | kafka_bus::KafkaError::NoPartitionCount { .. }
+            | kafka_bus::KafkaError::PartitionMismatch { .. }
     )
 }
 
