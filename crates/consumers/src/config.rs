@@ -1,6 +1,6 @@
 //! The consumers' typed configuration, read once at start.
 
-use dead_letters::{DeadLetterTarget, NoDeadLetterTarget};
+use reservation_events_consumer::{Config, ConfigError};
 use settings::{ResourceName, names};
 use std::collections::HashMap;
 
@@ -10,15 +10,15 @@ pub struct ConsumerConfig {
     pub table: String,
     /// `NOTIFICATION_RETENTION_DAYS`: how long sent notifications are kept (TTL).
     pub notification_retention: time::Duration,
-    pub dead_letters: DeadLetterTarget,
-    /// `EVENT_BUS`: the events the function is invoked with (Kinesis or Kafka batches).
-    pub bus: settings::EventBus,
+    /// What the consumer kit reads: `EVENT_BUS` (Kinesis or Kafka batches), the dead-letter
+    /// target; the metrics go to the product's namespace.
+    pub kit: Config,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConsumerConfigError {
     #[error(transparent)]
-    NoDeadLetterTarget(#[from] NoDeadLetterTarget),
+    Kit(#[from] ConfigError),
     #[error(transparent)]
     Setting(#[from] settings::SettingError),
 }
@@ -58,8 +58,10 @@ impl ConsumerConfig {
         Ok(Self {
             table: settings::Vars(vars).name(table)?,
             notification_retention: Self::notification_retention_from_vars(vars)?,
-            dead_letters: DeadLetterTarget::from_vars(vars)?,
-            bus: settings::EventBus::from_vars(vars)?,
+            kit: Config {
+                metrics_namespace: telemetry::NAMESPACE.to_owned(),
+                ..Config::from_vars(vars)?
+            },
         })
     }
 
@@ -86,6 +88,7 @@ mod tests {
                 .unwrap();
         assert_eq!(config.table, "guest-reservations");
         assert_eq!(config.notification_retention, time::Duration::days(30));
+        assert_eq!(config.kit.metrics_namespace, telemetry::NAMESPACE);
 
         let err = ConsumerConfig::from_vars(&vars(&[]), names::READ_MODEL_TABLE).unwrap_err();
         assert!(err.to_string().starts_with("set DEAD_LETTER_QUEUE_URL"));
@@ -120,12 +123,16 @@ mod tests {
         assert_eq!(
             ConsumerConfig::from_vars(&vars(&base), names::READ_MODEL_TABLE)
                 .unwrap()
+                .kit
                 .bus,
             settings::EventBus::Kinesis
         );
         let kafka = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "kafka")]);
         assert_eq!(
-            ConsumerConfig::from_vars(&kafka, names::READ_MODEL_TABLE).unwrap().bus,
+            ConsumerConfig::from_vars(&kafka, names::READ_MODEL_TABLE)
+                .unwrap()
+                .kit
+                .bus,
             settings::EventBus::Kafka
         );
         let bad = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "Kafka")]);

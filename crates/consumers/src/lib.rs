@@ -1,32 +1,25 @@
-//! The consumers of the event stream.
+//! The product's consumers of the event stream, written on the consumer kit
+//! (`reservation-events-consumer`), as a team outside the product writes its own.
 //!
-//! A [`Consumer`] turns one [`domain::ReservationEvent`] into an effect through a port that
-//! enforces [`domain::decide`]: the projector writes the guest read model, the notifier sends a
-//! notification. [`handler::ConsumerHandler`] runs either over a Kinesis batch: in order, malformed
-//! records dead-lettered, and the earliest record it could not apply reported back to Lambda.
+//! Each is a [`Consumer`]: it turns one event into an effect through a port that enforces the
+//! kit's ordering rule ([`domain::decide`]) in one conditional write: the projector writes the
+//! guest read model, the notifier sends a notification. The kit's [`ConsumerHandler`] runs either
+//! over Lambda's Kinesis or MSK batches: in order, malformed records dead-lettered, and the
+//! earliest record it could not apply reported back to Lambda.
 
 pub mod config;
-pub mod handler;
 
 pub use config::{ConsumerConfig, ConsumerConfigError, NotifierConfig};
-pub use handler::KafkaEventResponse;
-pub use handler::{BatchStats, ConsumerHandler};
+pub use reservation_events_consumer::{BatchStats, Consumer, ConsumerError, ConsumerHandler, KafkaEventResponse};
 
-use domain::ports::{NotificationSender, ReadModelStore, StoreError};
-use domain::{ApplyOutcome, GuestReservation, Notification, ReservationEvent, Version};
-use std::future::Future;
+use domain::ports::{NotificationSender, ReadModelStore};
+use domain::{ApplyOutcome, GuestReservation, Notification, Version};
+use reservation_events_consumer::ReservationEvent;
 
-pub trait Consumer: Send + Sync {
-    /// The function's name in logs and dead letters.
-    fn name(&self) -> &'static str;
-
-    fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
-
-    /// The version of the event's reservation this consumer has applied so far, read only.
-    fn applied_version(
-        &self,
-        event: &ReservationEvent,
-    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
+/// The domain's view of an event the kit decoded. One the product cannot act on (a type or
+/// status added to the contract after this version) is refused for good: dead-lettered.
+fn domain_event(event: &ReservationEvent) -> Result<domain::ReservationEvent, ConsumerError> {
+    domain::ReservationEvent::try_from(event).map_err(ConsumerError::rejected)
 }
 
 /// Keeps the guest read model (`GET /guests/{guest_id}/reservations`) from events alone.
@@ -45,17 +38,18 @@ impl<S> Projector<S> {
 }
 
 impl<S: ReadModelStore> Consumer for Projector<S> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "projector"
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
-        self.store.apply(&GuestReservation::from_event(event)).await
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
+        let event = domain_event(event)?;
+        Ok(self.store.apply(&GuestReservation::from_event(&event)).await?)
     }
 
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
-        let r = &event.reservation;
-        self.store.applied_version(&r.guest_id, &r.reservation_id).await
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
+        let r = domain_event(event)?.reservation;
+        Ok(self.store.applied_version(&r.guest_id, &r.reservation_id).await?)
     }
 }
 
@@ -71,32 +65,17 @@ impl<N> Notifier<N> {
 }
 
 impl<N: NotificationSender> Consumer for Notifier<N> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "notifier"
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
-        self.sender.send_once(&Notification::for_event(event)).await
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
+        let event = domain_event(event)?;
+        Ok(self.sender.send_once(&Notification::for_event(&event)).await?)
     }
 
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
-        self.sender.notified_version(event.reservation_id()).await
-    }
-}
-
-impl<C: Consumer> Consumer for std::sync::Arc<C> {
-    fn name(&self) -> &'static str {
-        (**self).name()
-    }
-
-    fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
-        (**self).apply(event)
-    }
-
-    fn applied_version(
-        &self,
-        event: &ReservationEvent,
-    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send {
-        (**self).applied_version(event)
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
+        let event = domain_event(event)?;
+        Ok(self.sender.notified_version(event.reservation_id()).await?)
     }
 }

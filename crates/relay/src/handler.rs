@@ -66,7 +66,7 @@ impl RelayStats {
     /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead
     /// letters, and whether the bus refused it.
     pub fn metrics(&self, now: time::OffsetDateTime) -> telemetry::MetricSet {
-        let mut metrics = telemetry::MetricSet::new("relay");
+        let mut metrics = telemetry::metrics("relay");
         metrics
             .count("EventsRelayed", self.published as f64)
             .count("PutRecordsFailures", self.publish.failed_records as f64)

@@ -16,9 +16,10 @@
 use crate::audit::{AppliedVersions, reservation_event};
 use adapters::SlotHomes;
 use adapters::dynamodb::items::SlotItem;
+use domain::SlotId;
 use domain::ports::StoreError;
-use domain::{ReservationEvent, SlotId};
 use relay::{EventSink, PublishPolicy, SinkRecord, publish_in_order};
+use reservation_events_consumer::ReservationEvent;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -479,7 +480,7 @@ impl Check {
                     .applied(event)
                     .await
                     .map_err(|e| replica.failed("reading a consumer's state", e))?;
-                applied.is_some_and(|v| v >= event.version())
+                applied.is_some_and(|v| v >= event.version)
             }
         })
     }
