@@ -50,6 +50,59 @@ impl<C: Consumer> Consumer for std::sync::Arc<C> {
     }
 }
 
+/// Any consumer behind one type: for a list of consumers of different types (a tool that feeds
+/// whichever consumer it is asked for, a process that runs several).
+pub struct BoxConsumer(Box<dyn DynConsumer>);
+
+impl BoxConsumer {
+    pub fn new(consumer: impl Consumer + 'static) -> Self {
+        Self(Box::new(consumer))
+    }
+}
+
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// [`Consumer`] with boxed futures, so that it can be a trait object.
+trait DynConsumer: Send + Sync {
+    fn name(&self) -> &str;
+    fn apply<'a>(&'a self, event: &'a ReservationEvent) -> BoxFuture<'a, Result<ApplyOutcome, ConsumerError>>;
+    fn applied_version<'a>(
+        &'a self,
+        event: &'a ReservationEvent,
+    ) -> BoxFuture<'a, Result<Option<Version>, ConsumerError>>;
+}
+
+impl<C: Consumer> DynConsumer for C {
+    fn name(&self) -> &str {
+        Consumer::name(self)
+    }
+
+    fn apply<'a>(&'a self, event: &'a ReservationEvent) -> BoxFuture<'a, Result<ApplyOutcome, ConsumerError>> {
+        Box::pin(Consumer::apply(self, event))
+    }
+
+    fn applied_version<'a>(
+        &'a self,
+        event: &'a ReservationEvent,
+    ) -> BoxFuture<'a, Result<Option<Version>, ConsumerError>> {
+        Box::pin(Consumer::applied_version(self, event))
+    }
+}
+
+impl Consumer for BoxConsumer {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
+        self.0.apply(event).await
+    }
+
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
+        self.0.applied_version(event).await
+    }
+}
+
 /// What the handler does with a failed `apply`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorKind {

@@ -84,7 +84,7 @@ pub mod metrics;
 pub mod order;
 
 pub use config::{Bus, Config, ConfigError};
-pub use consumer::{Consumer, ConsumerError, ErrorKind, error_chain};
+pub use consumer::{BoxConsumer, Consumer, ConsumerError, ErrorKind, error_chain};
 pub use dead_letter::{DeadLetter, DeadLetters, MemoryDeadLetters};
 pub use event::{CONTRACT_VERSION, DecodeError, EventType, Reservation, ReservationEvent, Status, decode};
 #[cfg(feature = "lambda")]

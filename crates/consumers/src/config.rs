@@ -1,7 +1,7 @@
 //! The consumers' typed configuration, read once at start.
 
 use reservation_events_consumer::{Config, ConfigError};
-use settings::{ResourceName, names};
+use settings::ResourceName;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,35 +23,7 @@ pub enum ConsumerConfigError {
     Setting(#[from] settings::SettingError),
 }
 
-/// The notifier's configuration: a consumer's, and the topic it publishes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifierConfig {
-    pub consumer: ConsumerConfig,
-    /// `NOTIFICATIONS_TOPIC_ARN`: the SNS FIFO topic.
-    pub topic_arn: String,
-}
-
-impl NotifierConfig {
-    pub fn from_env() -> Result<Self, ConsumerConfigError> {
-        Self::from_vars(&std::env::vars().collect())
-    }
-
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConsumerConfigError> {
-        Ok(Self {
-            consumer: ConsumerConfig::from_vars(vars, names::NOTIFICATIONS_TABLE)?,
-            topic_arn: settings::Vars(vars).required(
-                names::NOTIFICATIONS_TOPIC_ARN,
-                "the ARN of the notifications SNS FIFO topic",
-            )?,
-        })
-    }
-}
-
 impl ConsumerConfig {
-    pub fn projector_from_env() -> Result<Self, ConsumerConfigError> {
-        Self::from_vars(&std::env::vars().collect(), names::READ_MODEL_TABLE)
-    }
-
     /// Reads the consumer's `table`, `NOTIFICATION_RETENTION_DAYS`, the dead-letter target and
     /// `EVENT_BUS`.
     pub fn from_vars(vars: &HashMap<String, String>, table: ResourceName) -> Result<Self, ConsumerConfigError> {
@@ -79,6 +51,7 @@ impl ConsumerConfig {
 mod tests {
     use super::*;
 
+    use settings::names;
     use settings::vars_of as vars;
 
     #[test]
@@ -101,20 +74,6 @@ mod tests {
             err.to_string(),
             "NOTIFICATION_RETENTION_DAYS must be a whole number of days from 1 to 3650, got \"forever\""
         );
-    }
-
-    #[test]
-    fn the_notifier_needs_its_topic() {
-        let err = NotifierConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "f")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "NOTIFICATIONS_TOPIC_ARN is not set: it must be the ARN of the notifications SNS FIFO topic"
-        );
-        let arn = "arn:aws:sns:us-east-1:123456789012:reservation-notifications.fifo";
-        let config =
-            NotifierConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "f"), ("NOTIFICATIONS_TOPIC_ARN", arn)])).unwrap();
-        assert_eq!(config.topic_arn, arn);
-        assert_eq!(config.consumer.table, "reservation-notifications");
     }
 
     #[test]

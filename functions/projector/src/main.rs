@@ -1,14 +1,6 @@
-//! The projector Lambda: events (Kinesis, or Kafka through MSK) → the guest read model. Only
-//! wiring: the consumer kit runs it on either bus.
-
-use adapters::DynamoReadModel;
-use consumers::{ConsumerConfig, Projector};
-use reservation_events_consumer::lambda;
+//! The projector Lambda: the consumer kit's loop on the bus, around the projector. Only wiring.
 
 #[tokio::main]
-async fn main() -> Result<(), lambda::Error> {
-    let config = ConsumerConfig::projector_from_env()?;
-    let sdk = settings::sdk_config().await;
-    let projector = Projector::new(DynamoReadModel::new(aws_sdk_dynamodb::Client::new(&sdk), &config.table));
-    lambda::run(projector, &config.kit, &sdk).await
+async fn main() -> Result<(), reservation_events_consumer::lambda::Error> {
+    consumers::run_lambda(&consumers::projector::REGISTRATION).await
 }
