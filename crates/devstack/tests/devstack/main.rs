@@ -18,6 +18,7 @@ mod python_consumer;
 mod relay_to_kafka;
 mod relay_to_kinesis;
 mod smoke_script;
+mod template_exports;
 mod template_global_tables;
 mod template_limits;
 mod template_matches;

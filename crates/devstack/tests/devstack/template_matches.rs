@@ -418,6 +418,8 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
         "ApiGatewayV2" => "apigatewayv2",
         "ApiGateway" => "apigateway",
         "IAM" => "iam",
+        "KMS" => "kms",
+        "SSM" => "ssm",
         other => panic!("no LocalStack service known for {other}"),
     }];
     // A Schedule event becomes an EventBridge rule.
