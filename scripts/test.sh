@@ -95,6 +95,9 @@ start_contract_checks() {
     # Every failed check fails the run; a check may only be skipped in the template's Metadata,
     # with its reason written next to the resource. --skip-download: no network needed.
     "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
+    # The consumer in a stack of its own, as a team outside would deploy it.
+    "$VENV/bin/cfn-lint" examples/booking-ledger/template.yaml
+    "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f examples/booking-ledger/template.yaml
     # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
     validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
   ) >"$ROOT/.devstack/contract-checks.log" 2>&1 &

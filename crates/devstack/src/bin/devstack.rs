@@ -8,6 +8,9 @@
 //!   devstack consumers            run every consumer (the projector, the notifier) on the Kinesis stream
 //!                                 (with EVENT_BUS=kafka: on the Kafka topic, and the relay and
 //!                                 the events command likewise)
+//!   devstack consumer --template T --binary B
+//!                                 run a consumer that lives in a stack of its own (its SAM
+//!                                 template T, its Lambda binary B) on the bus, its tables made
 //!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
 //!   devstack notifications [--follow]
@@ -62,6 +65,9 @@ enum Command {
     /// Run every consumer's Lambda handler (the projector, the notifier) on the Kinesis stream, as
     /// their event source mappings would.
     Consumers(RelayArgs),
+    /// Run a consumer that lives in a stack of its own, as its event source mapping would: its
+    /// tables made from its SAM template, its Lambda binary fed through the Runtime API.
+    Consumer(OutsideArgs),
     /// Provision, then serve the API and run the relay and the consumers.
     Up {
         #[command(flatten)]
@@ -98,6 +104,19 @@ struct RelayArgs {
     /// The polling publisher's pause between polls.
     #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
     poll_interval_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct OutsideArgs {
+    /// The consumer's SAM template: its function's environment and its DynamoDB tables.
+    #[arg(long)]
+    template: PathBuf,
+    /// The function's binary, built for this machine.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Where its output (logs, metrics), dead letters and on-failure records go.
+    #[arg(long, env = "DEVSTACK_DEAD_LETTER_DIR", default_value = ".devstack/dead-letters")]
+    dir: PathBuf,
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
@@ -323,6 +342,56 @@ async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> 
     Ok(())
 }
 
+/// A consumer of a stack of its own on the local bus: its tables are named after the folder of
+/// its template (`examples/booking-ledger` → `booking-ledger-ledgertable`).
+async fn outside_consumer(sdk: &aws_config::SdkConfig, args: &OutsideArgs) -> Result<()> {
+    use devstack::outside::{self, OutsideConsumer};
+    let consumer = OutsideConsumer::from_template(&args.template)?;
+    let folder = args
+        .template
+        .canonicalize()?
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{folder}-");
+    let bus = bus()?;
+    let kind = match bus {
+        relay::BusConfig::Kinesis { .. } => settings::EventBus::Kinesis,
+        relay::BusConfig::Kafka(_) => settings::EventBus::Kafka,
+    };
+    let name = format!("{prefix}{}", consumer.name);
+    let (log, dead_letters, _) = outside::files(&args.dir, &name);
+    let environment = consumer
+        .provision(&aws_sdk_dynamodb::Client::new(sdk), &prefix, kind, &dead_letters)
+        .await?;
+    let tables: Vec<String> = consumer
+        .tables
+        .keys()
+        .map(|id| consumer.table_name(&prefix, id))
+        .collect();
+    println!(
+        "consuming {} with {} ({name}): tables {}; its output in {}, dead letters in {}",
+        bus.destination(),
+        args.binary.display(),
+        tables.join(", "),
+        log.display(),
+        dead_letters.display()
+    );
+    let idle = std::time::Duration::from_millis(100);
+    match bus {
+        relay::BusConfig::Kinesis { stream } => {
+            let mapping = outside::on_kinesis(sdk, &stream, &name, &args.binary, &environment, &args.dir).await?;
+            mapping.run(idle, ctrl_c()).await;
+        }
+        relay::BusConfig::Kafka(kafka) => {
+            let mapping = outside::on_kafka(&kafka, &name, &args.binary, &environment, &args.dir).await?;
+            mapping.run(idle, ctrl_c()).await;
+        }
+    }
+    Ok(())
+}
+
 async fn print_events(sdk: &aws_config::SdkConfig, follow: bool) -> Result<()> {
     if let relay::BusConfig::Kafka(kafka) = bus()? {
         return devstack::events::print_kafka(&kafka, follow, ctrl_c()).await;
@@ -379,6 +448,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Relay(args) => relay(&sdk, &args).await,
         Command::Sweep { since, relay: args } => sweep(&sdk, since, &args).await,
         Command::Consumers(args) => consumers(&sdk, &args).await,
+        Command::Consumer(args) => outside_consumer(&sdk, &args).await,
         Command::Events { follow } => print_events(&sdk, follow).await,
         Command::Notifications { follow } => print_notifications(&sdk, follow).await,
         Command::Up {

@@ -7,6 +7,7 @@
 mod api_fuzz;
 mod api_on_dynamodb_local;
 mod auth_on_the_local_api;
+mod booking_ledger;
 mod devstack_on_kafka;
 mod load;
 mod localstack_script;
