@@ -4,6 +4,7 @@
 //! mode, where LocalStack's EventBridge schedule runs the deployed poller.
 
 mod dashboard;
+mod ledger;
 mod mappings;
 
 use e2e::{DeployedStack, eventually};
@@ -14,7 +15,7 @@ use std::time::Duration;
 
 /// How long LocalStack's mappings may take to carry an event through (they poll every second or
 /// so, and a function's first invocation starts its process).
-const PIPELINE_WAIT: Duration = Duration::from_secs(120);
+pub(crate) const PIPELINE_WAIT: Duration = Duration::from_secs(120);
 
 /// Each reservation's versions in the order they first appear on the stream, checking that every
 /// record is an envelope keyed by its reservation.
