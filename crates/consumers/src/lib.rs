@@ -125,7 +125,7 @@ mod tests {
         let names: std::collections::BTreeSet<&str> = ALL.iter().map(|r| r.name).collect();
         assert_eq!(names.len(), ALL.len(), "a name is listed once");
         assert!(names.contains("projector") && names.contains("notifier"));
-        assert!(named("notifier").is_some() && named("ledger").is_none());
+        assert!(named("notifier").is_some() && named("no-such-consumer").is_none());
         let projector = named("projector").unwrap();
         assert_eq!(projector.binary(), "reservations-projector");
         assert_eq!(projector.logical_id("DeadLetterQueue"), "ProjectorDeadLetterQueue");
