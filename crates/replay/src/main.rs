@@ -954,9 +954,9 @@ enum Run {
 fn parse() -> Result<Parsed, clap::Error> {
     let mut command = Cli::command();
     for registration in consumers::ALL {
-        command = command.subcommand(ConsumerArgs::augment_args(
-            clap::Command::new(registration.name).about(registration.about),
-        ));
+        // The consumer's own line, over the one its arguments' flattened groups would give.
+        command = command
+            .subcommand(ConsumerArgs::augment_args(clap::Command::new(registration.name)).about(registration.about));
     }
     let matches = command.get_matches();
     if let Some((name, arguments)) = matches.subcommand()

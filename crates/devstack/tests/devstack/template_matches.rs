@@ -807,7 +807,11 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
             "{function}"
         );
     }
-    assert_eq!(groups.len(), consumers::ALL.len(), "each consumer in a group of its own");
+    assert_eq!(
+        groups.len(),
+        consumers::ALL.len(),
+        "each consumer in a group of its own"
+    );
     // Provisioned pollers (the error-handling controls need them), billed by Event Poller Unit:
     // the consumers' mappings share one poller group, so they share those units.
     let pollers: BTreeSet<String> = mappings
