@@ -159,6 +159,10 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   cargo build --quiet --workspace --all-targets
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
+  # The examples in the docs compile (cargo-nextest runs no doctests): the consumer kit's is what
+  # a team outside copies first.
+  log "the documentation's examples (cargo test --doc)"
+  cargo test --quiet --workspace --doc
   log "waiting for the installs"
   if ! wait "$install_pid"; then
     tail -n 20 "$install_log" >&2
