@@ -307,7 +307,25 @@ async fn a_poller_killed_mid_batch_is_replaced_without_loss_or_gaps() {
     let sink = Arc::new(FlakySink::new(42, 0.2));
     let done = produce(&outbox, workload());
     let far = Instant::now() + Duration::from_secs(60);
-    let (a, b) = (poller(&outbox, &sink, "a"), poller(&outbox, &sink, "b"));
+    // A lease far longer than the time to kill one poller and start the other, however slow the
+    // machine: the replacement always finds it held.
+    let patient = || PollerSettings {
+        lease_duration: Duration::from_millis(1_500),
+        lease_margin: Duration::from_millis(500),
+        ..fast_settings()
+    };
+    let with = |holder: &str| {
+        Poller::new(
+            outbox.clone(),
+            outbox.clone(),
+            Shared(sink.clone()),
+            MemoryDeadLetters::default(),
+            fast_policy(),
+            patient(),
+        )
+        .with_holder(holder)
+    };
+    let (a, b) = (with("a"), with("b"));
     let killed = tokio::time::timeout(Duration::from_millis(250), a.run(far, false, std::future::pending())).await;
     assert!(killed.is_err(), "a was still running when it was killed");
     assert_eq!(
