@@ -181,6 +181,7 @@ async fn version_condition_failure_on_cancel_means_the_reservation_changed() {
     let change = domain::ports::Cancellation {
         event: event.into_envelope(EventId::generate(), TraceId::generate()),
         current,
+        placement: domain::Placement::default(),
         cancelled,
     };
     let rule = cancelled_with(vec![
@@ -212,7 +213,7 @@ async fn shrinking_a_slot_below_its_reservations_reports_what_is_reserved() {
         )
     });
     let result = store(&[&exists, &too_small], RetryConfig::disabled())
-        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap(), None)
+        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap(), None, None)
         .await;
     match result {
         Err(SlotWriteError::CapacityBelowReserved { requested, reserved }) => assert_eq!((requested, reserved), (2, 3)),

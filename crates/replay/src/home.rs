@@ -43,12 +43,24 @@ impl Replica {
             .map_err(|e| self.failed("reading the slot", e))
     }
 
-    /// Whether this replica shows the slot at home here and not moving: a move to here finished.
+    /// Every inventory item of the slot in this replica (its shards, the slot item first).
+    async fn shards(&self, slot_id: &SlotId) -> Result<Option<Vec<SlotItem>>, MoveError> {
+        self.homes
+            .slot_shards(slot_id)
+            .await
+            .map_err(|e| self.failed("reading the slot's shards", e))
+    }
+
+    /// Whether this replica shows the slot, every shard of it, at home here and not moving: a
+    /// move to here finished.
     async fn holds_home_of(&self, slot_id: &SlotId) -> Result<bool, MoveError> {
-        Ok(self
-            .slot(slot_id)
-            .await?
-            .is_some_and(|slot| slot.moving_to.is_none() && self.home_of(&slot) == self.region()))
+        let Some(shards) = self.shards(slot_id).await? else {
+            return Ok(false);
+        };
+        Ok(shards.len() == usize::from(shards[0].shard_count().get())
+            && shards
+                .iter()
+                .all(|shard| shard.moving_to.is_none() && self.home_of(shard) == self.region()))
     }
 
     fn failed(&self, what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> MoveError {
@@ -194,8 +206,9 @@ impl std::fmt::Display for MoveReport {
 
 /// What the new home must hold before it may take the slot's writes.
 struct Awaited {
-    /// The slot as the old home froze it: capacity and reserved.
-    slot: (u32, u32),
+    /// The slot as the old home froze it: each shard's key, capacity and reserved (one for a
+    /// slot of one shard).
+    slot: Vec<(String, u32, u32)>,
     /// Reservation item key to the version the old home holds.
     reservations: BTreeMap<String, u64>,
     idempotency: Vec<String>,
@@ -385,7 +398,7 @@ pub async fn abort_move(from: &Replica, to: &Replica, slot_id: &SlotId) -> Resul
 
 /// What the old home wrote for the slot, read consistently once the slot is frozen there.
 async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError> {
-    let frozen = from.slot(slot_id).await?.ok_or_else(|| MoveError::SlotNotFound {
+    let frozen = from.shards(slot_id).await?.ok_or_else(|| MoveError::SlotNotFound {
         slot: slot_id.to_string(),
         region: from.region().to_owned(),
     })?;
@@ -405,7 +418,10 @@ async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError>
         }
     }
     Ok(Awaited {
-        slot: (frozen.capacity.get(), frozen.reserved),
+        slot: frozen
+            .iter()
+            .map(|shard| (shard.pk.clone(), shard.capacity.get(), shard.reserved))
+            .collect(),
         reservations: written.reservations,
         idempotency: written.idempotency_records,
         latest_events,
@@ -460,8 +476,15 @@ impl Check {
         awaited: &Awaited,
     ) -> Result<bool, MoveError> {
         Ok(match self {
-            Self::Slot => to.slot(slot_id).await?.is_some_and(|slot| {
-                slot.moving_to.as_deref() == Some(to_region) && (slot.capacity.get(), slot.reserved) == awaited.slot
+            // Every shard, each frozen with the figures the old home froze it with: the shards
+            // replicate one by one, in no promised order.
+            Self::Slot => to.shards(slot_id).await?.is_some_and(|shards| {
+                shards.iter().all(|shard| shard.moving_to.as_deref() == Some(to_region))
+                    && shards
+                        .iter()
+                        .map(|shard| (shard.pk.clone(), shard.capacity.get(), shard.reserved))
+                        .collect::<Vec<_>>()
+                        == awaited.slot
             }),
             Self::Reservation { pk, version } => {
                 store(to, "reading a reservation", to.homes.holds_reservation(pk, *version)).await?
@@ -481,7 +504,7 @@ impl Check {
 
     fn describe(&self) -> String {
         match self {
-            Self::Slot => "the slot's moving state".into(),
+            Self::Slot => "the slot's moving state (every shard)".into(),
             Self::Reservation { pk, version } => format!("{pk} v{version}"),
             Self::Idempotency { pk } => pk.clone(),
             Self::Consumer { in_to, index, .. } => format!(
@@ -670,7 +693,7 @@ pub async fn take_over<S: EventSink>(
     for slot in &held {
         seen.insert(slot.pk.clone());
         match takeover_of(here.home_of(slot), slot.moving_to.as_deref(), here.region(), lost) {
-            Takeover::Take => take_home(here, slot, lost, true, &mut report).await?,
+            Takeover::Take => take_home(here, here, slot, lost, &mut report).await?,
             Takeover::AbortInItsHome => report.slots_left.push(slot.slot_id.to_string()),
             Takeover::Ours => {
                 report.slots_taken_before += usize::from(slot.taken_over_from.as_deref() == Some(lost));
@@ -685,7 +708,7 @@ pub async fn take_over<S: EventSink>(
             }
             seen.insert(slot.pk.clone());
             if takeover_of(other.home_of(&slot), slot.moving_to.as_deref(), here.region(), lost) == Takeover::Take {
-                take_home(here, &slot, lost, false, &mut report).await?;
+                take_home(here, other, &slot, lost, &mut report).await?;
             }
         }
     }
@@ -722,19 +745,24 @@ fn takeover_of(home: &str, moving: Option<&str>, here: &str, lost: &str) -> Take
     }
 }
 
-/// Names this Region the home of `slot`, on the condition that it is still as read (or, read in
-/// another Region, still not here).
+/// Names this Region the home of `slot` (every shard of it, as `holder` holds them), on the
+/// condition that each is still as read (or, read in another Region, still not here).
 async fn take_home(
     here: &Replica,
+    holder: &Replica,
     slot: &SlotItem,
     lost: &str,
-    held_here: bool,
     report: &mut TakeoverReport,
 ) -> Result<(), MoveError> {
+    let held_here = std::ptr::eq(here, holder);
+    let shards = holder
+        .shards(&slot.slot_id)
+        .await?
+        .unwrap_or_else(|| vec![slot.clone()]);
     if !store(
         here,
         "taking a slot's home",
-        here.homes.take_home(slot, lost, held_here),
+        here.homes.take_home(&shards, lost, held_here),
     )
     .await?
     {

@@ -58,9 +58,15 @@ impl TestApi {
 
     /// Creates (or resizes) a slot; panics unless 200/201.
     pub async fn put_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32) {
+        self.put_sharded_slot(http, slot, capacity, 1).await;
+    }
+
+    /// Creates (or resizes) a slot whose seats are split over `shards` items; panics unless
+    /// 200/201.
+    pub async fn put_sharded_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32, shards: u16) {
         let response = http
             .put(self.url(&format!("/slots/{slot}")))
-            .json(&serde_json::json!({ "capacity": capacity }))
+            .json(&serde_json::json!({ "capacity": capacity, "shards": shards }))
             .send()
             .await
             .expect("PUT slot");

@@ -17,6 +17,7 @@ mod polling_to_kinesis;
 mod python_consumer;
 mod relay_to_kafka;
 mod relay_to_kinesis;
+mod sharded_slots;
 mod smoke_script;
 mod template_global_tables;
 mod template_limits;

@@ -46,6 +46,7 @@ async fn put_slot_at_home(service: &Service, slot: &str, capacity: i64, home: Op
             PutSlot {
                 capacity: Capacity::new(capacity).unwrap(),
                 home_region: home.map(|home| domain::RegionName::parse(home).unwrap()),
+                shards: None,
             },
         )
         .await
@@ -263,6 +264,7 @@ async fn a_slot_asked_for_in_two_regions_at_once_is_created_once_with_one_home()
                 PutSlot {
                     capacity: Capacity::new(10).unwrap(),
                     home_region: None,
+                    shards: None,
                 },
             )
             .await
@@ -999,6 +1001,7 @@ async fn a_planned_move_refuses_what_it_cannot_do_safely_and_a_repeat_changes_no
             PutSlot {
                 capacity: Capacity::new(9).unwrap(),
                 home_region: None,
+                shards: None,
             },
         )
         .await
