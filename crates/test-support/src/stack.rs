@@ -184,6 +184,33 @@ impl TestStack {
         self
     }
 
+    /// The same stack with its DynamoDB client going through the model of DynamoDB's per-item
+    /// limits ([`crate::item_limits`]), and the model, which counts what it refused.
+    pub async fn with_item_limits(
+        mut self,
+        limits: crate::item_limits::Limits,
+    ) -> (Self, crate::item_limits::ItemLimitsProxy) {
+        let proxy = self.item_limits(limits).await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+            .endpoint_url(proxy.url())
+            .build();
+        self.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
+        (self, proxy)
+    }
+
+    /// A model of DynamoDB's per-item limits in front of this stack's DynamoDB Local.
+    pub async fn item_limits(&self, limits: crate::item_limits::Limits) -> crate::item_limits::ItemLimitsProxy {
+        let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("checked when the stack started");
+        crate::item_limits::ItemLimitsProxy::start(([127, 0, 0, 1], 0).into(), &upstream, limits)
+            .await
+            .expect("the item limits proxy listens on loopback")
+    }
+
+    /// The SDK configuration the stack's clients are built from.
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.sdk
+    }
+
     /// A DynamoDB client on this stack's engine that is no Region's: its writes are not stamped
     /// and its reads are never stale.
     pub fn raw_dynamodb(&self) -> aws_sdk_dynamodb::Client {

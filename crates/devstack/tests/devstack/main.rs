@@ -8,6 +8,7 @@ mod api_fuzz;
 mod api_on_dynamodb_local;
 mod auth_on_the_local_api;
 mod devstack_on_kafka;
+mod item_limits;
 mod load;
 mod localstack_script;
 mod notifications_on_sns;
