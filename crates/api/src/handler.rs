@@ -436,10 +436,11 @@ fn service_problem(err: ServiceError) -> Problem {
             "this Idempotency-Key was used with a different request; use a new key for a new request",
         ),
         // Contention is transient: retrying cannot make a sold-out slot bookable, but it can get
-        // past a conflict, so it is a 503 to try again, never a 409.
+        // past a conflict. Too many requests for the same slot at once: a 429 to try again after
+        // `Retry-After`, never a 409, and no 5xx (the service is well, the slot is busy).
         ServiceError::Contended { attempts } => {
             tracing::warn!(attempts, "giving up after repeated transaction conflicts");
-            Problem::new(StatusCode::SERVICE_UNAVAILABLE, "contended", err.to_string())
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "contended", err.to_string())
                 .with_header(header::RETRY_AFTER, "1")
         }
         ServiceError::ShardsDiffer { .. } => Problem::new(StatusCode::CONFLICT, "shards_differ", err.to_string()),

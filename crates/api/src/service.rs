@@ -5,7 +5,7 @@
 use crate::request::{CreateReservation, PutSlot};
 use domain::ports::{
     Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
-    SlotWrite, SlotWriteError, StoreError,
+    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
 use domain::{Backoff, EventId, IdempotencyKey, NotCancellable, Reservation, ReservationId, Slot, SlotId, TraceId};
 use sha2::{Digest, Sha256};
@@ -122,7 +122,7 @@ impl RetryBudget {
 fn retryable(err: &CommitError) -> bool {
     match err {
         CommitError::Contention | CommitError::ReservationChanged => true,
-        CommitError::Store(e) => e.kind == domain::ports::StoreErrorKind::Throttled,
+        CommitError::Store(e) => matches!(e.kind, StoreErrorKind::Throttled | StoreErrorKind::Contended),
         _ => false,
     }
 }
@@ -194,6 +194,9 @@ where
                     shards,
                 },
                 SlotWriteError::Contention => ServiceError::Contended { attempts: 1 },
+                SlotWriteError::Store(e) if e.kind == StoreErrorKind::Contended => {
+                    ServiceError::Contended { attempts: 1 }
+                }
                 SlotWriteError::Store(e) => ServiceError::Store(e),
             })
     }
@@ -302,7 +305,7 @@ where
         *attempt += 1;
         if *attempt >= self.retry.max_attempts || !self.retry.budget.withdraw() {
             return Err(match err {
-                CommitError::Store(e) => ServiceError::Store(e),
+                CommitError::Store(e) if e.kind == StoreErrorKind::Throttled => ServiceError::Store(e),
                 _ => ServiceError::Contended { attempts: *attempt },
             });
         }
@@ -350,7 +353,7 @@ where
                 Err(CommitError::Store(e)) => return Err(ServiceError::Store(e)),
                 Err(other) => {
                     return Err(ServiceError::Store(StoreError::new(
-                        domain::ports::StoreErrorKind::Other,
+                        StoreErrorKind::Other,
                         "cancel reservation",
                         format!("inventory inconsistent with reservation {reservation_id}: {other}"),
                     )));

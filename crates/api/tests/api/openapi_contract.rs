@@ -252,6 +252,18 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
         503,
     )
     .await;
+    c.store().fail_next_call(StoreErrorKind::Contended);
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/s1",
+            &[JSON],
+            Some(r#"{"capacity": 3}"#.into()),
+            429,
+        )
+        .await;
+    assert_eq!(problem["code"], "contended");
 
     // GET /slots/{slot_id}
     let got = c.call(Method::GET, slot, "/slots/s1", &[], None, 200).await;
@@ -339,6 +351,13 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
         .call(Method::POST, reservations, "/reservations", &[JSON], body(1), 503)
         .await;
     assert_eq!(problem["code"], "throttled");
+    for _ in 0..3 {
+        c.store().fail_next_commit(|| CommitError::Contention);
+    }
+    let problem = c
+        .call(Method::POST, reservations, "/reservations", &[JSON], body(1), 429)
+        .await;
+    assert_eq!(problem["code"], "contended");
 
     let problem = c
         .call(
@@ -372,6 +391,10 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     c.call(Method::POST, cancel, &cancel_path, &[], None, 500).await;
     c.store().fail_next_call(StoreErrorKind::Throttled);
     c.call(Method::POST, cancel, &cancel_path, &[], None, 503).await;
+    for _ in 0..3 {
+        c.store().fail_next_commit(|| CommitError::Contention);
+    }
+    c.call(Method::POST, cancel, &cancel_path, &[], None, 429).await;
     c.call(Method::POST, cancel, &cancel_path, &[JSON], big.clone(), 413)
         .await;
     c.call(Method::POST, cancel, "/reservations/01JNOPE/cancel", &[], None, 404)
@@ -526,7 +549,7 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
 }
 
 #[tokio::test]
-async fn contention_that_outlasts_the_retries_is_a_503_to_retry_never_a_409() {
+async fn contention_that_outlasts_the_retries_is_a_429_to_retry_never_a_409() {
     let mut c = Contract::new();
     c.call(
         Method::PUT,
@@ -548,7 +571,7 @@ async fn contention_that_outlasts_the_retries_is_a_503_to_retry_never_a_409() {
             "/reservations",
             &[JSON],
             body.clone(),
-            503,
+            429,
         )
         .await;
     assert_eq!(problem["code"], "contended");
@@ -562,7 +585,7 @@ async fn contention_that_outlasts_the_retries_is_a_503_to_retry_never_a_409() {
             201,
         )
         .await;
-    assert_eq!(problem["status"], "CONFIRMED", "the retry the 503 asked for books");
+    assert_eq!(problem["status"], "CONFIRMED", "the retry the 429 asked for books");
     assert_eq!(
         c.store().commit_attempts(),
         4,
@@ -612,12 +635,12 @@ async fn an_empty_retry_budget_answers_a_conflict_at_once_so_a_burst_is_not_mult
             ))
             .unwrap();
         let response = api::handle(&app, post).await;
-        if response.status() == 503 {
+        if response.status() == 429 {
             assert_eq!(response.headers()["retry-after"], "1");
         }
         statuses.push(response.status().as_u16());
     }
-    assert!(statuses.iter().all(|s| *s == 503), "{statuses:?}");
+    assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
     let retries = store.commit_attempts() - 20;
     assert!(
         retries <= 11,

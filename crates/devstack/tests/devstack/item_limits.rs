@@ -14,7 +14,7 @@
 //!   most 1,000 write units a second (one write unit per second per started KB of the item);
 //!   over it, a single write is refused with `ProvisionedThroughputExceededException`.
 //!
-//! And what the store and the API make of those answers: contention to retry, 503 when it lasts.
+//! And what the store and the API make of those answers: contention to retry, 429 when it lasts.
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
@@ -262,7 +262,7 @@ async fn through_the_model_racing_bookings_of_one_item_are_retried_never_a_409_a
         assert!(
             matches!(
                 (*status, code.as_str()),
-                (201, _) | (409, "sold_out") | (503, "contended")
+                (201, _) | (409, "sold_out") | (429, "contended")
             ),
             "{status} {code}"
         );

@@ -145,7 +145,7 @@ enum Kind {
     Cancelled(u32),
     Resized(u32),
     ResizeRefused(u32),
-    /// Retries ran out (503): nothing committed.
+    /// Retries ran out (429): nothing committed.
     Contended,
     NothingToDo,
 }
