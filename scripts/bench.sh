@@ -178,7 +178,7 @@ bench_api() {
   log "api: raw TransactWriteItems, $clients clients, $seconds s, over 64 slots"
   raw="$("$bin/pipeline-bench" transactions --clients "$clients" --seconds "$seconds")"
   api_load() {
-    fresh_engines
+    fresh_engines_and_sns
     RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
     RUST_LOG=warn "$bin/devstack" serve --addr "127.0.0.1:$api_port" >"$logs/api.log" 2>&1 &
     STARTED_PIDS+=($!)
@@ -231,8 +231,8 @@ bench_hot_slot() {
   # hot_run NAME SLOTS SHARDS [LOADGEN ARGS...]: fresh engines, the model, the API through it, the load.
   hot_run() {
     local name=$1 slots=$2 shards=$3
-    fresh_engines
-    RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
+    fresh_engines_and_sns
+    RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1 || { tail -5 "$logs/provision.log"; die "devstack provision failed"; }
     "$bin/item-limits-proxy" --listen "127.0.0.1:$limits_port" --upstream "$AWS_ENDPOINT_URL_DYNAMODB" \
       --write-units "$units" --hold-ms "$hold" >"$logs/item-limits.log" 2>&1 &
     STARTED_PIDS+=($!)
@@ -393,6 +393,14 @@ from stepping back in version), so such a batch took {calls_per_batch:.1f} calls
 `PutRecords` would be faster there precisely because it gives no order guarantee under
 partial failure. kinesis-mock runs on the same cores as the relay.""")
 PY
+}
+
+# Fresh engines and moto for SNS and SQS: `devstack provision` also makes the notifications
+# topic and its subscriber queue.
+fresh_engines_and_sns() {
+  fresh_engines
+  ensure_sqs_engine
+  start_sqs_engine "$sqs_port" "$logs" BENCH_SQS_PORT
 }
 
 # Fresh engines and a fresh Kafka broker (Tansu, memory storage).

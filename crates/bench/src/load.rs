@@ -2,7 +2,7 @@
 //!
 //! Creates `--slots` slots (of `--shards` shards each) with room for every request, then runs
 //! `--clients` concurrent clients, each sending `POST /reservations` back to back (1 seat, a slot
-//! picked round-robin) until the time is up. With `--capacity C --until-sold-out` the slots hold
+//! picked at random, so clients do not march over the slots in step) until the time is up. With `--capacity C --until-sold-out` the slots hold
 //! C seats and each client stops at its first `sold_out` (a sell-out). Prints one JSON line:
 //! requests, statuses and problem codes, rate and latency percentiles.
 
@@ -73,10 +73,9 @@ pub async fn run(args: Args) -> Result<()> {
             let mut latencies = Vec::new();
             let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
             let mut codes: BTreeMap<String, u64> = BTreeMap::new();
-            let mut n = client;
             while Instant::now() < deadline {
-                let body = json!({ "slot_id": slots[n % slots.len()], "guest_id": format!("g{client}"), "seats": 1 });
-                n += 1;
+                let slot = &slots[rand::random_range(0..slots.len())];
+                let body = json!({ "slot_id": slot, "guest_id": format!("g{client}"), "seats": 1 });
                 let sent = Instant::now();
                 let (status, code) = match http.post(&url).json(&body).send().await {
                     Ok(response) => {
