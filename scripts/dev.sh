@@ -15,6 +15,11 @@
 # reservation-events by default, created if missing with KAFKA_PARTITIONS partitions, 4 by
 # default: the count the relay maps keys by, and refuses a topic without).
 #
+# A consumer that lives in a stack of its own: --consumer DIR (repeatable), DIR holding its Cargo
+# package (one binary, its Lambda function) and its SAM template; its tables are made from the
+# template and its binary runs as Lambda runs it, behind a mapping on the bus, for example
+# --consumer examples/booking-ledger.
+#
 # Environment: DYNAMODB_PORT (8000), KINESIS_PORT (4568), SNS_SQS_PORT (4575), KAFKA_PORT (9092),
 # API_ADDR (127.0.0.1:3000), RELAY_MODE, EVENT_BUS,
 # plus the service's own variables (RESERVATIONS_TABLE, OUTBOX_TABLE, EVENTS_STREAM, ...; README).
@@ -23,6 +28,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 external=false
+outside=()
 RELAY_MODE="${RELAY_MODE:-stream}"
 EVENT_BUS="${EVENT_BUS:-kinesis}"
 while (($#)); do
@@ -32,7 +38,9 @@ while (($#)); do
     --relay=*) RELAY_MODE="${1#--relay=}" ;;
     --bus) EVENT_BUS="${2:-}"; shift ;;
     --bus=*) EVENT_BUS="${1#--bus=}" ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --consumer) outside+=("${2:-}"); shift ;;
+    --consumer=*) outside+=("${1#--consumer=}") ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument $1 (try --help)" ;;
   esac
   shift
@@ -64,9 +72,31 @@ LOG_DIR="$ROOT/.devstack/logs"
 trap 'stop_started; rm -f "$ROOT/.devstack/env"' EXIT
 trap 'echo; log "stopping"; exit 0' INT TERM
 
+for dir in "${outside[@]}"; do
+  [[ -f "$dir/Cargo.toml" && -f "$dir/template.yaml" ]] ||
+    die "--consumer $dir: the folder must hold the consumer's Cargo.toml and its template.yaml"
+done
+
 ensure_cargo
 log "building the local stack (cargo build -p devstack)"
 (cd "$ROOT" && cargo build --quiet -p devstack)
+# Each outside consumer's binary: the one binary its package builds, for this machine.
+outside_binaries=()
+for dir in "${outside[@]}"; do
+  log "building the consumer in $dir (cargo build)"
+  cargo build --quiet --manifest-path "$dir/Cargo.toml" --bins
+  binary=$(cargo metadata --quiet --format-version 1 --no-deps --manifest-path "$dir/Cargo.toml" | python3 -c '
+import json, os, sys
+metadata = json.load(sys.stdin)
+manifest = os.path.realpath(sys.argv[1])
+package = next(p for p in metadata["packages"] if os.path.realpath(p["manifest_path"]) == manifest)
+bins = [t["name"] for t in package["targets"] if "bin" in t["kind"]]
+if len(bins) != 1:
+    sys.exit(f"{manifest} must build one binary, its Lambda function, not {len(bins)}")
+print(os.path.join(metadata["target_directory"], "debug", bins[0]))
+' "$dir/Cargo.toml") || die "--consumer $dir: no binary to run"
+  outside_binaries+=("$binary")
+done
 
 if $external; then
   log "using the SDK's configuration (external endpoints), starting no local engine"
@@ -106,6 +136,10 @@ port_in_use "${API_ADDR##*:}" && die "port ${API_ADDR##*:} is already in use; se
 "$ROOT/target/debug/devstack" up --addr "$API_ADDR" &
 STARTED_PIDS+=($!)
 wait_for_port "${API_ADDR##*:}" "the API" "$!" /dev/null
+for i in "${!outside[@]}"; do
+  "$ROOT/target/debug/devstack" consumer --template "${outside[$i]}/template.yaml" --binary "${outside_binaries[$i]}" &
+  STARTED_PIDS+=($!)
+done
 
 cat <<EOT
 

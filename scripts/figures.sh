@@ -82,7 +82,9 @@ if move:
         f"idempotency records and both Regions' projectors and notifiers), clients waited out "
         f"{move['waited_out_503_home_moving']} "
         f"`home_moving` answers; {move['events_on_old_homes_bus']} events on the old home's bus and "
-        f"{move['events_on_new_homes_bus']} on the new one's, **none on both, none missing**, both read models equal.",
+        f"{move['events_on_new_homes_bus']} on the new one's, **none on both, none missing**, both read models equal"
+        + (f"; {move['replication']['reordered']} replicated writes arrived reordered and "
+           f"{move['replication']['dropped_as_older']} were dropped as older" if "replication" in move else "") + ".",
     ]
 failover = load("multi_region_failover")
 if failover:
@@ -95,6 +97,46 @@ if failover:
         f"**{failover['audit_missing_after_the_return']} events missing, exactly its unreplicated bookings**, and the "
         f"slot counted {failover['slot_reserved_after_the_return']} of {failover['reservations_after_the_return']} "
         f"reservations (last writer wins kept the takeover's count); nothing notified twice.",
+    ]
+creation = load("multi_region_creation")
+if creation:
+    lines += [
+        f"- **A slot asked for in two Regions at once, simulated** (invariant 2): created once, by the primary; "
+        f"{creation['bookings']} bookings through both Regions without waiting for replication, "
+        f"**{creation['confirmed']} confirmed for 10 seats**, {creation['sent_home_by_421']} sent home by 421, "
+        f"{creation['slot_not_replicated_yet']} tries before the slot had replicated.",
+    ]
+race = load("multi_region_takeover_race")
+if race:
+    lines += [
+        f"- **Two survivors taking over at once, simulated** (invariant 2): {len(race['regions'])} Regions, the "
+        f"primary lost with a move from it and a move to it under way; **one heir** ({race['heir']}), the other "
+        f"refused; {race['slots_taken']} slots taken, {race['moves_to_lost_aborted']} move to the lost Region "
+        f"aborted in its home; {race['bookings_after']} bookings ({race['booked_while_the_survivors_were_cut_off']} "
+        f"while the survivors were cut off from each other), none overbooked, none frozen.",
+    ]
+reads = load("multi_region_move_reads")
+if reads:
+    lines += [
+        f"- **A move right after a booking, simulated** (invariant 5): eventually consistent reads "
+        f"{reads['stale_reads_ms']:,} ms behind, the booking's reservation and idempotency record "
+        f"{reads['reservation_and_record_delayed_ms']:,} ms behind its slot update; the move waited "
+        f"{reads['move_waited_ms']:,} ms for {reads['move_waited_for_reservations']} reservation and "
+        f"{reads['move_waited_for_idempotency_records']} idempotency record, and **the retry in the new home "
+        f"replayed the first answer** ({reads['replication']['reordered']} writes arrived reordered).",
+    ]
+abort = load("multi_region_abort_race")
+if abort:
+    ended = "the abort" if abort["aborted"] else "the finish"
+    lines += [
+        f"- **An abort racing a move's finish, simulated** (invariant 2): **only {ended} took effect**; "
+        f"{abort['bookings']} bookings through both Regions cut off from each other, none overbooked.",
+    ]
+replaced = load("multi_region_replaced_version")
+if replaced:
+    lines += [
+        f"- **A lost Region's version replaced by the heir's, simulated** (invariant 3): the audit of the lost "
+        f"Region's bus named **{replaced['named_replaced']}** replaced event.",
     ]
 fuzz, fuzz_jwt = load("api_fuzz"), load("api_fuzz_jwt")
 if fuzz:

@@ -95,6 +95,9 @@ start_contract_checks() {
     # Every failed check fails the run; a check may only be skipped in the template's Metadata,
     # with its reason written next to the resource. --skip-download: no network needed.
     "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f template.yaml
+    # The consumer in a stack of its own, as a team outside would deploy it.
+    "$VENV/bin/cfn-lint" examples/booking-ledger/template.yaml
+    "$VENV/bin/checkov" --quiet --compact --skip-download --framework cloudformation -f examples/booking-ledger/template.yaml
     # The event contract for consumer teams: the AsyncAPI document and the schemas it references.
     validate_asyncapi schemas/asyncapi/reservation-events.asyncapi.yaml
   ) >"$ROOT/.devstack/contract-checks.log" 2>&1 &
@@ -156,6 +159,10 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   cargo build --quiet --workspace --all-targets
   log "building the tests"
   if [[ "${runner[1]}" == nextest ]]; then cargo nextest run --workspace --no-run; else cargo test --workspace --no-run; fi
+  # The examples in the docs compile (cargo-nextest runs no doctests): the consumer kit's is what
+  # a team outside copies first.
+  log "the documentation's examples (cargo test --doc)"
+  cargo test --quiet --workspace --doc
   log "waiting for the installs"
   if ! wait "$install_pid"; then
     tail -n 20 "$install_log" >&2
@@ -163,7 +170,7 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   fi
   trap stop_side_checks EXIT
   log "static checks: shellcheck, the scripts' mode, the functions' SDK features"
-  "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run
+  "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run examples/booking-ledger/deploy.sh
   # The docs tell users to run scripts/*.sh as they are: each must be executable in the clone.
   for script in scripts/*.sh; do
     [[ -x "$script" ]] || die "$script is not executable (git update-index --chmod=+x $script)"
@@ -228,8 +235,20 @@ printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "chaos_kafka_events":
   "${CHAOS_EVENTS:-2000}" "${CHAOS_KAFKA_EVENTS:-2000}" "${FUZZ_SCALE:-1}" \
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
+# examples/booking-ledger deployed as a team outside deploys it, with the bootstrap the first
+# build made for this machine (LocalStack runs it in host mode), importing stack reservations'
+# exports.
+deploy_ledger() {
+  local dir="$LOCALSTACK_DIR/deploy/booking-ledger"
+  mkdir -p "$dir"
+  printf '[default]\nregion = %s\ns3 =\n    addressing_style = path\n' "$AWS_REGION" >"$dir/aws-config"
+  AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" AWS_CONFIG_FILE="$dir/aws-config" AWS="$AWS_VENV/bin/aws" \
+    LEDGER_BOOTSTRAP="$PREBUILT_FUNCTIONS/booking-ledger" OUTPUTS_FILE="$dir/outputs.json" \
+    "$ROOT/examples/booking-ledger/deploy.sh" --stack booking-ledger --reservations-prefix reservations
+}
+
 # The LocalStack phase: template.yaml deployed to a LocalStack of its own (host mode), once per
-# relay mode, and the end-to-end suite on the deployed stacks.
+# relay mode, the booking ledger beside them, and the end-to-end suite on the deployed stacks.
 localstack_phase() {
   local phase_started
   phase_started=$(date +%s)
@@ -256,10 +275,21 @@ localstack_phase() {
     wait "${deploys[0]}" || failed=1
     deploys=("${deploys[@]:1}")
     cat "$ROOT/.devstack/deploy-$mode.log"
+    # The booking ledger, a consumer in a stack of its own, imports the first stack's exported bus
+    # as soon as it is up, beside the second deploy.
+    if [[ "$mode" == relay && "$failed" == 0 ]]; then
+      deploy_ledger >"$ROOT/.devstack/deploy-ledger.log" 2>&1 &
+      deploys+=("$!")
+    fi
   done
+  if [[ "$failed" == 0 ]]; then
+    wait "${deploys[0]}" || failed=1
+    cat "$ROOT/.devstack/deploy-ledger.log"
+  fi
   [[ "$failed" == 0 ]] || die "a LocalStack deploy failed; its output is above"
   export AWS_ENDPOINT_URL="$LOCALSTACK_ENDPOINT" E2E_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations/outputs.json" \
-    E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json"
+    E2E_POLLING_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/reservations-polling/outputs.json" \
+    E2E_LEDGER_STACK_OUTPUTS="$LOCALSTACK_DIR/deploy/booking-ledger/outputs.json"
   # The operator's suite (the read model emptied and rebuilt) after the others, which read it.
   "${e2e_runner[@]}" "${e2e_first[@]}"
   "${e2e_runner[@]}" "${e2e_then[@]}"

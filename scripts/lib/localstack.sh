@@ -28,7 +28,7 @@ LOCALSTACK_PID_FILE="$LOCALSTACK_DIR/localstack.pid"
 LOCALSTACK_LOG="$LOCALSTACK_DIR/localstack.log"
 LOCALSTACK_ENDPOINT="${LOCALSTACK_ENDPOINT:-http://127.0.0.1:$LOCALSTACK_PORT}"
 # What template.yaml needs once SAM has transformed it (a test keeps this list complete).
-LOCALSTACK_SERVICES=cloudformation,iam,sts,s3,lambda,logs,cloudwatch,dynamodb,dynamodbstreams,kinesis,sns,sqs,events,kms,apigateway
+LOCALSTACK_SERVICES=cloudformation,iam,sts,s3,lambda,logs,cloudwatch,dynamodb,dynamodbstreams,kinesis,sns,sqs,events,kms,ssm,apigateway
 KINESIS_LOCAL_VERSION=0.5.2
 
 # The Python 3.13 to run LocalStack with, or nothing.

@@ -302,7 +302,7 @@ where
 
     /// The one place business metrics are built and emitted.
     fn count(&self, metric: BusinessMetric) {
-        let mut metrics = telemetry::MetricSet::new("api");
+        let mut metrics = telemetry::metrics("api");
         match metric {
             BusinessMetric::ReservationCreated {
                 reservation_id,

@@ -3,9 +3,9 @@
 
 use crate::{Bus, MAPPING_IDLE_WAIT, Mode, stats, stopped};
 use anyhow::{Context, Result};
-use consumers::{Consumer, Projector};
-use domain::ports::StoreError;
-use domain::{ApplyOutcome, ReservationEvent, Version};
+use consumers::{Consumer, ConsumerError, Projector};
+use domain::{ApplyOutcome, Version};
+use reservation_events_consumer::ReservationEvent;
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,23 +19,23 @@ struct Timed<C> {
 }
 
 impl<C: Consumer> Consumer for Timed<C> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.inner.name()
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
         let outcome = self.inner.apply(event).await?;
-        if outcome == ApplyOutcome::Applied && event.reservation.version == Version::FIRST {
+        if outcome == ApplyOutcome::Applied && event.version == Version::FIRST {
             self.applied
                 .lock()
                 .unwrap()
-                .entry(event.reservation.reservation_id.to_string())
+                .entry(event.aggregate_id.clone())
                 .or_insert_with(Instant::now);
         }
         Ok(outcome)
     }
 
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
         self.inner.applied_version(event).await
     }
 }

@@ -1,7 +1,7 @@
 //! The consumers' typed configuration, read once at start.
 
-use dead_letters::{DeadLetterTarget, NoDeadLetterTarget};
-use settings::{ResourceName, names};
+use reservation_events_consumer::{Config, ConfigError};
+use settings::ResourceName;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -10,56 +10,30 @@ pub struct ConsumerConfig {
     pub table: String,
     /// `NOTIFICATION_RETENTION_DAYS`: how long sent notifications are kept (TTL).
     pub notification_retention: time::Duration,
-    pub dead_letters: DeadLetterTarget,
-    /// `EVENT_BUS`: the events the function is invoked with (Kinesis or Kafka batches).
-    pub bus: settings::EventBus,
+    /// What the consumer kit reads: `EVENT_BUS` (Kinesis or Kafka batches), the dead-letter
+    /// target; the metrics go to the product's namespace.
+    pub kit: Config,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConsumerConfigError {
     #[error(transparent)]
-    NoDeadLetterTarget(#[from] NoDeadLetterTarget),
+    Kit(#[from] ConfigError),
     #[error(transparent)]
     Setting(#[from] settings::SettingError),
 }
 
-/// The notifier's configuration: a consumer's, and the topic it publishes to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NotifierConfig {
-    pub consumer: ConsumerConfig,
-    /// `NOTIFICATIONS_TOPIC_ARN`: the SNS FIFO topic.
-    pub topic_arn: String,
-}
-
-impl NotifierConfig {
-    pub fn from_env() -> Result<Self, ConsumerConfigError> {
-        Self::from_vars(&std::env::vars().collect())
-    }
-
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, ConsumerConfigError> {
-        Ok(Self {
-            consumer: ConsumerConfig::from_vars(vars, names::NOTIFICATIONS_TABLE)?,
-            topic_arn: settings::Vars(vars).required(
-                names::NOTIFICATIONS_TOPIC_ARN,
-                "the ARN of the notifications SNS FIFO topic",
-            )?,
-        })
-    }
-}
-
 impl ConsumerConfig {
-    pub fn projector_from_env() -> Result<Self, ConsumerConfigError> {
-        Self::from_vars(&std::env::vars().collect(), names::READ_MODEL_TABLE)
-    }
-
     /// Reads the consumer's `table`, `NOTIFICATION_RETENTION_DAYS`, the dead-letter target and
     /// `EVENT_BUS`.
     pub fn from_vars(vars: &HashMap<String, String>, table: ResourceName) -> Result<Self, ConsumerConfigError> {
         Ok(Self {
             table: settings::Vars(vars).name(table)?,
             notification_retention: Self::notification_retention_from_vars(vars)?,
-            dead_letters: DeadLetterTarget::from_vars(vars)?,
-            bus: settings::EventBus::from_vars(vars)?,
+            kit: Config {
+                metrics_namespace: telemetry::NAMESPACE.to_owned(),
+                ..Config::from_vars(vars)?
+            },
         })
     }
 
@@ -77,6 +51,7 @@ impl ConsumerConfig {
 mod tests {
     use super::*;
 
+    use settings::names;
     use settings::vars_of as vars;
 
     #[test]
@@ -86,6 +61,7 @@ mod tests {
                 .unwrap();
         assert_eq!(config.table, "guest-reservations");
         assert_eq!(config.notification_retention, time::Duration::days(30));
+        assert_eq!(config.kit.metrics_namespace, telemetry::NAMESPACE);
 
         let err = ConsumerConfig::from_vars(&vars(&[]), names::READ_MODEL_TABLE).unwrap_err();
         assert!(err.to_string().starts_with("set DEAD_LETTER_QUEUE_URL"));
@@ -101,31 +77,21 @@ mod tests {
     }
 
     #[test]
-    fn the_notifier_needs_its_topic() {
-        let err = NotifierConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "f")])).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "NOTIFICATIONS_TOPIC_ARN is not set: it must be the ARN of the notifications SNS FIFO topic"
-        );
-        let arn = "arn:aws:sns:us-east-1:123456789012:reservation-notifications.fifo";
-        let config =
-            NotifierConfig::from_vars(&vars(&[("DEAD_LETTER_FILE", "f"), ("NOTIFICATIONS_TOPIC_ARN", arn)])).unwrap();
-        assert_eq!(config.topic_arn, arn);
-        assert_eq!(config.consumer.table, "reservation-notifications");
-    }
-
-    #[test]
     fn the_bus_is_kinesis_unless_kafka_is_chosen_and_anything_else_is_named() {
         let base = [("DEAD_LETTER_FILE", "/tmp/x")];
         assert_eq!(
             ConsumerConfig::from_vars(&vars(&base), names::READ_MODEL_TABLE)
                 .unwrap()
+                .kit
                 .bus,
             settings::EventBus::Kinesis
         );
         let kafka = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "kafka")]);
         assert_eq!(
-            ConsumerConfig::from_vars(&kafka, names::READ_MODEL_TABLE).unwrap().bus,
+            ConsumerConfig::from_vars(&kafka, names::READ_MODEL_TABLE)
+                .unwrap()
+                .kit
+                .bus,
             settings::EventBus::Kafka
         );
         let bad = vars(&[("DEAD_LETTER_FILE", "/tmp/x"), ("EVENT_BUS", "Kafka")]);

@@ -1,102 +1,156 @@
-//! The consumers of the event stream.
+//! The product's consumers of the event stream, written on the consumer kit
+//! (`reservation-events-consumer`), as a team outside the product writes its own, and [`ALL`],
+//! the one list of them that the tools read.
 //!
-//! A [`Consumer`] turns one [`domain::ReservationEvent`] into an effect through a port that
-//! enforces [`domain::decide`]: the projector writes the guest read model, the notifier sends a
-//! notification. [`handler::ConsumerHandler`] runs either over a Kinesis batch: in order, malformed
-//! records dead-lettered, and the earliest record it could not apply reported back to Lambda.
+//! Each is a [`Consumer`]: it turns one event into an effect through a port that enforces the
+//! kit's ordering rule ([`domain::decide`]) in one conditional write: the projector writes the
+//! guest read model, the notifier sends a notification. The kit's [`ConsumerHandler`] runs either
+//! over Lambda's Kinesis or MSK batches: in order, malformed records dead-lettered, and the
+//! earliest record it could not apply reported back to Lambda.
+//!
+//! Adding a consumer: its module here (the consumer and its [`Registration`]), its entry in
+//! [`ALL`], its function crate (`functions/<name>`, whose main calls [`run_lambda`]), its block
+//! of `template.yaml`, and its table in `infra/resources.json`. The Lambda, `reservations-replay`
+//! (replay, audit, re-drive, move-home), the local stack and the template checks take it from
+//! the list.
 
 pub mod config;
-pub mod handler;
+pub mod notifier;
+pub mod projector;
 
-pub use config::{ConsumerConfig, ConsumerConfigError, NotifierConfig};
-pub use handler::KafkaEventResponse;
-pub use handler::{BatchStats, ConsumerHandler};
+pub use config::{ConsumerConfig, ConsumerConfigError};
+pub use notifier::Notifier;
+pub use projector::Projector;
+pub use reservation_events_consumer::{
+    BatchStats, BoxConsumer, Consumer, ConsumerError, ConsumerHandler, KafkaEventResponse,
+};
 
-use domain::ports::{NotificationSender, ReadModelStore, StoreError};
-use domain::{ApplyOutcome, GuestReservation, Notification, ReservationEvent, Version};
-use std::future::Future;
+use reservation_events_consumer::{ReservationEvent, lambda};
+use settings::{ResourceName, SettingError};
+use std::collections::HashMap;
 
-pub trait Consumer: Send + Sync {
-    /// The function's name in logs and dead letters.
-    fn name(&self) -> &'static str;
+/// Every consumer of the product.
+pub const ALL: &[&Registration] = &[&projector::REGISTRATION, &notifier::REGISTRATION];
 
-    fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send;
-
-    /// The version of the event's reservation this consumer has applied so far, read only.
-    fn applied_version(
-        &self,
-        event: &ReservationEvent,
-    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send;
+/// The registered consumer called `name`.
+pub fn named(name: &str) -> Option<&'static Registration> {
+    ALL.iter().copied().find(|registration| registration.name == name)
 }
 
-/// Keeps the guest read model (`GET /guests/{guest_id}/reservations`) from events alone.
-pub struct Projector<S> {
-    store: S,
+/// A consumer as the tools and its Lambda know it.
+pub struct Registration {
+    /// Its name: `reservations-replay <name>`, its dead letters' `function`, its metrics'
+    /// `Function` dimension, its Lambda `reservations-<name>` and its resources in the template
+    /// (`<Name>Function`, `<Name>DeadLetterQueue`, `<Name>EventSourceMapping`).
+    pub name: &'static str,
+    /// What replaying into it does, one line (`reservations-replay --help`).
+    pub about: &'static str,
+    /// The table it keeps its state and its progress in (`--table` of a replay overrides it).
+    pub table: ResourceName,
+    /// The consumer on AWS (or the local stack), from the variables naming its resources.
+    pub build: fn(&Wiring<'_>) -> Result<BoxConsumer, SettingError>,
 }
 
-impl<S> Projector<S> {
-    pub fn new(store: S) -> Self {
-        Self { store }
+impl Registration {
+    pub fn build(&self, wiring: &Wiring<'_>) -> Result<BoxConsumer, SettingError> {
+        (self.build)(wiring)
     }
 
-    pub fn store(&self) -> &S {
-        &self.store
-    }
-}
-
-impl<S: ReadModelStore> Consumer for Projector<S> {
-    fn name(&self) -> &'static str {
-        "projector"
+    /// Its Lambda's binary (the template's `BuildProperties.Binary`).
+    pub fn binary(&self) -> String {
+        format!("reservations-{}", self.name)
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
-        self.store.apply(&GuestReservation::from_event(event)).await
-    }
-
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
-        let r = &event.reservation;
-        self.store.applied_version(&r.guest_id, &r.reservation_id).await
-    }
-}
-
-/// Tells the guest about each confirmation and cancellation, once.
-pub struct Notifier<N> {
-    sender: N,
-}
-
-impl<N> Notifier<N> {
-    pub fn new(sender: N) -> Self {
-        Self { sender }
+    /// The logical id of one of its resources in the template: `<Name><kind>`.
+    pub fn logical_id(&self, kind: &str) -> String {
+        let mut chars = self.name.chars();
+        let first = chars.next().map(|c| c.to_ascii_uppercase()).into_iter();
+        first.chain(chars).chain(kind.chars()).collect()
     }
 }
 
-impl<N: NotificationSender> Consumer for Notifier<N> {
-    fn name(&self) -> &'static str {
-        "notifier"
-    }
-
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
-        self.sender.send_once(&Notification::for_event(event)).await
-    }
-
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
-        self.sender.notified_version(event.reservation_id()).await
-    }
+/// What a consumer is built from.
+pub struct Wiring<'a> {
+    pub sdk: &'a aws_types::SdkConfig,
+    /// The variables naming its resources: a function's environment, or a tool's (over a
+    /// stack's outputs).
+    pub vars: &'a HashMap<String, String>,
+    pub publishes: Publishes,
+    /// Where the consumer's own metrics go (the batch metrics are the handler's).
+    pub metrics: telemetry::Emitter,
 }
 
-impl<C: Consumer> Consumer for std::sync::Arc<C> {
-    fn name(&self) -> &'static str {
-        (**self).name()
+/// Whether a consumer built by a tool may act beyond its own table (the notifier publishes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Publishes {
+    Yes,
+    /// Reads its progress only (audits, dry runs): what it would publish to need not be set.
+    No,
+}
+
+/// The Lambda of `registration`: its configuration and clients, once, then the consumer kit's
+/// loop on the bus `EVENT_BUS` names.
+pub async fn run_lambda(registration: &Registration) -> Result<(), lambda::Error> {
+    let vars: HashMap<String, String> = std::env::vars().collect();
+    let config = ConsumerConfig::from_vars(&vars, registration.table)?;
+    let sdk = settings::sdk_config().await;
+    let wiring = Wiring {
+        sdk: &sdk,
+        vars: &vars,
+        publishes: Publishes::Yes,
+        metrics: telemetry::Emitter::Stdout,
+    };
+    lambda::run(registration.build(&wiring)?, &config.kit, &sdk).await
+}
+
+/// The domain's view of an event the kit decoded. One the product cannot act on (a type or
+/// status added to the contract after this version) is refused for good: dead-lettered.
+fn domain_event(event: &ReservationEvent) -> Result<domain::ReservationEvent, ConsumerError> {
+    domain::ReservationEvent::try_from(event).map_err(ConsumerError::rejected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sdk() -> aws_types::SdkConfig {
+        aws_types::SdkConfig::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_types::region::Region::new("eu-west-1"))
+            .build()
     }
 
-    fn apply(&self, event: &ReservationEvent) -> impl Future<Output = Result<ApplyOutcome, StoreError>> + Send {
-        (**self).apply(event)
+    #[test]
+    fn each_consumer_is_listed_once_by_a_name_its_resources_follow() {
+        let names: std::collections::BTreeSet<&str> = ALL.iter().map(|r| r.name).collect();
+        assert_eq!(names.len(), ALL.len(), "a name is listed once");
+        assert!(names.contains("projector") && names.contains("notifier"));
+        assert!(named("notifier").is_some() && named("no-such-consumer").is_none());
+        let projector = named("projector").unwrap();
+        assert_eq!(projector.binary(), "reservations-projector");
+        assert_eq!(projector.logical_id("DeadLetterQueue"), "ProjectorDeadLetterQueue");
     }
 
-    fn applied_version(
-        &self,
-        event: &ReservationEvent,
-    ) -> impl Future<Output = Result<Option<Version>, StoreError>> + Send {
-        (**self).applied_version(event)
+    #[test]
+    fn the_notifier_needs_its_topic_to_publish_and_not_to_read_its_progress() {
+        let sdk = sdk();
+        let vars = HashMap::new();
+        let wiring = |publishes| Wiring {
+            sdk: &sdk,
+            vars: &vars,
+            publishes,
+            metrics: telemetry::Emitter::Off,
+        };
+        let err = notifier::REGISTRATION.build(&wiring(Publishes::Yes)).err().unwrap();
+        assert_eq!(
+            err.to_string(),
+            "NOTIFICATIONS_TOPIC_ARN is not set: it must be the ARN of the notifications SNS FIFO topic (stack output NotificationsTopicArn)"
+        );
+        let reader = notifier::REGISTRATION.build(&wiring(Publishes::No)).unwrap();
+        assert_eq!(reader.name(), "notifier");
+        assert_eq!(
+            projector::REGISTRATION.build(&wiring(Publishes::Yes)).unwrap().name(),
+            "projector"
+        );
     }
 }

@@ -1,333 +1,120 @@
 //! Records a stream function can never process go here, whole, so they can be found, fixed and
 //! re-driven. In AWS that is an SQS queue; locally a JSON-lines file; in tests memory.
+//!
+//! The letter's format and its destinations are the consumer kit's (`reservation-events-consumer`),
+//! so a letter the relay writes, one the product's consumers write and one an outside consumer
+//! writes are the same document, and `reservations-replay redrive` reads them all. The reader of
+//! a dead-letter queue, which only the re-drive needs, is behind the `queue-reader` feature: no
+//! Lambda links it.
 
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::future::Future;
-use std::io::Write;
-use std::path::PathBuf;
-use std::sync::Mutex;
+pub use reservation_events_consumer::dead_letter::{
+    ConfiguredDeadLetters, DeadLetter, DeadLetterError, DeadLetterTarget, DeadLetters, JsonLinesDeadLetters,
+    MemoryDeadLetters, NoDeadLetterTarget, SqsDeadLetters,
+};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct DeadLetter {
-    /// Which function gave up on the record ("relay", "projector", ...).
-    pub function: String,
-    pub reason: String,
-    pub event_source_arn: Option<String>,
-    pub event_id: Option<String>,
-    pub sequence_number: Option<String>,
-    /// The record exactly as the function received it: re-driving means sending this back.
-    pub record: serde_json::Value,
-    #[serde(with = "time::serde::rfc3339")]
-    pub dead_lettered_at: time::OffsetDateTime,
-}
+#[cfg(feature = "queue-reader")]
+pub use queue::{QueueError, QueuedMessage, SqsDeadLetterQueue};
 
-#[derive(Debug, thiserror::Error)]
-#[error("could not store a dead letter in {destination}")]
-pub struct DeadLetterError {
-    pub destination: String,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
+#[cfg(feature = "queue-reader")]
+mod queue {
+    /// A message taken from a dead-letter queue: its body, and the handle that deletes it or gives
+    /// it back.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct QueuedMessage {
+        pub body: String,
+        pub receipt_handle: String,
+    }
 
-pub trait DeadLetters: Send + Sync {
-    fn send(&self, letter: &DeadLetter) -> impl Future<Output = Result<(), DeadLetterError>> + Send;
-}
+    #[derive(Debug, thiserror::Error)]
+    #[error("{operation} on {queue_url} failed")]
+    pub struct QueueError {
+        pub operation: &'static str,
+        pub queue_url: String,
+        #[source]
+        pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    }
 
-/// Appends one JSON document per line. For the local stack.
-pub struct JsonLinesDeadLetters {
-    path: PathBuf,
-    lock: Mutex<()>,
-}
+    /// Reads a dead-letter queue for a re-drive: takes every message out of sight for a while, then
+    /// deletes each one that was dealt with and gives the others back.
+    pub struct SqsDeadLetterQueue {
+        client: aws_sdk_sqs::Client,
+        queue_url: String,
+    }
 
-impl JsonLinesDeadLetters {
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        Self {
-            path: path.into(),
-            lock: Mutex::new(()),
+    impl SqsDeadLetterQueue {
+        pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
+            Self {
+                client,
+                queue_url: queue_url.into(),
+            }
         }
-    }
 
-    pub fn read_all(&self) -> std::io::Result<Vec<DeadLetter>> {
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => Ok(text
-                .lines()
-                .filter_map(|line| serde_json::from_str(line).ok())
-                .collect()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
+        pub fn queue_url(&self) -> &str {
+            &self.queue_url
         }
-    }
-}
 
-impl DeadLetters for JsonLinesDeadLetters {
-    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| DeadLetterError {
-            destination: self.path.display().to_string(),
-            source,
-        };
-        let mut line = serde_json::to_vec(letter).map_err(|e| failed(e.into()))?;
-        line.push(b'\n');
-        let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(parent) = self.path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| failed(e.into()))?;
+        fn failed<E: std::error::Error + Send + Sync + 'static>(
+            &self,
+            operation: &'static str,
+        ) -> impl FnOnce(E) -> QueueError + '_ {
+            move |e| QueueError {
+                operation,
+                queue_url: self.queue_url.clone(),
+                source: Box::new(e),
+            }
         }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-            .map_err(|e| failed(e.into()))?;
-        file.write_all(&line).map_err(|e| failed(e.into()))
-    }
-}
 
-/// Sends each dead letter as one SQS message (the JSON document as the body).
-pub struct SqsDeadLetters {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl SqsDeadLetters {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
+        /// Every message visible now, each hidden for `hold` (it comes back by itself if the re-drive
+        /// stops before dealing with it). Taking them all first means replacement letters sent during
+        /// the re-drive are not read again by it. Long polling (1 s): an empty answer means empty.
+        pub async fn take_all(&self, hold: std::time::Duration) -> Result<Vec<QueuedMessage>, QueueError> {
+            let mut taken = Vec::new();
+            loop {
+                let answer = self
+                    .client
+                    .receive_message()
+                    .queue_url(&self.queue_url)
+                    .max_number_of_messages(10)
+                    .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX))
+                    .wait_time_seconds(1)
+                    .send()
+                    .await
+                    .map_err(self.failed("ReceiveMessage"))?;
+                let messages = answer.messages.unwrap_or_default();
+                if messages.is_empty() {
+                    return Ok(taken);
+                }
+                taken.extend(messages.into_iter().filter_map(|m| {
+                    Some(QueuedMessage {
+                        body: m.body?,
+                        receipt_handle: m.receipt_handle?,
+                    })
+                }));
+            }
         }
-    }
-}
 
-impl DeadLetters for SqsDeadLetters {
-    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        let failed = |source: Box<dyn std::error::Error + Send + Sync>| DeadLetterError {
-            destination: self.queue_url.clone(),
-            source,
-        };
-        let body = serde_json::to_string(letter).map_err(|e| failed(e.into()))?;
-        self.client
-            .send_message()
-            .queue_url(&self.queue_url)
-            .message_body(body)
-            .send()
-            .await
-            .map_err(|e| failed(e.into()))?;
-        Ok(())
-    }
-}
-
-/// A message taken from a dead-letter queue: its body, and the handle that deletes it or gives
-/// it back.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QueuedMessage {
-    pub body: String,
-    pub receipt_handle: String,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("{operation} on {queue_url} failed")]
-pub struct QueueError {
-    pub operation: &'static str,
-    pub queue_url: String,
-    #[source]
-    pub source: Box<dyn std::error::Error + Send + Sync + 'static>,
-}
-
-/// Reads a dead-letter queue for a re-drive: takes every message out of sight for a while, then
-/// deletes each one that was dealt with and gives the others back.
-pub struct SqsDeadLetterQueue {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl SqsDeadLetterQueue {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
-        Self {
-            client,
-            queue_url: queue_url.into(),
-        }
-    }
-
-    pub fn queue_url(&self) -> &str {
-        &self.queue_url
-    }
-
-    fn failed<E: std::error::Error + Send + Sync + 'static>(
-        &self,
-        operation: &'static str,
-    ) -> impl FnOnce(E) -> QueueError + '_ {
-        move |e| QueueError {
-            operation,
-            queue_url: self.queue_url.clone(),
-            source: Box::new(e),
-        }
-    }
-
-    /// Every message visible now, each hidden for `hold` (it comes back by itself if the re-drive
-    /// stops before dealing with it). Taking them all first means replacement letters sent during
-    /// the re-drive are not read again by it. Long polling (1 s): an empty answer means empty.
-    pub async fn take_all(&self, hold: std::time::Duration) -> Result<Vec<QueuedMessage>, QueueError> {
-        let mut taken = Vec::new();
-        loop {
-            let answer = self
-                .client
-                .receive_message()
+        pub async fn delete(&self, message: &QueuedMessage) -> Result<(), QueueError> {
+            self.client
+                .delete_message()
                 .queue_url(&self.queue_url)
-                .max_number_of_messages(10)
-                .visibility_timeout(i32::try_from(hold.as_secs()).unwrap_or(i32::MAX))
-                .wait_time_seconds(1)
+                .receipt_handle(&message.receipt_handle)
                 .send()
                 .await
-                .map_err(self.failed("ReceiveMessage"))?;
-            let messages = answer.messages.unwrap_or_default();
-            if messages.is_empty() {
-                return Ok(taken);
-            }
-            taken.extend(messages.into_iter().filter_map(|m| {
-                Some(QueuedMessage {
-                    body: m.body?,
-                    receipt_handle: m.receipt_handle?,
-                })
-            }));
+                .map_err(self.failed("DeleteMessage"))?;
+            Ok(())
         }
-    }
 
-    pub async fn delete(&self, message: &QueuedMessage) -> Result<(), QueueError> {
-        self.client
-            .delete_message()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&message.receipt_handle)
-            .send()
-            .await
-            .map_err(self.failed("DeleteMessage"))?;
-        Ok(())
-    }
-
-    /// Makes a taken message visible again at once.
-    pub async fn give_back(&self, message: &QueuedMessage) -> Result<(), QueueError> {
-        self.client
-            .change_message_visibility()
-            .queue_url(&self.queue_url)
-            .receipt_handle(&message.receipt_handle)
-            .visibility_timeout(0)
-            .send()
-            .await
-            .map_err(self.failed("ChangeMessageVisibility"))?;
-        Ok(())
-    }
-}
-
-/// Keeps dead letters in memory, for tests.
-#[derive(Default)]
-pub struct MemoryDeadLetters {
-    letters: Mutex<Vec<DeadLetter>>,
-}
-
-impl MemoryDeadLetters {
-    pub fn letters(&self) -> Vec<DeadLetter> {
-        self.letters.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-}
-
-impl DeadLetters for MemoryDeadLetters {
-    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        self.letters
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(letter.clone());
-        Ok(())
-    }
-}
-
-/// The destination chosen by configuration at start.
-pub enum ConfiguredDeadLetters {
-    Sqs(SqsDeadLetters),
-    File(JsonLinesDeadLetters),
-}
-
-impl DeadLetters for ConfiguredDeadLetters {
-    async fn send(&self, letter: &DeadLetter) -> Result<(), DeadLetterError> {
-        match self {
-            Self::Sqs(sqs) => sqs.send(letter).await,
-            Self::File(file) => file.send(letter).await,
+        /// Makes a taken message visible again at once.
+        pub async fn give_back(&self, message: &QueuedMessage) -> Result<(), QueueError> {
+            self.client
+                .change_message_visibility()
+                .queue_url(&self.queue_url)
+                .receipt_handle(&message.receipt_handle)
+                .visibility_timeout(0)
+                .send()
+                .await
+                .map_err(self.failed("ChangeMessageVisibility"))?;
+            Ok(())
         }
-    }
-}
-
-/// Where dead letters go, from the function's environment: `DEAD_LETTER_QUEUE_URL` (an SQS queue,
-/// deployed) wins over `DEAD_LETTER_FILE` (a JSON-lines file, local stack).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DeadLetterTarget {
-    Queue(String),
-    File(PathBuf),
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error(
-    "set DEAD_LETTER_QUEUE_URL (an SQS queue) or DEAD_LETTER_FILE (a local file) for records that cannot be processed"
-)]
-pub struct NoDeadLetterTarget;
-
-impl DeadLetterTarget {
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, NoDeadLetterTarget> {
-        let non_empty = |name: &str| vars.get(name).map(|v| v.trim()).filter(|v| !v.is_empty());
-        match (non_empty("DEAD_LETTER_QUEUE_URL"), non_empty("DEAD_LETTER_FILE")) {
-            (Some(url), _) => Ok(Self::Queue(url.to_owned())),
-            (None, Some(path)) => Ok(Self::File(PathBuf::from(path))),
-            (None, None) => Err(NoDeadLetterTarget),
-        }
-    }
-
-    /// The destination itself; `sqs` builds the client, only for a queue.
-    pub fn open(&self, sqs: impl FnOnce() -> aws_sdk_sqs::Client) -> ConfiguredDeadLetters {
-        match self {
-            Self::Queue(url) => ConfiguredDeadLetters::Sqs(SqsDeadLetters::new(sqs(), url)),
-            Self::File(path) => ConfiguredDeadLetters::File(JsonLinesDeadLetters::new(path)),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    use settings::vars_of as vars;
-
-    #[test]
-    fn a_target_is_required_and_the_queue_wins() {
-        assert_eq!(DeadLetterTarget::from_vars(&vars(&[])), Err(NoDeadLetterTarget));
-        assert_eq!(
-            DeadLetterTarget::from_vars(&vars(&[("DEAD_LETTER_FILE", "  ")])),
-            Err(NoDeadLetterTarget)
-        );
-        assert_eq!(
-            DeadLetterTarget::from_vars(&vars(&[
-                ("DEAD_LETTER_QUEUE_URL", "https://q"),
-                ("DEAD_LETTER_FILE", "/tmp/x")
-            ])),
-            Ok(DeadLetterTarget::Queue("https://q".into()))
-        );
-        assert_eq!(
-            DeadLetterTarget::from_vars(&vars(&[("DEAD_LETTER_FILE", "/tmp/x")])),
-            Ok(DeadLetterTarget::File("/tmp/x".into()))
-        );
-    }
-
-    #[tokio::test]
-    async fn a_file_keeps_one_letter_per_line_and_reads_them_back() {
-        let path = std::env::temp_dir().join(format!("dead-letters-{}.jsonl", std::process::id()));
-        let _ = std::fs::remove_file(&path);
-        let file = JsonLinesDeadLetters::new(&path);
-        let letter = DeadLetter {
-            function: "projector".into(),
-            reason: "not an envelope".into(),
-            event_source_arn: Some("arn:aws:kinesis:us-east-1:000000000000:stream/s".into()),
-            event_id: None,
-            sequence_number: Some("49".into()),
-            record: serde_json::json!({ "data": "bm90IGpzb24=" }),
-            dead_lettered_at: time::OffsetDateTime::UNIX_EPOCH,
-        };
-        file.send(&letter).await.unwrap();
-        file.send(&letter).await.unwrap();
-        assert_eq!(file.read_all().unwrap(), vec![letter.clone(), letter]);
-        std::fs::remove_file(&path).unwrap();
     }
 }

@@ -11,9 +11,13 @@
 //! - [`events`] reads the events back from Kinesis, parents before children.
 //! - [`channel`] creates the notifications topic and its example subscriber queue, and reads what
 //!   the subscriber received.
+//! - [`outside`] runs a consumer that lives in a stack of its own (its SAM template and its Lambda
+//!   binary, `scripts/dev.sh --consumer DIR`), as a [`process`] that Lambda's Runtime API feeds.
 
 pub mod channel;
 pub mod events;
+pub mod outside;
 pub mod pipeline;
+pub mod process;
 pub mod resources;
 pub mod server;

@@ -207,7 +207,7 @@ pub async fn consumer_mapping_with<C: Consumer>(
     dead_letter_dir: &Path,
     config: MappingConfig,
 ) -> Result<ConsumerMapping<C>> {
-    let name = consumer.name();
+    let name = consumer.name().to_owned();
     let source = KinesisSource::new(aws_sdk_kinesis::Client::new(sdk), events_stream)
         .await
         .with_context(|| format!("Kinesis stream {events_stream}"))?;
@@ -254,7 +254,7 @@ pub async fn consumer_mapping_on_kafka<C: Consumer>(
     dead_letter_dir: &Path,
     config: MappingConfig,
 ) -> Result<KafkaConsumerMapping<C>> {
-    let name = consumer.name();
+    let name = consumer.name().to_owned();
     let arn = format!("arn:aws:kafka:us-east-1:000000000000:cluster/local/{}", kafka.topic);
     let source = KafkaSource::new(kafka.clone(), arn)
         .await

@@ -114,7 +114,7 @@ impl Resources {
     fn parse(text: &str) -> Result<Self> {
         let resources: Self = serde_json::from_str(text)?;
         for var in resources.name_vars() {
-            if settings::names::by_var(var).is_none() {
+            if resource_name(var).is_none() {
                 bail!("NameFrom {var} is not one of the product's resource names");
             }
         }
@@ -125,6 +125,17 @@ impl Resources {
         let tables = self.tables.iter().map(|t| t.name_from.as_str());
         tables.chain(self.streams.iter().map(|s| s.name_from.as_str()))
     }
+}
+
+/// The product's resource named by `var`: one of settings' names, or a registered consumer's
+/// table.
+fn resource_name(var: &str) -> Option<settings::ResourceName> {
+    settings::names::by_var(var).or_else(|| {
+        consumers::ALL
+            .iter()
+            .map(|consumer| consumer.table)
+            .find(|name| name.var == var)
+    })
 }
 
 /// Physical names by environment variable name (`RESERVATIONS_TABLE` → `reservations`).
@@ -138,7 +149,7 @@ impl ResourceNames {
         let env = settings::Vars(env);
         let names = resources
             .name_vars()
-            .filter_map(settings::names::by_var)
+            .filter_map(resource_name)
             .map(|name| (name.var.to_owned(), format!("{prefix}{}", env.name_or_default(name))))
             .collect();
         Self(names)

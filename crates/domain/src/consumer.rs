@@ -1,33 +1,18 @@
 //! What consumers of the event stream share: the rule that applies a reservation's events exactly
-//! once and in version order, and the effects the two consumers derive from an event.
+//! once and in version order, the events as the domain's types, and the effects the two
+//! consumers derive from an event.
 
 use crate::event::{EventEnvelope, EventType};
-use crate::ids::{EventId, GuestId, ReservationId, TraceId};
-use crate::reservation::{Reservation, Version};
+use crate::ids::{EventId, GuestId, ReservationId, SlotId, TraceId};
+use crate::reservation::{Reservation, ReservationStatus, Version};
+use crate::slot::Seats;
+use crate::validation::ValidationError;
+use reservation_events_consumer as contract;
 use time::OffsetDateTime;
 
-/// What became of one event at a consumer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ApplyOutcome {
-    /// Its effect happened now, once.
-    Applied,
-    /// This version (or a later one) was applied before: acknowledged, no effect.
-    Duplicate,
-    /// An earlier version is missing: not applied; retried until the gap fills or retries run out.
-    Gap { expected: Version },
-}
-
-/// The ordering rule. `applied` is the reservation's last applied version at this consumer.
-pub fn decide(applied: Option<Version>, incoming: Version) -> ApplyOutcome {
-    let expected = applied.map_or(Version::FIRST, Version::next);
-    if incoming == expected {
-        ApplyOutcome::Applied
-    } else if incoming < expected {
-        ApplyOutcome::Duplicate
-    } else {
-        ApplyOutcome::Gap { expected }
-    }
-}
+/// What became of one event at a consumer, and the ordering rule that decides it: the published
+/// contract's, which every consumer, inside the product or outside it, applies events by.
+pub use reservation_events_consumer::{ApplyOutcome, decide};
 
 /// An event whose payload is a valid reservation snapshot of the event's own reservation and
 /// version: what consumers act on. Anything else is malformed and dead-lettered.
@@ -87,6 +72,53 @@ impl ReservationEvent {
 
     pub fn version(&self) -> Version {
         self.reservation.version
+    }
+}
+
+/// Why an event of the published contract is not one the domain can act on: the contract lets
+/// types and statuses be added that this version does not know.
+#[derive(Debug, thiserror::Error)]
+pub enum UnknownEvent {
+    #[error("event type {0} is not one the product knows")]
+    EventType(String),
+    #[error("status {0} is not one the product knows")]
+    Status(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+}
+
+impl TryFrom<&contract::ReservationEvent> for ReservationEvent {
+    type Error = UnknownEvent;
+
+    /// The domain's view of an event the consumer kit decoded (and checked against the contract).
+    fn try_from(event: &contract::ReservationEvent) -> Result<Self, UnknownEvent> {
+        let event_type = match &event.event_type {
+            contract::EventType::ReservationCreated => EventType::ReservationCreated,
+            contract::EventType::ReservationCancelled => EventType::ReservationCancelled,
+            contract::EventType::Other(other) => return Err(UnknownEvent::EventType(other.clone())),
+        };
+        let r = &event.payload;
+        let status = match &r.status {
+            contract::Status::Confirmed => ReservationStatus::Confirmed,
+            contract::Status::Cancelled => ReservationStatus::Cancelled,
+            contract::Status::Other(other) => return Err(UnknownEvent::Status(other.clone())),
+        };
+        Ok(Self {
+            event_id: EventId::parse(event.event_id.as_str())?,
+            event_type,
+            occurred_at: event.occurred_at,
+            trace_id: TraceId::from_event(&event.trace_id),
+            reservation: Reservation {
+                reservation_id: ReservationId::parse(r.reservation_id.as_str())?,
+                slot_id: SlotId::parse(r.slot_id.as_str())?,
+                guest_id: GuestId::parse(r.guest_id.as_str())?,
+                seats: Seats::new(i64::from(r.seats))?,
+                status,
+                version: r.version,
+                created_at: r.created_at,
+                cancelled_at: r.cancelled_at,
+            },
+        })
     }
 }
 
@@ -182,20 +214,6 @@ mod tests {
     use crate::{Seats, SlotId};
     use time::macros::datetime;
 
-    fn v(n: u64) -> Version {
-        Version::new(n).unwrap()
-    }
-
-    #[test]
-    fn the_next_version_applies_older_ones_are_duplicates_and_later_ones_are_gaps() {
-        assert_eq!(decide(None, v(1)), ApplyOutcome::Applied);
-        assert_eq!(decide(None, v(2)), ApplyOutcome::Gap { expected: v(1) });
-        assert_eq!(decide(Some(v(1)), v(2)), ApplyOutcome::Applied);
-        assert_eq!(decide(Some(v(2)), v(1)), ApplyOutcome::Duplicate);
-        assert_eq!(decide(Some(v(2)), v(2)), ApplyOutcome::Duplicate);
-        assert_eq!(decide(Some(v(2)), v(4)), ApplyOutcome::Gap { expected: v(3) });
-    }
-
     fn created() -> EventEnvelope {
         let (_, event) = Reservation::confirm(
             ReservationId::parse("01JRES").unwrap(),
@@ -223,6 +241,22 @@ mod tests {
     }
 
     #[test]
+    fn an_event_the_kit_decoded_is_the_domains_own_and_a_type_added_later_is_named() {
+        let data = serde_json::to_vec(&created()).unwrap();
+        let decoded = contract::decode("01JRES", &data).unwrap();
+        let event = ReservationEvent::try_from(&decoded).unwrap();
+        assert_eq!(event, ReservationEvent::from_json(&data).unwrap());
+
+        let mut moved = decoded.clone();
+        moved.event_type = contract::EventType::Other("ReservationMoved".into());
+        let err = ReservationEvent::try_from(&moved).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "event type ReservationMoved is not one the product knows"
+        );
+    }
+
+    #[test]
     fn malformed_data_is_named_precisely() {
         assert!(matches!(
             ReservationEvent::from_json(b"not json"),
@@ -235,7 +269,7 @@ mod tests {
             Err(MalformedEvent::PayloadNotAReservation(_))
         ));
         let mut envelope = created();
-        envelope.version = v(3);
+        envelope.version = Version::new(3).unwrap();
         let err = ReservationEvent::from_envelope(envelope).unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -178,6 +178,12 @@ impl TraceId {
         Self(ulid::Ulid::new().to_string())
     }
 
+    /// The trace id an event carries, kept as it was published: it names the request that made
+    /// the change, whatever that request sent.
+    pub fn from_event(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }

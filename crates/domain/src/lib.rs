@@ -13,7 +13,8 @@ pub mod slot;
 pub mod validation;
 
 pub use consumer::{
-    ApplyOutcome, GuestReservation, MalformedEvent, Notification, NotificationKind, ReservationEvent, decide,
+    ApplyOutcome, GuestReservation, MalformedEvent, Notification, NotificationKind, ReservationEvent, UnknownEvent,
+    decide,
 };
 pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventType, OUTBOX_ITEM_TYPE};
 pub use ids::{EventId, GuestId, IdempotencyKey, RegionName, ReservationId, SlotId, TraceId};

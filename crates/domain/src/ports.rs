@@ -55,6 +55,20 @@ impl StoreError {
     }
 }
 
+/// A consumer's store failure, as the consumer kit acts on it: refused for good is
+/// dead-lettered, contention and everything else retried.
+impl From<StoreError> for reservation_events_consumer::ConsumerError {
+    fn from(error: StoreError) -> Self {
+        use reservation_events_consumer::ErrorKind;
+        let kind = match error.kind {
+            StoreErrorKind::Rejected => ErrorKind::Rejected,
+            StoreErrorKind::Contended => ErrorKind::Contended,
+            StoreErrorKind::Throttled | StoreErrorKind::Other => ErrorKind::Retry,
+        };
+        Self::new(kind, error)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SlotWrite {
     Created(Slot),

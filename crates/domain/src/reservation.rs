@@ -4,36 +4,12 @@ use crate::event::{DomainEvent, EventType};
 use crate::ids::{GuestId, ReservationId, SlotId};
 use crate::slot::Seats;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 use time::OffsetDateTime;
 
 /// A reservation's version: 1 when created, +1 per change. Events carry the version after their
-/// change, which is what lets consumers apply a reservation's events in order and spot gaps.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Version(u64);
-
-impl Version {
-    pub const FIRST: Version = Version(1);
-
-    pub fn new(value: u64) -> Option<Self> {
-        (value >= 1).then_some(Self(value))
-    }
-
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
-    pub fn next(self) -> Self {
-        Self(self.0 + 1)
-    }
-}
-
-impl fmt::Display for Version {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+/// change, which is what lets consumers apply a reservation's events in order and spot gaps. The
+/// published contract's own type, so the product and its consumers count alike.
+pub use reservation_events_consumer::Version;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

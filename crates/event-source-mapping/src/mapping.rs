@@ -159,7 +159,7 @@ where
             let idle = match pass {
                 Ok(report) => report.records_read == 0 && report.shards_finished == 0,
                 Err(e) => {
-                    tracing::warn!(error = %e, source = ?std::error::Error::source(&e), "listing shards failed; retrying");
+                    tracing::warn!(error = %telemetry::error_chain(&e), "listing shards failed; retrying");
                     true
                 }
             };
@@ -240,7 +240,7 @@ where
                     Ok(iterator) => iterator,
                     Err(e) => {
                         report.read_errors += 1;
-                        tracing::warn!(shard_id = %shard.info.shard_id, error = %e, "cannot open shard");
+                        tracing::warn!(shard_id = %shard.info.shard_id, error = %telemetry::error_chain(&e), "cannot open shard");
                         return report;
                     }
                 }
@@ -254,7 +254,7 @@ where
             Ok(read) => read,
             Err(e) => {
                 report.read_errors += 1;
-                tracing::warn!(shard_id = %shard.info.shard_id, error = %e, "read failed; re-opening from the checkpoint");
+                tracing::warn!(shard_id = %shard.info.shard_id, error = %telemetry::error_chain(&e), "read failed; re-opening from the checkpoint");
                 if e.iterator_invalid || batch.is_empty() {
                     shard.iterator = None;
                 }
@@ -491,7 +491,7 @@ async fn send_to_on_failure<S, F, D>(
     match ctx.on_failure {
         Some(destination) => {
             if let Err(e) = destination.send(&invocation_record).await {
-                tracing::error!(error = %e, record = %invocation_record, "on-failure destination unavailable; the record is only in this log");
+                tracing::error!(error = %telemetry::error_chain(&e), record = %invocation_record, "on-failure destination unavailable; the record is only in this log");
             }
         }
         None => tracing::error!(record = %invocation_record, "no on-failure destination; the batch is dropped"),

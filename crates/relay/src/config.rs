@@ -16,12 +16,14 @@ pub enum BusConfig {
 
 impl BusConfig {
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, RelayConfigError> {
-        Ok(match settings::EventBus::from_vars(vars)? {
-            settings::EventBus::Kinesis => Self::Kinesis {
-                stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
+        Ok(
+            match settings::EventBus::from_vars(vars).map_err(settings::SettingError::from)? {
+                settings::EventBus::Kinesis => Self::Kinesis {
+                    stream: settings::Vars(vars).name(settings::names::EVENTS_STREAM)?,
+                },
+                settings::EventBus::Kafka => Self::Kafka(KafkaConfig::from_vars(vars)?),
             },
-            settings::EventBus::Kafka => Self::Kafka(KafkaConfig::from_vars(vars)?),
-        })
+        )
     }
 
     /// The stream or topic, for logs.

@@ -66,7 +66,7 @@ impl RelayStats {
     /// This batch as EMF metrics: events relayed, lag, PutRecords failures and retries, dead
     /// letters, and whether the bus refused it.
     pub fn metrics(&self, now: time::OffsetDateTime) -> telemetry::MetricSet {
-        let mut metrics = telemetry::MetricSet::new("relay");
+        let mut metrics = telemetry::metrics(crate::FUNCTION);
         metrics
             .count("EventsRelayed", self.published as f64)
             .count("PutRecordsFailures", self.publish.failed_records as f64)
@@ -271,7 +271,7 @@ fn item_identifier(record: Option<&EventRecord>) -> String {
 fn dead_letter(raw: &RawValue, record: Option<&EventRecord>, reason: &str) -> DeadLetter {
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
     DeadLetter {
-        function: "relay".into(),
+        function: crate::FUNCTION.into(),
         reason: reason.to_owned(),
         event_source_arn: record.and_then(|r| r.event_source_arn.as_deref().and_then(text)),
         event_id: record.and_then(|r| text(&r.event_id)),

@@ -54,7 +54,7 @@ impl BusSink {
     /// refused bus counts as one refused publish, so the alarm on refusals sees a function that
     /// cannot even start; any other failure, none (the function's errors show it).
     pub fn start_metrics(error: &KafkaError, function: &str) -> telemetry::MetricSet {
-        let mut metrics = telemetry::MetricSet::new(function);
+        let mut metrics = telemetry::metrics(function);
         if error.is_refusal() {
             metrics.count(crate::handler::PUBLISH_REFUSED, 1.0);
         }

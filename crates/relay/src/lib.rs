@@ -31,6 +31,9 @@ pub use polling::{PollError, PollStats, Poller, PollerRequest, PollerSettings, R
 pub use publish::{PublishPolicy, PublishReport, publish_in_order};
 pub use sink::{EventSink, PutOutcome, SinkError, SinkErrorKind, SinkRecord};
 
+/// The relay's name in its dead letters and metrics (`function`, the `Function` dimension).
+pub const FUNCTION: &str = "relay";
+
 /// The instant to finish by, from Lambda's deadline (epoch milliseconds), keeping `margin` back
 /// to answer before being cut off.
 pub fn invocation_deadline(deadline_epoch_ms: u64, margin: std::time::Duration) -> tokio::time::Instant {

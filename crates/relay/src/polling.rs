@@ -86,7 +86,7 @@ impl PollStats {
     }
 
     pub fn metrics(&self) -> telemetry::MetricSet {
-        let mut metrics = telemetry::MetricSet::new("poller");
+        let mut metrics = telemetry::metrics("poller");
         metrics
             .count("EventsRelayed", self.published as f64)
             .count("PendingEvents", self.pending as f64)
@@ -126,7 +126,7 @@ impl RunStats {
     /// The run's metrics. A scheduled invocation can end without error while polls fail (each is
     /// logged and tried again), so `FailedPolls` is what the template's poller alarm watches.
     pub fn metrics(&self) -> telemetry::MetricSet {
-        let mut metrics = telemetry::MetricSet::new("poller");
+        let mut metrics = telemetry::metrics("poller");
         metrics
             .count("Polls", self.polls as f64)
             .count("FailedPolls", self.failed_polls as f64)

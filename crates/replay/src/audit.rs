@@ -8,8 +8,8 @@
 use crate::kafka::{TopicReplayOptions, replay_topic};
 use crate::{Bus, NoProgress, ReplayError, ReplayOptions, Target};
 use consumers::Consumer;
-use domain::ports::StoreError;
-use domain::{ApplyOutcome, EventEnvelope, EventId, ReservationEvent, Version};
+use domain::{EventEnvelope, EventId};
+use reservation_events_consumer::{ApplyOutcome, ConsumerError, ReservationEvent, Version};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use time::OffsetDateTime;
@@ -232,19 +232,19 @@ struct StreamRecorder {
 }
 
 impl Consumer for StreamRecorder {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         "audit"
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
         self.seen.lock().unwrap_or_else(|p| p.into_inner()).push((
-            (event.reservation_id().to_string(), event.version().get()),
-            event.event_id.to_string(),
+            (event.reservation_id().to_owned(), event.version.get()),
+            event.event_id.clone(),
         ));
         Ok(ApplyOutcome::Applied)
     }
 
-    async fn applied_version(&self, _: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+    async fn applied_version(&self, _: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
         Ok(None)
     }
 }
@@ -261,9 +261,9 @@ pub enum AuditError {
     Stream(#[from] ReplayError),
     #[error("asking the {consumer} what it applied failed")]
     Consumer {
-        consumer: &'static str,
+        consumer: String,
         #[source]
-        source: StoreError,
+        source: ConsumerError,
     },
 }
 
@@ -431,7 +431,7 @@ pub async fn audit(
                 continue;
             };
             let version = consumer.applied(&event).await.map_err(|source| AuditError::Consumer {
-                consumer: consumer.name(),
+                consumer: consumer.name().to_owned(),
                 source,
             })?;
             applied.insert(id.clone(), version.map(Version::get));
@@ -447,27 +447,27 @@ pub async fn audit(
 
 pub(crate) fn reservation_event(envelope: &EventEnvelope) -> Option<ReservationEvent> {
     let data = serde_json::to_vec(envelope).ok()?;
-    consumers::handler::decode_data(envelope.aggregate_id.as_str(), &data).ok()
+    reservation_events_consumer::decode(envelope.aggregate_id.as_str(), &data).ok()
 }
 
 /// A consumer's state, read only: object-safe so the audit can take any number of them.
 pub trait AppliedVersions: Send + Sync {
-    fn name(&self) -> &'static str;
+    fn name(&self) -> &str;
     fn applied<'a>(
         &'a self,
         event: &'a ReservationEvent,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, StoreError>> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, ConsumerError>> + Send + 'a>>;
 }
 
 impl<C: Consumer> AppliedVersions for C {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         Consumer::name(self)
     }
 
     fn applied<'a>(
         &'a self,
         event: &'a ReservationEvent,
-    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, StoreError>> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<Option<Version>, ConsumerError>> + Send + 'a>> {
         Box::pin(self.applied_version(event))
     }
 }

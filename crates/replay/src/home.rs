@@ -5,15 +5,21 @@
 //! A planned move goes through a state in which no Region writes the slot (`moving_to` on the
 //! slot item, answered 503 `home_moving`), waits until the new home's replica holds everything
 //! the old home wrote for the slot and both Regions' consumers hold its reservations' latest
-//! versions, and only then names the new home, in the new home's replica. Every step can be run
-//! again: a move that stopped half-way goes on from where it stands.
+//! versions, and only then names the new home, in the old home's replica where the freeze was
+//! written, so that a move's finish and its abort exclude each other. Every change of a slot's
+//! home goes through [`adapters::SlotHomes`], which owns the slot item's layout with the store.
+//! Every step can be run again: a move that stopped half-way goes on from where it stands.
+//!
+//! A takeover is claimed once, in the replica of the Region every Region names alike
+//! ([`arbiter_of`]), so that one Region alone takes a lost Region's slots.
 
 use crate::audit::{AppliedVersions, reservation_event};
 use adapters::SlotHomes;
 use adapters::dynamodb::items::SlotItem;
+use domain::SlotId;
 use domain::ports::StoreError;
-use domain::{ReservationEvent, SlotId};
 use relay::{EventSink, PublishPolicy, SinkRecord, publish_in_order};
+use reservation_events_consumer::ReservationEvent;
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -120,8 +126,8 @@ pub enum MoveError {
         claimed_at: String,
     },
     #[error(
-        "the takeover of {lost} is decided in {arbiter} (the primary, or when the primary is lost the first of the \
-         others in alphabetical order), which this command was not given: name it with --region {arbiter}"
+        "the takeover of {lost} is decided in {arbiter} (the first of the deployment's other Regions in \
+         alphabetical order), which this command was not given: name it with --region {arbiter}"
     )]
     ArbiterNotGiven { lost: String, arbiter: String },
     #[error(
@@ -497,7 +503,7 @@ impl Check {
                     .applied(event)
                     .await
                     .map_err(|e| replica.failed("reading a consumer's state", e))?;
-                applied.is_some_and(|v| v >= event.version())
+                applied.is_some_and(|v| v >= event.version)
             }
         })
     }
@@ -521,20 +527,23 @@ impl Check {
 pub struct TakeoverReport {
     pub lost: String,
     pub here: String,
-    /// Events born in the lost Region that this Region's replica holds, put on this Region's bus.
+    /// Events born in the lost Region that the running Regions' replicas hold, put on this
+    /// Region's bus.
     pub republished: usize,
     /// Their event ids, in the order they were put.
     #[serde(skip)]
     pub republished_ids: Vec<String>,
     pub undecodable: usize,
-    /// Slots whose home this run took (at home in the lost Region, moving or not; some held
-    /// only by another running Region's replica, copied here), and those it had taken before.
+    /// Slots of the lost Region whose home this run took (some held only by another running
+    /// Region's replica, copied here), and those it had taken before.
     pub slots_taken: usize,
     pub slots_taken_before: usize,
+    /// Slots of the lost Region moving to another running Region: that Region is their home now,
+    /// decided in its replica.
+    pub slots_given_to_their_move: usize,
     /// Moves from a running Region to the lost one, aborted in that Region (the slot stays there).
     pub moves_to_lost_aborted: usize,
-    /// Slots this command could not resolve: at home in a Region it was not given, moving to
-    /// the lost one.
+    /// Slots this command could not resolve: their home is a Region it was not given.
     pub slots_left: Vec<String>,
 }
 
@@ -542,22 +551,22 @@ impl std::fmt::Display for TakeoverReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} took over from {}: republished {} events born there ({} undecodable), took the home of {} slots ({} taken before), aborted {} moves to {}",
+            "{} took over from {}: republished {} events born there ({} undecodable), took the home of {} slots ({} taken before), gave {} to the Region they were moving to, aborted {} moves to {}",
             self.here,
             self.lost,
             self.republished,
             self.undecodable,
             self.slots_taken,
             self.slots_taken_before,
+            self.slots_given_to_their_move,
             self.moves_to_lost_aborted,
             self.lost
         )?;
         if !self.slots_left.is_empty() {
             write!(
                 f,
-                "; left {} moving to {} from Regions not given with --region (run again with them): {}",
+                "; left {} at home in Regions not given with --region (run again with them): {}",
                 self.slots_left.len(),
-                self.lost,
                 self.slots_left.join(", ")
             )?;
         }
@@ -565,13 +574,11 @@ impl std::fmt::Display for TakeoverReport {
     }
 }
 
-/// The Region whose replica decides who takes over `lost`: the primary, or, when the primary is
-/// the lost one, the first of the deployment's other Regions in alphabetical order. Every
-/// Region computes the same one from the same deployment, so two takeovers meet in one replica.
-pub fn arbiter_of<'a>(lost: &str, primary: &'a str, deployment: &'a [String]) -> Option<&'a str> {
-    if primary != lost {
-        return Some(primary);
-    }
+/// The Region whose replica decides who takes over `lost`: the first of the deployment's other
+/// Regions in alphabetical order. Every Region computes the same one from the same deployment
+/// (the global table's replicas), whatever it calls its primary, so two takeovers meet in one
+/// replica.
+pub fn arbiter_of<'a>(lost: &str, deployment: &'a [String]) -> Option<&'a str> {
     deployment
         .iter()
         .map(String::as_str)
@@ -592,12 +599,13 @@ pub struct TakeoverRegions<'a> {
 /// Takes over the slots of a lost Region, in `regions.here`:
 /// 1. claims the takeover in the arbiter's replica ([`arbiter_of`]): refused, changing nothing,
 ///    when another Region claimed it (one heir per lost Region, however many run the command);
-/// 2. puts on this Region's bus every event born in `lost` that this Region's replica holds, each
-///    reservation's in order (consumers drop the versions they have);
-/// 3. aborts, in each running Region it is given, the moves of that Region's slots to `lost`;
-/// 4. names this Region the home of every slot at home in `lost`, moving or not (the lost Region
-///    alone could finish or abort its moves), marked `taken_over_from`, on the condition that
-///    each is still as read; slots that only another running Region's replica holds are copied.
+/// 2. puts on this Region's bus every event born in `lost` that a running Region's replica holds,
+///    each reservation's in order (consumers drop the versions they have);
+/// 3. resolves every slot concerning `lost`, each decided where it is decided ([`decide`]): a
+///    move of a running Region's slot to `lost` is aborted in that Region; a slot of `lost`
+///    moving to a running Region becomes that Region's, written in its replica (a finish `lost`
+///    wrote may be on its way there); every other slot of `lost` becomes this Region's, marked
+///    `taken_over_from`, on the condition that it is still as read.
 ///
 /// What the lost Region committed and never replicated is not here and is not published: the
 /// audit names it once that Region's writes arrive. Run again (by the heir), it republishes
@@ -615,9 +623,7 @@ pub async fn take_over<S: EventSink>(
         });
     }
     let running: Vec<&Replica> = std::iter::once(here).chain(regions.others.iter().copied()).collect();
-    let arbiter_region = arbiter_of(lost, &here.homes.regions().primary, regions.deployment)
-        .unwrap_or(here.region())
-        .to_owned();
+    let arbiter_region = arbiter_of(lost, regions.deployment).unwrap_or(here.region()).to_owned();
     let Some(arbiter) = running.iter().find(|r| r.region() == arbiter_region) else {
         return Err(MoveError::ArbiterNotGiven {
             lost: lost.to_owned(),
@@ -646,13 +652,25 @@ pub async fn take_over<S: EventSink>(
         ..Default::default()
     };
 
-    let (envelopes, undecodable) = store(
-        here,
-        "reading the lost Region's events",
-        here.homes.events_born_in(lost),
-    )
-    .await?;
-    report.undecodable = undecodable;
+    // Every event born in the lost Region that a running Region holds: each write replicates
+    // from the Region it was made in only, so another survivor may hold what this one lacks.
+    let mut events: BTreeMap<String, domain::EventEnvelope> = BTreeMap::new();
+    for replica in &running {
+        let (envelopes, undecodable) = store(
+            replica,
+            "reading the lost Region's events",
+            replica.homes.events_born_in(lost),
+        )
+        .await?;
+        if replica.region() == here.region() {
+            report.undecodable = undecodable;
+        }
+        for envelope in envelopes {
+            events.entry(envelope.event_id.to_string()).or_insert(envelope);
+        }
+    }
+    let mut envelopes: Vec<domain::EventEnvelope> = events.into_values().collect();
+    envelopes.sort_by(|a, b| (a.aggregate_id.as_str(), a.version).cmp(&(b.aggregate_id.as_str(), b.version)));
     let records: Vec<SinkRecord> = envelopes
         .iter()
         .filter_map(|envelope| SinkRecord::of_envelope(envelope).ok())
@@ -670,108 +688,174 @@ pub async fn take_over<S: EventSink>(
     report.republished = records.len();
     report.republished_ids = envelopes.iter().map(|e| e.event_id.to_string()).collect();
 
-    // Moves of a running Region's slots to the lost one: aborted where they are at home.
-    for replica in &running {
+    // Every running Region's view of every slot.
+    let mut views: BTreeMap<String, Vec<(usize, SlotItem)>> = BTreeMap::new();
+    for (index, replica) in running.iter().enumerate() {
         for slot in store(replica, "reading the slots", replica.homes.slots()).await? {
-            if slot.moving_to.as_deref() == Some(lost)
-                && replica.home_of(&slot) == replica.region()
-                && store(
+            views.entry(slot.pk.clone()).or_default().push((index, slot));
+        }
+    }
+    let names: Vec<&str> = running.iter().map(|r| r.region()).collect();
+    for seen in views.values() {
+        let as_seen: Vec<(&str, Option<&str>, Option<&str>)> = seen
+            .iter()
+            .map(|(index, slot)| {
+                (
+                    names[*index],
+                    Some(running[*index].home_of(slot)),
+                    slot.moving_to.as_deref(),
+                )
+            })
+            .collect();
+        let slot_id = seen[0].1.slot_id.to_string();
+        match decide(&as_seen, lost, here.region(), &names) {
+            Decision::AbortIn(region) => {
+                let replica = running[names.iter().position(|n| *n == region).expect("a running Region")];
+                if !store(
                     replica,
                     "ending a move to the lost Region",
-                    replica.homes.abort_move(&slot.slot_id, lost),
+                    replica.homes.abort_move(&seen[0].1.slot_id, lost),
                 )
                 .await?
-            {
+                {
+                    return Err(MoveError::Raced {
+                        slot: slot_id,
+                        found: format!("{region} no longer shows it moving to {lost}; run the takeover again"),
+                    });
+                }
                 report.moves_to_lost_aborted += 1;
             }
+            Decision::TakeIn(region) => {
+                let index = names.iter().position(|n| *n == region).expect("a running Region");
+                // The slot as the taking Region's replica holds it, else as the first that does.
+                let (holder, view) = match seen.iter().find(|(i, _)| *i == index) {
+                    Some((_, slot)) => (index, slot),
+                    None => (seen[0].0, &seen[0].1),
+                };
+                take_home(running[index], running[holder], view, lost).await?;
+                if region == here.region() {
+                    report.slots_taken += 1;
+                } else {
+                    report.slots_given_to_their_move += 1;
+                }
+            }
+            Decision::Ours => {
+                report.slots_taken_before += usize::from(
+                    seen.iter()
+                        .any(|(index, slot)| *index == 0 && slot.taken_over_from.as_deref() == Some(lost)),
+                );
+            }
+            Decision::Left => report.slots_left.push(slot_id),
+            Decision::NotConcerned => {}
         }
     }
-
-    // The lost Region's slots: those this replica holds, then those only another one holds.
-    let held = store(here, "reading the slots", here.homes.slots()).await?;
-    let mut seen: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
-    for slot in &held {
-        seen.insert(slot.pk.clone());
-        match takeover_of(here.home_of(slot), slot.moving_to.as_deref(), here.region(), lost) {
-            Takeover::Take => take_home(here, here, slot, lost, &mut report).await?,
-            Takeover::AbortInItsHome => report.slots_left.push(slot.slot_id.to_string()),
-            Takeover::Ours => {
-                report.slots_taken_before += usize::from(slot.taken_over_from.as_deref() == Some(lost));
-            }
-            Takeover::NotConcerned => {}
-        }
-    }
-    for other in regions.others {
-        for slot in store(other, "reading the slots", other.homes.slots()).await? {
-            if seen.contains(&slot.pk) {
-                continue;
-            }
-            seen.insert(slot.pk.clone());
-            if takeover_of(other.home_of(&slot), slot.moving_to.as_deref(), here.region(), lost) == Takeover::Take {
-                take_home(here, other, &slot, lost, &mut report).await?;
-            }
-        }
-    }
-    // A move to the lost Region that this replica still shows may have been aborted above, in
-    // a Region whose abort has not replicated here yet: only those whose home was not given stay named.
-    let given: Vec<&str> = running.iter().map(|r| r.region()).collect();
-    report.slots_left.retain(|slot_id| {
-        held.iter()
-            .find(|slot| slot.slot_id.as_str() == slot_id)
-            .is_some_and(|slot| !given.contains(&here.home_of(slot)))
-    });
     Ok(report)
 }
 
-/// What a takeover by `here` of the lost Region does with a slot at home in `home`, moving to
-/// `moving`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Takeover {
-    /// At home in the lost Region, moving or not: only it could end its move, so this Region's now.
-    Take,
-    /// At home in a running Region, moving to the lost one: that Region aborts the move.
-    AbortInItsHome,
-    /// At home here already, not moving.
-    Ours,
-    NotConcerned,
-}
-
-fn takeover_of(home: &str, moving: Option<&str>, here: &str, lost: &str) -> Takeover {
-    match moving {
-        _ if home == lost => Takeover::Take,
-        Some(to) if to == lost => Takeover::AbortInItsHome,
-        None if home == here => Takeover::Ours,
-        _ => Takeover::NotConcerned,
+/// Releases the claim on `lost` that `regions.here` holds, once the lost Region is back and
+/// takes writes again, so that a later loss of it can be taken over anew. False when there was
+/// no claim; refused when another Region holds it.
+pub async fn release_takeover(lost: &str, regions: TakeoverRegions<'_>) -> Result<bool, MoveError> {
+    let here = regions.here;
+    let running: Vec<&Replica> = std::iter::once(here).chain(regions.others.iter().copied()).collect();
+    let arbiter_region = arbiter_of(lost, regions.deployment).unwrap_or(here.region()).to_owned();
+    let Some(arbiter) = running.iter().find(|r| r.region() == arbiter_region) else {
+        return Err(MoveError::ArbiterNotGiven {
+            lost: lost.to_owned(),
+            arbiter: arbiter_region,
+        });
+    };
+    match store(
+        arbiter,
+        "reading the takeover claim",
+        arbiter.homes.takeover_claim(lost),
+    )
+    .await?
+    {
+        None => Ok(false),
+        Some(claim) if claim.heir != here.region() => Err(MoveError::TakenOverBy {
+            lost: lost.to_owned(),
+            heir: claim.heir,
+            claimed_at: claim.claimed_at,
+        }),
+        Some(_) => {
+            store(
+                arbiter,
+                "releasing the takeover claim",
+                arbiter.homes.release_takeover(lost, here.region()),
+            )
+            .await
+        }
     }
 }
 
-/// Names this Region the home of `slot` (every shard of it, as `holder` holds them), on the
-/// condition that each is still as read (or, read in another Region, still not here).
-async fn take_home(
-    here: &Replica,
-    holder: &Replica,
-    slot: &SlotItem,
+/// What a takeover does with one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision<'a> {
+    /// At home in this running Region and moving to the lost one: that Region aborts the move.
+    AbortIn(&'a str),
+    /// The lost Region's: this running Region takes it, in its replica.
+    TakeIn(&'a str),
+    /// At home here already, not moving.
+    Ours,
+    /// Concerns the lost Region, but its home is a Region the command was not given.
+    Left,
+    NotConcerned,
+}
+
+/// Decides what a takeover by `here` of `lost` does with a slot, from every running Region's view
+/// of it: (Region of the replica, the home it names, where it is moving). The Region that sees
+/// itself as the slot's home decides it: it is the slot's only writer. When none does, the slot
+/// is the lost Region's: a move of it to a running Region is decided in that Region (a finish
+/// the lost Region wrote may be on its way there), and anything else in `here`.
+fn decide<'a>(
+    views: &[(&'a str, Option<&'a str>, Option<&'a str>)],
     lost: &str,
-    report: &mut TakeoverReport,
-) -> Result<(), MoveError> {
-    let held_here = std::ptr::eq(here, holder);
+    here: &'a str,
+    running: &[&'a str],
+) -> Decision<'a> {
+    if let Some((region, _, moving)) = views.iter().find(|(region, home, _)| *home == Some(*region)) {
+        return match *moving {
+            Some(to) if to == lost => Decision::AbortIn(region),
+            None if *region == here => Decision::Ours,
+            _ => Decision::NotConcerned,
+        };
+    }
+    let of_the_lost: Vec<_> = views.iter().filter(|(_, home, _)| *home == Some(lost)).collect();
+    if let Some(to) = of_the_lost
+        .iter()
+        .filter_map(|(_, _, moving)| *moving)
+        .find_map(|to| running.iter().find(|r| **r == to))
+    {
+        return Decision::TakeIn(to);
+    }
+    if !of_the_lost.is_empty() {
+        return Decision::TakeIn(here);
+    }
+    if views.iter().any(|(_, _, moving)| *moving == Some(lost)) {
+        return Decision::Left;
+    }
+    Decision::NotConcerned
+}
+
+/// Names the Region of `into` the home of `slot`, every shard of it as `holder`'s replica holds
+/// them (`into`'s own, or another one's to copy), on the condition that each is still as read
+/// there.
+async fn take_home(into: &Replica, holder: &Replica, slot: &SlotItem, lost: &str) -> Result<(), MoveError> {
+    let held = std::ptr::eq(into, holder);
     let shards = holder
         .shards(&slot.slot_id)
         .await?
         .unwrap_or_else(|| vec![slot.clone()]);
-    if !store(
-        here,
-        "taking a slot's home",
-        here.homes.take_home(&shards, lost, held_here),
-    )
-    .await?
-    {
+    if !store(into, "taking a slot's home", into.homes.take_home(&shards, lost, held)).await? {
         return Err(MoveError::Raced {
             slot: slot.slot_id.to_string(),
-            found: "its home changed during the takeover".into(),
+            found: format!(
+                "its home changed in {} during the takeover; run the takeover again",
+                into.region()
+            ),
         });
     }
-    report.slots_taken += 1;
     Ok(())
 }
 
@@ -780,35 +864,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_takeover_takes_every_slot_of_the_lost_region_and_leaves_moves_to_it_to_their_homes() {
+    fn each_slot_is_decided_by_the_running_region_that_is_its_home_else_by_its_moves_destination_else_here() {
         let (here, lost, third) = ("eu-west-1", "us-east-1", "ap-south-1");
-        for (home, moving, expected) in [
-            (lost, None, Takeover::Take),
-            (lost, Some(here), Takeover::Take),
-            (lost, Some(third), Takeover::Take),
-            (here, Some(lost), Takeover::AbortInItsHome),
-            (third, Some(lost), Takeover::AbortInItsHome),
-            (here, None, Takeover::Ours),
-            (here, Some(third), Takeover::NotConcerned),
-            (third, None, Takeover::NotConcerned),
-            (third, Some(here), Takeover::NotConcerned),
+        let running = [here, third];
+        let view = |region, home, moving| (region, Some(home), moving);
+        for (views, expected) in [
+            // The lost Region's slot, seen alike by both survivors.
+            (
+                vec![view(here, lost, None), view(third, lost, None)],
+                Decision::TakeIn(here),
+            ),
+            // Moving from the lost Region to a survivor: decided there, whoever sees the move.
+            (
+                vec![view(here, lost, Some(third)), view(third, lost, None)],
+                Decision::TakeIn(third),
+            ),
+            (vec![view(here, lost, Some(here))], Decision::TakeIn(here)),
+            // The lost Region finished its move to the third Region, which has heard: the third's.
+            (
+                vec![view(here, lost, Some(third)), view(third, third, None)],
+                Decision::NotConcerned,
+            ),
+            // A survivor's slot moving to the lost Region: its home aborts the move.
+            (
+                vec![view(here, third, Some(lost)), view(third, third, Some(lost))],
+                Decision::AbortIn(third),
+            ),
+            (vec![view(here, here, Some(lost))], Decision::AbortIn(here)),
+            // The third Region finished its move to the lost one; the heir has not heard: the
+            // lost Region's, so the heir's.
+            (
+                vec![view(here, third, Some(lost)), view(third, lost, None)],
+                Decision::TakeIn(here),
+            ),
+            // Moving to the lost Region from a Region not given: left, named.
+            (vec![view(here, "sa-east-1", Some(lost))], Decision::Left),
+            (vec![view(here, here, None)], Decision::Ours),
+            (
+                vec![view(here, third, None), view(third, third, None)],
+                Decision::NotConcerned,
+            ),
         ] {
-            assert_eq!(
-                takeover_of(home, moving, here, lost),
-                expected,
-                "{home} moving to {moving:?}"
-            );
+            assert_eq!(decide(&views, lost, here, &running), expected, "{views:?}");
         }
     }
 
     #[test]
-    fn every_region_names_the_same_arbiter_for_a_lost_region() {
+    fn every_region_names_the_same_arbiter_for_a_lost_region_whatever_it_calls_its_primary() {
         let deployment: Vec<String> = ["us-east-1", "eu-west-1", "ap-south-1"].map(String::from).to_vec();
-        // The primary decides, unless it is the lost one.
-        assert_eq!(arbiter_of("eu-west-1", "us-east-1", &deployment), Some("us-east-1"));
-        assert_eq!(arbiter_of("us-east-1", "us-east-1", &deployment), Some("ap-south-1"));
+        assert_eq!(arbiter_of("eu-west-1", &deployment), Some("ap-south-1"));
+        assert_eq!(arbiter_of("ap-south-1", &deployment), Some("eu-west-1"));
         let reversed: Vec<String> = deployment.iter().rev().cloned().collect();
-        assert_eq!(arbiter_of("us-east-1", "us-east-1", &reversed), Some("ap-south-1"));
-        assert_eq!(arbiter_of("us-east-1", "us-east-1", &["us-east-1".into()]), None);
+        assert_eq!(arbiter_of("us-east-1", &reversed), Some("ap-south-1"));
+        assert_eq!(arbiter_of("us-east-1", &["us-east-1".into()]), None);
     }
 }

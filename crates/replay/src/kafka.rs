@@ -5,8 +5,8 @@
 
 use crate::{End, Position, Progress, ReplayError, Start, Summary, Target, handle_record, offsets_text};
 use consumers::Consumer;
-use domain::{ReservationId, Version};
 use kafka_bus::{KafkaConfig, OffsetOf};
+use reservation_events_consumer::Version;
 use rskafka::client::Client;
 use rskafka::client::partition::PartitionClient;
 use std::collections::HashMap;
@@ -61,7 +61,7 @@ pub async fn replay_topic<C: Consumer>(
     }
 
     let mut summary = Summary::default();
-    let mut simulated: HashMap<ReservationId, Option<Version>> = HashMap::new();
+    let mut simulated: HashMap<String, Option<Version>> = HashMap::new();
     for partition in &partitions {
         progress.shard(&format!("partition {}", partition.partition()));
         summary.partitions += 1;

@@ -13,9 +13,10 @@ pub mod stack;
 use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::ShardIteratorType;
 use consumers::Consumer;
-use consumers::handler::decode_data;
-use domain::{ApplyOutcome, ReservationEvent, ReservationId, Version, decide};
 use event_source_mapping::ShardInfo;
+use reservation_events_consumer::{
+    ApplyOutcome, ConsumerError, ReservationEvent, Version, decide, decode, error_chain,
+};
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 use time::OffsetDateTime;
@@ -285,7 +286,7 @@ pub async fn replay<C: Consumer>(
     }
     let mut summary = Summary::default();
     // Dry run: the versions each reservation would be at, starting from what is stored.
-    let mut simulated: HashMap<ReservationId, Option<Version>> = HashMap::new();
+    let mut simulated: HashMap<String, Option<Version>> = HashMap::new();
     for shard in &shards {
         progress.shard(&shard.shard_id);
         summary.shards += 1;
@@ -388,10 +389,10 @@ async fn handle_record<C: Consumer>(
     position: Position<'_>,
     target: &mut Target<C>,
     dry_run: bool,
-    simulated: &mut HashMap<ReservationId, Option<Version>>,
+    simulated: &mut HashMap<String, Option<Version>>,
     summary: &mut Summary,
 ) {
-    let event = match decode_data(partition_key, data) {
+    let event = match decode(partition_key, data) {
         Ok(event) => event,
         Err(reason) => {
             tracing::warn!(%position, partition_key, %reason, "not a valid event; skipped");
@@ -414,11 +415,11 @@ async fn handle_record<C: Consumer>(
         Ok(ApplyOutcome::Applied) => summary.applied += 1,
         Ok(ApplyOutcome::Duplicate) => summary.duplicates += 1,
         Ok(ApplyOutcome::Gap { expected }) => {
-            tracing::warn!(reservation_id = %event.reservation_id(), version = %event.version(), %expected, "gap: an earlier version was never applied");
+            tracing::warn!(reservation_id = %event.reservation_id(), version = %event.version, %expected, "gap: an earlier version was never applied");
             summary.gaps += 1;
         }
         Err(e) => {
-            tracing::error!(reservation_id = %event.reservation_id(), error = %e, source = ?std::error::Error::source(&e), "store failed");
+            tracing::error!(reservation_id = %event.reservation_id(), error = %error_chain(&e), "store failed");
             summary.failures += 1;
         }
     }
@@ -427,16 +428,16 @@ async fn handle_record<C: Consumer>(
 async fn simulate<C: Consumer>(
     consumer: &C,
     event: &ReservationEvent,
-    simulated: &mut HashMap<ReservationId, Option<Version>>,
-) -> Result<ApplyOutcome, domain::ports::StoreError> {
-    let id = event.reservation_id().clone();
+    simulated: &mut HashMap<String, Option<Version>>,
+) -> Result<ApplyOutcome, ConsumerError> {
+    let id = event.reservation_id().to_owned();
     let current = match simulated.get(&id) {
         Some(version) => *version,
         None => consumer.applied_version(event).await?,
     };
-    let outcome = decide(current, event.version());
+    let outcome = decide(current, event.version);
     if outcome == ApplyOutcome::Applied {
-        simulated.insert(id, Some(event.version()));
+        simulated.insert(id, Some(event.version));
     } else {
         simulated.entry(id).or_insert(current);
     }

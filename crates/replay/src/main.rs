@@ -3,6 +3,7 @@
 //!
 //!   reservations-replay projector                      rebuild / catch up the guest read model
 //!   reservations-replay notifier --dry-run             what would be notified, nothing sent
+//!                                                      (one such command per consumer, consumers::ALL)
 //!   reservations-replay print --from 2026-11-24T10:00:00Z --to 2026-11-24T11:00:00Z
 //!   reservations-replay audit --from 2026-11-24T10:00:00Z   committed vs stream vs consumers
 //!   reservations-replay redrive --dead-letters FILE         dead letters back to their function
@@ -30,9 +31,8 @@
 //!
 //! Every error is one line on stderr.
 
-use adapters::{DynamoNotifications, DynamoReadModel, SnsTopic};
-use clap::{Args, Parser, Subcommand};
-use consumers::{ConsumerConfig, Notifier, Projector};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use consumers::{BoxConsumer, Publishes, Registration};
 use dead_letters::MemoryDeadLetters;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use replay::kafka::{TopicReplayOptions, replay_topic};
@@ -79,19 +79,17 @@ fn refused(message: impl Into<String>) -> anyhow::Error {
     Refused(message.into()).into()
 }
 
+/// The commands besides one per consumer (`reservations-replay <consumer>`, from
+/// `consumers::ALL`, added to the parser in [`parse`]).
 #[derive(Subcommand)]
 enum Command {
-    /// Feed the guest read model (GET /guests/{guest_id}/reservations): catch up or rebuild.
-    Projector(ConsumerArgs),
-    /// Feed the notifier: notifications, once per event.
-    Notifier(ConsumerArgs),
     /// The envelopes as JSON lines on stdout.
     Print(ReadArgs),
     /// Compare the events committed in --from..--to (outbox items within TTL) with the stream and
-    /// with the projector's and notifier's state: missing, duplicated, misordered per reservation.
+    /// with every consumer's state: missing, duplicated, misordered per reservation.
     Audit(AuditArgs),
     /// Give the records in a dead-letter file or SQS queue back to the function named in each
-    /// (projector, notifier, relay), once their cause is fixed; those that go through leave it.
+    /// (a consumer, the relay), once their cause is fixed; those that go through leave it.
     Redrive(RedriveArgs),
     /// Several Regions: move a slot's home from one running Region to another. No Region takes
     /// the slot's writes (503 home_moving) until the new home holds all the old one wrote for it.
@@ -143,6 +141,10 @@ struct TakeOverArgs {
     /// takeover there.
     #[arg(long = "region")]
     others: Vec<String>,
+    /// Release this Region's claim on the lost Region's takeover, once that Region is back and
+    /// takes writes again (a later loss of it can then be taken over anew).
+    #[arg(long)]
+    release: bool,
     #[command(flatten)]
     regions: RegionsArgs,
     /// This Region's bus, where the lost Region's events are put again.
@@ -317,8 +319,8 @@ impl ReadArgs {
 struct ConsumerArgs {
     #[command(flatten)]
     read: ReadArgs,
-    /// The table the consumer writes; default READ_MODEL_TABLE (projector) or NOTIFICATIONS_TABLE
-    /// (notifier).
+    /// The table the consumer writes; default its own (READ_MODEL_TABLE for the projector,
+    /// NOTIFICATIONS_TABLE for the notifier, ...).
     #[arg(long)]
     table: Option<String>,
 }
@@ -376,70 +378,38 @@ impl Progress for Bar {
     }
 }
 
-/// The tables the consumers write and the notifier's topic, from the same variables and defaults
-/// as their Lambdas.
-struct ConsumerTables {
-    read_model: String,
-    notifications: String,
-    notification_retention: time::Duration,
-    /// `NOTIFICATIONS_TOPIC_ARN`: only needed to notify (a replay into the notifier, a re-drive
-    /// of its letters), not to read its progress (audit, dry runs).
-    topic_arn: Option<String>,
+/// The registered consumer, named as its Lambda names its resources: from `vars` (a blank one
+/// is unset: a tool takes its names from whatever environment it runs in), `table` over its own.
+fn consumer(
+    sdk: &aws_config::SdkConfig,
+    vars: &Vars,
+    registration: &Registration,
+    table: Option<String>,
+    publishes: Publishes,
+) -> anyhow::Result<BoxConsumer> {
+    let mut vars: Vars = vars
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if let Some(table) = table {
+        vars.insert(registration.table.var.to_owned(), table);
+    }
+    let wiring = consumers::Wiring {
+        sdk,
+        vars: &vars,
+        publishes,
+        metrics: reservation_events_consumer::metrics::Emitter::Off,
+    };
+    Ok(registration.build(&wiring)?)
 }
 
-/// Whether a notifier built by the tool will publish.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Publishes {
-    Yes,
-    /// Reads its progress only (audit, dry runs): no topic needed.
-    No,
-}
-
-impl ConsumerTables {
-    fn from_vars(vars: &Vars) -> anyhow::Result<Self> {
-        let env = settings::Vars(vars);
-        Ok(Self {
-            read_model: env.name_or_default(names::READ_MODEL_TABLE),
-            notifications: env.name_or_default(names::NOTIFICATIONS_TABLE),
-            notification_retention: ConsumerConfig::notification_retention_from_vars(vars)?,
-            topic_arn: env
-                .get(names::NOTIFICATIONS_TOPIC_ARN)
-                .filter(|a| !a.is_empty())
-                .map(str::to_owned),
-        })
-    }
-
-    fn projector(&self, dynamodb: aws_sdk_dynamodb::Client, table: Option<String>) -> Projector<DynamoReadModel> {
-        Projector::new(DynamoReadModel::new(
-            dynamodb,
-            table.unwrap_or_else(|| self.read_model.clone()),
-        ))
-    }
-
-    fn notifier(
-        &self,
-        sdk: &aws_config::SdkConfig,
-        table: Option<String>,
-        publishes: Publishes,
-    ) -> anyhow::Result<Notifier<DynamoNotifications<SnsTopic>>> {
-        let topic_arn = match (&self.topic_arn, publishes) {
-            (Some(arn), _) => arn.clone(),
-            // Never published to.
-            (None, Publishes::No) => String::new(),
-            (None, Publishes::Yes) => {
-                return Err(refused(format!(
-                    "{} is not set: the notifier publishes to the notifications SNS FIFO topic; set it to the topic's ARN (stack output NotificationsTopicArn)",
-                    names::NOTIFICATIONS_TOPIC_ARN
-                )));
-            }
-        };
-        Ok(Notifier::new(DynamoNotifications::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            table.unwrap_or_else(|| self.notifications.clone()),
-            self.notification_retention,
-            SnsTopic::new(aws_sdk_sns::Client::new(sdk), topic_arn),
-        )))
-    }
+/// Every registered consumer, reading its progress only.
+fn every_consumer(sdk: &aws_config::SdkConfig, vars: &Vars) -> anyhow::Result<Vec<BoxConsumer>> {
+    consumers::ALL
+        .iter()
+        .map(|registration| consumer(sdk, vars, registration, None, Publishes::No))
+        .collect()
 }
 
 /// A progress bar on a terminal (unless --quiet), nothing in a pipe.
@@ -463,14 +433,12 @@ fn progress_bar(quiet: bool) -> Option<Bar> {
 
 /// Where a replay sends what it reads.
 enum ReplayInto {
-    /// The projector, writing this table (default READ_MODEL_TABLE).
-    Projector(Option<String>),
-    /// The notifier, writing this table (default NOTIFICATIONS_TABLE).
-    Notifier(Option<String>),
+    /// A consumer, writing this table (default its own).
+    Consumer(&'static Registration, Option<String>),
     Print,
 }
 
-/// Replays into the projector or the notifier, or prints, and says how it went on stderr.
+/// Replays into a consumer, or prints, and says how it went on stderr.
 async fn run_replay(
     sdk: &aws_config::SdkConfig,
     vars: &Vars,
@@ -478,24 +446,19 @@ async fn run_replay(
     into: ReplayInto,
 ) -> anyhow::Result<bool> {
     let bus = read.bus.connect(sdk, vars).await?;
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let bar = progress_bar(read.quiet);
     let progress: &dyn Progress = match &bar {
         Some(bar) => bar,
         None => &NoProgress,
     };
     let summary = match into {
-        ReplayInto::Projector(table) => {
-            let projector = ConsumerTables::from_vars(vars)?.projector(dynamodb, table);
-            read.replay(&bus, &mut Target::Consumer(projector), progress).await?
-        }
-        ReplayInto::Notifier(table) => {
+        ReplayInto::Consumer(registration, table) => {
             let publishes = if read.dry_run { Publishes::No } else { Publishes::Yes };
-            let notifier = ConsumerTables::from_vars(vars)?.notifier(sdk, table, publishes)?;
-            read.replay(&bus, &mut Target::Consumer(notifier), progress).await?
+            let consumer = consumer(sdk, vars, registration, table, publishes)?;
+            read.replay(&bus, &mut Target::Consumer(consumer), progress).await?
         }
         ReplayInto::Print => {
-            let mut target: Target<Projector<DynamoReadModel>> = Target::Print(Box::new(std::io::stdout()));
+            let mut target: Target<BoxConsumer> = Target::Print(Box::new(std::io::stdout()));
             read.replay(&bus, &mut target, progress).await?
         }
     };
@@ -534,9 +497,8 @@ async fn run_audit(
 ) -> anyhow::Result<replay::audit::AuditReport> {
     let (from, to) = audit_range(args)?;
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let tables = ConsumerTables::from_vars(vars)?;
-    let projector = tables.projector(dynamodb.clone(), None);
-    let notifier = tables.notifier(sdk, None, Publishes::No)?;
+    let consumers = every_consumer(sdk, vars)?;
+    let consumers: Vec<&dyn replay::audit::AppliedVersions> = consumers.iter().map(|c| c as _).collect();
     let bus = args.bus.connect(sdk, vars).await?;
     Ok(replay::audit::audit(
         &dynamodb,
@@ -544,7 +506,7 @@ async fn run_audit(
         &settings::Vars(vars).name_or_default(names::OUTBOX_TABLE),
         from,
         to,
-        &[&projector, &notifier],
+        &consumers,
         &born_in(vars, &args.born_in),
     )
     .await?)
@@ -592,10 +554,9 @@ async fn replica(
         .build();
     let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
     let env = settings::Vars(vars);
-    let tables = ConsumerTables::from_vars(vars)?;
     Ok(replay::home::Replica {
         homes: adapters::SlotHomes::new(
-            dynamodb.clone(),
+            dynamodb,
             env.name_or_default(names::RESERVATIONS_TABLE),
             env.name_or_default(names::OUTBOX_TABLE),
             settings::Regions {
@@ -603,32 +564,39 @@ async fn replica(
                 primary: primary.to_owned(),
             },
         ),
-        consumers: vec![
-            Box::new(tables.projector(dynamodb, None)),
-            Box::new(tables.notifier(&sdk, None, Publishes::No)?),
-        ],
+        consumers: every_consumer(&sdk, vars)?
+            .into_iter()
+            .map(|c| Box::new(c) as Box<dyn replay::audit::AppliedVersions>)
+            .collect(),
     })
 }
 
 /// Every Region of the deployment: the global table's replicas as DynamoDB describes the
 /// reservations table (the same list in every Region, so every Region names the same arbiter of
-/// a takeover), with `REGIONS` and the Regions named on the command line where the engine keeps
-/// no replicas (the local stack).
+/// a takeover), every Region named on the command line being one of them; where the engine keeps
+/// no replicas (the local stack), `REGIONS` and the Regions named.
 async fn deployment_regions(
     replica: &replay::home::Replica,
     vars: &Vars,
     named: &[&str],
 ) -> anyhow::Result<Vec<String>> {
-    let mut regions: Vec<String> = named.iter().map(|r| (*r).to_owned()).collect();
-    regions.extend(replica.homes.replica_regions().await?);
-    if let Some(listed) = vars.get("REGIONS") {
-        regions.extend(
-            listed
-                .split(',')
-                .map(str::trim)
-                .filter(|r| !r.is_empty())
-                .map(str::to_owned),
-        );
+    let mut regions = replica.homes.replica_regions().await?;
+    if regions.is_empty() {
+        regions.extend(named.iter().map(|r| (*r).to_owned()));
+        if let Some(listed) = vars.get("REGIONS") {
+            regions.extend(
+                listed
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|r| !r.is_empty())
+                    .map(str::to_owned),
+            );
+        }
+    } else if let Some(stranger) = named.iter().find(|r| !regions.iter().any(|known| known == *r)) {
+        return Err(refused(format!(
+            "{stranger} is not a Region of the global table (its replicas: {})",
+            regions.join(", ")
+        )));
     }
     regions.sort();
     regions.dedup();
@@ -669,6 +637,18 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
     let mut named: Vec<&str> = vec![&here, &args.lost, &primary];
     named.extend(args.others.iter().map(String::as_str));
     let deployment = deployment_regions(&this, vars, &named).await?;
+    if args.release {
+        let regions = replay::home::TakeoverRegions {
+            here: &this,
+            others: &others,
+            deployment: &deployment,
+        };
+        return Ok(if replay::home::release_takeover(&args.lost, regions).await? {
+            format!("{here} released its takeover of {}", args.lost)
+        } else {
+            format!("nobody holds the takeover of {}: nothing to release", args.lost)
+        });
+    }
     let sink = relay::BusSink::open(
         &args.bus.config(vars)?,
         || aws_sdk_kinesis::Client::new(sdk),
@@ -686,13 +666,12 @@ async fn run_take_over(sdk: &aws_config::SdkConfig, vars: &Vars, args: &TakeOver
         .to_string())
 }
 
-/// What a re-drive hands dead letters to: the three stream functions' handlers, on the SDK's
+/// What a re-drive hands dead letters to: every consumer's handler and the relay's, on the SDK's
 /// configuration.
 struct Redriver {
-    projector: consumers::ConsumerHandler<Projector<DynamoReadModel>, MemoryDeadLetters>,
-    notifier: consumers::ConsumerHandler<Notifier<DynamoNotifications<SnsTopic>>, MemoryDeadLetters>,
-    /// Why notifier letters cannot be re-driven here, if they cannot.
-    notifier_unavailable: Option<String>,
+    consumers: Vec<consumers::ConsumerHandler<BoxConsumer, MemoryDeadLetters>>,
+    /// The consumers that cannot be built here to act (the notifier without its topic), and why.
+    unavailable: Vec<(&'static str, String)>,
     relay: relay::Relay<relay::BusSink, MemoryDeadLetters>,
 }
 
@@ -707,18 +686,16 @@ enum Entry {
 
 impl Redriver {
     async fn new(sdk: &aws_config::SdkConfig, vars: &Vars, bus: &BusArgs) -> anyhow::Result<Self> {
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let tables = ConsumerTables::from_vars(vars)?;
+        let (mut handlers, mut unavailable) = (Vec::new(), Vec::new());
+        for registration in consumers::ALL {
+            match consumer(sdk, vars, registration, None, Publishes::Yes) {
+                Ok(consumer) => handlers.push(consumers::ConsumerHandler::new(consumer, MemoryDeadLetters::default())),
+                Err(why) => unavailable.push((registration.name, format!("{why:#}"))),
+            }
+        }
         Ok(Self {
-            projector: consumers::ConsumerHandler::new(
-                tables.projector(dynamodb.clone(), None),
-                MemoryDeadLetters::default(),
-            ),
-            notifier: consumers::ConsumerHandler::new(
-                tables.notifier(sdk, None, Publishes::No)?,
-                MemoryDeadLetters::default(),
-            ),
-            notifier_unavailable: tables.notifier(sdk, None, Publishes::Yes).err().map(|e| e.to_string()),
+            consumers: handlers,
+            unavailable,
             relay: relay::Relay::new(
                 relay::BusSink::open(
                     &bus.config(vars)?,
@@ -736,15 +713,20 @@ impl Redriver {
     async fn entry(&self, line: replay::redrive::Line) -> Entry {
         use replay::redrive::{Functions, Line, Redriven, on_failure_command, redrive};
         let functions = Functions {
-            projector: &self.projector,
-            notifier: &self.notifier,
+            consumers: &self.consumers,
             relay: &self.relay,
+        };
+        let unavailable = |letter: &dead_letters::DeadLetter| {
+            self.unavailable
+                .iter()
+                .find(|(name, _)| *name == letter.function)
+                .map(|(_, why)| why.clone())
         };
         match line {
             // Still failing, with the reason: it stays, and the run says so in its exit status.
-            Line::Letter(mut letter) if letter.function == "notifier" && self.notifier_unavailable.is_some() => {
-                letter.reason = self.notifier_unavailable.clone().unwrap_or_default();
-                println!("still failing (notifier): {}", letter.reason);
+            Line::Letter(mut letter) if unavailable(&letter).is_some() => {
+                letter.reason = unavailable(&letter).unwrap_or_default();
+                println!("still failing ({}): {}", letter.function, letter.reason);
                 Entry::Failing(Box::new(letter))
             }
             Line::Letter(letter) => match redrive(&functions, &letter).await {
@@ -755,8 +737,9 @@ impl Redriver {
                 }
                 Redriven::NotMine => {
                     println!(
-                        "kept ({}): only the projector's, the notifier's and the relay's letters are re-driven here; this one stays",
-                        letter.function
+                        "kept ({}): only the consumers' ({}) and the relay's letters are re-driven here; this one stays",
+                        letter.function,
+                        consumers::ALL.iter().map(|c| c.name).collect::<Vec<_>>().join(", ")
                     );
                     Entry::Kept
                 }
@@ -890,7 +873,10 @@ fn is_refusal(cause: &(dyn std::error::Error + 'static)) -> bool {
         // forbidding it.
         return !matches!(
             error,
-            MoveError::StillReplicating { .. } | MoveError::Republish { .. } | MoveError::Store { .. }
+            MoveError::StillReplicating { .. }
+                | MoveError::Republish { .. }
+                | MoveError::Store { .. }
+                | MoveError::Raced { .. }
         );
     }
     if let Some(error) = cause.downcast_ref::<StackError>() {
@@ -920,7 +906,10 @@ fn replay_refusal(error: &replay::ReplayError) -> bool {
 fn kafka_refusal(error: &kafka_bus::KafkaError) -> bool {
     matches!(
         error,
-        kafka_bus::KafkaError::NoTopic { .. } | kafka_bus::KafkaError::NoAwsIdentity
+        kafka_bus::KafkaError::NoTopic { .. }
+            | kafka_bus::KafkaError::NoAwsIdentity
+            | kafka_bus::KafkaError::NoPartitionCount { .. }
+            | kafka_bus::KafkaError::PartitionMismatch { .. }
     )
 }
 
@@ -930,7 +919,10 @@ async fn main() -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     match run(cli).await {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
@@ -947,12 +939,53 @@ fn done(outcome: String) -> bool {
     true
 }
 
+/// A parsed command line: one of [`Command`], or a replay into a registered consumer.
+struct Parsed {
+    stack: Option<String>,
+    run: Run,
+}
+
+enum Run {
+    Command(Command),
+    Consumer(&'static Registration, ConsumerArgs),
+}
+
+/// The command line, with a subcommand per registered consumer.
+fn parse() -> Result<Parsed, clap::Error> {
+    let mut command = Cli::command();
+    for registration in consumers::ALL {
+        // The consumer's own line, over the one its arguments' flattened groups would give.
+        command = command
+            .subcommand(ConsumerArgs::augment_args(clap::Command::new(registration.name)).about(registration.about));
+    }
+    let matches = command.get_matches();
+    if let Some((name, arguments)) = matches.subcommand()
+        && let Some(registration) = consumers::named(name)
+    {
+        return Ok(Parsed {
+            stack: matches.get_one::<String>("stack").cloned(),
+            run: Run::Consumer(registration, ConsumerArgs::from_arg_matches(arguments)?),
+        });
+    }
+    let cli = Cli::from_arg_matches(&matches)?;
+    Ok(Parsed {
+        stack: cli.stack,
+        run: Run::Command(cli.command),
+    })
+}
+
 /// Runs the command; each reports on stderr and says whether it is clean (exit 0) or found
 /// something (1). An error is a refusal (2) or a failure while running (1): [`exit_status`].
-async fn run(cli: Cli) -> anyhow::Result<bool> {
+async fn run(cli: Parsed) -> anyhow::Result<bool> {
     let sdk = settings::sdk_config().await;
     let vars = resolve_vars(&sdk, cli.stack.as_deref()).await?;
-    match cli.command {
+    let command = match cli.run {
+        Run::Consumer(registration, args) => {
+            return run_replay(&sdk, &vars, &args.read, ReplayInto::Consumer(registration, args.table)).await;
+        }
+        Run::Command(command) => command,
+    };
+    match command {
         Command::Redrive(args) => run_redrive(&sdk, &vars, &args).await.map(|(done, failing)| {
             eprintln!("redrive done: {done} re-driven, {failing} still failing");
             failing == 0
@@ -966,8 +999,6 @@ async fn run(cli: Cli) -> anyhow::Result<bool> {
         }),
         Command::MoveHome(args) => run_move_home(&sdk, &vars, &args).await.map(done),
         Command::TakeOver(args) => run_take_over(&sdk, &vars, &args).await.map(done),
-        Command::Projector(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Projector(args.table)).await,
-        Command::Notifier(args) => run_replay(&sdk, &vars, &args.read, ReplayInto::Notifier(args.table)).await,
         Command::Print(args) => run_replay(&sdk, &vars, &args, ReplayInto::Print).await,
     }
 }

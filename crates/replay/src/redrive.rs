@@ -25,10 +25,10 @@ pub enum Redriven {
     NotMine,
 }
 
-/// The functions a re-drive can hand records to.
-pub struct Functions<'a, P, N, S> {
-    pub projector: &'a ConsumerHandler<P, MemoryDeadLetters>,
-    pub notifier: &'a ConsumerHandler<N, MemoryDeadLetters>,
+/// The functions a re-drive can hand records to: the consumers (each letter names its consumer
+/// as the consumer names itself) and the relay.
+pub struct Functions<'a, C, S> {
+    pub consumers: &'a [ConsumerHandler<C, MemoryDeadLetters>],
     pub relay: &'a Relay<S, MemoryDeadLetters>,
 }
 
@@ -95,15 +95,17 @@ async fn to_relay<S: EventSink>(relay: &Relay<S, MemoryDeadLetters>, letter: &De
 }
 
 /// Re-drives one letter to the function named in it.
-pub async fn redrive<P: Consumer, N: Consumer, S: EventSink>(
-    functions: &Functions<'_, P, N, S>,
-    letter: &DeadLetter,
-) -> Redriven {
-    match letter.function.as_str() {
-        "projector" => to_consumer(functions.projector, letter).await,
-        "notifier" => to_consumer(functions.notifier, letter).await,
-        "relay" => to_relay(functions.relay, letter).await,
-        _ => Redriven::NotMine,
+pub async fn redrive<C: Consumer, S: EventSink>(functions: &Functions<'_, C, S>, letter: &DeadLetter) -> Redriven {
+    if letter.function == relay::FUNCTION {
+        return to_relay(functions.relay, letter).await;
+    }
+    match functions
+        .consumers
+        .iter()
+        .find(|handler| handler.consumer().name() == letter.function)
+    {
+        Some(handler) => to_consumer(handler, letter).await,
+        None => Redriven::NotMine,
     }
 }
 

@@ -144,29 +144,10 @@ impl WholeNumber {
 }
 
 /// `EVENT_BUS`: which bus the events travel on, the template's `EventBus`: the relay and the
-/// poller publish to it, the consumers are invoked with its events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum EventBus {
-    /// The Kinesis stream `EVENTS_STREAM` (the default).
-    #[default]
-    Kinesis,
-    /// A Kafka topic (Amazon MSK): `KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`.
-    Kafka,
-}
-
-impl EventBus {
-    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Self, SettingError> {
-        match Vars(vars).get("EVENT_BUS").unwrap_or("kinesis") {
-            "kinesis" => Ok(Self::Kinesis),
-            "kafka" => Ok(Self::Kafka),
-            other => Err(SettingError::Choice {
-                var: "EVENT_BUS",
-                allowed: r#""kinesis" or "kafka""#,
-                value: other.to_owned(),
-            }),
-        }
-    }
-}
+/// poller publish to it, the consumers are invoked with its events. The consumer kit's own
+/// setting (`Bus::from_vars`), so the product and the kit read it alike: `Kinesis` (the default,
+/// the stream `EVENTS_STREAM`) or `Kafka` (`KAFKA_BOOTSTRAP_SERVERS`, `KAFKA_TOPIC`, `KAFKA_AUTH`).
+pub use reservation_events_consumer::Bus as EventBus;
 
 /// The Region of a process started without `AWS_REGION`: the one the local scripts export and
 /// LocalStack serves by default, so that the product, its scripts and its docs name one Region.
@@ -232,6 +213,9 @@ impl Regions {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SettingError {
+    /// A setting the consumer kit reads (`EVENT_BUS`, the dead letters').
+    #[error(transparent)]
+    Kit(#[from] reservation_events_consumer::ConfigError),
     #[error("{0} must not be empty")]
     Empty(&'static str),
     #[error("{var} is not set: it must be {what}")]

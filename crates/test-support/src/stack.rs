@@ -432,6 +432,32 @@ impl TestStack {
         .expect("receiving from the notifications queue")
     }
 
+    /// The variables naming this stack's resources, as a function deployed on it has them: its
+    /// tables and stream, and the notifications topic's ARN.
+    pub async fn vars(&self) -> HashMap<String, String> {
+        let mut vars: HashMap<String, String> = self
+            .names
+            .as_env()
+            .map(|(var, name)| (var.to_owned(), name.to_owned()))
+            .collect();
+        let topic_arn = self.channel().await.topic_arn.clone();
+        vars.insert(settings::names::NOTIFICATIONS_TOPIC_ARN.to_owned(), topic_arn);
+        vars
+    }
+
+    /// A registered consumer (`consumers::ALL`) on this stack, built as its Lambda builds it.
+    pub async fn consumer(&self, registration: &consumers::Registration) -> consumers::BoxConsumer {
+        let wiring = consumers::Wiring {
+            sdk: &self.sdk,
+            vars: &self.vars().await,
+            publishes: consumers::Publishes::Yes,
+            metrics: telemetry::Emitter::Off,
+        };
+        registration
+            .build(&wiring)
+            .unwrap_or_else(|e| panic!("{} on the test stack: {e}", registration.name))
+    }
+
     pub async fn consumer_mapping<C: consumers::Consumer>(
         &self,
         consumer: C,

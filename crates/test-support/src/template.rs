@@ -325,10 +325,19 @@ fn literal(function: &str, arguments: &Value, named: impl Fn(&str) -> Option<Str
             ))
         }
         "Sub" => {
-            let mut text = arguments.as_str()?.to_owned();
+            // `!Sub text`, or `!Sub [text, {name: value}]` whose values are known.
+            let (mut text, variables) = match arguments {
+                Value::Sequence(parts) => (parts.first()?.as_str()?.to_owned(), parts.get(1)?.as_mapping()),
+                other => (other.as_str()?.to_owned(), None),
+            };
+            let variable = |name: &str| match variables.and_then(|v| v.get(name)) {
+                Some(Value::String(value)) => Some(value.clone()),
+                Some(_) => None,
+                None => named(name),
+            };
             while let Some(start) = text.find("${") {
                 let end = start + text[start..].find('}')?;
-                let value = named(&text[start + 2..end])?;
+                let value = variable(&text[start + 2..end])?;
                 text.replace_range(start..=end, &value);
             }
             Some(Value::String(text))

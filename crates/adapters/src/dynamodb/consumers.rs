@@ -235,7 +235,7 @@ pub const REPUBLISHED_AFTER_WINDOW_METRIC: &str = "NotificationsRepublishedAfter
 
 /// What the notifier emits for one repeat after the deduplication window.
 pub fn republished_after_window_metrics() -> telemetry::MetricSet {
-    let mut metrics = telemetry::MetricSet::new("notifier");
+    let mut metrics = telemetry::metrics("notifier");
     metrics.count(REPUBLISHED_AFTER_WINDOW_METRIC, 1.0);
     metrics
 }

@@ -393,6 +393,25 @@ impl SlotHomes {
             .collect())
     }
 
+    /// Removes the claim on `lost`, on the condition that `heir` holds it: false when it did not.
+    pub async fn release_takeover(&self, lost: &str, heir: &str) -> Result<bool, StoreError> {
+        const OP: &str = "DeleteItem(takeover claim)";
+        let deleted = self
+            .client
+            .delete_item()
+            .table_name(&self.reservations_table)
+            .key(PK, s(takeover_pk(lost)))
+            .condition_expression("heir = :heir")
+            .expression_attribute_values(":heir", s(heir))
+            .send()
+            .await;
+        match deleted {
+            Ok(_) => Ok(true),
+            Err(e) if is_conditional_check_failure(&e) => Ok(false),
+            Err(e) => Err(store_error(OP, e)),
+        }
+    }
+
     /// Who took over `lost`, if anyone, as this replica holds it.
     pub async fn takeover_claim(&self, lost: &str) -> Result<Option<TakeoverClaim>, StoreError> {
         const OP: &str = "GetItem(takeover claim)";

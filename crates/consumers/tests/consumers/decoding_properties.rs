@@ -5,10 +5,10 @@
 
 use adapters::InMemoryReadModel;
 
-use consumers::handler::decode_data;
 use consumers::{ConsumerHandler, Projector};
-use dead_letters::MemoryDeadLetters;
 use proptest::prelude::*;
+use reservation_events_consumer::MemoryDeadLetters;
+use reservation_events_consumer::decode;
 use serde_json::Value;
 use test_support::cases;
 use test_support::events::{envelope_json, kinesis_event};
@@ -68,24 +68,24 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic_the_decoder(data in proptest::collection::vec(any::<u8>(), 0..1024), key in ".{0,64}") {
-        if let Ok(event) = decode_data(&key, &data) {
-            prop_assert_eq!(event.reservation_id().as_str(), key.as_str());
+        if let Ok(event) = decode(&key, &data) {
+            prop_assert_eq!(event.reservation_id(), key.as_str());
         }
     }
 
     #[test]
     fn arbitrary_json_never_panics_the_decoder(value in any_json()) {
         let data = serde_json::to_vec(&value).unwrap();
-        prop_assert!(decode_data("R1", &data).is_err(), "random JSON is not an envelope: {value}");
+        prop_assert!(decode("R1", &data).is_err(), "random JSON is not an envelope: {value}");
     }
 
     #[test]
     fn an_envelope_with_any_field_changed_decodes_only_if_still_consistent(envelope in mutated_envelope()) {
         let data = serde_json::to_vec(&envelope).unwrap();
-        if let Ok(event) = decode_data("R1", &data) {
-            prop_assert_eq!(event.reservation_id().as_str(), "R1");
-            prop_assert_eq!(event.reservation.reservation_id.as_str(), "R1");
-            prop_assert_eq!(event.reservation.version, event.version());
+        if let Ok(event) = decode("R1", &data) {
+            prop_assert_eq!(event.reservation_id(), "R1");
+            prop_assert_eq!(event.payload.reservation_id.as_str(), "R1");
+            prop_assert_eq!(event.payload.version, event.version);
         }
     }
 }

@@ -4,9 +4,9 @@
 use adapters::{InMemoryNotifications, InMemoryReadModel};
 use aws_lambda_events::event::kinesis::KinesisEvent;
 use consumers::{BatchStats, ConsumerHandler, Notifier, Projector};
-use dead_letters::MemoryDeadLetters;
 use domain::ports::{GuestReservationsReader, PageRequest, StoreErrorKind};
 use domain::{GuestId, ReservationId, Version};
+use reservation_events_consumer::MemoryDeadLetters;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use test_support::events::{envelope_json as envelope, envelopes_event as batch, fixtures, kinesis_record as record};
@@ -54,7 +54,7 @@ async fn duplicates_are_acknowledged_and_applied_once() {
 }
 
 /// A dead letter's record as a one-record event, as `reservations-replay redrive` hands it back.
-fn redriven(letter: &dead_letters::DeadLetter) -> KinesisEvent {
+fn redriven(letter: &reservation_events_consumer::DeadLetter) -> KinesisEvent {
     serde_json::from_value(json!({ "Records": [letter.record] })).unwrap()
 }
 

@@ -4,10 +4,10 @@
 //! dead-lettered with where it was while its partition moves on.
 
 use adapters::InMemoryReadModel;
-use consumers::handler::{KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier};
 use consumers::{ConsumerHandler, Projector};
-use dead_letters::MemoryDeadLetters;
 use domain::ports::StoreErrorKind;
+use reservation_events_consumer::MemoryDeadLetters;
+use reservation_events_consumer::handler::{KafkaBatchItemFailure, KafkaEventResponse, KafkaItemIdentifier};
 use serde_json::Value;
 use test_support::events::{kafka_envelope as envelope, kafka_event};
 

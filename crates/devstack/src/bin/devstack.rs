@@ -5,9 +5,12 @@
 //!   devstack relay                run the relay on the outbox stream (local event source mapping),
 //!                                 or with --relay-mode polling the polling publisher
 //!   devstack sweep --since TIME   publish again every event committed since TIME (recovery sweep)
-//!   devstack consumers            run the projector and the notifier on the Kinesis stream
+//!   devstack consumers            run every consumer (the projector, the notifier) on the Kinesis stream
 //!                                 (with EVENT_BUS=kafka: on the Kafka topic, and the relay and
 //!                                 the events command likewise)
+//!   devstack consumer --template T --binary B
+//!                                 run a consumer that lives in a stack of its own (its SAM
+//!                                 template T, its Lambda binary B) on the bus, its tables made
 //!   devstack up --addr ADDR       provision, then serve the API and run the relay and consumers
 //!   devstack events [--follow]    print the events on the Kinesis stream, one JSON line each
 //!   devstack notifications [--follow]
@@ -17,10 +20,10 @@
 //! (AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_DYNAMODB, AWS_ENDPOINT_URL_KINESIS, AWS_ENDPOINT_URL_SNS,
 //! AWS_ENDPOINT_URL_SQS, AWS_PROFILE, ...).
 
-use adapters::{DynamoNotifications, DynamoReadModel, RelayMode, SnsTopic};
+use adapters::RelayMode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use consumers::{ConsumerConfig, Notifier, Projector};
+use consumers::Consumer;
 use devstack::pipeline;
 use devstack::resources::{self, ResourceNames, Resources};
 use reservations_api::ApiConfig;
@@ -59,8 +62,12 @@ enum Command {
         #[command(flatten)]
         relay: RelayArgs,
     },
-    /// Run the projector and notifier Lambdas' handlers on the Kinesis stream, as their event source mappings would.
+    /// Run every consumer's Lambda handler (the projector, the notifier) on the Kinesis stream, as
+    /// their event source mappings would.
     Consumers(RelayArgs),
+    /// Run a consumer that lives in a stack of its own, as its event source mapping would: its
+    /// tables made from its SAM template, its Lambda binary fed through the Runtime API.
+    Consumer(OutsideArgs),
     /// Provision, then serve the API and run the relay and the consumers.
     Up {
         #[command(flatten)]
@@ -97,6 +104,19 @@ struct RelayArgs {
     /// The polling publisher's pause between polls.
     #[arg(long, env = "POLL_INTERVAL_MS", default_value_t = 1000)]
     poll_interval_ms: u64,
+}
+
+#[derive(clap::Args)]
+struct OutsideArgs {
+    /// The consumer's SAM template: its function's environment and its DynamoDB tables.
+    #[arg(long)]
+    template: PathBuf,
+    /// The function's binary, built for this machine.
+    #[arg(long)]
+    binary: PathBuf,
+    /// Where its output (logs, metrics), dead letters and on-failure records go.
+    #[arg(long, env = "DEVSTACK_DEAD_LETTER_DIR", default_value = ".devstack/dead-letters")]
+    dir: PathBuf,
 }
 
 fn parse_time(text: &str) -> Result<time::OffsetDateTime, String> {
@@ -273,36 +293,100 @@ async fn sweep(sdk: &aws_config::SdkConfig, since: time::OffsetDateTime, args: &
     Ok(())
 }
 
+/// Every registered consumer (`consumers::ALL`) behind its mapping on the bus, as their Lambdas
+/// run deployed.
 async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let read_model = env_name(names::READ_MODEL_TABLE);
-    let notifications = env_name(names::NOTIFICATIONS_TABLE);
-    let retention = ConsumerConfig::notification_retention_from_vars(&std::env::vars().collect())?;
-    let dir = &args.dead_letter_dir;
-    let topic_arn = match std::env::var(names::NOTIFICATIONS_TOPIC_ARN) {
-        Ok(arn) if !arn.is_empty() => arn,
-        _ => notification_channel(sdk).await?.topic_arn,
+    let mut vars: std::collections::HashMap<String, String> = std::env::vars().collect();
+    if vars
+        .get(names::NOTIFICATIONS_TOPIC_ARN)
+        .is_none_or(|arn| arn.is_empty())
+    {
+        let topic_arn = notification_channel(sdk).await?.topic_arn;
+        vars.insert(names::NOTIFICATIONS_TOPIC_ARN.to_owned(), topic_arn);
+    }
+    let wiring = consumers::Wiring {
+        sdk,
+        vars: &vars,
+        publishes: consumers::Publishes::Yes,
+        metrics: Default::default(),
     };
-    let projector = Projector::new(DynamoReadModel::new(dynamodb.clone(), &read_model));
-    let topic = SnsTopic::new(aws_sdk_sns::Client::new(sdk), &topic_arn);
-    let notifier = Notifier::new(DynamoNotifications::new(dynamodb, &notifications, retention, topic));
+    let built = consumers::ALL
+        .iter()
+        .map(|registration| registration.build(&wiring))
+        .collect::<Result<Vec<_>, _>>()?;
+    let dir = &args.dead_letter_dir;
     let bus = bus()?;
+    let tables: Vec<String> = consumers::ALL
+        .iter()
+        .map(|r| format!("{} → {}", r.name, settings::Vars(&vars).name_or_default(r.table)))
+        .collect();
+    println!("consuming {}: {}", bus.destination(), tables.join(", "));
+    let idle = std::time::Duration::from_millis(100);
+    match bus {
+        relay::BusConfig::Kinesis { stream } => {
+            let mut mappings = Vec::new();
+            for consumer in built {
+                mappings.push(pipeline::consumer_mapping(sdk, &stream, consumer, dir).await?);
+            }
+            futures::future::join_all(mappings.into_iter().map(|m| m.run(idle, ctrl_c()))).await;
+        }
+        relay::BusConfig::Kafka(kafka) => {
+            let mut mappings = Vec::new();
+            for consumer in built {
+                let config = pipeline::consumer_mapping_config(&format!("reservations-{}", consumer.name()));
+                mappings.push(pipeline::consumer_mapping_on_kafka(&kafka, consumer, dir, config).await?);
+            }
+            futures::future::join_all(mappings.into_iter().map(|m| m.run(idle, ctrl_c()))).await;
+        }
+    }
+    Ok(())
+}
+
+/// A consumer of a stack of its own on the local bus: its tables are named after the folder of
+/// its template (`examples/booking-ledger` → `booking-ledger-ledgertable`).
+async fn outside_consumer(sdk: &aws_config::SdkConfig, args: &OutsideArgs) -> Result<()> {
+    use devstack::outside::{self, OutsideConsumer};
+    let consumer = OutsideConsumer::from_template(&args.template)?;
+    let folder = args
+        .template
+        .canonicalize()?
+        .parent()
+        .and_then(|dir| dir.file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let prefix = format!("{folder}-");
+    let bus = bus()?;
+    let kind = match bus {
+        relay::BusConfig::Kinesis { .. } => settings::EventBus::Kinesis,
+        relay::BusConfig::Kafka(_) => settings::EventBus::Kafka,
+    };
+    let name = format!("{prefix}{}", consumer.name);
+    let (log, dead_letters, _) = outside::files(&args.dir, &name);
+    let environment = consumer
+        .provision(&aws_sdk_dynamodb::Client::new(sdk), &prefix, kind, &dead_letters)
+        .await?;
+    let tables: Vec<String> = consumer
+        .tables
+        .keys()
+        .map(|id| consumer.table_name(&prefix, id))
+        .collect();
     println!(
-        "consuming {}: projector → {read_model}, notifier → {notifications} and {topic_arn}",
-        bus.destination()
+        "consuming {} with {} ({name}): tables {}; its output in {}, dead letters in {}",
+        bus.destination(),
+        args.binary.display(),
+        tables.join(", "),
+        log.display(),
+        dead_letters.display()
     );
     let idle = std::time::Duration::from_millis(100);
     match bus {
         relay::BusConfig::Kinesis { stream } => {
-            let projector = pipeline::consumer_mapping(sdk, &stream, projector, dir).await?;
-            let notifier = pipeline::consumer_mapping(sdk, &stream, notifier, dir).await?;
-            tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+            let mapping = outside::on_kinesis(sdk, &stream, &name, &args.binary, &environment, &args.dir).await?;
+            mapping.run(idle, ctrl_c()).await;
         }
         relay::BusConfig::Kafka(kafka) => {
-            let config = |name: &str| pipeline::consumer_mapping_config(&format!("reservations-{name}"));
-            let projector = pipeline::consumer_mapping_on_kafka(&kafka, projector, dir, config("projector")).await?;
-            let notifier = pipeline::consumer_mapping_on_kafka(&kafka, notifier, dir, config("notifier")).await?;
-            tokio::join!(projector.run(idle, ctrl_c()), notifier.run(idle, ctrl_c()));
+            let mapping = outside::on_kafka(&kafka, &name, &args.binary, &environment, &args.dir).await?;
+            mapping.run(idle, ctrl_c()).await;
         }
     }
     Ok(())
@@ -364,6 +448,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Relay(args) => relay(&sdk, &args).await,
         Command::Sweep { since, relay: args } => sweep(&sdk, since, &args).await,
         Command::Consumers(args) => consumers(&sdk, &args).await,
+        Command::Consumer(args) => outside_consumer(&sdk, &args).await,
         Command::Events { follow } => print_events(&sdk, follow).await,
         Command::Notifications { follow } => print_notifications(&sdk, follow).await,
         Command::Up {

@@ -7,6 +7,7 @@
 mod api_fuzz;
 mod api_on_dynamodb_local;
 mod auth_on_the_local_api;
+mod booking_ledger;
 mod devstack_on_kafka;
 mod item_limits;
 mod load;
@@ -20,6 +21,7 @@ mod relay_to_kafka;
 mod relay_to_kinesis;
 mod sharded_slots;
 mod smoke_script;
+mod template_exports;
 mod template_global_tables;
 mod template_limits;
 mod template_matches;

@@ -310,3 +310,96 @@ async fn a_gap_is_dead_lettered_with_the_version_it_waits_for_and_the_shard_move
     );
     assert_eq!(letters[0].record["kinesis"]["partitionKey"], orphan);
 }
+
+/// A consumer that notes what it applied, in the order it applied it.
+struct Noting<C> {
+    inner: C,
+    applied: std::sync::Arc<std::sync::Mutex<Vec<(String, u64)>>>,
+}
+
+impl<C: consumers::Consumer> consumers::Consumer for Noting<C> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    async fn apply(
+        &self,
+        event: &reservation_events_consumer::ReservationEvent,
+    ) -> Result<domain::ApplyOutcome, consumers::ConsumerError> {
+        let outcome = self.inner.apply(event).await?;
+        if outcome == domain::ApplyOutcome::Applied {
+            let applied = (event.reservation_id().to_owned(), event.version.get());
+            self.applied.lock().unwrap().push(applied);
+        }
+        Ok(outcome)
+    }
+
+    async fn applied_version(
+        &self,
+        event: &reservation_events_consumer::ReservationEvent,
+    ) -> Result<Option<domain::Version>, consumers::ConsumerError> {
+        self.inner.applied_version(event).await
+    }
+}
+
+/// Every consumer in the one list (`consumers::ALL`), built as its Lambda builds it, applies each
+/// reservation's versions once and in order, and a second reading of the stream changes nothing:
+/// a consumer added to the list is held to it here.
+#[tokio::test]
+async fn every_registered_consumer_applies_each_version_once_in_order_and_a_second_reading_changes_nothing() {
+    use consumers::Consumer;
+    let stack = TestStack::start().await;
+    let api = stack.spawn_api().await;
+    let http = reqwest::Client::new();
+    let mut relay = stack.relay_mapping().await;
+    let (created, cancelled) = api.reserve_and_cancel_every_third(&http, "lunch", 6).await;
+    relay.drain().await.unwrap();
+    let mut committed: Vec<(String, u64)> = created.iter().map(|id| (id.clone(), 1)).collect();
+    committed.extend(cancelled.iter().map(|id| (id.clone(), 2)));
+    committed.sort();
+    let latest: Vec<reservation_events_consumer::ReservationEvent> = stack
+        .events_on_kinesis()
+        .await
+        .iter()
+        .map(|read| reservation_events_consumer::decode(&read.partition_key, &read.data).unwrap())
+        .filter(|event| event.version.get() == 2 || !cancelled.contains(event.reservation_id()))
+        .collect();
+    for registration in consumers::ALL {
+        for reading in ["first", "second"] {
+            let applied = std::sync::Arc::default();
+            let noting = Noting {
+                inner: stack.consumer(registration).await,
+                applied: std::sync::Arc::clone(&applied),
+            };
+            stack.consumer_mapping(noting).await.drain().await.unwrap();
+            let mut applied = applied.lock().unwrap().clone();
+            let name = registration.name;
+            if reading == "second" {
+                assert_eq!(applied, [], "{name}: the second reading applies nothing");
+                continue;
+            }
+            // In order per reservation: a version is applied only after the one before it.
+            for (at, (id, version)) in applied.iter().enumerate() {
+                if *version > 1 {
+                    assert!(
+                        applied[..at].contains(&(id.clone(), version - 1)),
+                        "{name}: {id} v{version} first"
+                    );
+                }
+            }
+            applied.sort();
+            assert_eq!(applied, committed, "{name}: each version once");
+        }
+        let reader = stack.consumer(registration).await;
+        for event in &latest {
+            let applied = reader.applied_version(event).await.unwrap();
+            assert_eq!(
+                applied,
+                Some(event.version),
+                "{} at {}",
+                registration.name,
+                event.reservation_id()
+            );
+        }
+    }
+}

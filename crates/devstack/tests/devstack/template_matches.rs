@@ -280,8 +280,8 @@ fn the_relay_mapping_filters_exactly_like_the_relay() {
     let local = devstack::pipeline::relay_mapping_config(&settings::Regions::single("eu-west-1"));
     assert_eq!(local.batch_size as u64, mapping["BatchSize"].as_u64().unwrap());
     assert_eq!(local.maximum_retry_attempts, None);
-    for consumer in ["ProjectorEventSourceMapping", "NotifierEventSourceMapping"] {
-        let mapping = &template["Resources"][consumer]["Properties"];
+    for consumer in consumers::ALL.iter().map(|c| c.logical_id("EventSourceMapping")) {
+        let mapping = &template["Resources"][consumer.as_str()]["Properties"];
         assert_eq!(
             mapping["BisectBatchOnFunctionError"].as_bool(),
             Some(true),
@@ -332,17 +332,21 @@ fn every_function_environment_satisfies_its_typed_config_on_either_bus() {
                 "reservations-poller" => relay::PollerConfig::from_vars(&vars)
                     .map(|_| ())
                     .map_err(|e| e.to_string()),
-                "reservations-projector" => {
-                    consumers::ConsumerConfig::from_vars(&vars, settings::names::READ_MODEL_TABLE)
-                        .map(|_| ())
+                other => match consumers::ALL.iter().find(|c| c.binary() == other) {
+                    // A consumer's Lambda reads its configuration, then builds the consumer.
+                    Some(consumer) => consumers::ConsumerConfig::from_vars(&vars, consumer.table)
                         .map_err(|e| e.to_string())
-                }
-                "reservations-notifier" => {
-                    consumers::ConsumerConfig::from_vars(&vars, settings::names::NOTIFICATIONS_TABLE)
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
-                }
-                other => panic!("{id}: no config check for {other}; add one"),
+                        .and_then(|_| {
+                            let wiring = consumers::Wiring {
+                                sdk: &offline_sdk(),
+                                vars: &vars,
+                                publishes: consumers::Publishes::Yes,
+                                metrics: Default::default(),
+                            };
+                            consumer.build(&wiring).map(|_| ()).map_err(|e| e.to_string())
+                        }),
+                    None => panic!("{id}: no config check for {other}; add one"),
+                },
             };
             outcome.unwrap_or_else(|e| panic!("{id} ({binary}) would not start with {parameters:?}: {e}"));
         }
@@ -414,6 +418,8 @@ fn localstack_services(resource: &Value) -> Vec<&'static str> {
         "ApiGatewayV2" => "apigatewayv2",
         "ApiGateway" => "apigateway",
         "IAM" => "iam",
+        "KMS" => "kms",
+        "SSM" => "ssm",
         other => panic!("no LocalStack service known for {other}"),
     }];
     // A Schedule event becomes an EventBridge rule.
@@ -572,12 +578,11 @@ fn every_function_table_stream_queue_and_front_door_has_alarms_that_page_and_cle
     for topic in resources_of_type(&template, "AWS::SNS::Topic").keys() {
         expect("AWS/SNS", "NumberOfNotificationsFailed", topic);
     }
-    for consumer in ["RelayFunction", "ProjectorFunction", "NotifierFunction"] {
-        expect("AWS/Lambda", "IteratorAge", consumer);
-    }
-    // On Kafka, a consumer's lag is its group's offset lag.
-    for consumer in ["ProjectorFunction", "NotifierFunction"] {
-        expect("AWS/Lambda", "OffsetLag", consumer);
+    expect("AWS/Lambda", "IteratorAge", "RelayFunction");
+    for consumer in consumers::ALL.iter().map(|c| c.logical_id("Function")) {
+        expect("AWS/Lambda", "IteratorAge", &consumer);
+        // On Kafka, a consumer's lag is its group's offset lag.
+        expect("AWS/Lambda", "OffsetLag", &consumer);
     }
     // The front door, whichever it is: server errors and p99 latency.
     expect("AWS/ApiGateway", "5xx", "HttpApi");
@@ -628,10 +633,11 @@ fn with_enhanced_fan_out_each_consumer_reads_through_its_own_registered_consumer
         "shared throughput costs nothing extra, so it stays the default"
     );
     let registered = resources_of_type(&template, "AWS::Kinesis::StreamConsumer");
-    for (function, consumer) in [
-        ("ProjectorFunction", "ProjectorStreamConsumer"),
-        ("NotifierFunction", "NotifierStreamConsumer"),
-    ] {
+    for (function, consumer) in consumers::ALL
+        .iter()
+        .map(|c| (c.logical_id("Function"), c.logical_id("StreamConsumer")))
+    {
+        let (function, consumer) = (function.as_str(), consumer.as_str());
         let declared = registered
             .get(consumer)
             .unwrap_or_else(|| panic!("{consumer} is declared"));
@@ -743,10 +749,11 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
     let topic_arn = "arn:aws:kafka:eu-west-1:123456789012:topic/reservations/0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0-s1/reservation-events";
     let mappings = resources_of_type(&kafka, "AWS::Lambda::EventSourceMapping");
     let mut groups = BTreeSet::new();
-    for (function, queue, short) in [
-        ("ProjectorFunction", "ProjectorDeadLetterQueue", "projector"),
-        ("NotifierFunction", "NotifierDeadLetterQueue", "notifier"),
-    ] {
+    for (function, queue, short) in consumers::ALL
+        .iter()
+        .map(|c| (c.logical_id("Function"), c.logical_id("DeadLetterQueue"), c.name))
+    {
+        let (function, queue) = (function.as_str(), queue.as_str());
         let reading: Vec<_> = mappings
             .values()
             .filter(|m| json(&m["Properties"]["FunctionName"]) == serde_json::json!({ "!Ref": function }))
@@ -800,9 +807,13 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
             "{function}"
         );
     }
-    assert_eq!(groups.len(), 2, "each consumer in a group of its own");
+    assert_eq!(
+        groups.len(),
+        consumers::ALL.len(),
+        "each consumer in a group of its own"
+    );
     // Provisioned pollers (the error-handling controls need them), billed by Event Poller Unit:
-    // the two mappings share one poller group, so they share those units.
+    // the consumers' mappings share one poller group, so they share those units.
     let pollers: BTreeSet<String> = mappings
         .values()
         .filter(|m| m["Properties"].get("Topics").is_some())
@@ -838,8 +849,8 @@ fn event_bus_kafka_reads_the_topic_through_msk_mappings_and_kinesis_deploys_noth
         assert_eq!(writes, [topic_arn], "{publisher}");
     }
     let alarms = watched_metrics(&kafka);
-    for consumer in ["ProjectorFunction", "NotifierFunction"] {
-        let key = |metric: &str| ("AWS/Lambda".to_owned(), metric.to_owned(), consumer.to_owned());
+    for consumer in consumers::ALL.iter().map(|c| c.logical_id("Function")) {
+        let key = |metric: &str| ("AWS/Lambda".to_owned(), metric.to_owned(), consumer.clone());
         assert!(alarms.contains(&key("OffsetLag")), "{consumer} lag on Kafka");
         assert!(
             !alarms.contains(&key("IteratorAge")),
@@ -1101,4 +1112,12 @@ fn the_dashboard_of_every_deployment_parses_and_names_only_that_stacks_resources
             );
         }
     }
+}
+
+/// An SDK configuration that reaches nothing: building a consumer's clients makes no call.
+fn offline_sdk() -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("eu-west-1"))
+        .build()
 }

@@ -33,11 +33,11 @@
 use adapters::SnsTopic;
 use api::request::{CreateReservation, PutSlot};
 use api::{ReservationService, RetryPolicy};
-use consumers::{Consumer, Notifier, Projector};
+use consumers::{Consumer, ConsumerError, Notifier, Projector};
 use dead_letters::JsonLinesDeadLetters;
 use devstack::pipeline::{RelayHandler, consumer_mapping_config, consumer_mapping_with, relay_mapping_config};
 use domain::ports::{Delivery, NotificationChannel, StoreError, StoreErrorKind};
-use domain::{ApplyOutcome, Capacity, GuestId, Notification, ReservationEvent, Seats, SlotId, TraceId, Version};
+use domain::{ApplyOutcome, Capacity, GuestId, Notification, Seats, SlotId, TraceId, Version};
 use event_source_mapping::{DynamoDbStreamsSource, EventSourceMapping, JsonLinesOnFailure};
 use futures::StreamExt;
 use rand::rngs::StdRng;
@@ -45,6 +45,7 @@ use rand::{Rng, SeedableRng};
 use relay::{
     EventSink, KafkaSink, KinesisSink, PublishPolicy, PutOutcome, Relay, SinkError, SinkErrorKind, SinkRecord,
 };
+use reservation_events_consumer::ReservationEvent;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -191,11 +192,11 @@ struct Chaotic<C> {
 }
 
 impl<C: Consumer> Consumer for Chaotic<C> {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.inner.name()
     }
 
-    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, StoreError> {
+    async fn apply(&self, event: &ReservationEvent) -> Result<ApplyOutcome, ConsumerError> {
         let (fail, kill) = {
             let mut rng = self.rng.lock().unwrap();
             let mut burst = self.burst_left.lock().unwrap();
@@ -213,14 +214,14 @@ impl<C: Consumer> Consumer for Chaotic<C> {
         };
         if fail {
             *self.faults.lock().unwrap().entry("store failures").or_default() += 1;
-            return Err(StoreError::new(StoreErrorKind::Throttled, "apply", "injected"));
+            return Err(StoreError::new(StoreErrorKind::Throttled, "apply", "injected").into());
         }
         let outcome = self.inner.apply(event).await?;
         if outcome == ApplyOutcome::Applied {
             self.applied
                 .lock()
                 .unwrap()
-                .push((event.reservation_id().to_string(), event.version().get()));
+                .push((event.reservation_id().to_owned(), event.version.get()));
         }
         if kill {
             *self.faults.lock().unwrap().entry("consumer kills").or_default() += 1;
@@ -229,7 +230,7 @@ impl<C: Consumer> Consumer for Chaotic<C> {
         Ok(outcome)
     }
 
-    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, StoreError> {
+    async fn applied_version(&self, event: &ReservationEvent) -> Result<Option<Version>, ConsumerError> {
         self.inner.applied_version(event).await
     }
 }

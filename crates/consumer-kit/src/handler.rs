@@ -1,14 +1,15 @@
-//! One batch through a consumer: a Kinesis batch, or a batch of Lambda's Kafka event source
-//! mapping (the same events, keyed and valued as on Kinesis; docs/adr/0007-kafka-bus.md).
+//! One batch through a consumer: a batch of Lambda's Kinesis event source mapping, or of its
+//! Amazon MSK one (the same events: keyed by reservation id, the envelope as the data or value).
 //!
-//! Records are taken in shard order (on Kafka: each topic-partition's in offset order). An event is applied through the consumer's port, which says
-//! applied, duplicate (acknowledged) or gap.
+//! Records are taken in shard order (on Kafka: each topic-partition's in offset order). Each
+//! event is applied through [`Consumer::apply`], which says applied, duplicate (acknowledged) or
+//! gap.
 //!
 //! What can never be applied goes to the dead letters, whole and with the reason, and the shard
-//! moves on: a record that is not a valid event, a write the store refuses as invalid, and a gap
-//! (a version whose predecessor never came: waiting for it would hold the whole shard). A gap's
-//! letter names the missing version; once it is published again (the recovery sweep), re-driving
-//! the letter applies it (docs/adr/0003-consumer-exactly-once-in-order.md).
+//! moves on: a record that is not a valid event, a write the store refuses for good, and a gap (a
+//! version whose predecessor never came: waiting for it would hold the whole shard). A gap's
+//! letter names the missing version; once that version is published again, re-driving the letter
+//! (handing its record back to the handler) applies it.
 //!
 //! What may succeed later (throttling, a transaction conflict, a timeout, a store error) is
 //! retried: that reservation's later records in the batch are left alone while other
@@ -16,21 +17,27 @@
 //! failure. Lambda re-delivers from it, with no limit but the records' age, and what was applied
 //! after it comes back as duplicates.
 
-use crate::Consumer;
+use crate::config::DEFAULT_METRICS_NAMESPACE;
+use crate::consumer::{Consumer, ErrorKind, error_chain};
+use crate::dead_letter::{DeadLetter, DeadLetters};
+use crate::event::{DecodeError, ReservationEvent, decode};
+use crate::metrics::{Emitter, MetricSet};
+use crate::order::ApplyOutcome;
 use aws_lambda_events::event::kafka::{KafkaEvent, KafkaRecord};
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use dead_letters::{DeadLetter, DeadLetters};
-use domain::{ApplyOutcome, ReservationEvent};
 use std::borrow::Cow;
 use std::collections::HashSet;
 
+/// Runs a [`Consumer`] over Lambda's batches: [`ConsumerHandler::handle`] for a Kinesis event
+/// source mapping, [`ConsumerHandler::handle_kafka`] for an Amazon MSK one.
 pub struct ConsumerHandler<C, D> {
     consumer: C,
     dead_letters: D,
-    metrics: telemetry::Emitter,
+    metrics: Emitter,
+    namespace: String,
 }
 
 /// What one batch did, for logs, metrics, the replay CLI and tests.
@@ -85,13 +92,20 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         Self {
             consumer,
             dead_letters,
-            metrics: telemetry::Emitter::Off,
+            metrics: Emitter::Off,
+            namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
         }
     }
 
     /// Emits each batch's metrics (EMF) here; off unless set.
-    pub fn with_metrics(mut self, emitter: telemetry::Emitter) -> Self {
+    pub fn with_metrics(mut self, emitter: Emitter) -> Self {
         self.metrics = emitter;
+        self
+    }
+
+    /// The CloudWatch namespace of the batch metrics ([`DEFAULT_METRICS_NAMESPACE`] unless set).
+    pub fn with_metrics_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
         self
     }
 
@@ -206,6 +220,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
         );
         let oldest_arrival_ms = records.iter().map(Delivered::arrival_ms).filter(|ms| *ms > 0).min();
         self.metrics.emit(&batch_metrics(
+            &self.namespace,
             self.consumer.name(),
             &stats,
             oldest_arrival_ms,
@@ -218,7 +233,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
     async fn process(&self, record: &Delivered<'_>) -> RecordOutcome {
         let event = match record.decode() {
             Ok(event) => event,
-            Err(reason) => return self.dead_letter(record, &reason).await,
+            Err(reason) => return self.dead_letter(record, &reason.to_string()).await,
         };
         // At INFO: the trace id that started at the API request ends here, on every event.
         let span = tracing::info_span!(
@@ -227,7 +242,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
             trace_id = %event.trace_id,
             reservation_id = %event.reservation_id(),
             event_id = %event.event_id,
-            version = %event.version(),
+            version = %event.version,
         );
         let _entered = span.enter();
         match self.consumer.apply(&event).await {
@@ -244,23 +259,23 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                     "gap: version {expected} of reservation {} never arrived before version {}; publish it again \
                      (the recovery sweep), then re-drive this letter",
                     event.reservation_id(),
-                    event.version()
+                    event.version
                 );
                 match self.dead_letter(record, &reason).await {
                     RecordOutcome::DeadLettered => RecordOutcome::Gap,
                     other => other,
                 }
             }
-            Err(e) if e.kind == domain::ports::StoreErrorKind::Rejected => {
-                let reason = format!("refused for good: {}", telemetry::error_chain(&e));
+            Err(e) if e.kind == ErrorKind::Rejected => {
+                let reason = format!("refused for good: {}", error_chain(&e));
                 self.dead_letter(record, &reason).await
             }
-            Err(e) if e.kind == domain::ports::StoreErrorKind::Contended => {
-                tracing::info!(error = %telemetry::error_chain(&e), position = %record.position(), "lost a race with another writer; will retry");
+            Err(e) if e.kind == ErrorKind::Contended => {
+                tracing::info!(error = %error_chain(&e), position = %record.position(), "lost a race with another writer; will retry");
                 RecordOutcome::Contended
             }
             Err(e) => {
-                tracing::warn!(error = %e, source = ?std::error::Error::source(&e), position = %record.position(), "store failed; will retry");
+                tracing::warn!(error = %error_chain(&e), position = %record.position(), "store failed; will retry");
                 RecordOutcome::StoreFailure
             }
         }
@@ -283,7 +298,7 @@ impl<C: Consumer, D: DeadLetters> ConsumerHandler<C, D> {
                 RecordOutcome::DeadLettered
             }
             Err(e) => {
-                tracing::error!(consumer = self.consumer.name(), reason, error = %e, position = %record.position(), "record cannot be applied and its dead letter could not be stored; will retry from it");
+                tracing::error!(consumer = self.consumer.name(), reason, error = %error_chain(&e), position = %record.position(), "record cannot be applied and its dead letter could not be stored; will retry from it");
                 RecordOutcome::DeadLetterFailed
             }
         }
@@ -333,18 +348,16 @@ impl Delivered<'_> {
         }
     }
 
-    fn decode(&self) -> Result<ReservationEvent, String> {
+    fn decode(&self) -> Result<ReservationEvent, RecordError> {
         match self {
-            Self::Kinesis(record) => decode(record),
+            Self::Kinesis(record) => Ok(decode(&record.kinesis.partition_key, &record.kinesis.data.0)?),
             Self::Kafka { record, .. } => {
-                let value = record.value.as_deref().ok_or("the Kafka record has no value")?;
-                let data = BASE64
-                    .decode(value)
-                    .map_err(|e| format!("the Kafka record's value is not base64: {e}"))?;
+                let value = record.value.as_deref().ok_or(RecordError::NoValue)?;
+                let data = BASE64.decode(value).map_err(RecordError::ValueNotBase64)?;
                 if record.key.is_none() {
-                    return Err("the Kafka record has no key; ours are keyed by reservation id".into());
+                    return Err(RecordError::NoKey);
                 }
-                decode_data(&self.key(), &data)
+                Ok(decode(&self.key(), &data)?)
             }
         }
     }
@@ -412,14 +425,15 @@ pub struct KafkaItemIdentifier {
 
 /// A batch as EMF metrics: applied, duplicates skipped, gaps, store failures, transaction
 /// conflicts, dead letters, and the consumer's lag (now − the oldest record's arrival on the
-/// stream).
+/// bus).
 pub fn batch_metrics(
+    namespace: &str,
     consumer: &str,
     stats: &BatchStats,
     oldest_arrival_ms: Option<i64>,
     now: time::OffsetDateTime,
-) -> telemetry::MetricSet {
-    let mut metrics = telemetry::MetricSet::new(consumer);
+) -> MetricSet {
+    let mut metrics = MetricSet::new(namespace, consumer);
     metrics
         .count("EventsApplied", stats.applied as f64)
         .count("DuplicatesSkipped", stats.duplicates as f64)
@@ -434,20 +448,15 @@ pub fn batch_metrics(
     metrics
 }
 
-/// The event in a record, or why it is not one. The partition key must be the reservation id:
-/// a record keyed otherwise may sit on another shard than its siblings, with no order to rely on.
-pub fn decode(record: &KinesisEventRecord) -> Result<ReservationEvent, String> {
-    decode_data(&record.kinesis.partition_key, &record.kinesis.data.0)
-}
-
-/// [`decode`] for a record read some other way (the replay CLI reads Kinesis itself).
-pub fn decode_data(partition_key: &str, data: &[u8]) -> Result<ReservationEvent, String> {
-    let event = ReservationEvent::from_json(data).map_err(|e| e.to_string())?;
-    if event.reservation_id().as_str() != partition_key {
-        return Err(format!(
-            "partition key {partition_key:?} is not the event's reservation id {}",
-            event.reservation_id()
-        ));
-    }
-    Ok(event)
+/// Why a delivered record holds no event.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error("the Kafka record has no value")]
+    NoValue,
+    #[error("the Kafka record's value is not base64: {0}")]
+    ValueNotBase64(#[source] base64::DecodeError),
+    #[error("the Kafka record has no key; ours are keyed by reservation id")]
+    NoKey,
+    #[error(transparent)]
+    Event(#[from] DecodeError),
 }
