@@ -2,7 +2,8 @@
 //!
 //! Creates `--slots` slots (of `--shards` shards each) with room for every request, then runs
 //! `--clients` concurrent clients, each sending `POST /reservations` back to back (1 seat, a slot
-//! picked at random, so clients do not march over the slots in step) until the time is up. With `--capacity C --until-sold-out` the slots hold
+//! picked at random, so clients do not march over the slots in step) until the time is up; a
+//! client told to come back later (429, 503 with `Retry-After`) waits that long first. With `--capacity C --until-sold-out` the slots hold
 //! C seats and each client stops at its first `sold_out` (a sell-out). Prints one JSON line:
 //! requests, statuses and problem codes, rate and latency percentiles.
 
@@ -77,15 +78,27 @@ pub async fn run(args: Args) -> Result<()> {
                 let slot = &slots[rand::random_range(0..slots.len())];
                 let body = json!({ "slot_id": slot, "guest_id": format!("g{client}"), "seats": 1 });
                 let sent = Instant::now();
-                let (status, code) = match http.post(&url).json(&body).send().await {
+                let (status, code, retry_after) = match http.post(&url).json(&body).send().await {
                     Ok(response) => {
                         let status = response.status().as_u16();
+                        let retry_after = response
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
                         let body: serde_json::Value = response.json().await.unwrap_or_default();
-                        (status, body["code"].as_str().map(str::to_owned))
+                        (status, body["code"].as_str().map(str::to_owned), retry_after)
                     }
-                    Err(_) => (0, None),
+                    Err(_) => (0, None, None),
                 };
                 latencies.push(sent.elapsed());
+                // A well-behaved client: told to come back later (429, 503), it waits that long.
+                if let Some(seconds) = retry_after {
+                    tokio::time::sleep(
+                        Duration::from_secs(seconds).min(deadline.saturating_duration_since(Instant::now())),
+                    )
+                    .await;
+                }
                 *statuses.entry(status).or_default() += 1;
                 if let Some(code) = &code {
                     *codes.entry(code.clone()).or_default() += 1;

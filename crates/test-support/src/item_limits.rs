@@ -10,13 +10,15 @@
 //!   item, a transactional write twice that (DynamoDB prepares and commits each item). Over the
 //!   budget, a `TransactWriteItems` is cancelled with `ThrottlingError` for that item, and a
 //!   single write answers `ProvisionedThroughputExceededException`.
-//! - **Transaction conflicts.** From the moment a `TransactWriteItems` is admitted until DynamoDB
-//!   Local answered it and `hold` more has passed (DynamoDB Local commits in a moment; DynamoDB's
-//!   two phases take milliseconds), its items are held: another `TransactWriteItems` with one of
-//!   them is cancelled (`TransactionCanceledException`, `TransactionConflict` for the held items
-//!   and `None` for the others, in request order), and a `PutItem`, `UpdateItem` or `DeleteItem`
-//!   of one fails with `TransactionConflictException`. Reads are never refused: a `GetItem` or a
-//!   `BatchGetItem` reads the last committed value.
+//! - **Transaction conflicts.** For `hold` from the moment a `TransactWriteItems` is admitted
+//!   (the transaction's duration on DynamoDB, two phases across partitions), its items are held:
+//!   another `TransactWriteItems` with one of them is cancelled (`TransactionCanceledException`,
+//!   `TransactionConflict` for the held items and `None` for the others, in request order), and a
+//!   `PutItem`, `UpdateItem` or `DeleteItem` of one fails with `TransactionConflictException`.
+//!   The time DynamoDB Local takes is not counted: it is mostly queueing behind every other
+//!   request on this machine (it serialises them), which on DynamoDB holds no item. DynamoDB Local
+//!   still applies each transaction's conditions, in the order it receives them. Reads are never
+//!   refused: a `GetItem` or a `BatchGetItem` reads the last committed value.
 //!
 //! Not modelled: `TransactGetItems` and `BatchWriteItem` (passed through), table- and
 //! account-level limits, adaptive capacity and split for heat, reads' units.
@@ -40,7 +42,7 @@ use tokio::time::Instant;
 pub struct Limits {
     /// Write units per second per item (DynamoDB: 1,000 per partition).
     pub write_units_per_second: f64,
-    /// How long a transaction holds its items after DynamoDB Local answered it.
+    /// How long a transaction holds its items from the moment it is admitted.
     pub hold: Duration,
 }
 
@@ -78,12 +80,12 @@ struct Bucket {
 
 #[derive(Default)]
 struct State {
-    /// Items held by a transaction: the transaction's number.
-    held: HashMap<ItemKey, u64>,
+    /// Items held by a transaction: until when. An expiry, not a timer: a timer's task runs late
+    /// on a busy machine, and the hold would grow with the load.
+    held: HashMap<ItemKey, Instant>,
     buckets: HashMap<ItemKey, Bucket>,
     /// Each item's size as last put, in bytes (updates are charged at least that).
     sizes: HashMap<ItemKey, u64>,
-    next_transaction: u64,
     counts: Counts,
 }
 
@@ -160,7 +162,7 @@ struct Write {
 
 /// What the model decides for a request, before it reaches DynamoDB Local.
 enum Verdict {
-    Forward { holds: Option<(u64, Vec<ItemKey>)> },
+    Forward,
     Refuse(hyper::Response<Full<Bytes>>),
 }
 
@@ -191,35 +193,11 @@ impl Shared {
         *self.lock().counts.requests.entry(operation.clone()).or_default() += 1;
         let verdict = match serde_json::from_slice::<Value>(&body) {
             Ok(request) => self.judge(&operation, &request, &parts.headers).await,
-            Err(_) => Verdict::Forward { holds: None },
+            Err(_) => Verdict::Forward,
         };
-        let holds = match verdict {
-            Verdict::Refuse(answer) => return answer,
-            Verdict::Forward { holds } => holds,
-        };
-        let answer = self.forward(&parts, body).await;
-        if let Some((transaction, keys)) = holds {
-            // Held until DynamoDB Local answered, and `hold` more.
-            if self.limits.hold.is_zero() {
-                self.release(transaction, keys);
-            } else {
-                let shared = Arc::clone(self);
-                let hold = self.limits.hold;
-                tokio::spawn(async move {
-                    tokio::time::sleep(hold).await;
-                    shared.release(transaction, keys);
-                });
-            }
-        }
-        answer
-    }
-
-    fn release(&self, transaction: u64, keys: Vec<ItemKey>) {
-        let mut state = self.lock();
-        for key in keys {
-            if state.held.get(&key) == Some(&transaction) {
-                state.held.remove(&key);
-            }
+        match verdict {
+            Verdict::Refuse(answer) => answer,
+            Verdict::Forward => self.forward(&parts, body).await,
         }
     }
 
@@ -230,11 +208,11 @@ impl Shared {
             "TransactWriteItems" => {
                 for action in request["TransactItems"].as_array().into_iter().flatten() {
                     let Some((kind, body)) = action.as_object().and_then(|o| o.iter().next()) else {
-                        return Verdict::Forward { holds: None };
+                        return Verdict::Forward;
                     };
                     match self.write_of(kind, body, headers, true).await {
                         Some(write) => writes.push(write),
-                        None => return Verdict::Forward { holds: None },
+                        None => return Verdict::Forward,
                     }
                 }
             }
@@ -242,15 +220,16 @@ impl Shared {
                 let kind = &operation[..operation.len() - 4];
                 match self.write_of(kind, request, headers, false).await {
                     Some(write) => writes.push(write),
-                    None => return Verdict::Forward { holds: None },
+                    None => return Verdict::Forward,
                 }
             }
-            _ => return Verdict::Forward { holds: None },
+            _ => return Verdict::Forward,
         }
 
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = Instant::now();
+        state.held.retain(|_, until| *until > now);
         let rate = self.limits.write_units_per_second;
         let mut reasons = Vec::new();
         for write in &writes {
@@ -295,18 +274,13 @@ impl Shared {
                 bucket.units -= write.units;
             }
         }
-        if !transactional {
-            return Verdict::Forward { holds: None };
+        if transactional {
+            let until = now + self.limits.hold;
+            for write in writes {
+                state.held.insert(write.key, until);
+            }
         }
-        state.next_transaction += 1;
-        let transaction = state.next_transaction;
-        let keys: Vec<ItemKey> = writes.into_iter().map(|w| w.key).collect();
-        for key in &keys {
-            state.held.insert(key.clone(), transaction);
-        }
-        Verdict::Forward {
-            holds: Some((transaction, keys)),
-        }
+        Verdict::Forward
     }
 
     /// The item one action writes, and its cost: a `Put` names the whole item (its key read with

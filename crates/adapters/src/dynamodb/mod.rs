@@ -82,15 +82,15 @@ impl StoreTables {
 pub struct DynamoReservationStore {
     client: Client,
     tables: StoreTables,
-    /// The shard counts of the sharded slots this process has booked (fixed at creation, so
-    /// never stale): their bookings go straight to a shard.
+    /// The shard counts of the slots this process has booked (fixed at creation, so never
+    /// stale): a sharded slot's bookings go straight to a shard.
     sharded: Arc<Mutex<HashMap<SlotId, ShardCount>>>,
 }
 
 /// How many times a sharded booking or resize reads the shards and tries again when the shards
 /// changed under it, before it reports contention (the caller backs off and retries).
 const SHARD_ROUNDS: usize = 4;
-/// How many sharded slots a process remembers the shard count of.
+/// How many slots a process remembers the shard count of.
 const REMEMBERED_SLOTS: usize = 100_000;
 
 type Item = HashMap<String, AttributeValue>;
@@ -692,7 +692,20 @@ impl ReservationStore for DynamoReservationStore {
 
     async fn create_reservation(&self, change: &NewReservation) -> Result<(), CommitError> {
         let slot_id = &change.reservation.slot_id;
-        if let Some(shards) = self.known_shards(slot_id) {
+        // A process learns a slot's shard count once, with one consistent read of the slot item
+        // (it is fixed at creation). Booking blindly as one item instead would send every cold
+        // process's first booking of a sharded slot to the slot item at once, where they conflict.
+        let shards = match self.known_shards(slot_id) {
+            Some(shards) => shards,
+            None => {
+                let Some(slot) = self.get_slot_item(slot_id).await? else {
+                    return Err(CommitError::SlotNotFound);
+                };
+                self.remember_shards(slot_id, slot.shard_count());
+                slot.shard_count()
+            }
+        };
+        if shards.is_sharded() {
             return self.book_sharded(change, shards).await;
         }
         match self.commit_booking(change, &Placement::default()).await {

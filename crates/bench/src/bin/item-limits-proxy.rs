@@ -20,7 +20,7 @@ struct Cli {
     /// engines can keep up with).
     #[arg(long, default_value_t = 1_000.0)]
     write_units: f64,
-    /// How long a transaction holds its items after DynamoDB Local answered it.
+    /// How long a transaction holds its items from the moment it is admitted (its duration).
     #[arg(long, default_value_t = 10)]
     hold_ms: u64,
 }
