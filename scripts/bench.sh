@@ -8,6 +8,10 @@
 #                                              100 ms, at RATE reservations/s (20, 30 s each), and
 #                                              each mode's DynamoDB calls while idle; plots the CDFs
 #   scripts/bench.sh api [CLIENTS] [SECONDS]   POST /reservations next to raw TransactWriteItems (32, 20)
+#   scripts/bench.sh hot-slot [CLIENTS] [SECONDS] [WRITE_UNITS] [HOLD_MS] [CAPACITY]
+#                                              one slot of 1, 4, 16 and 64 shards against 64 slots, through
+#                                              the model of DynamoDB's per-item limits (32, 20, 200, 10), and
+#                                              sell-outs of CAPACITY seats (300); plots docs/benchmarks-hot-slot.png
 #   scripts/bench.sh relay [EVENTS] [BATCH]    relay CPU per event and rate vs raw PutRecords (10000, 100)
 #   scripts/bench.sh buses [EVENTS] [RATE]     the same relay workloads on Kinesis and on Kafka (Tansu), and
 #                                              API 201 → projector applied on each bus (10000, 20)
@@ -22,8 +26,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/stack.sh"
 
 what="${1:-all}"
 case "$what" in
-  all | modes | api | relay | buses | functions | consumers | cost) ;;
-  *) die "unknown benchmark '$what' (available: all, modes, api, relay, buses, functions, consumers, cost)" ;;
+  all | modes | api | hot-slot | relay | buses | functions | consumers | cost) ;;
+  *) die "unknown benchmark '$what' (available: all, modes, api, hot-slot, relay, buses, functions, consumers, cost)" ;;
 esac
 [[ "$what" == all ]] && (($# > 1)) && die "'all' takes no arguments; run one benchmark to change its parameters"
 
@@ -36,7 +40,7 @@ log "building release binaries"
 (cd "$ROOT" && cargo build --quiet --release -p devstack -p bench)
 bin="$ROOT/target/release"
 
-ddb_port=18100; kinesis_port=14668; api_port=13100; sqs_port="${BENCH_SQS_PORT:-14670}"
+ddb_port=18100; kinesis_port=14668; api_port=13100; limits_port=18200; sqs_port="${BENCH_SQS_PORT:-14670}"
 kafka_port="${BENCH_KAFKA_PORT:-19100}"
 logs="$ROOT/.devstack/bench-logs"
 unset AWS_ENDPOINT_URL AWS_PROFILE RELAY_MODE
@@ -174,7 +178,7 @@ bench_api() {
   log "api: raw TransactWriteItems, $clients clients, $seconds s, over 64 slots"
   raw="$("$bin/pipeline-bench" transactions --clients "$clients" --seconds "$seconds")"
   api_load() {
-    fresh_engines
+    fresh_engines_and_sns
     RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1
     RUST_LOG=warn "$bin/devstack" serve --addr "127.0.0.1:$api_port" >"$logs/api.log" 2>&1 &
     STARTED_PIDS+=($!)
@@ -217,6 +221,129 @@ domain types. A request without an Idempotency-Key is exactly that one TransactW
 read. With one hot slot every request touches the same item; any TransactionConflict is retried
 inside the API with jittered backoff, so "other" (answers that were not 201) stays the figure to
 watch.""")
+PY
+}
+
+# One slot under many bookers, through the model of DynamoDB's per-item limits
+# (test_support::item_limits) between the API and DynamoDB Local.
+bench_hot_slot() {
+  local clients="${1:-32}" seconds="${2:-20}" units="${3:-200}" hold="${4:-10}" capacity="${5:-300}" results=""
+  # hot_run NAME SLOTS SHARDS [LOADGEN ARGS...]: fresh engines, the model, the API through it, the load.
+  hot_run() {
+    local name=$1 slots=$2 shards=$3
+    fresh_engines_and_sns
+    RUST_LOG=warn "$bin/devstack" provision >"$logs/provision.log" 2>&1 || { tail -5 "$logs/provision.log"; die "devstack provision failed"; }
+    "$bin/item-limits-proxy" --listen "127.0.0.1:$limits_port" --upstream "$AWS_ENDPOINT_URL_DYNAMODB" \
+      --write-units "$units" --hold-ms "$hold" >"$logs/item-limits.log" 2>&1 &
+    STARTED_PIDS+=($!)
+    wait_for_port "$limits_port" "item-limits-proxy" "$!" "$logs/item-limits.log"
+    AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$limits_port" RUST_LOG=warn "$bin/devstack" serve \
+      --addr "127.0.0.1:$api_port" >"$logs/api.log" 2>&1 &
+    STARTED_PIDS+=($!)
+    wait_for_port "$api_port" "the API" "$!" "$logs/api.log"
+    log "hot-slot: $name: $clients clients over $slots slot(s) of $shards shard(s)"
+    "$bin/loadgen" --url "http://127.0.0.1:$api_port" --clients "$clients" --slots "$slots" --shards "$shards" \
+      --slot-prefix "$name" "${@:4}" >"$logs/hot-$name.json"
+    python3 - "$name" "$logs/hot-$name.json" "http://127.0.0.1:$limits_port/item-limits/counts" >>"$logs/hot-slot.jsonl" <<'PY'
+import json, sys, urllib.request
+name, load, counts = sys.argv[1:4]
+print(json.dumps({"name": name, "load": json.load(open(load)), "model": json.load(urllib.request.urlopen(counts))}))
+PY
+  }
+  rm -f "$logs/hot-slot.jsonl"
+  mkdir -p "$logs"
+  local k
+  for k in 1 4 16 64; do
+    hot_run "k$k" 1 "$k" --seconds "$seconds"
+  done
+  hot_run spread 64 1 --seconds "$seconds"
+  hot_run sellout-k1 1 1 --capacity "$capacity" --until-sold-out --seconds 300
+  hot_run sellout-k16 1 16 --capacity "$capacity" --until-sold-out --seconds 300
+  results="$(cat "$logs/hot-slot.jsonl")"
+  echo "$results"
+  pip_tools "$ROOT/.venv-bench" matplotlib==3.9.2
+  "$ROOT/.venv-bench/bin/python" - "$logs/hot-slot.jsonl" "$ROOT/docs/benchmarks-hot-slot.png" <<'PY'
+import json, sys, matplotlib
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
+names = ["k1", "k4", "k16", "k64", "spread"]
+labels = ["1 slot,\n1 shard", "1 slot,\n4 shards", "1 slot,\n16 shards", "1 slot,\n64 shards", "64 slots,\n1 shard each"]
+rates = [rows[n]["load"]["created_per_second"] for n in names]
+p99 = [rows[n]["load"]["latency_ms"]["p99"] for n in names]
+fig, ax = plt.subplots(figsize=(8, 4.5), dpi=110)
+bars = ax.bar(labels, rates, color=["#c44e52", "#dd8452", "#55a868", "#4c72b0", "#8c8c8c"])
+for bar, rate, p in zip(bars, rates, p99):
+    ax.annotate(f"{rate:.0f}/s\np99 {p:.0f} ms", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                ha="center", va="bottom", fontsize=8)
+ax.axhline(0.8 * rates[-1], color="#8c8c8c", linestyle="--", linewidth=1, label="80% of the spread load")
+ax.set_ylabel("bookings per second (201)")
+ax.set_title("One slot under 32 clients, through the model of DynamoDB's per-item limits")
+ax.set_ylim(0, max(rates) * 1.25)
+ax.legend(loc="upper left")
+fig.tight_layout()
+fig.savefig(sys.argv[2])
+PY
+  python3 - "$logs/hot-slot.jsonl" "$(command_line hot-slot "$clients" "$seconds" "$units" "$hold" "$capacity")" "$machine" "$day" "$units" "$hold" <<'PY' | write_section "## A flash sale on one slot: sharded slots through a model of DynamoDB's item limits"
+import json, sys
+rows = {r["name"]: r for r in map(json.loads, open(sys.argv[1]))}
+command, machine, day, units, hold = sys.argv[2:7]
+def other(load):
+    s = load["statuses"]
+    return sum(v for k, v in s.items() if k not in ("201", "409"))
+def row(label, r):
+    load, model = r["load"], r["model"]
+    l = load["latency_ms"]
+    calls = model["requests"].get("TransactWriteItems", 0)
+    retries = calls - load["requests"]
+    codes = ", ".join(f"{k} {v}" for k, v in sorted(load["codes"].items())) or "none"
+    return (f"| {label} | {load['requests']} | {load['statuses'].get('201', 0)} | {load['created_per_second']:.0f} | "
+            f"{l['p50']:.0f} | {l['p99']:.0f} | {model['transaction_conflicts']} | {model['transactions_throttled']} | "
+            f"{max(retries, 0)} | {other(load)} | {codes} |")
+spread = rows["spread"]["load"]["created_per_second"]
+k16 = rows["k16"]["load"]["created_per_second"]
+k1 = rows["k1"]["load"]["created_per_second"]
+clients = rows["k1"]["load"]["clients"]
+print(f"""## A flash sale on one slot: sharded slots through a model of DynamoDB's item limits
+
+Command: `{command}` (release build; `devstack serve` in front of the Lambda handler, DynamoDB
+Local restarted empty before each row, and between them `item-limits-proxy`, the model of
+DynamoDB's per-item limits of `test_support::item_limits`: {units} write units a second per item
+and each transaction holding its items {hold} ms past DynamoDB Local's answer, scaled down from
+DynamoDB's 1,000 units so that this machine's engines are not the limit). {clients} clients book one
+seat at a time, back to back; client, API, model and engine share the machine. Run on {day}: {machine}.
+
+| load | requests | 201 | bookings/s | p50 ms | p99 ms | conflicts | throttled | retries | other than 201/409 | problem codes |
+|---|---|---|---|---|---|---|---|---|---|---|
+{row("1 slot, 1 shard", rows["k1"])}
+{row("1 slot, 4 shards", rows["k4"])}
+{row("1 slot, 16 shards", rows["k16"])}
+{row("1 slot, 64 shards", rows["k64"])}
+{row("64 slots of 1 shard (spread)", rows["spread"])}
+
+**16 shards / spread = {k16 / spread:.2f}** (target ≥ 0.8); one shard reaches {k1 / spread:.2f} of the spread load's rate.
+"Conflicts" are the transactions the model cancelled with `TransactionConflict` (an item held by
+another transaction), "throttled" those it cancelled with `ThrottlingError`; "retries" are the
+API's `TransactWriteItems` calls beyond one per request (its retries of conflicts and throttles,
+and a sharded booking's draws on other shards). Answers other than 201 and 409 are the 429
+`contended` and 503 `throttled` of requests whose retries ran out: the caller tries again after
+`Retry-After`. None is a 409 for contention, and a 409 `sold_out` only when the slot was sold out.
+
+![Bookings per second on one slot by shard count, against 64 slots](benchmarks-hot-slot.png)
+
+**Sell-outs**: {clients} clients book one seat at a time until each is told `sold_out`.
+
+| slot | capacity | requests | 201 | 409 `sold_out` | other | reserved at the end | conflicts | retries |
+|---|---|---|---|---|---|---|---|---|""")
+for name, label in (("sellout-k1", "1 shard"), ("sellout-k16", "16 shards")):
+    r = rows[name]
+    load, model = r["load"], r["model"]
+    calls = model["requests"].get("TransactWriteItems", 0)
+    print(f"| {label} | {load['capacity']} | {load['requests']} | {load['statuses'].get('201', 0)} | "
+          f"{load['codes'].get('sold_out', 0)} | {other(load)} | {load['reserved']} | {model['transaction_conflicts']} | {max(calls - load['requests'], 0)} |")
+print("""
+Every sell-out ends with exactly its capacity booked: the 201s and the slot's `reserved` are the
+capacity, and every refusal after it is `sold_out`.""")
 PY
 }
 
@@ -266,6 +393,14 @@ from stepping back in version), so such a batch took {calls_per_batch:.1f} calls
 `PutRecords` would be faster there precisely because it gives no order guarantee under
 partial failure. kinesis-mock runs on the same cores as the relay.""")
 PY
+}
+
+# Fresh engines and moto for SNS and SQS: `devstack provision` also makes the notifications
+# topic and its subscriber queue.
+fresh_engines_and_sns() {
+  fresh_engines
+  ensure_sqs_engine
+  start_sqs_engine "$sqs_port" "$logs" BENCH_SQS_PORT
 }
 
 # Fresh engines and a fresh Kafka broker (Tansu, memory storage).
@@ -465,6 +600,7 @@ bench_cost() {
 case "$what" in
   modes) bench_modes "${@:2}" ;;
   api) bench_api "${@:2}" ;;
+  hot-slot) bench_hot_slot "${@:2}" ;;
   relay) bench_relay "${@:2}" ;;
   buses) bench_buses "${@:2}" ;;
   functions) bench_functions "${@:2}" ;;
@@ -473,6 +609,7 @@ case "$what" in
   all)
     bench_modes
     bench_api
+    bench_hot_slot
     bench_relay
     bench_buses
     bench_consumers

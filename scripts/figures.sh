@@ -48,14 +48,18 @@ for name, title, bus in [("chaos", "Chaos suite", "stream"), ("chaos-kafka", "Ch
     chaos = load(name)
     if chaos:
         lines.append(chaos_line(chaos, title, bus))
-for name, bus in [("load", "Kinesis"), ("load-kafka", "the Kafka topic")]:
+for name, title, bus in [
+    ("load", "Load test", "Kinesis"),
+    ("load-sharded", "Load test on a slot of 16 shards", "Kinesis"),
+    ("load-kafka", "Load test on Kafka", "the Kafka topic"),
+]:
     load_test = load(name)
     if load_test:
         statuses = ", ".join(f"{count:,} × {status}" for status, count in sorted(load_test["statuses"].items()))
         codes = ", ".join(f"{count:,} `{code}`" for code, count in sorted(load_test["codes"].items()))
         on_the_bus = load_test.get("events_on_the_bus", load_test.get("events_on_kinesis", 0))
         lines += [
-            f"- **Load test{' on Kafka' if name == 'load-kafka' else ''}** (invariant 2): {load_test['requests']:,} "
+            f"- **{title}** (invariant 2): {load_test['requests']:,} "
             f"concurrent requests for {load_test['capacity']} seats: {statuses} ({codes}); {on_the_bus} "
             f"ReservationCreated events on {bus}.",
         ]

@@ -108,6 +108,16 @@ request GET "/slots/$slot"
 [[ $status == 200 && $(field available) == 2 ]] || fail "seats not returned: $status $body"
 ok "GET /slots/$slot -> 200, 2 seats available again"
 
+# A slot split over 4 shards (docs/design.md, "Sharded slots"): 5 seats dealt 2, 1, 1, 1, so a
+# booking of 4 draws on several shards in its one transaction.
+request PUT "/slots/$slot-flash" '{"capacity": 5, "shards": 4}'
+[[ $status == 201 && $(field shards) == 4 ]] || fail "PUT sharded slot: $status $body"
+request POST /reservations "{\"slot_id\": \"$slot-flash\", \"guest_id\": \"$guest-flash\", \"seats\": 4}"
+[[ $status == 201 ]] || fail "booking across shards: $status $body"
+request GET "/slots/$slot-flash"
+[[ $status == 200 && $(field reserved) == 4 && $(field available) == 1 ]] || fail "sharded slot: $status $body"
+ok "a slot of 4 shards -> 4 of its 5 seats booked across shards in one reservation"
+
 # The read model is eventually consistent: wait for the cancel to reach it through the pipeline.
 deadline=$((SECONDS + wait_seconds))
 while :; do

@@ -4,19 +4,33 @@
 
 use crate::dynamodb::items::NotHome;
 use domain::ports::{
-    Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore, SlotStore,
-    SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
+    Booking, Cancellation, CommitError, IdempotencyRecord, IdempotencyStore, NewReservation, ReservationStore,
+    SlotStore, SlotWrite, SlotWriteError, StoreError, StoreErrorKind,
 };
-use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
+use domain::slot::{initial_shares, plan_take, resized_shares};
+use domain::{Capacity, EventEnvelope, IdempotencyKey, Placement, ReservationId, ShardCount, Slot, SlotId};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 type CommitFailure = Box<dyn FnOnce() -> CommitError + Send>;
 
+/// One shard's seats: (capacity, reserved). A slot of one shard has one.
+type Shards = Vec<(u32, u32)>;
+
+fn slot_of(slot_id: &SlotId, shards: &Shards) -> Slot {
+    let capacity: u32 = shards.iter().map(|s| s.0).sum();
+    Slot {
+        slot_id: slot_id.clone(),
+        capacity: Capacity::new(i64::from(capacity)).unwrap_or_else(|_| Capacity::new(0).expect("zero is a capacity")),
+        reserved: shards.iter().map(|s| s.1).sum(),
+        shards: ShardCount::new(shards.len() as i64).unwrap_or(ShardCount::ONE),
+    }
+}
+
 #[derive(Default)]
 struct State {
-    slots: HashMap<SlotId, Slot>,
-    reservations: HashMap<ReservationId, Reservation>,
+    slots: HashMap<SlotId, Shards>,
+    reservations: HashMap<ReservationId, Booking>,
     idempotency: HashMap<IdempotencyKey, IdempotencyRecord>,
     outbox: Vec<EventEnvelope>,
     injected_commit_failures: VecDeque<CommitFailure>,
@@ -99,16 +113,17 @@ impl SlotStore for InMemoryStore {
     async fn get_slot(&self, slot_id: &SlotId) -> Result<Option<Slot>, StoreError> {
         let mut state = self.lock();
         state.store_failure("get slot")?;
-        Ok(state.slots.get(slot_id).cloned())
+        Ok(state.slots.get(slot_id).map(|shards| slot_of(slot_id, shards)))
     }
 
     /// One Region that is its own primary: every slot is at home in it, so a named home is
-    /// not recorded.
+    /// not recorded. Shards as the DynamoDB store splits them.
     async fn put_slot(
         &self,
         slot_id: &SlotId,
         capacity: Capacity,
         _home: Option<&domain::RegionName>,
+        shards: Option<ShardCount>,
     ) -> Result<SlotWrite, SlotWriteError> {
         let mut state = self.lock();
         state.store_failure("put slot")?;
@@ -117,24 +132,39 @@ impl SlotStore for InMemoryStore {
         }
         match state.slots.get_mut(slot_id) {
             None => {
-                let slot = Slot::new(slot_id.clone(), capacity);
-                state.slots.insert(slot_id.clone(), slot.clone());
+                let count = shards.unwrap_or(ShardCount::ONE);
+                let new: Shards = initial_shares(capacity.get(), count)
+                    .into_iter()
+                    .map(|c| (c, 0))
+                    .collect();
+                let slot = slot_of(slot_id, &new);
+                state.slots.insert(slot_id.clone(), new);
                 Ok(SlotWrite::Created(slot))
             }
-            Some(slot) if !slot.can_resize_to(capacity) => Err(SlotWriteError::CapacityBelowReserved {
-                requested: capacity.get(),
-                reserved: slot.reserved,
-            }),
-            Some(slot) => {
-                slot.capacity = capacity;
-                Ok(SlotWrite::Updated(slot.clone()))
+            Some(existing) if shards.is_some_and(|k| usize::from(k.get()) != existing.len()) => {
+                Err(SlotWriteError::ShardsDiffer {
+                    shards: existing.len() as u16,
+                })
+            }
+            Some(existing) => {
+                let reserved: Vec<u32> = existing.iter().map(|s| s.1).collect();
+                let Some(shares) = resized_shares(capacity.get(), &reserved) else {
+                    return Err(SlotWriteError::CapacityBelowReserved {
+                        requested: capacity.get(),
+                        reserved: reserved.iter().sum(),
+                    });
+                };
+                for (shard, share) in existing.iter_mut().zip(shares) {
+                    shard.0 = share;
+                }
+                Ok(SlotWrite::Updated(slot_of(slot_id, existing)))
             }
         }
     }
 }
 
 impl ReservationStore for InMemoryStore {
-    async fn get_reservation(&self, reservation_id: &ReservationId) -> Result<Option<Reservation>, StoreError> {
+    async fn get_booking(&self, reservation_id: &ReservationId) -> Result<Option<Booking>, StoreError> {
         let mut state = self.lock();
         state.store_failure("get reservation")?;
         Ok(state.reservations.get(reservation_id).cloned())
@@ -154,20 +184,27 @@ impl ReservationStore for InMemoryStore {
         {
             return Err(CommitError::IdempotencyKeyTaken);
         }
-        let slot = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
-        if !slot.can_hold(reservation.seats) {
-            return Err(CommitError::SoldOut);
-        }
+        let shards = state.slots.get(&reservation.slot_id).ok_or(CommitError::SlotNotFound)?;
+        // A random first shard, then the others, as the DynamoDB store draws on them (here the
+        // whole slot is seen at once, so sold out is exact).
+        let available: Vec<u32> = shards.iter().map(|(c, r)| c - r).collect();
+        let first = rand::random_range(0..available.len());
+        let plan = plan_take(&available, reservation.seats.get(), first).ok_or(CommitError::SoldOut)?;
         if state.reservations.contains_key(&reservation.reservation_id) {
             return Err(CommitError::Contention);
         }
         // All checks passed: apply every write.
-        if let Some(slot) = state.slots.get_mut(&reservation.slot_id) {
-            slot.reserved += reservation.seats.get();
+        let sharded = shards.len() > 1;
+        if let Some(shards) = state.slots.get_mut(&reservation.slot_id) {
+            for take in &plan.0 {
+                shards[usize::from(take.shard)].1 += take.seats;
+            }
         }
-        state
-            .reservations
-            .insert(reservation.reservation_id.clone(), reservation.clone());
+        let booking = Booking {
+            reservation: reservation.clone(),
+            placement: if sharded { plan } else { Placement::default() },
+        };
+        state.reservations.insert(reservation.reservation_id.clone(), booking);
         state.outbox.push(change.event.clone());
         if let Some(record) = &change.idempotency {
             state.idempotency.insert(record.key.clone(), record.clone());
@@ -186,18 +223,38 @@ impl ReservationStore for InMemoryStore {
         let stored_version = state
             .reservations
             .get(&change.current.reservation_id)
-            .map(|r| r.version);
+            .map(|b| b.reservation.version);
         if stored_version != Some(change.current.version) {
             return Err(CommitError::ReservationChanged);
         }
-        let seats = change.current.seats.get();
-        match state.slots.get_mut(&change.current.slot_id) {
-            Some(slot) if slot.reserved >= seats => slot.reserved -= seats,
-            _ => return Err(CommitError::SlotNotFound),
+        let one_item = [domain::ShardTake {
+            shard: 0,
+            seats: change.current.seats.get(),
+        }];
+        let takes = if change.placement.is_empty() {
+            &one_item[..]
+        } else {
+            &change.placement.0[..]
+        };
+        let Some(shards) = state.slots.get_mut(&change.current.slot_id) else {
+            return Err(CommitError::SlotNotFound);
+        };
+        let fits = takes
+            .iter()
+            .all(|t| shards.get(usize::from(t.shard)).is_some_and(|s| s.1 >= t.seats));
+        if !fits {
+            return Err(CommitError::SlotNotFound);
         }
+        for take in takes {
+            shards[usize::from(take.shard)].1 -= take.seats;
+        }
+        let booking = Booking {
+            reservation: change.cancelled.clone(),
+            placement: change.placement.clone(),
+        };
         state
             .reservations
-            .insert(change.cancelled.reservation_id.clone(), change.cancelled.clone());
+            .insert(change.cancelled.reservation_id.clone(), booking);
         state.outbox.push(change.event.clone());
         Ok(())
     }

@@ -92,6 +92,12 @@ fn slot_image(reserved: u32) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// The store's first booking of a slot reads the slot item once, to learn how many shards it
+/// has: here, one.
+fn slot_read() -> Rule {
+    mock!(Client::get_item).then_output(|| GetItemOutput::builder().set_item(Some(slot_image(0))).build())
+}
+
 fn throttled_get() -> GetItemError {
     GetItemError::ProvisionedThroughputExceededException(
         ProvisionedThroughputExceededException::builder()
@@ -112,7 +118,7 @@ async fn slot_condition_failure_with_the_old_item_is_sold_out() {
         reason("None", None),
         reason("None", None),
     ]);
-    let result = store(&[&rule], RetryConfig::disabled())
+    let result = store(&[&slot_read(), &rule], RetryConfig::disabled())
         .create_reservation(&new_reservation(false))
         .await;
     assert!(matches!(result, Err(CommitError::SoldOut)), "{result:?}");
@@ -125,7 +131,7 @@ async fn slot_condition_failure_without_an_item_is_an_unknown_slot() {
         reason("None", None),
         reason("None", None),
     ]);
-    let result = store(&[&rule], RetryConfig::disabled())
+    let result = store(&[&slot_read(), &rule], RetryConfig::disabled())
         .create_reservation(&new_reservation(false))
         .await;
     assert!(matches!(result, Err(CommitError::SlotNotFound)), "{result:?}");
@@ -139,7 +145,7 @@ async fn idempotency_record_condition_failure_means_the_key_is_taken() {
         reason("None", None),
         reason("ConditionalCheckFailed", None),
     ]);
-    let result = store(&[&rule], RetryConfig::disabled())
+    let result = store(&[&slot_read(), &rule], RetryConfig::disabled())
         .create_reservation(&new_reservation(true))
         .await;
     assert!(matches!(result, Err(CommitError::IdempotencyKeyTaken)), "{result:?}");
@@ -152,7 +158,7 @@ async fn transaction_conflict_is_contention_to_retry() {
         reason("None", None),
         reason("None", None),
     ]);
-    let result = store(&[&rule], RetryConfig::disabled())
+    let result = store(&[&slot_read(), &rule], RetryConfig::disabled())
         .create_reservation(&new_reservation(false))
         .await;
     assert!(matches!(result, Err(CommitError::Contention)), "{result:?}");
@@ -165,7 +171,7 @@ async fn cancellation_throttled_inside_the_transaction_is_a_throttled_store_erro
         reason("ThrottlingError", None),
         reason("None", None),
     ]);
-    let result = store(&[&rule], RetryConfig::disabled())
+    let result = store(&[&slot_read(), &rule], RetryConfig::disabled())
         .create_reservation(&new_reservation(false))
         .await;
     match result {
@@ -181,6 +187,7 @@ async fn version_condition_failure_on_cancel_means_the_reservation_changed() {
     let change = domain::ports::Cancellation {
         event: event.into_envelope(EventId::generate(), TraceId::generate()),
         current,
+        placement: domain::Placement::default(),
         cancelled,
     };
     let rule = cancelled_with(vec![
@@ -212,7 +219,7 @@ async fn shrinking_a_slot_below_its_reservations_reports_what_is_reserved() {
         )
     });
     let result = store(&[&exists, &too_small], RetryConfig::disabled())
-        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap(), None)
+        .put_slot(&SlotId::parse("s1").unwrap(), Capacity::new(2).unwrap(), None, None)
         .await;
     match result {
         Err(SlotWriteError::CapacityBelowReserved { requested, reserved }) => assert_eq!((requested, reserved), (2, 3)),

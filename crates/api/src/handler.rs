@@ -66,6 +66,7 @@ struct SlotView<'a> {
     capacity: u32,
     reserved: u32,
     available: u32,
+    shards: u16,
 }
 
 impl<'a> From<&'a Slot> for SlotView<'a> {
@@ -75,6 +76,7 @@ impl<'a> From<&'a Slot> for SlotView<'a> {
             capacity: slot.capacity.get(),
             reserved: slot.reserved,
             available: slot.available(),
+            shards: slot.shards.get(),
         }
     }
 }
@@ -433,10 +435,15 @@ fn service_problem(err: ServiceError) -> Problem {
             "idempotency_key_reused",
             "this Idempotency-Key was used with a different request; use a new key for a new request",
         ),
+        // Contention is transient: retrying cannot make a sold-out slot bookable, but it can get
+        // past a conflict. Too many requests for the same slot at once: a 429 to try again after
+        // `Retry-After`, never a 409, and no 5xx (the service is well, the slot is busy).
         ServiceError::Contended { attempts } => {
             tracing::warn!(attempts, "giving up after repeated transaction conflicts");
-            Problem::new(StatusCode::CONFLICT, "conflict", err.to_string())
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "contended", err.to_string())
+                .with_header(header::RETRY_AFTER, "1")
         }
+        ServiceError::ShardsDiffer { .. } => Problem::new(StatusCode::CONFLICT, "shards_differ", err.to_string()),
         ServiceError::Store(e) if e.kind == StoreErrorKind::Throttled => {
             tracing::warn!(operation = e.operation, aws_request_id = ?e.aws_request_id, error = %telemetry::error_chain(&e), "store throttled");
             Problem::new(

@@ -18,4 +18,4 @@ pub mod service;
 pub use auth::{AuthPolicy, Caller};
 pub use handler::{App, handle};
 pub use routes::ROUTES;
-pub use service::{ReservationService, RetryPolicy};
+pub use service::{ReservationService, RetryBudget, RetryPolicy};

@@ -1,7 +1,7 @@
 //! Parsing request bodies into validated commands, collecting every field error at once.
 
 use crate::problem::{FieldError, Problem};
-use domain::{Capacity, GuestId, RegionName, Seats, SlotId, ValidationError};
+use domain::{Capacity, GuestId, RegionName, Seats, ShardCount, SlotId, ValidationError};
 use http::{HeaderMap, StatusCode, header};
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -21,6 +21,9 @@ pub struct PutSlot {
     pub capacity: Capacity,
     /// With several Regions: the Region a new slot is at home in (the primary when absent).
     pub home_region: Option<RegionName>,
+    /// How many inventory items a new slot's seats are split over (one when absent); on an
+    /// existing slot it must be the count it has.
+    pub shards: Option<ShardCount>,
 }
 
 /// Accepts `application/json` and any `+json` media type, with or without parameters.
@@ -107,6 +110,18 @@ impl Fields {
         self.keep(result)
     }
 
+    /// A whole-number field that may be absent (or null).
+    fn optional_integer<T>(
+        &mut self,
+        field: &'static str,
+        build: impl Fn(i64) -> Result<T, ValidationError>,
+    ) -> Option<Option<T>> {
+        match self.map.get(field) {
+            None | Some(Value::Null) => Some(None),
+            Some(_) => self.integer(field, build).map(Some),
+        }
+    }
+
     /// A string field that may be absent (or null).
     fn optional_string<T>(
         &mut self,
@@ -157,8 +172,13 @@ pub fn parse_put_slot(body: &[u8]) -> Result<PutSlot, Problem> {
     };
     let capacity = fields.integer("capacity", Capacity::new);
     let home_region = fields.optional_string("home_region", RegionName::parse);
-    let parsed = match (capacity, home_region) {
-        (Some(capacity), Some(home_region)) => Some(PutSlot { capacity, home_region }),
+    let shards = fields.optional_integer("shards", ShardCount::new);
+    let parsed = match (capacity, home_region, shards) {
+        (Some(capacity), Some(home_region), Some(shards)) => Some(PutSlot {
+            capacity,
+            home_region,
+            shards,
+        }),
         _ => None,
     };
     fields.finish(parsed)
@@ -200,6 +220,24 @@ mod tests {
                 .status,
             422
         );
+    }
+
+    #[test]
+    fn a_slot_may_name_its_shards_one_to_sixty_four() {
+        assert_eq!(parse_put_slot(br#"{"capacity": 10}"#).unwrap().shards, None);
+        let parsed = parse_put_slot(br#"{"capacity": 10, "shards": 16}"#).unwrap();
+        assert_eq!(parsed.shards.map(ShardCount::get), Some(16));
+        for bad in [
+            r#"{"capacity": 10, "shards": 0}"#,
+            r#"{"capacity": 10, "shards": 65}"#,
+            r#"{"capacity": 10, "shards": "4"}"#,
+        ] {
+            assert_eq!(
+                parse_put_slot(bad.as_bytes()).unwrap_err().errors[0].field,
+                "shards",
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -182,6 +182,7 @@ pub async fn run(reservations: usize, cancels: usize) -> anyhow::Result<serde_js
                     slot,
                     PutSlot {
                         capacity,
+                        shards: None,
                         home_region: None,
                     },
                 )

@@ -159,6 +159,7 @@ async fn generate(stack: &TestStack, workload: Workload, events: usize, writers:
                 PutSlot {
                     capacity: Capacity::new(i64::from(Capacity::MAX))?,
                     home_region: None,
+                    shards: None,
                 },
             )
             .await?;

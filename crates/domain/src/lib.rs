@@ -20,5 +20,5 @@ pub use event::{AGGREGATE_TYPE_RESERVATION, DomainEvent, EventEnvelope, EventTyp
 pub use ids::{EventId, GuestId, IdempotencyKey, RegionName, ReservationId, SlotId, TraceId};
 pub use reservation::{NotCancellable, Reservation, ReservationStatus, Version};
 pub use retry::Backoff;
-pub use slot::{Capacity, Seats, Slot};
+pub use slot::{Capacity, Placement, Seats, ShardCount, ShardTake, Slot};
 pub use validation::ValidationError;

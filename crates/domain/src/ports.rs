@@ -5,7 +5,7 @@ use crate::consumer::{ApplyOutcome, GuestReservation, Notification};
 use crate::event::EventEnvelope;
 use crate::ids::{GuestId, IdempotencyKey, RegionName, ReservationId, SlotId};
 use crate::reservation::{Reservation, Version};
-use crate::slot::{Capacity, Slot};
+use crate::slot::{Capacity, Placement, ShardCount, Slot};
 use std::error::Error as StdError;
 use std::future::Future;
 use time::OffsetDateTime;
@@ -91,6 +91,12 @@ pub enum SlotWriteError {
     HomeDiffers { home: String },
     #[error("Region {region} is not one of this deployment's ({})", known.join(", "))]
     UnknownRegion { region: String, known: Vec<String> },
+    /// The request names another shard count than the slot has: it is fixed at creation.
+    #[error("the slot has {shards} shards, fixed when it was created")]
+    ShardsDiffer { shards: u16 },
+    /// Bookings kept changing the slot's shards while the resize tried to commit.
+    #[error("conflicting concurrent transactions")]
+    Contention,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,12 +122,20 @@ pub struct NewReservation {
 }
 
 /// A cancellation commits the successor of `current` (whose version it is conditional on), the
-/// seats back to the slot, and the outbox event, at once.
+/// seats back to the shards they came from (`placement`), and the outbox event, at once.
 #[derive(Debug, Clone)]
 pub struct Cancellation {
     pub current: Reservation,
+    pub placement: Placement,
     pub cancelled: Reservation,
     pub event: EventEnvelope,
+}
+
+/// A reservation as stored, with where its seats came from (what a cancel gives back).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Booking {
+    pub reservation: Reservation,
+    pub placement: Placement,
 }
 
 /// Why a reservation change did not commit. Nothing of it was written in any of these cases.
@@ -153,22 +167,32 @@ pub enum CommitError {
 pub trait SlotStore: Send + Sync {
     fn get_slot(&self, slot_id: &SlotId) -> impl Future<Output = Result<Option<Slot>, StoreError>> + Send;
 
-    /// Creates the slot, at home in `home` (else in the Region that creates it), or changes its
-    /// capacity if it exists, never below what is reserved. With several Regions only the
-    /// primary creates slots, so that a slot's home is decided once (docs/multi-region.md).
+    /// Creates the slot, at home in `home` (else in the Region that creates it), its seats split
+    /// over `shards` items (one when `None`), or changes its capacity if it exists, never below
+    /// what is reserved. With several Regions only the primary creates slots, so that a slot's
+    /// home is decided once (docs/multi-region.md). A slot's shard count is fixed at creation.
     fn put_slot(
         &self,
         slot_id: &SlotId,
         capacity: Capacity,
         home: Option<&RegionName>,
+        shards: Option<ShardCount>,
     ) -> impl Future<Output = Result<SlotWrite, SlotWriteError>> + Send;
 }
 
 pub trait ReservationStore: Send + Sync {
+    /// The reservation and where its seats came from.
+    fn get_booking(
+        &self,
+        reservation_id: &ReservationId,
+    ) -> impl Future<Output = Result<Option<Booking>, StoreError>> + Send;
+
     fn get_reservation(
         &self,
         reservation_id: &ReservationId,
-    ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Reservation>, StoreError>> + Send {
+        async move { Ok(self.get_booking(reservation_id).await?.map(|b| b.reservation)) }
+    }
 
     fn create_reservation(&self, change: &NewReservation) -> impl Future<Output = Result<(), CommitError>> + Send;
 

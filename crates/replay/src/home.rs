@@ -49,12 +49,24 @@ impl Replica {
             .map_err(|e| self.failed("reading the slot", e))
     }
 
-    /// Whether this replica shows the slot at home here and not moving: a move to here finished.
+    /// Every inventory item of the slot in this replica (its shards, the slot item first).
+    async fn shards(&self, slot_id: &SlotId) -> Result<Option<Vec<SlotItem>>, MoveError> {
+        self.homes
+            .slot_shards(slot_id)
+            .await
+            .map_err(|e| self.failed("reading the slot's shards", e))
+    }
+
+    /// Whether this replica shows the slot, every shard of it, at home here and not moving: a
+    /// move to here finished.
     async fn holds_home_of(&self, slot_id: &SlotId) -> Result<bool, MoveError> {
-        Ok(self
-            .slot(slot_id)
-            .await?
-            .is_some_and(|slot| slot.moving_to.is_none() && self.home_of(&slot) == self.region()))
+        let Some(shards) = self.shards(slot_id).await? else {
+            return Ok(false);
+        };
+        Ok(shards.len() == usize::from(shards[0].shard_count().get())
+            && shards
+                .iter()
+                .all(|shard| shard.moving_to.is_none() && self.home_of(shard) == self.region()))
     }
 
     fn failed(&self, what: &'static str, source: impl std::error::Error + Send + Sync + 'static) -> MoveError {
@@ -200,8 +212,9 @@ impl std::fmt::Display for MoveReport {
 
 /// What the new home must hold before it may take the slot's writes.
 struct Awaited {
-    /// The slot as the old home froze it: capacity and reserved.
-    slot: (u32, u32),
+    /// The slot as the old home froze it: each shard's key, capacity and reserved (one for a
+    /// slot of one shard).
+    slot: Vec<(String, u32, u32)>,
     /// Reservation item key to the version the old home holds.
     reservations: BTreeMap<String, u64>,
     idempotency: Vec<String>,
@@ -391,7 +404,7 @@ pub async fn abort_move(from: &Replica, to: &Replica, slot_id: &SlotId) -> Resul
 
 /// What the old home wrote for the slot, read consistently once the slot is frozen there.
 async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError> {
-    let frozen = from.slot(slot_id).await?.ok_or_else(|| MoveError::SlotNotFound {
+    let frozen = from.shards(slot_id).await?.ok_or_else(|| MoveError::SlotNotFound {
         slot: slot_id.to_string(),
         region: from.region().to_owned(),
     })?;
@@ -411,7 +424,10 @@ async fn awaited(from: &Replica, slot_id: &SlotId) -> Result<Awaited, MoveError>
         }
     }
     Ok(Awaited {
-        slot: (frozen.capacity.get(), frozen.reserved),
+        slot: frozen
+            .iter()
+            .map(|shard| (shard.pk.clone(), shard.capacity.get(), shard.reserved))
+            .collect(),
         reservations: written.reservations,
         idempotency: written.idempotency_records,
         latest_events,
@@ -466,8 +482,15 @@ impl Check {
         awaited: &Awaited,
     ) -> Result<bool, MoveError> {
         Ok(match self {
-            Self::Slot => to.slot(slot_id).await?.is_some_and(|slot| {
-                slot.moving_to.as_deref() == Some(to_region) && (slot.capacity.get(), slot.reserved) == awaited.slot
+            // Every shard, each frozen with the figures the old home froze it with: the shards
+            // replicate one by one, in no promised order.
+            Self::Slot => to.shards(slot_id).await?.is_some_and(|shards| {
+                shards.iter().all(|shard| shard.moving_to.as_deref() == Some(to_region))
+                    && shards
+                        .iter()
+                        .map(|shard| (shard.pk.clone(), shard.capacity.get(), shard.reserved))
+                        .collect::<Vec<_>>()
+                        == awaited.slot
             }),
             Self::Reservation { pk, version } => {
                 store(to, "reading a reservation", to.homes.holds_reservation(pk, *version)).await?
@@ -487,7 +510,7 @@ impl Check {
 
     fn describe(&self) -> String {
         match self {
-            Self::Slot => "the slot's moving state".into(),
+            Self::Slot => "the slot's moving state (every shard)".into(),
             Self::Reservation { pk, version } => format!("{pk} v{version}"),
             Self::Idempotency { pk } => pk.clone(),
             Self::Consumer { in_to, index, .. } => format!(
@@ -704,11 +727,12 @@ pub async fn take_over<S: EventSink>(
             }
             Decision::TakeIn(region) => {
                 let index = names.iter().position(|n| *n == region).expect("a running Region");
-                let (view, held) = match seen.iter().find(|(i, _)| *i == index) {
-                    Some((_, slot)) => (slot, true),
-                    None => (&seen[0].1, false),
+                // The slot as the taking Region's replica holds it, else as the first that does.
+                let (holder, view) = match seen.iter().find(|(i, _)| *i == index) {
+                    Some((_, slot)) => (index, slot),
+                    None => (seen[0].0, &seen[0].1),
                 };
-                take_home(running[index], view, lost, held).await?;
+                take_home(running[index], running[holder], view, lost).await?;
                 if region == here.region() {
                     report.slots_taken += 1;
                 } else {
@@ -814,10 +838,16 @@ fn decide<'a>(
     Decision::NotConcerned
 }
 
-/// Names the Region of `into` the home of `slot` (as `into`'s replica holds it when `held`,
-/// else copied from another replica), on the condition that it is still as read there.
-async fn take_home(into: &Replica, slot: &SlotItem, lost: &str, held: bool) -> Result<(), MoveError> {
-    if !store(into, "taking a slot's home", into.homes.take_home(slot, lost, held)).await? {
+/// Names the Region of `into` the home of `slot`, every shard of it as `holder`'s replica holds
+/// them (`into`'s own, or another one's to copy), on the condition that each is still as read
+/// there.
+async fn take_home(into: &Replica, holder: &Replica, slot: &SlotItem, lost: &str) -> Result<(), MoveError> {
+    let held = std::ptr::eq(into, holder);
+    let shards = holder
+        .shards(&slot.slot_id)
+        .await?
+        .unwrap_or_else(|| vec![slot.clone()]);
+    if !store(into, "taking a slot's home", into.homes.take_home(&shards, lost, held)).await? {
         return Err(MoveError::Raced {
             slot: slot.slot_id.to_string(),
             found: format!(

@@ -8,6 +8,8 @@
 //!   functions behind their event source mappings.
 //! - [`global_table`]: a stand-in for DynamoDB global tables between two test stacks, each
 //!   standing for a Region (no engine here replicates between Regions).
+//! - [`item_limits`]: a model of DynamoDB's per-item write limits (write units, transaction
+//!   conflicts), a proxy in front of DynamoDB Local, for the benchmarks and contention tests.
 //! - [`kafka`]: fresh topics on the test Kafka broker, and what the relay put on them.
 //! - [`contract`]: the published event schemas (`schemas/events`), every event a suite reads held
 //!   to them, and the compatibility gate against the released ones.
@@ -21,6 +23,7 @@ pub mod contract;
 pub mod delivery;
 pub mod events;
 pub mod global_table;
+pub mod item_limits;
 pub mod kafka;
 pub mod stack;
 pub mod template;

@@ -58,9 +58,15 @@ impl TestApi {
 
     /// Creates (or resizes) a slot; panics unless 200/201.
     pub async fn put_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32) {
+        self.put_sharded_slot(http, slot, capacity, 1).await;
+    }
+
+    /// Creates (or resizes) a slot whose seats are split over `shards` items; panics unless
+    /// 200/201.
+    pub async fn put_sharded_slot(&self, http: &reqwest::Client, slot: &str, capacity: u32, shards: u16) {
         let response = http
             .put(self.url(&format!("/slots/{slot}")))
-            .json(&serde_json::json!({ "capacity": capacity }))
+            .json(&serde_json::json!({ "capacity": capacity, "shards": shards }))
             .send()
             .await
             .expect("PUT slot");
@@ -176,6 +182,33 @@ impl TestStack {
         let listed = HashMap::from([("REGIONS".to_owned(), all.join(","))]);
         self.deployment = self.regions.deployment_from_vars(&listed);
         self
+    }
+
+    /// The same stack with its DynamoDB client going through the model of DynamoDB's per-item
+    /// limits ([`crate::item_limits`]), and the model, which counts what it refused.
+    pub async fn with_item_limits(
+        mut self,
+        limits: crate::item_limits::Limits,
+    ) -> (Self, crate::item_limits::ItemLimitsProxy) {
+        let proxy = self.item_limits(limits).await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk)
+            .endpoint_url(proxy.url())
+            .build();
+        self.dynamodb = aws_sdk_dynamodb::Client::from_conf(config);
+        (self, proxy)
+    }
+
+    /// A model of DynamoDB's per-item limits in front of this stack's DynamoDB Local.
+    pub async fn item_limits(&self, limits: crate::item_limits::Limits) -> crate::item_limits::ItemLimitsProxy {
+        let upstream = std::env::var("AWS_ENDPOINT_URL_DYNAMODB").expect("checked when the stack started");
+        crate::item_limits::ItemLimitsProxy::start(([127, 0, 0, 1], 0).into(), &upstream, limits)
+            .await
+            .expect("the item limits proxy listens on loopback")
+    }
+
+    /// The SDK configuration the stack's clients are built from.
+    pub fn sdk_config(&self) -> &aws_config::SdkConfig {
+        &self.sdk
     }
 
     /// A DynamoDB client on this stack's engine that is no Region's: its writes are not stamped

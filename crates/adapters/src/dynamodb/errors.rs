@@ -3,7 +3,7 @@
 //! `TransactWriteItems` reports why it was cancelled as one reason per item, in request order;
 //! the caller knows which index is which item, so the reasons are interpreted per use case.
 
-use super::items::{HOME_REGION, MOVING_TO, SlotHome};
+use super::items::{HOME_REGION, MOVING_TO, SHARDS, SlotHome};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::RequestId;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
@@ -49,6 +49,8 @@ pub(crate) struct ItemReason {
     pub home_region: Option<String>,
     /// The Region the slot's home is moving to, in that old image.
     pub moving_to: Option<String>,
+    /// How many shards the slot has, when that old image is a sharded slot's item.
+    pub shards: Option<u16>,
 }
 
 #[derive(Debug)]
@@ -61,6 +63,17 @@ pub(crate) struct CancellationReasons {
 pub(crate) enum TransactionOutcome {
     Cancelled(CancellationReasons),
     Failed(StoreError),
+}
+
+/// Why a booking's transaction was cancelled, as the store goes on from it.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// An answer for the caller.
+    Commit(CommitError),
+    /// The shards it drew on had too few seats left (for a slot of one shard: sold out).
+    Short,
+    /// It was written for a slot of one shard, and the slot has this many.
+    Sharded(u16),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +93,11 @@ pub(crate) fn classify_transaction_error(
                 item_present: r.item().is_some_and(|item| !item.is_empty()),
                 home_region: text(r.item(), HOME_REGION),
                 moving_to: text(r.item(), MOVING_TO),
+                shards: r
+                    .item()
+                    .and_then(|item| item.get(SHARDS))
+                    .and_then(|v| v.as_n().ok())
+                    .and_then(|n| n.parse().ok()),
             })
             .collect();
         return TransactionOutcome::Cancelled(CancellationReasons {
@@ -112,37 +130,51 @@ impl CancellationReasons {
         )
     }
 
-    /// Items in order: 0 slot update, 1 reservation put, 2 outbox put, 3 idempotency record (optional).
-    pub(crate) fn for_creation(&self, home: &SlotHome) -> CommitError {
-        if self.code(3) == Some(FAILED) {
-            return CommitError::IdempotencyKeyTaken;
+    /// Items in order: `shard_items` slot updates (the one slot item, or the shards a booking
+    /// draws on), the reservation put, the outbox put, the idempotency record (optional).
+    pub(crate) fn for_creation(&self, home: &SlotHome, shard_items: usize) -> Refusal {
+        if self.code(shard_items + 2) == Some(FAILED) {
+            return Refusal::Commit(CommitError::IdempotencyKeyTaken);
         }
-        if self.code(0) == Some(FAILED) {
-            let slot = &self.reasons[0];
+        if let Some(slot) = self.reasons[..shard_items.min(self.reasons.len())]
+            .iter()
+            .find(|r| r.code == FAILED)
+        {
             return if !slot.item_present {
-                CommitError::SlotNotFound
+                Refusal::Commit(CommitError::SlotNotFound)
             } else if let Some(not_home) = home.refusal(slot.home_region.as_deref(), slot.moving_to.as_deref()) {
-                not_home.into()
+                Refusal::Commit(not_home.into())
+            } else if let Some(shards) = slot.shards.filter(|k| *k > 1) {
+                Refusal::Sharded(shards)
             } else {
-                CommitError::SoldOut
+                Refusal::Short
             };
         }
-        self.common()
+        Refusal::Commit(self.common())
     }
 
-    /// Items in order: 0 reservation put (conditional on version), 1 slot update, 2 outbox put.
-    pub(crate) fn for_cancellation(&self, home: &SlotHome) -> CommitError {
-        if self.code(1) == Some(FAILED)
-            && let Some(not_home) = home.refusal(
-                self.reasons[1].home_region.as_deref(),
-                self.reasons[1].moving_to.as_deref(),
-            )
-        {
-            return not_home.into();
+    /// Items in order: 0 reservation put (conditional on version), `shard_items` slot updates
+    /// (the seats back where they came from), the outbox put.
+    pub(crate) fn for_cancellation(&self, home: &SlotHome, shard_items: usize) -> CommitError {
+        let shards = self.reasons.iter().skip(1).take(shard_items);
+        for slot in shards.filter(|r| r.code == FAILED) {
+            if let Some(not_home) = home.refusal(slot.home_region.as_deref(), slot.moving_to.as_deref()) {
+                return not_home.into();
+            }
         }
         if self.code(0) == Some(FAILED) {
             return CommitError::ReservationChanged;
         }
+        self.common()
+    }
+
+    /// Whether a condition failed on one of the first `items` items (a slot write that raced).
+    pub(crate) fn condition_failed_in(&self, items: usize) -> bool {
+        self.reasons.iter().take(items).any(|r| r.code == FAILED)
+    }
+
+    /// A cancelled transaction that no condition of the use case explains.
+    pub(crate) fn commit_error(&self) -> CommitError {
         self.common()
     }
 

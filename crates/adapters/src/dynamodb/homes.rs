@@ -15,13 +15,13 @@
 //! its own replica, after winning the claim ([`SlotHomes::claim_takeover`]) that a single Region
 //! decides.
 
-use super::errors::{is_conditional_check_failure, store_error};
+use super::errors::{TransactionOutcome, classify_transaction_error, is_conditional_check_failure, store_error};
 use super::items::{
     BORN_IN, HOME_REGION, MOVING_TO, OUTBOX_PARTITION_KEY, OUTBOX_SORT_KEY, OutboxItem, PK, SlotHome, SlotItem, slot_pk,
 };
-use super::{Item, deserialize, s, serialize};
+use super::{Item, built, deserialize, s, serialize};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
 use domain::ports::{StoreError, StoreErrorKind};
 use domain::{EventEnvelope, SlotId};
 use settings::Regions;
@@ -97,7 +97,23 @@ impl SlotHomes {
         .transpose()
     }
 
-    /// Every slot this replica holds.
+    /// Every inventory item of a slot as this replica holds it, the slot item first: the one
+    /// item of a slot of one shard, every shard of a sharded one. `None` when the slot item is
+    /// not here; a shard that is not here (yet) is left out.
+    pub async fn slot_shards(&self, slot_id: &SlotId) -> Result<Option<Vec<SlotItem>>, StoreError> {
+        let Some(slot) = self.slot(slot_id).await? else {
+            return Ok(None);
+        };
+        let shards = slot.shard_count();
+        if !shards.is_sharded() {
+            return Ok(Some(vec![slot]));
+        }
+        let items = super::read_shards(&self.client, &self.reservations_table, slot_id, shards).await?;
+        Ok(Some(items.into_iter().flatten().collect()))
+    }
+
+    /// Every slot this replica holds (their slot items; a sharded slot's other shards are read
+    /// with [`Self::slot_shards`]).
     pub async fn slots(&self) -> Result<Vec<SlotItem>, StoreError> {
         const OP: &str = "Scan(slots)";
         self.scan(
@@ -163,6 +179,10 @@ impl SlotHomes {
         }
     }
 
+    /// Applies `update` under `condition` to every shard of the slot (its one item, or every
+    /// shard of a sharded slot in one transaction, so a home never differs between shards
+    /// in the Region that writes it). False when the condition failed on one, or the slot is not
+    /// here. Bookings in flight on a shard conflict with the transaction: it is tried again.
     async fn update_slot(
         &self,
         operation: &'static str,
@@ -171,94 +191,153 @@ impl SlotHomes {
         condition: &str,
         to: &str,
     ) -> Result<bool, StoreError> {
-        let sent = self
-            .client
-            .update_item()
-            .table_name(&self.reservations_table)
-            .key(PK, s(slot_pk(slot_id)))
-            .update_expression(update)
-            .condition_expression(condition)
-            .expression_attribute_names("#home_region", HOME_REGION)
-            .expression_attribute_names("#moving_to", MOVING_TO)
-            .expression_attribute_values(":here", s(&self.regions.here))
-            .expression_attribute_values(":to", s(to))
-            .send()
+        let Some(slot) = self.slot(slot_id).await? else {
+            return Ok(false);
+        };
+        let shards = slot.shard_count();
+        if !shards.is_sharded() {
+            let sent = self
+                .client
+                .update_item()
+                .table_name(&self.reservations_table)
+                .key(PK, s(slot_pk(slot_id)))
+                .update_expression(update)
+                .condition_expression(condition)
+                .expression_attribute_names("#home_region", HOME_REGION)
+                .expression_attribute_names("#moving_to", MOVING_TO)
+                .expression_attribute_values(":here", s(&self.regions.here))
+                .expression_attribute_values(":to", s(to))
+                .send()
+                .await;
+            return match sent {
+                Ok(_) => Ok(true),
+                Err(e) if is_conditional_check_failure(&e) => Ok(false),
+                Err(e) => Err(store_error(operation, e)),
+            };
+        }
+        let mut items = Vec::new();
+        for pk in super::items::shard_pks(slot_id, shards) {
+            let write = built(
+                operation,
+                Update::builder()
+                    .table_name(&self.reservations_table)
+                    .key(PK, s(pk))
+                    .update_expression(update)
+                    .condition_expression(condition)
+                    .expression_attribute_names("#home_region", HOME_REGION)
+                    .expression_attribute_names("#moving_to", MOVING_TO)
+                    .expression_attribute_values(":here", s(&self.regions.here))
+                    .expression_attribute_values(":to", s(to))
+                    .build(),
+            )?;
+            items.push(TransactWriteItem::builder().update(write).build());
+        }
+        self.transact_shards(operation, items).await
+    }
+
+    /// One transaction over a slot's shards: true when it committed, false when a condition
+    /// failed; conflicts with bookings in flight are tried again, a bounded number of times.
+    async fn transact_shards(
+        &self,
+        operation: &'static str,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<bool, StoreError> {
+        let count = items.len();
+        let mut attempt = 0u32;
+        loop {
+            let sent = self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+                .map_err(|err| classify_transaction_error(operation, err));
+            match sent {
+                Ok(_) => return Ok(true),
+                Err(TransactionOutcome::Cancelled(reasons)) if reasons.condition_failed_in(count) => return Ok(false),
+                Err(TransactionOutcome::Cancelled(reasons)) => match reasons.commit_error() {
+                    domain::ports::CommitError::Contention if attempt < 20 => {}
+                    domain::ports::CommitError::Store(e) => return Err(e),
+                    other => return Err(StoreError::new(StoreErrorKind::Contended, operation, other.to_string())),
+                },
+                Err(TransactionOutcome::Failed(err)) => return Err(err),
+            }
+            attempt += 1;
+            tokio::time::sleep(
+                domain::Backoff::new(
+                    std::time::Duration::from_millis(10),
+                    std::time::Duration::from_millis(200),
+                )
+                .delay(attempt),
+            )
             .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_check_failure(&e) => Ok(false),
-            Err(e) => Err(store_error(operation, e)),
         }
     }
 
-    /// Names this Region the home of `slot` (read in this replica, or in another one when
-    /// `held_here` is false), marked taken over from `lost`, on the condition that the slot
-    /// still stands as read (or, not held here, is still not here).
-    pub async fn take_home(&self, slot: &SlotItem, lost: &str, held_here: bool) -> Result<bool, StoreError> {
+    /// Names this Region the home of a slot whose inventory items are `shards` (the slot item
+    /// first; read in this replica, or in another one when `held_here` is false), marked taken
+    /// over from `lost`, on the condition that each still stands as read (or, not held here, is
+    /// still not here). A sharded slot's shards change in one transaction.
+    pub async fn take_home(&self, shards: &[SlotItem], lost: &str, held_here: bool) -> Result<bool, StoreError> {
         if !held_here {
             const OP: &str = "PutItem(take over a slot)";
-            let item = serialize(
-                OP,
-                &SlotItem {
-                    pk: slot.pk.clone(),
-                    item_type: slot.item_type.clone(),
-                    slot_id: slot.slot_id.clone(),
-                    capacity: slot.capacity,
-                    reserved: slot.reserved,
-                    available: slot.available,
-                    home_region: Some(self.regions.here.clone()),
-                    moving_to: None,
-                    taken_over_from: Some(lost.to_owned()),
-                },
-            )?;
-            let put = self
-                .client
-                .put_item()
-                .table_name(&self.reservations_table)
-                .set_item(Some(item))
-                .condition_expression("attribute_not_exists(pk)")
-                .send()
-                .await;
-            return match put {
-                Ok(_) => Ok(true),
-                Err(e) if is_conditional_check_failure(&e) => Ok(false),
-                Err(e) => Err(store_error(OP, e)),
-            };
+            let mut puts = Vec::new();
+            for shard in shards {
+                let item = serialize(
+                    OP,
+                    &SlotItem {
+                        home_region: Some(self.regions.here.clone()),
+                        moving_to: None,
+                        taken_over_from: Some(lost.to_owned()),
+                        ..shard.clone()
+                    },
+                )?;
+                let put = built(
+                    OP,
+                    Put::builder()
+                        .table_name(&self.reservations_table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .build(),
+                )?;
+                puts.push(TransactWriteItem::builder().put(put).build());
+            }
+            return self.transact_shards(OP, puts).await;
         }
         const OP: &str = "UpdateItem(take over a slot)";
-        let mut request = self
-            .client
-            .update_item()
-            .table_name(&self.reservations_table)
-            .key(PK, s(&slot.pk))
-            .update_expression("SET #home_region = :here, taken_over_from = :lost REMOVE #moving_to")
-            .expression_attribute_names("#home_region", HOME_REGION)
-            .expression_attribute_names("#moving_to", MOVING_TO)
-            .expression_attribute_values(":here", s(&self.regions.here))
-            .expression_attribute_values(":lost", s(lost));
-        let home_as_read = match &slot.home_region {
-            Some(home) => {
-                request = request.expression_attribute_values(":home", s(home));
-                "#home_region = :home"
-            }
-            None => "attribute_not_exists(#home_region)",
-        };
-        let moving_as_read = match &slot.moving_to {
-            Some(moving) => {
-                request = request.expression_attribute_values(":moving", s(moving));
-                "#moving_to = :moving"
-            }
-            None => "attribute_not_exists(#moving_to)",
-        };
-        let sent = request
-            .condition_expression(format!("attribute_exists(pk) AND {home_as_read} AND {moving_as_read}"))
-            .send()
-            .await;
-        match sent {
-            Ok(_) => Ok(true),
-            Err(e) if is_conditional_check_failure(&e) => Ok(false),
-            Err(e) => Err(store_error(OP, e)),
+        let mut updates = Vec::new();
+        for shard in shards {
+            let mut request = Update::builder()
+                .table_name(&self.reservations_table)
+                .key(PK, s(&shard.pk))
+                .update_expression("SET #home_region = :here, taken_over_from = :lost REMOVE #moving_to")
+                .expression_attribute_names("#home_region", HOME_REGION)
+                .expression_attribute_names("#moving_to", MOVING_TO)
+                .expression_attribute_values(":here", s(&self.regions.here))
+                .expression_attribute_values(":lost", s(lost));
+            let home_as_read = match &shard.home_region {
+                Some(home) => {
+                    request = request.expression_attribute_values(":home", s(home));
+                    "#home_region = :home"
+                }
+                None => "attribute_not_exists(#home_region)",
+            };
+            let moving_as_read = match &shard.moving_to {
+                Some(moving) => {
+                    request = request.expression_attribute_values(":moving", s(moving));
+                    "#moving_to = :moving"
+                }
+                None => "attribute_not_exists(#moving_to)",
+            };
+            let update = built(
+                OP,
+                request
+                    .condition_expression(format!("attribute_exists(pk) AND {home_as_read} AND {moving_as_read}"))
+                    .build(),
+            )?;
+            updates.push(TransactWriteItem::builder().update(update).build());
         }
+        self.transact_shards(OP, updates).await
     }
 
     /// Claims, in this replica, the takeover of `lost` for `heir`: the claim is made once; a

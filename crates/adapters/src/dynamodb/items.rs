@@ -3,7 +3,9 @@
 //! plus `item_type` and the TTL attribute. See docs/adr/0001-outbox-item-layout.md.
 
 use domain::ports::IdempotencyRecord;
-use domain::{Capacity, EventEnvelope, IdempotencyKey, Reservation, ReservationId, Slot, SlotId};
+use domain::{
+    Capacity, EventEnvelope, IdempotencyKey, Placement, Reservation, ReservationId, ShardCount, Slot, SlotId,
+};
 use serde::{Deserialize, Serialize};
 use settings::Regions;
 use time::OffsetDateTime;
@@ -136,6 +138,31 @@ pub fn slot_pk(slot_id: &SlotId) -> String {
     format!("SLOT#{slot_id}")
 }
 
+/// The key of shard `shard` of a slot: shard 0 is the slot item itself, so a slot of one shard
+/// keeps the layout slots always had. (`#` is no character of a slot id: no slot's key can be a
+/// shard's.)
+pub fn shard_pk(slot_id: &SlotId, shard: u16) -> String {
+    if shard == 0 {
+        slot_pk(slot_id)
+    } else {
+        format!("SLOT#{slot_id}#SHARD#{shard}")
+    }
+}
+
+/// The keys of every shard of a slot of `shards` shards, shard 0 (the slot item) first.
+pub fn shard_pks(slot_id: &SlotId, shards: ShardCount) -> Vec<String> {
+    (0..shards.get()).map(|i| shard_pk(slot_id, i)).collect()
+}
+
+pub const SLOT_ITEM_TYPE: &str = "Slot";
+pub const SLOT_SHARD_ITEM_TYPE: &str = "SlotShard";
+/// On the slot item of a sharded slot: how many shards hold its seats (absent: one).
+pub const SHARDS: &str = "shards";
+/// On each shard of a sharded slot: how many times seats came back to it (a cancel, a resize).
+/// A booking that finds too few seats reads the shards twice; when no shard's count moved in
+/// between, no seats came back while it read, so the slot lacked them at one moment.
+pub const REFILLS: &str = "refills";
+
 pub fn reservation_pk(reservation_id: &ReservationId) -> String {
     format!("RESERVATION#{reservation_id}")
 }
@@ -144,11 +171,15 @@ pub fn idempotency_pk(key: &IdempotencyKey) -> String {
     format!("IDEMPOTENCY#{}", key.as_str())
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+/// One inventory item of a slot: the slot item itself (shard 0, `item_type` Slot, which also
+/// says how many shards there are), or another shard (`item_type` SlotShard). Each carries its
+/// share of the seats and the slot's home, so every booking's condition is on its own shard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SlotItem {
     pub pk: String,
     pub item_type: String,
     pub slot_id: SlotId,
+    /// This shard's share: the whole slot's when it has one shard.
     pub capacity: Capacity,
     pub reserved: u32,
     /// Kept equal to capacity - reserved so that "enough seats left" is a plain condition
@@ -163,14 +194,23 @@ pub struct SlotItem {
     /// On a slot whose home was taken over from a lost Region: that Region.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taken_over_from: Option<String>,
+    /// See [`SHARDS`]: on the slot item of a sharded slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardCount>,
+    /// On a shard other than the slot item: its number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<u16>,
+    /// See [`REFILLS`]: on the shards of a sharded slot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refills: Option<u64>,
 }
 
 impl SlotItem {
-    /// A new slot, at home in the Region that creates it.
+    /// A new slot of one shard, at home in the Region that creates it.
     pub fn new(slot: &Slot, home_region: &str) -> Self {
         Self {
             pk: slot_pk(&slot.slot_id),
-            item_type: "Slot".into(),
+            item_type: SLOT_ITEM_TYPE.into(),
             slot_id: slot.slot_id.clone(),
             capacity: slot.capacity,
             reserved: slot.reserved,
@@ -178,14 +218,58 @@ impl SlotItem {
             home_region: Some(home_region.to_owned()),
             moving_to: None,
             taken_over_from: None,
+            shards: None,
+            shard: None,
+            refills: None,
         }
     }
 
+    /// The shard items of a new slot split over `slot.shards`, shard 0 (the slot item) first.
+    pub fn new_shards(slot: &Slot, home_region: &str) -> Vec<Self> {
+        let shares = domain::slot::initial_shares(slot.capacity.get(), slot.shards);
+        shares
+            .into_iter()
+            .enumerate()
+            .map(|(i, share)| {
+                let i = i as u16;
+                let capacity = Capacity::new(i64::from(share)).unwrap_or(slot.capacity);
+                Self {
+                    pk: shard_pk(&slot.slot_id, i),
+                    item_type: if i == 0 { SLOT_ITEM_TYPE } else { SLOT_SHARD_ITEM_TYPE }.into(),
+                    slot_id: slot.slot_id.clone(),
+                    capacity,
+                    reserved: 0,
+                    available: share,
+                    home_region: Some(home_region.to_owned()),
+                    moving_to: None,
+                    taken_over_from: None,
+                    shards: (i == 0).then_some(slot.shards),
+                    shard: (i > 0).then_some(i),
+                    refills: Some(0),
+                }
+            })
+            .collect()
+    }
+
+    /// How many shards the slot has, read on its slot item.
+    pub fn shard_count(&self) -> ShardCount {
+        self.shards.unwrap_or(ShardCount::ONE)
+    }
+
+    /// The slot of one shard, or the slot as a whole from every one of its shards (the slot
+    /// item first): capacities and reservations added up.
     pub fn into_slot(self) -> Slot {
+        Self::slot_of(std::slice::from_ref(&self))
+    }
+
+    pub fn slot_of(shards: &[SlotItem]) -> Slot {
+        let first = &shards[0];
+        let capacity: u32 = shards.iter().map(|s| s.capacity.get()).sum();
         Slot {
-            slot_id: self.slot_id,
-            capacity: self.capacity,
-            reserved: self.reserved,
+            slot_id: first.slot_id.clone(),
+            capacity: Capacity::new(i64::from(capacity)).unwrap_or(first.capacity),
+            reserved: shards.iter().map(|s| s.reserved).sum(),
+            shards: first.shard_count(),
         }
     }
 }
@@ -196,14 +280,23 @@ pub struct ReservationItem {
     pub item_type: String,
     #[serde(flatten)]
     pub reservation: Reservation,
+    /// In a sharded slot: the shards its seats came from (what a cancel gives back). Not part of
+    /// the reservation's events or answers.
+    #[serde(default, skip_serializing_if = "Placement::is_empty")]
+    pub taken: Placement,
 }
 
 impl ReservationItem {
     pub fn new(reservation: &Reservation) -> Self {
+        Self::placed(reservation, &Placement::default())
+    }
+
+    pub fn placed(reservation: &Reservation, placement: &Placement) -> Self {
         Self {
             pk: reservation_pk(&reservation.reservation_id),
             item_type: "Reservation".into(),
             reservation: reservation.clone(),
+            taken: placement.clone(),
         }
     }
 }

@@ -6,7 +6,7 @@ use api::{App, ReservationService, RetryPolicy};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::retry::RetryConfig;
 use aws_sdk_dynamodb::error::ErrorMetadata;
-use aws_sdk_dynamodb::operation::get_item::GetItemError;
+use aws_sdk_dynamodb::operation::get_item::{GetItemError, GetItemOutput};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::error::{ProvisionedThroughputExceededException, TransactionCanceledException};
 use aws_sdk_dynamodb::types::{AttributeValue, CancellationReason};
@@ -32,6 +32,20 @@ fn app(rules: &[&Rule]) -> App<DynamoReservationStore, InMemoryReadModel> {
         ReservationService::new(DynamoReservationStore::new(client, tables), RetryPolicy::default()),
         InMemoryReadModel::default(),
     )
+}
+
+/// The store's first booking of a slot reads the slot item once (how many shards it has: one).
+fn slot_read() -> Rule {
+    mock!(Client::get_item).then_output(|| {
+        GetItemOutput::builder()
+            .item("pk", AttributeValue::S("SLOT#s1".into()))
+            .item("item_type", AttributeValue::S("Slot".into()))
+            .item("slot_id", AttributeValue::S("s1".into()))
+            .item("capacity", AttributeValue::N("1".into()))
+            .item("reserved", AttributeValue::N("1".into()))
+            .item("available", AttributeValue::N("0".into()))
+            .build()
+    })
 }
 
 async fn post_reservation(app: &App<DynamoReservationStore, InMemoryReadModel>) -> (u16, Value) {
@@ -66,7 +80,7 @@ async fn a_failed_inventory_condition_is_409_sold_out() {
                 .build(),
         )
     });
-    let (status, body) = post_reservation(&app(&[&rule])).await;
+    let (status, body) = post_reservation(&app(&[&slot_read(), &rule])).await;
     assert_eq!((status, body["code"].as_str()), (409, Some("sold_out")));
 }
 
@@ -110,7 +124,7 @@ async fn an_unknown_error_is_500_with_the_request_id_and_no_internals() {
         .header("x-request-id", "req-42")
         .body(Body::Text(r#"{"slot_id":"s1","guest_id":"ada","seats":1}"#.into()))
         .unwrap();
-    let response = api::handle(&app(&[&rule]), request).await;
+    let response = api::handle(&app(&[&slot_read(), &rule]), request).await;
     assert_eq!(response.status(), 500);
     assert_eq!(response.headers()["x-request-id"], "req-42");
     let Body::Text(text) = response.body() else {

@@ -66,6 +66,7 @@ impl Contract {
         let retry = RetryPolicy {
             max_attempts: 3,
             backoff: domain::Backoff::new(Duration::from_micros(1), Duration::from_micros(1)),
+            ..RetryPolicy::default()
         };
         Self {
             doc: document(),
@@ -251,12 +252,24 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
         503,
     )
     .await;
+    c.store().fail_next_call(StoreErrorKind::Contended);
+    let problem = c
+        .call(
+            Method::PUT,
+            slot,
+            "/slots/s1",
+            &[JSON],
+            Some(r#"{"capacity": 3}"#.into()),
+            429,
+        )
+        .await;
+    assert_eq!(problem["code"], "contended");
 
     // GET /slots/{slot_id}
     let got = c.call(Method::GET, slot, "/slots/s1", &[], None, 200).await;
     assert_eq!(
         got,
-        json!({ "slot_id": "s1", "capacity": 3, "reserved": 0, "available": 3 })
+        json!({ "slot_id": "s1", "capacity": 3, "reserved": 0, "available": 3, "shards": 1 })
     );
     c.call(Method::GET, slot, "/slots/nope", &[], None, 404).await;
     c.store().fail_next_call(StoreErrorKind::Other);
@@ -330,9 +343,21 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     c.store().fail_next_call(StoreErrorKind::Other);
     c.call(Method::POST, reservations, "/reservations", &[JSON], body(1), 500)
         .await;
-    c.store().fail_next_call(StoreErrorKind::Throttled);
-    c.call(Method::POST, reservations, "/reservations", &[JSON], body(1), 503)
+    // Throttled commits are retried like conflicts; throttled on every attempt, it is a 503.
+    for _ in 0..3 {
+        c.store().fail_next_call(StoreErrorKind::Throttled);
+    }
+    let problem = c
+        .call(Method::POST, reservations, "/reservations", &[JSON], body(1), 503)
         .await;
+    assert_eq!(problem["code"], "throttled");
+    for _ in 0..3 {
+        c.store().fail_next_commit(|| CommitError::Contention);
+    }
+    let problem = c
+        .call(Method::POST, reservations, "/reservations", &[JSON], body(1), 429)
+        .await;
+    assert_eq!(problem["code"], "contended");
 
     let problem = c
         .call(
@@ -366,6 +391,10 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
     c.call(Method::POST, cancel, &cancel_path, &[], None, 500).await;
     c.store().fail_next_call(StoreErrorKind::Throttled);
     c.call(Method::POST, cancel, &cancel_path, &[], None, 503).await;
+    for _ in 0..3 {
+        c.store().fail_next_commit(|| CommitError::Contention);
+    }
+    c.call(Method::POST, cancel, &cancel_path, &[], None, 429).await;
     c.call(Method::POST, cancel, &cancel_path, &[JSON], big.clone(), 413)
         .await;
     c.call(Method::POST, cancel, "/reservations/01JNOPE/cancel", &[], None, 404)
@@ -520,7 +549,7 @@ async fn every_documented_status_is_produced_and_every_answer_matches_the_docume
 }
 
 #[tokio::test]
-async fn contention_that_outlasts_the_retries_is_a_409_conflict() {
+async fn contention_that_outlasts_the_retries_is_a_429_to_retry_never_a_409() {
     let mut c = Contract::new();
     c.call(
         Method::PUT,
@@ -542,14 +571,25 @@ async fn contention_that_outlasts_the_retries_is_a_409_conflict() {
             "/reservations",
             &[JSON],
             body.clone(),
-            409,
+            429,
         )
         .await;
-    assert_eq!(problem["code"], "conflict");
+    assert_eq!(problem["code"], "contended");
+    let problem = c
+        .call(
+            Method::POST,
+            "/reservations",
+            "/reservations",
+            &[JSON],
+            body.clone(),
+            201,
+        )
+        .await;
+    assert_eq!(problem["status"], "CONFIRMED", "the retry the 429 asked for books");
     assert_eq!(
         c.store().commit_attempts(),
-        3,
-        "bounded retries: exactly max_attempts commits"
+        4,
+        "bounded retries: exactly max_attempts commits, then the client's retry"
     );
 
     // Contention that clears within the bound is invisible to the client.
@@ -557,10 +597,54 @@ async fn contention_that_outlasts_the_retries_is_a_409_conflict() {
     c.store().fail_next_commit(|| CommitError::Contention);
     c.call(Method::POST, "/reservations", "/reservations", &[JSON], body, 201)
         .await;
-    assert_eq!(
-        c.store().outbox().len(),
-        1,
-        "one event, for the one committed reservation"
+    assert_eq!(c.store().outbox().len(), 2, "one event for each committed reservation");
+}
+
+#[tokio::test]
+async fn an_empty_retry_budget_answers_a_conflict_at_once_so_a_burst_is_not_multiplied() {
+    let retry = RetryPolicy {
+        max_attempts: 10,
+        backoff: domain::Backoff::new(Duration::from_micros(1), Duration::from_micros(1)),
+        // Each request adds half a retry, and none is in reserve beyond one.
+        budget: api::RetryBudget::new(0.5, 1.0),
+    };
+    let app = App::new(
+        ReservationService::new(InMemoryStore::new(), retry),
+        InMemoryReadModel::default(),
+    );
+    let put = Request::builder()
+        .method(Method::PUT)
+        .uri("/slots/s1")
+        .header("content-type", "application/json")
+        .body(Body::Text(r#"{"capacity": 100}"#.into()))
+        .unwrap();
+    assert_eq!(api::handle(&app, put).await.status(), 201);
+    let store = app.service.store();
+    // Every commit conflicts: 20 requests may retry about 10 times between them, not 180.
+    for _ in 0..200 {
+        store.fail_next_commit(|| CommitError::Contention);
+    }
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let post = Request::builder()
+            .method(Method::POST)
+            .uri("/reservations")
+            .header("content-type", "application/json")
+            .body(Body::Text(
+                json!({ "slot_id": "s1", "guest_id": format!("g{i}"), "seats": 1 }).to_string(),
+            ))
+            .unwrap();
+        let response = api::handle(&app, post).await;
+        if response.status() == 429 {
+            assert_eq!(response.headers()["retry-after"], "1");
+        }
+        statuses.push(response.status().as_u16());
+    }
+    assert!(statuses.iter().all(|s| *s == 429), "{statuses:?}");
+    let retries = store.commit_attempts() - 20;
+    assert!(
+        retries <= 11,
+        "{retries} retries for 20 requests with half a retry each"
     );
 }
 

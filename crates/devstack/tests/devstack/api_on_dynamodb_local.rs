@@ -131,6 +131,7 @@ async fn a_failed_transaction_writes_neither_the_change_nor_its_event() {
     let change = Cancellation {
         event: event.into_envelope(EventId::generate(), TraceId::generate()),
         current: stale,
+        placement: domain::Placement::default(),
         cancelled,
     };
     assert!(matches!(
@@ -341,7 +342,7 @@ async fn capacity_can_grow_or_shrink_but_never_below_what_is_reserved() {
     assert_eq!(grown.status(), StatusCode::OK);
     assert_eq!(
         grown.json::<Value>().await.unwrap(),
-        json!({ "slot_id": "s1", "capacity": 8, "reserved": 3, "available": 5 })
+        json!({ "slot_id": "s1", "capacity": 8, "reserved": 3, "available": 5, "shards": 1 })
     );
 
     let too_small = put_slot(&http, &api, "s1", 2).await;
@@ -353,7 +354,7 @@ async fn capacity_can_grow_or_shrink_but_never_below_what_is_reserved() {
     assert_eq!(put_slot(&http, &api, "s1", 3).await.status(), StatusCode::OK);
     assert_eq!(
         slot_json(&http, &api, "s1").await,
-        json!({ "slot_id": "s1", "capacity": 3, "reserved": 3, "available": 0 })
+        json!({ "slot_id": "s1", "capacity": 3, "reserved": 3, "available": 0, "shards": 1 })
     );
     let sold_out = reserve(&http, &api, "s1", "bob", 1).await;
     assert_eq!(sold_out.status(), StatusCode::CONFLICT);

@@ -1,8 +1,8 @@
 //! Invariant 2 (no overbooking) under load, on the real engines: 1,000 concurrent
-//! `POST /reservations` through the local HTTP API for one slot of capacity 100. Exactly 100 are
-//! created, the other 900 answer 409, the slot shows 100 reserved, and exactly 100
-//! ReservationCreated events reach the bus (Kinesis, or a Kafka topic), one per created
-//! reservation.
+//! `POST /reservations` through the local HTTP API for one slot of capacity 100 (in one item, or
+//! split over 16 shards). Exactly 100 are created, the other 900 answer 409 `sold_out`, the slot
+//! shows 100 reserved, and exactly 100 ReservationCreated events reach the bus (Kinesis, or a
+//! Kafka topic), one per created reservation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -14,20 +14,26 @@ const CAPACITY: u32 = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_concurrent_reservations_for_a_hundred_seats_sell_exactly_a_hundred() {
-    sell_out(None, "load").await;
+    sell_out(None, 1, "load").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_slot_of_sixteen_shards_a_thousand_concurrent_reservations_sell_exactly_a_hundred_seats() {
+    sell_out(None, 16, "load-sharded").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn on_kafka_a_thousand_concurrent_reservations_sell_a_hundred_seats_and_a_hundred_events_reach_the_topic() {
-    sell_out(Some(TestTopic::create(4).await), "load-kafka").await;
+    sell_out(Some(TestTopic::create(4).await), 1, "load-kafka").await;
 }
 
-/// The run, publishing to `topic` on the Kafka bus, or to the stack's Kinesis stream.
-async fn sell_out(topic: Option<TestTopic>, figures: &str) {
+/// The run on a slot of `shards` shards, publishing to `topic` on the Kafka bus, or to the
+/// stack's Kinesis stream.
+async fn sell_out(topic: Option<TestTopic>, shards: u16, figures: &str) {
     let stack = TestStack::start().await;
     let api = stack.spawn_api().await;
     let http = reqwest::Client::new();
-    api.put_slot(&http, "hot", CAPACITY).await;
+    api.put_sharded_slot(&http, "hot", CAPACITY, shards).await;
 
     // All requests leave together: each waits at the barrier with its request ready.
     let barrier = Arc::new(tokio::sync::Barrier::new(REQUESTS));
@@ -64,6 +70,11 @@ async fn sell_out(topic: Option<TestTopic>, figures: &str) {
         BTreeMap::from([(201, CAPACITY as usize), (409, REQUESTS - CAPACITY as usize)]),
         "codes of the non-201 answers: {codes:?}"
     );
+    assert_eq!(
+        codes,
+        BTreeMap::from([("sold_out".to_owned(), REQUESTS - CAPACITY as usize)]),
+        "every refusal is sold_out, none a conflict"
+    );
     assert_eq!(created.len(), CAPACITY as usize, "every 201 is its own reservation");
 
     let slot = api.get_json(&http, "/slots/hot").await;
@@ -71,6 +82,7 @@ async fn sell_out(topic: Option<TestTopic>, figures: &str) {
         (slot["reserved"].as_u64(), slot["available"].as_u64()),
         (Some(100), Some(0))
     );
+    assert_eq!(slot["shards"].as_u64(), Some(u64::from(shards)));
 
     let events = match &topic {
         None => {
@@ -98,6 +110,6 @@ async fn sell_out(topic: Option<TestTopic>, figures: &str) {
     assert_eq!(on_stream, created);
     test_support::figures::record(
         figures,
-        serde_json::json!({ "requests": REQUESTS, "capacity": CAPACITY, "statuses": statuses, "codes": codes, "events_on_the_bus": events.len() }),
+        serde_json::json!({ "requests": REQUESTS, "capacity": CAPACITY, "shards": shards, "statuses": statuses, "codes": codes, "events_on_the_bus": events.len() }),
     );
 }

@@ -123,7 +123,7 @@ fn passed(output: &Output) {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "smoke.sh failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("smoke: all checks passed"), "{stdout}");
-    assert_eq!(stdout.matches("smoke: ok").count(), 7, "{stdout}");
+    assert_eq!(stdout.matches("smoke: ok").count(), 8, "{stdout}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,18 +235,21 @@ impl<C: Consumer> Consumer for Chaotic<C> {
     }
 }
 
-/// Commits `events` events through the API's service: creates over 64 slots, and cancels of about
-/// a third of them, from 16 writers at once.
+/// Commits `events` events through the API's service: creates over 64 slots (half of them of 8
+/// shards), and cancels of about a third of them, from 16 writers at once.
 async fn commit(stack: &TestStack, events: usize) {
     let service = ReservationService::new(stack.store(), RetryPolicy::default());
     let slots: Vec<SlotId> = (0..64).map(|i| SlotId::parse(format!("chaos-{i}")).unwrap()).collect();
-    for slot in &slots {
+    // Half the slots split over 8 shards: their bookings and cancels draw on and give back to
+    // shards, under the same faults.
+    for (i, slot) in slots.iter().enumerate() {
         service
             .put_slot(
                 slot,
                 PutSlot {
                     capacity: Capacity::new(i64::from(Capacity::MAX)).unwrap(),
                     home_region: None,
+                    shards: (i % 2 == 1).then(|| domain::ShardCount::new(8).unwrap()),
                 },
             )
             .await

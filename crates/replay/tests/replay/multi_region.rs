@@ -46,6 +46,7 @@ async fn put_slot_at_home(service: &Service, slot: &str, capacity: i64, home: Op
             PutSlot {
                 capacity: Capacity::new(capacity).unwrap(),
                 home_region: home.map(|home| domain::RegionName::parse(home).unwrap()),
+                shards: None,
             },
         )
         .await
@@ -263,6 +264,7 @@ async fn a_slot_asked_for_in_two_regions_at_once_is_created_once_with_one_home()
                 PutSlot {
                     capacity: Capacity::new(10).unwrap(),
                     home_region: None,
+                    shards: None,
                 },
             )
             .await
@@ -999,6 +1001,7 @@ async fn a_planned_move_refuses_what_it_cannot_do_safely_and_a_repeat_changes_no
             PutSlot {
                 capacity: Capacity::new(9).unwrap(),
                 home_region: None,
+                shards: None,
             },
         )
         .await
@@ -1847,6 +1850,106 @@ async fn a_lost_regions_change_replaced_by_the_heirs_own_is_named_by_the_audit()
             "replicated_writes_dropped_as_older": replication.figures().dropped_as_older,
         }),
     );
+}
+
+/// A slot split over 8 shards moves its home while bookings flow through the old home: the move
+/// freezes every shard in one transaction, waits until the new home's replica holds every shard
+/// frozen with the old home's figures (they replicate one by one), and names the new home on all
+/// of them. No booking goes through two homes: both replicas end with every shard at home in
+/// the new Region, no shard over its share, and the shards' reservations equal to the
+/// reservations both Regions hold; a cancel in the new home gives the seats back to the shards
+/// the old home took them from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_slot_moves_its_home_with_every_shard_while_bookings_flow() {
+    let (primary, other, replication) = two_regions(Duration::from_millis(100)).await;
+    let (east_api, west_api) = (service(&primary), service(&other));
+    east_api
+        .put_slot(
+            &SlotId::parse("flash").unwrap(),
+            PutSlot {
+                capacity: Capacity::new(40).unwrap(),
+                home_region: None,
+                shards: Some(domain::ShardCount::new(8).unwrap()),
+            },
+        )
+        .await
+        .unwrap();
+    let mut first = Vec::new();
+    for i in 0..8 {
+        first.push(reserve(&east_api, "flash", &format!("early-{i}")).await.unwrap());
+    }
+    replication.settle(SETTLE).await;
+    let (east, west) = (bare_replica(&primary), bare_replica(&other));
+    let slot = SlotId::parse("flash").unwrap();
+
+    let apis = [(PRIMARY, &east_api), (OTHER, &west_api)];
+    let bookings = async {
+        let mut outcomes = Vec::new();
+        for i in 0..16 {
+            outcomes.push(book_following(&apis, PRIMARY, "flash", &format!("during-{i}")).await);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        outcomes
+    };
+    let (outcomes, moved) = tokio::join!(bookings, replay::home::move_home(&east, &west, &slot, PATIENT));
+    let moved = moved.unwrap();
+    assert!(moved.moved, "{moved}");
+    assert!(
+        outcomes.iter().all(|o| matches!(o, Some(Booking::Confirmed))),
+        "{outcomes:?}"
+    );
+
+    // A reservation the old home booked, cancelled in the new one: its seats go back to the
+    // shards they were taken from, there.
+    west_api
+        .cancel_reservation(&domain::ReservationId::parse(&first[0]).unwrap(), TraceId::generate())
+        .await
+        .expect("the new home cancels what the old home booked");
+    let refused = reserve(&east_api, "flash", "late").await.unwrap_err();
+    replication.settle(SETTLE).await;
+    assert!(
+        matches!(refused, ServiceError::HomedElsewhere { ref region, .. } | ServiceError::HomeMoving { to: ref region, .. } if region == OTHER),
+        "{refused}"
+    );
+
+    for stack in [&primary, &other] {
+        let mut shards: Vec<adapters::dynamodb::items::SlotItem> = Vec::new();
+        for kind in ["Slot", "SlotShard"] {
+            shards.extend(
+                items_of_type(stack, "RESERVATIONS_TABLE", kind)
+                    .await
+                    .into_iter()
+                    .map(|item| serde_dynamo::from_item(item).unwrap()),
+            );
+        }
+        let region = &stack.regions.here;
+        assert_eq!(shards.len(), 8, "{region}: every shard replicated");
+        for shard in &shards {
+            assert_eq!(
+                (shard.home_region.as_deref(), shard.moving_to.as_deref()),
+                (Some(OTHER), None),
+                "{region}: {} moved with the slot",
+                shard.pk
+            );
+            assert!(
+                shard.reserved <= shard.capacity.get(),
+                "{region}: {} overbooked",
+                shard.pk
+            );
+        }
+        assert_eq!(shards.iter().map(|s| s.capacity.get()).sum::<u32>(), 40);
+        let confirmed = items_of_type(stack, "RESERVATIONS_TABLE", "Reservation")
+            .await
+            .into_iter()
+            .filter(|r| r["status"].as_s().unwrap() == "CONFIRMED")
+            .count();
+        assert_eq!(confirmed, 8 + 16 - 1, "{region}");
+        assert_eq!(
+            shards.iter().map(|s| s.reserved).sum::<u32>(),
+            confirmed as u32,
+            "{region}: the shards count exactly the confirmed reservations"
+        );
+    }
 }
 
 /// What a review of the takeover found next: the heir decided every slot on its own replica's
