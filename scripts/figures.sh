@@ -51,7 +51,7 @@ for name, title, bus in [("chaos", "Chaos suite", "stream"), ("chaos-kafka", "Ch
 for name, title, bus in [
     ("load", "Load test", "Kinesis"),
     ("load-sharded", "Load test on a slot of 16 shards", "Kinesis"),
-    ("load-kafka", "Load test on Kafka", "the Kafka topic"),
+    ("load-kafka", "Load test on Kafka, a slot of 16 shards", "the Kafka topic"),
 ]:
     load_test = load(name)
     if load_test:
