@@ -41,6 +41,24 @@ pub fn fuzz_scale() -> u32 {
         .unwrap_or(1)
 }
 
+/// A binary of the workspace (`reservations-replay`, `booking-ledger`), as the workspace's build
+/// left it beside the running test's own (`target/<profile>/`): a test of another package than
+/// the binary's cannot name it with `CARGO_BIN_EXE_*`. `scripts/test.sh` builds every binary first.
+pub fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let built = std::env::current_exe()
+        .expect("the test binary's path")
+        .parent()
+        .and_then(std::path::Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        built.is_file(),
+        "{} is not built: cargo build -p <its package> (scripts/test.sh builds the workspace)",
+        built.display()
+    );
+    built
+}
+
 /// Figures a suite measured (counts of events, faults, generated cases), kept where the run's
 /// report can gather them: `scripts/test.sh` prints them at the end and `scripts/figures.sh`
 /// writes them into docs/guarantees.md. Each call also prints the figures with the test's output.

@@ -13,18 +13,7 @@ use test_support::stack::{TestApi, TestStack};
 
 /// The ledger's binary, as the workspace's build left it beside the test binaries.
 fn binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("the test binary's path");
-    let built = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>/deps")
-        .join("booking-ledger");
-    assert!(
-        built.exists(),
-        "{} is not built: cargo build -p booking-ledger (scripts/test.sh builds the workspace)",
-        built.display()
-    );
-    built
+    test_support::workspace_binary("booking-ledger")
 }
 
 fn template() -> OutsideConsumer {

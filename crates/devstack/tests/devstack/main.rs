@@ -1,8 +1,8 @@
 //! End-to-end tests of the product on the embedded local stack (DynamoDB Local, kinesis-mock,
 //! the Tansu Kafka broker, started by `scripts/test.sh`), one binary (each file a module): the
 //! API, the stream relay (to Kinesis and to Kafka) and
-//! the polling publisher, the consumers, load, the API fuzz and the smoke script; and the static
-//! checks that keep `template.yaml` equal to the code and within what AWS accepts.
+//! the polling publisher, the consumers, load, the API fuzz and the smoke script. The static checks
+//! of `template.yaml` live with the other tests of the whole product, in crates/system-tests.
 
 mod api_fuzz;
 mod api_on_dynamodb_local;
@@ -21,8 +21,3 @@ mod relay_to_kafka;
 mod relay_to_kinesis;
 mod sharded_slots;
 mod smoke_script;
-mod template_exports;
-mod template_global_tables;
-mod template_limits;
-mod template_matches;
-mod template_rules;

@@ -513,8 +513,27 @@ async fn chaos(bus: Bus, events: usize, figures: &str) {
     // The audit is the oracle: poll it until nothing is missing, or the deadline.
     let audit = || async {
         match &bus {
-            Bus::Kinesis => crate::common::audit_everything(&stack).await,
-            Bus::Kafka(topic) => crate::common::audit_everything_on(&stack, topic).await,
+            Bus::Kinesis => {
+                let stream = stack.name("EVENTS_STREAM");
+                crate::audit_everything(
+                    &stack,
+                    &replay::Bus::Kinesis {
+                        client: &stack.kinesis,
+                        stream: &stream,
+                    },
+                )
+                .await
+            }
+            Bus::Kafka(topic) => {
+                crate::audit_everything(
+                    &stack,
+                    &replay::Bus::Kafka {
+                        client: &topic.client,
+                        config: &topic.config,
+                    },
+                )
+                .await
+            }
         }
     };
     // The bound is on time without progress, not on the whole run: how fast the engines go

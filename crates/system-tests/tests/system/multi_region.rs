@@ -1202,7 +1202,7 @@ async fn a_failover_after_a_cut_loses_only_the_lost_regions_unreplicated_writes_
 
 /// `reservations-replay` with the names of `stack`'s tables, as a deployed stack's outputs give them.
 fn cli(stack: &TestStack) -> std::process::Command {
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_reservations-replay"));
+    let mut command = std::process::Command::new(test_support::workspace_binary("reservations-replay"));
     for var in [
         "RESERVATIONS_TABLE",
         "OUTBOX_TABLE",
