@@ -135,8 +135,14 @@ finish_side_checks() {
 passed() { log "all tests passed in $(($(date +%s) - ${RESERVATION_TEST_STARTED:-$(date +%s)})) s"; }
 export SCHEMATHESIS="$ROOT/.venv-fuzz/bin/st" PYTHON_CONSUMER="$ROOT/.venv-consumer/bin/python"
 
+# Each step says when it began, in seconds since the run started: where a slow run spent its time.
+log() {
+  printf '\033[1m==> [%4d s] %s\033[0m\n' "$(($(date +%s) - ${RESERVATION_TEST_STARTED:-$(date +%s)}))" "$*" >&2
+}
+
 if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
   started=$(date +%s)
+  export RESERVATION_TEST_STARTED="$started"
   ensure_cargo
   mkdir -p "$ROOT/.devstack"
   install_log="$ROOT/.devstack/install.log"
@@ -183,7 +189,6 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
     [[ -z "$extra" ]] || die "${package#--package=} links SDK features it does not need: ${extra//$'\n'/, }"
   done
   start_contract_checks
-  export RESERVATION_TEST_STARTED="$started"
   # The tests in a private network namespace, as a child: the checks beside the run are this
   # process's, and it waits for them when the tests are done.
   netns=()
