@@ -12,8 +12,8 @@
 # Extra arguments go to the test runner (cargo nextest run, or cargo test without nextest) and
 # select tests of the first phase; with arguments the LocalStack phase does not run.
 #
-# The chaos, load and fuzz suites run a quick profile by default (2,000 chaos events on Kinesis,
-# 2,000 on Kafka, a few hundred generated inputs per property); --long (first argument) runs
+# The chaos, load and fuzz suites run a quick profile by default (1,000 chaos events on Kinesis,
+# 1,000 on Kafka, a few hundred generated inputs per property); --long (first argument) runs
 # 50,000 and 20,000 chaos events and ten times the generated inputs.
 #
 # Both engines listen on every interface and have no option not to. Where this machine allows it
@@ -237,7 +237,7 @@ rm -rf "$RESERVATION_FIGURES_DIR"
 mkdir -p "$RESERVATION_FIGURES_DIR"
 printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "chaos_kafka_events": %s, "fuzz_scale": %s, "cores": %s}\n' \
   "$(date -u +%Y-%m-%d)" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
-  "${CHAOS_EVENTS:-2000}" "${CHAOS_KAFKA_EVENTS:-2000}" "${FUZZ_SCALE:-1}" \
+  "${CHAOS_EVENTS:-1000}" "${CHAOS_KAFKA_EVENTS:-1000}" "${FUZZ_SCALE:-1}" \
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
 # examples/booking-ledger deployed as a team outside deploys it, with the bootstrap the first
