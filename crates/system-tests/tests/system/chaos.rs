@@ -121,7 +121,11 @@ impl<S: EventSink> EventSink for ChaoticSink<S> {
             *burst = burst.saturating_sub(1);
             let failing: Vec<bool> = records.iter().map(|_| rng.random_bool(0.2)).collect();
             // One call in twenty is killed: several kills even in a short run.
-            (throttle, failing, rng.random_bool(0.05) || call == Scheduled::RELAY_KILL)
+            (
+                throttle,
+                failing,
+                rng.random_bool(0.05) || call == Scheduled::RELAY_KILL,
+            )
         };
         if throttle {
             self.count("throttled calls", 1);
