@@ -66,12 +66,13 @@ localstack_install() {
     log "installing LocalStack $LOCALSTACK_VERSION (host mode) into ${LOCALSTACK_HOME#"$ROOT"/}/ with $python"
     rm -rf "$LOCALSTACK_VENV"
     "$python" -m venv "$LOCALSTACK_VENV"
-    "$LOCALSTACK_VENV/bin/pip" install --quiet --disable-pip-version-check \
+    ensure_uv
+    "$UV" pip install --quiet --python "$LOCALSTACK_VENV/bin/python" \
       -c "$ROOT/infra/localstack/constraints.txt" "localstack-core[runtime]==$LOCALSTACK_VERSION" setuptools
     # Built from a copy: a build writes its own folders next to the sources.
     rm -rf "$LOCALSTACK_HOME/host-executor"
     cp -r "$ROOT/infra/localstack/host-executor" "$LOCALSTACK_HOME/host-executor"
-    "$LOCALSTACK_VENV/bin/pip" install --quiet --disable-pip-version-check --no-build-isolation \
+    "$UV" pip install --quiet --python "$LOCALSTACK_VENV/bin/python" --no-build-isolation \
       "$LOCALSTACK_HOME/host-executor"
     touch "$marker"
   fi

@@ -34,18 +34,32 @@ ensure_node() {
 }
 ensure_cargo() { command -v cargo >/dev/null || die "cargo not found: install Rust (https://rustup.rs) and retry"; }
 
-# Installs pip packages into a venv once (a marker file per package list).
+# Python packages are installed by uv, pinned like everything else: the same packages pip would
+# install (LocalStack's 115 checked one by one), for a quarter of pip's CPU (LocalStack: 11 s
+# against 38 s), which the build running beside the installs gets back. uv comes from PyPI, once.
+UV_VERSION=0.13.10
+UV="$TOOLS/uv/bin/uv"
+ensure_uv() {
+  [[ -x "$UV" && -f "$TOOLS/uv/.installed-$UV_VERSION" ]] && return
+  command -v python3 >/dev/null || apt_install python3
+  rm -rf "$TOOLS/uv"
+  python3 -m venv "$TOOLS/uv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$TOOLS/uv"; }
+  "$TOOLS/uv/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  touch "$TOOLS/uv/.installed-$UV_VERSION"
+}
+
+# Installs Python packages into a venv once (a marker file per package list).
 pip_tools() {
   local venv=$1 marker
   shift
   marker="$venv/.installed-$(printf '%s' "$*" | sha256sum | cut -c1-12)"
   [[ -f "$marker" ]] && return
-  command -v python3 >/dev/null || apt_install python3
-  if [[ ! -x "$venv/bin/pip" ]]; then
-    python3 -m venv "$venv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$venv"; }
-  fi
+  ensure_uv
+  # No pip inside: uv installs into it.
+  [[ -x "$venv/bin/python" ]] || python3 -m venv --without-pip "$venv" 2>/dev/null ||
+    { apt_install python3-venv && python3 -m venv --without-pip "$venv"; }
   log "installing $* into ${venv#"$ROOT"/}/"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "$@"
+  "$UV" pip install --quiet --python "$venv/bin/python" "$@"
   touch "$marker"
 }
 
