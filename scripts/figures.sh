@@ -111,8 +111,8 @@ if race:
     lines += [
         f"- **Two survivors taking over at once, simulated** (invariant 2): {len(race['regions'])} Regions, the "
         f"primary lost with a move from it and a move to it under way; **one heir** ({race['heir']}), the other "
-        f"refused; {race['slots_taken']} slots taken, {race['moves_to_lost_aborted']} move to the lost Region "
-        f"aborted in its home; {race['bookings_after']} bookings ({race['booked_while_the_survivors_were_cut_off']} "
+        f"refused; slots taken: {race['slots_taken']}, moves to the lost Region aborted in their home: "
+        f"{race['moves_to_lost_aborted']}; {race['bookings_after']} bookings ({race['booked_while_the_survivors_were_cut_off']} "
         f"while the survivors were cut off from each other), none overbooked, none frozen.",
     ]
 reads = load("multi_region_move_reads")
