@@ -175,7 +175,7 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
     die "installing the engines and tools failed; the whole log is ${install_log#"$ROOT"/}"
   fi
   trap stop_side_checks EXIT
-  log "static checks: shellcheck, the scripts' mode, the functions' SDK features"
+  log "static checks: shellcheck, the scripts' mode, the functions' SDK features, the kit's package"
   "$VENV/bin/shellcheck" -x -P SCRIPTDIR scripts/*.sh scripts/lib/*.sh .ci/run examples/booking-ledger/deploy.sh
   # The docs tell users to run scripts/*.sh as they are: each must be executable in the clone.
   for script in scripts/*.sh; do
@@ -188,6 +188,9 @@ if [[ "${RESERVATION_TEST_IN_NETNS:-}" != 1 ]]; then
       grep -oE 'aws-config feature "(sso|credentials-process)"|feature "behavior-version-latest"' | sort -u || true)
     [[ -z "$extra" ]] || die "${package#--package=} links SDK features it does not need: ${extra//$'\n'/, }"
   done
+  # The consumer kit is published for teams outside: it packages (a version on every dependency,
+  # no path-only one, its README and licence in). Its build is the workspace's, done above.
+  cargo package --quiet --no-verify --allow-dirty -p reservation-events-consumer
   start_contract_checks
   # The tests in a private network namespace, as a child: the checks beside the run are this
   # process's, and it waits for them when the tests are done.
