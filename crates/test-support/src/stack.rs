@@ -653,8 +653,12 @@ fn poller_settings(interval: std::time::Duration) -> relay::PollerSettings {
     relay::PollerSettings {
         interval,
         batch_limit: 500,
-        lease_duration: std::time::Duration::from_secs(3),
-        lease_margin: std::time::Duration::from_millis(1_500),
+        // The Lambda's margin (5 s): a poll must end within it, or the lease lapses mid-poll and
+        // another poller publishes the same events again. The Lambda's Kinesis client times out
+        // before that; the test's has no timeout, and on a loaded machine a put outlived a 1.5 s
+        // margin (two pollers published 95 events for 90).
+        lease_duration: std::time::Duration::from_secs(10),
+        lease_margin: std::time::Duration::from_secs(5),
         // DynamoDB Local updates an index with the write itself.
         drain_settle: std::time::Duration::from_millis(100),
     }
