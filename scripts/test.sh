@@ -238,9 +238,9 @@ export TANSU
 export RESERVATION_FIGURES_DIR="$ROOT/.devstack/figures"
 rm -rf "$RESERVATION_FIGURES_DIR"
 mkdir -p "$RESERVATION_FIGURES_DIR"
-printf '{"date": "%s", "commit": "%s", "chaos_events": %s, "chaos_kafka_events": %s, "fuzz_scale": %s, "cores": %s}\n' \
+printf '{"date": "%s", "commit": "%s", "fuzz_scale": %s, "cores": %s}\n' \
   "$(date -u +%Y-%m-%d)" "$(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)" \
-  "${CHAOS_EVENTS:-1000}" "${CHAOS_KAFKA_EVENTS:-1000}" "${FUZZ_SCALE:-1}" \
+  "${FUZZ_SCALE:-1}" \
   "$(nproc)" >"$RESERVATION_FIGURES_DIR/run.json"
 
 # examples/booking-ledger deployed as a team outside deploys it, with the bootstrap the first
