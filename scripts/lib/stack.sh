@@ -39,11 +39,15 @@ ensure_cargo() { command -v cargo >/dev/null || die "cargo not found: install Ru
 # against 38 s), which the build running beside the installs gets back. uv comes from PyPI, once.
 UV_VERSION=0.13.10
 UV="$TOOLS/uv/bin/uv"
+# new_venv DIR [VENV OPTIONS]: a venv of the machine's python3, which Debian may ship without venv.
+new_venv() {
+  command -v python3 >/dev/null || apt_install python3
+  python3 -m venv "$@" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$@"; }
+}
 ensure_uv() {
   [[ -x "$UV" && -f "$TOOLS/uv/.installed-$UV_VERSION" ]] && return
-  command -v python3 >/dev/null || apt_install python3
   rm -rf "$TOOLS/uv"
-  python3 -m venv "$TOOLS/uv" 2>/dev/null || { apt_install python3-venv && python3 -m venv "$TOOLS/uv"; }
+  new_venv "$TOOLS/uv"
   "$TOOLS/uv/bin/pip" install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   touch "$TOOLS/uv/.installed-$UV_VERSION"
 }
@@ -56,8 +60,7 @@ pip_tools() {
   [[ -f "$marker" ]] && return
   ensure_uv
   # No pip inside: uv installs into it.
-  [[ -x "$venv/bin/python" ]] || python3 -m venv --without-pip "$venv" 2>/dev/null ||
-    { apt_install python3-venv && python3 -m venv --without-pip "$venv"; }
+  [[ -x "$venv/bin/python" ]] || new_venv --without-pip "$venv"
   log "installing $* into ${venv#"$ROOT"/}/"
   "$UV" pip install --quiet --python "$venv/bin/python" "$@"
   touch "$marker"
