@@ -1,30 +1,30 @@
 //! The consumers' cost per event (`consumer-bench`, run by `scripts/bench.sh consumers`, which
-//! starts the engines): the projector and the notifier over the same Kinesis Lambda events,
+//! starts the engines): every consumer of `consumers::ALL`, built by its registration, over the
+//! same Kinesis Lambda events,
 //!
-//! 1. with in-memory stores: process CPU per event of the handler alone, counting what the
-//!    Lambda runtime does too (event JSON → `KinesisEvent`, response → JSON);
-//! 2. against DynamoDB Local: the same through the real adapters and the SDK, each pass on fresh
-//!    tables, with the DynamoDB capacity the engine reports per applied event. The notifier's
-//!    channel accepts everything in memory: SNS is not what is measured here.
+//! 1. on its in-memory stores, if its registration has them: process CPU per event of the
+//!    handler alone, counting what the Lambda runtime does too (event JSON → `KinesisEvent`,
+//!    response → JSON);
+//! 2. built as its Lambda builds it, on the local stack (DynamoDB Local; moto's SNS, on a topic
+//!    no queue subscribes to: `TestStack::vars_without_subscribers`), each pass on a fresh table: CPU per event with the SDK's, the DynamoDB capacity
+//!    the engine reports per applied event, and every AWS call it makes, of any service.
 //!
 //! Run it on one thread: process CPU time is then the handler's (plus the SDK's) own.
 
-use crate::capacity::{CapacityMeter, metered_client};
+use crate::calls::CallCounter;
+use crate::capacity::{CapacityMeter, Units, metered_client};
 use crate::stats::Pass;
-use adapters::{DynamoNotifications, DynamoReadModel, InMemoryNotifications, InMemoryReadModel};
-use anyhow::{Result, ensure};
+use anyhow::{Context, Result, ensure};
 use aws_lambda_events::event::kinesis::KinesisEvent;
-use consumers::{Consumer, ConsumerHandler, Notifier, Projector};
+use consumers::{BoxConsumer, Consumer, ConsumerHandler, Publishes, Registration, Wiring};
 use dead_letters::MemoryDeadLetters;
-use domain::Notification;
-use domain::ports::{Delivery, NotificationChannel, StoreError};
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::collections::BTreeMap;
 use test_support::events::{envelope_json, kinesis_record};
 use test_support::stack::TestStack;
 
 #[derive(clap::Args)]
-#[command(about = "Projector and notifier cost per event, in memory and against DynamoDB Local")]
+#[command(about = "Each consumer's cost per event, in memory and on the local stack")]
 pub struct Args {
     /// Events per pass: three quarters creates, then cancels of a third of them.
     #[arg(long, default_value_t = 10_000)]
@@ -35,27 +35,9 @@ pub struct Args {
     /// Passes with in-memory stores; the median is reported.
     #[arg(long, default_value_t = 5)]
     pub memory_passes: usize,
-    /// Passes against DynamoDB Local, each on fresh tables; the mean is reported.
+    /// Passes on the local stack, each on a fresh table; the mean is reported.
     #[arg(long, default_value_t = 2)]
     pub dynamodb_passes: usize,
-}
-
-/// A channel that takes every notification: the notifier's own work and its table remain.
-#[derive(Default)]
-struct AcceptingChannel(AtomicU64);
-
-impl NotificationChannel for AcceptingChannel {
-    async fn publish(&self, _notification: &Notification) -> Result<Delivery, StoreError> {
-        let n = self.0.fetch_add(1, Ordering::Relaxed);
-        Ok(Delivery {
-            message_id: format!("m-{n}"),
-            sequence_number: Some(n.to_string()),
-        })
-    }
-
-    fn dedup_window(&self) -> time::Duration {
-        time::Duration::minutes(5)
-    }
 }
 
 /// The usual shape of the stream: creates, then cancels of a third of them, as Lambda delivers
@@ -102,7 +84,7 @@ fn per_event(events: usize, pass: &Pass) -> Value {
     })
 }
 
-async fn in_memory<C: Consumer>(make: impl Fn() -> C, batches: &[Vec<u8>], passes: usize) -> Result<Pass> {
+async fn in_memory(make: fn() -> BoxConsumer, batches: &[Vec<u8>], passes: usize) -> Result<Pass> {
     pass(&ConsumerHandler::new(make(), MemoryDeadLetters::default()), batches).await?; // warm-up
     let mut results = Vec::new();
     for _ in 0..passes {
@@ -112,99 +94,104 @@ async fn in_memory<C: Consumer>(make: impl Fn() -> C, batches: &[Vec<u8>], passe
     Ok(Pass::median_cpu(&results))
 }
 
-pub async fn run(args: &Args) -> Result<Value> {
-    let batches = lambda_events(args.events, args.batch_size);
-    let events = args.events;
-
-    let projector_memory = in_memory(
-        || Projector::new(InMemoryReadModel::default()),
-        &batches,
-        args.memory_passes,
-    )
-    .await?;
-    let notifier_memory = in_memory(
-        || Notifier::new(InMemoryNotifications::default()),
-        &batches,
-        args.memory_passes,
-    )
-    .await?;
-
-    let stack = TestStack::start().await;
-    let meter = CapacityMeter::default();
-    let client = metered_client(&stack.sdk, &meter);
-    let retention = consumers::ConsumerConfig::notification_retention_from_vars(&Default::default())?;
-    let (mut projector_passes, mut notifier_passes) = (Vec::new(), Vec::new());
-    let (mut projector_units, mut notifier_units) = (Vec::new(), Vec::new());
-    // The first pass of each warms connections and DynamoDB Local; it is not counted.
-    for n in 0..=args.dynamodb_passes {
-        let table = stack.create_table_like("READ_MODEL_TABLE", &format!("bench{n}")).await;
-        meter.reset();
-        let projector = ConsumerHandler::new(
-            Projector::new(DynamoReadModel::new(client.clone(), table)),
-            MemoryDeadLetters::default(),
-        );
-        let result = pass(&projector, &batches).await?;
-        if n > 0 {
-            projector_passes.push(result);
-            projector_units.push(meter.snapshot());
-        }
-        let table = stack
-            .create_table_like("NOTIFICATIONS_TABLE", &format!("bench{n}"))
-            .await;
-        meter.reset();
-        let notifier = ConsumerHandler::new(
-            Notifier::new(DynamoNotifications::new(
-                client.clone(),
-                table,
-                retention,
-                AcceptingChannel::default(),
-            )),
-            MemoryDeadLetters::default(),
-        );
-        let result = pass(&notifier, &batches).await?;
-        if n > 0 {
-            notifier_passes.push(result);
-            notifier_units.push(meter.snapshot());
-        }
-    }
-    let units_per_event = |snapshots: &[std::collections::BTreeMap<String, crate::capacity::Units>]| {
-        let passes = snapshots.len() as f64 * events as f64;
-        let mut by_operation = serde_json::Map::new();
-        let (mut read, mut write) = (0.0, 0.0);
-        for snapshot in snapshots {
-            for (operation, units) in snapshot {
-                read += units.read;
-                write += units.write;
-                let entry = by_operation
-                    .entry(operation.clone())
-                    .or_insert_with(|| json!({ "calls": 0.0, "read": 0.0, "write": 0.0 }));
-                for (key, value) in [
-                    ("calls", units.calls as f64),
-                    ("read", units.read),
-                    ("write", units.write),
-                ] {
-                    entry[key] = json!(entry[key].as_f64().unwrap_or(0.0) + value / passes);
-                }
+/// DynamoDB capacity per event, in all and by operation, over `snapshots` of one pass each.
+fn units_per_event(snapshots: &[BTreeMap<String, Units>], events: usize) -> Value {
+    let passes = snapshots.len() as f64 * events as f64;
+    let mut by_operation = serde_json::Map::new();
+    let (mut read, mut write) = (0.0, 0.0);
+    for snapshot in snapshots {
+        for (operation, units) in snapshot {
+            read += units.read;
+            write += units.write;
+            let entry = by_operation
+                .entry(operation.clone())
+                .or_insert_with(|| json!({ "calls": 0.0, "read": 0.0, "write": 0.0 }));
+            for (key, value) in [
+                ("calls", units.calls as f64),
+                ("read", units.read),
+                ("write", units.write),
+            ] {
+                entry[key] = json!(entry[key].as_f64().unwrap_or(0.0) + value / passes);
             }
         }
-        json!({ "read": read / passes, "write": write / passes, "by_operation": by_operation })
-    };
+    }
+    json!({ "read": read / passes, "write": write / passes, "by_operation": by_operation })
+}
 
+/// AWS calls per event by `service.Operation`, over `snapshots` of one pass each.
+fn calls_per_event(snapshots: &[BTreeMap<String, u64>], events: usize) -> Value {
+    let passes = snapshots.len() as f64 * events as f64;
+    let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+    for (call, count) in snapshots.iter().flatten() {
+        *totals.entry(call).or_default() += *count as f64 / passes;
+    }
+    json!(totals)
+}
+
+/// One consumer's figures: in memory (if it has in-memory stores) and on the local stack.
+async fn measure(registration: &Registration, stack: &TestStack, batches: &[Vec<u8>], args: &Args) -> Result<Value> {
+    let memory = match registration.in_memory {
+        Some(make) => Some(per_event(
+            args.events,
+            &in_memory(make, batches, args.memory_passes).await?,
+        )),
+        None => None,
+    };
+    let meter = CapacityMeter::default();
+    let calls = CallCounter::default();
+    let sdk = calls.counted(&stack.sdk);
+    let dynamodb = metered_client(&sdk, &meter);
+    let (mut passes, mut units, mut counted) = (Vec::new(), Vec::new(), Vec::new());
+    // The first pass warms connections and the engines; it is not counted.
+    for n in 0..=args.dynamodb_passes {
+        let mut vars = stack.vars_without_subscribers().await;
+        let table = stack
+            .create_table_like(registration.table.var, &format!("bench{n}"))
+            .await;
+        vars.insert(registration.table.var.to_owned(), table);
+        let wiring = Wiring {
+            sdk: &sdk,
+            dynamodb: dynamodb.clone(),
+            vars: &vars,
+            publishes: Publishes::Yes,
+            metrics: reservation_events_consumer::metrics::Emitter::Off,
+        };
+        let consumer = registration
+            .build(&wiring)
+            .with_context(|| format!("building {} on the local stack", registration.name))?;
+        meter.reset();
+        calls.reset();
+        let result = pass(&ConsumerHandler::new(consumer, MemoryDeadLetters::default()), batches).await?;
+        if n > 0 {
+            passes.push(result);
+            units.push(meter.snapshot());
+            counted.push(calls.snapshot());
+        }
+    }
     Ok(json!({
-        "events": events,
+        "memory": memory,
+        "dynamodb": per_event(args.events, &Pass::mean(&passes)),
+        "units_per_event": units_per_event(&units, args.events),
+        "calls_per_event": calls_per_event(&counted, args.events),
+    }))
+}
+
+pub async fn run(args: &Args) -> Result<Value> {
+    let batches = lambda_events(args.events, args.batch_size);
+    let stack = TestStack::start().await;
+    let mut measured = serde_json::Map::new();
+    for registration in consumers::ALL {
+        measured.insert(
+            registration.name.to_owned(),
+            measure(registration, &stack, &batches, args).await?,
+        );
+    }
+    Ok(json!({
+        "events": args.events,
         "batch_size": args.batch_size,
         "invocations": batches.len(),
         "memory_passes": args.memory_passes,
         "dynamodb_passes": args.dynamodb_passes,
-        "projector": {
-            "memory": per_event(events, &projector_memory),
-            "dynamodb": per_event(events, &Pass::mean(&projector_passes)),
-            "units_per_event": units_per_event(&projector_units),
-        },
-        "notifier": {
-            "memory": per_event(events, &notifier_memory),
-            "dynamodb": per_event(events, &Pass::mean(&notifier_passes)),
-            "units_per_event": units_per_event(&notifier_units),
-        },
+        "consumers": measured,
     }))
 }

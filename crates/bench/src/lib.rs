@@ -10,8 +10,10 @@
 //! - [`relay_cost`]: the relay's CPU per event, and its rate next to raw `PutRecords`;
 //! - [`load`]: offered load against a running API;
 //! - [`capacity`]: DynamoDB capacity units per reservation, cancel and relayed event;
-//! - [`consumer_cost`]: the projector's and the notifier's CPU and capacity per event.
+//! - [`consumer_cost`]: each registered consumer's CPU, capacity and AWS calls per event;
+//! - [`calls`]: AWS calls of every service, counted on the wire.
 
+pub mod calls;
 pub mod capacity;
 pub mod consumer_cost;
 pub mod function_start;

@@ -11,8 +11,8 @@
 //! Adding a consumer: its module here (the consumer and its [`Registration`]), its entry in
 //! [`ALL`], its function crate (`functions/<name>`, whose main calls [`run_lambda`]), its block
 //! of `template.yaml`, and its table in `infra/resources.json`. The Lambda, `reservations-replay`
-//! (replay, audit, re-drive, move-home), the local stack and the template checks take it from
-//! the list.
+//! (replay, audit, re-drive, move-home), the local stack, the template checks and the
+//! benchmarks (`consumer-bench`, `scripts/bench.sh consumers` and `cost`) take it from the list.
 
 pub mod config;
 pub mod notifier;
@@ -49,6 +49,11 @@ pub struct Registration {
     pub table: ResourceName,
     /// The consumer on AWS (or the local stack), from the variables naming its resources.
     pub build: fn(&Wiring<'_>) -> Result<BoxConsumer, SettingError>,
+    /// The consumer on in-memory stores with the same version rule, if it has them: what the
+    /// benchmarks measure as the handler's own work, without the SDK (`None`: they measure it
+    /// on the local stack only).
+    #[cfg(feature = "test-util")]
+    pub in_memory: Option<fn() -> BoxConsumer>,
 }
 
 impl Registration {
@@ -72,12 +77,33 @@ impl Registration {
 /// What a consumer is built from.
 pub struct Wiring<'a> {
     pub sdk: &'a aws_types::SdkConfig,
+    /// Every consumer keeps its progress in DynamoDB (its registration's `table`): the client for
+    /// it, made by the caller so that it can add to it (the benchmarks meter its capacity).
+    pub dynamodb: aws_sdk_dynamodb::Client,
     /// The variables naming its resources: a function's environment, or a tool's (over a
     /// stack's outputs).
     pub vars: &'a HashMap<String, String>,
     pub publishes: Publishes,
     /// Where the consumer's own metrics go (the batch metrics are the handler's).
     pub metrics: telemetry::Emitter,
+}
+
+impl<'a> Wiring<'a> {
+    /// The wiring of a deployed consumer: its clients from `sdk`.
+    pub fn new(
+        sdk: &'a aws_types::SdkConfig,
+        vars: &'a HashMap<String, String>,
+        publishes: Publishes,
+        metrics: telemetry::Emitter,
+    ) -> Self {
+        Self {
+            sdk,
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            vars,
+            publishes,
+            metrics,
+        }
+    }
 }
 
 /// Whether a consumer built by a tool may act beyond its own table (the notifier publishes).
@@ -94,12 +120,7 @@ pub async fn run_lambda(registration: &Registration) -> Result<(), lambda::Error
     let vars: HashMap<String, String> = std::env::vars().collect();
     let config = ConsumerConfig::from_vars(&vars, registration.table)?;
     let sdk = settings::sdk_config().await;
-    let wiring = Wiring {
-        sdk: &sdk,
-        vars: &vars,
-        publishes: Publishes::Yes,
-        metrics: telemetry::Emitter::Stdout,
-    };
+    let wiring = Wiring::new(&sdk, &vars, Publishes::Yes, telemetry::Emitter::Stdout);
     lambda::run(registration.build(&wiring)?, &config.kit, &sdk).await
 }
 
@@ -135,12 +156,7 @@ mod tests {
     fn the_notifier_needs_its_topic_to_publish_and_not_to_read_its_progress() {
         let sdk = sdk();
         let vars = HashMap::new();
-        let wiring = |publishes| Wiring {
-            sdk: &sdk,
-            vars: &vars,
-            publishes,
-            metrics: telemetry::Emitter::Off,
-        };
+        let wiring = |publishes| Wiring::new(&sdk, &vars, publishes, telemetry::Emitter::Off);
         let err = notifier::REGISTRATION.build(&wiring(Publishes::Yes)).err().unwrap();
         assert_eq!(
             err.to_string(),

@@ -25,11 +25,12 @@ pub const REGISTRATION: Registration = Registration {
             Publishes::No => vars.get(names::NOTIFICATIONS_TOPIC_ARN).unwrap_or_default().to_owned(),
         };
         let topic = SnsTopic::new(aws_sdk_sns::Client::new(wiring.sdk), topic_arn);
-        let dynamodb = aws_sdk_dynamodb::Client::new(wiring.sdk);
-        let notifications =
-            DynamoNotifications::new(dynamodb, table, retention, topic).with_metrics(wiring.metrics.clone());
+        let notifications = DynamoNotifications::new(wiring.dynamodb.clone(), table, retention, topic)
+            .with_metrics(wiring.metrics.clone());
         Ok(BoxConsumer::new(Notifier::new(notifications)))
     },
+    #[cfg(feature = "test-util")]
+    in_memory: Some(|| BoxConsumer::new(Notifier::new(adapters::InMemoryNotifications::default()))),
 };
 
 pub struct Notifier<N> {

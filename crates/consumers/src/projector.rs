@@ -14,9 +14,11 @@ pub const REGISTRATION: Registration = Registration {
     table: names::READ_MODEL_TABLE,
     build: |wiring| {
         let table = settings::Vars(wiring.vars).name(names::READ_MODEL_TABLE)?;
-        let store = DynamoReadModel::new(aws_sdk_dynamodb::Client::new(wiring.sdk), table);
+        let store = DynamoReadModel::new(wiring.dynamodb.clone(), table);
         Ok(BoxConsumer::new(Projector::new(store)))
     },
+    #[cfg(feature = "test-util")]
+    in_memory: Some(|| BoxConsumer::new(Projector::new(adapters::InMemoryReadModel::default()))),
 };
 
 pub struct Projector<S> {

@@ -395,12 +395,12 @@ fn consumer(
     if let Some(table) = table {
         vars.insert(registration.table.var.to_owned(), table);
     }
-    let wiring = consumers::Wiring {
+    let wiring = consumers::Wiring::new(
         sdk,
-        vars: &vars,
+        &vars,
         publishes,
-        metrics: reservation_events_consumer::metrics::Emitter::Off,
-    };
+        reservation_events_consumer::metrics::Emitter::Off,
+    );
     Ok(registration.build(&wiring)?)
 }
 

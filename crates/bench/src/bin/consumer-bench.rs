@@ -1,5 +1,5 @@
-//! `consumer-bench`: the projector's and the notifier's cost per event, for benchmarks (never
-//! tests). Run by `scripts/bench.sh consumers`, which starts the engines. Prints one JSON line;
+//! `consumer-bench`: the cost per event of every consumer in `consumers::ALL`, for benchmarks
+//! (never tests). Run by `scripts/bench.sh consumers`, which starts the engines. Prints one JSON line;
 //! see `bench::consumer_cost`.
 
 use anyhow::{Result, ensure};
@@ -7,7 +7,7 @@ use bench::consumer_cost::{Args, run};
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Projector and notifier cost per event")]
+#[command(about = "Each registered consumer's cost per event")]
 struct Cli {
     #[command(flatten)]
     args: Args,

@@ -304,12 +304,7 @@ async fn consumers(sdk: &aws_config::SdkConfig, args: &RelayArgs) -> Result<()> 
         let topic_arn = notification_channel(sdk).await?.topic_arn;
         vars.insert(names::NOTIFICATIONS_TOPIC_ARN.to_owned(), topic_arn);
     }
-    let wiring = consumers::Wiring {
-        sdk,
-        vars: &vars,
-        publishes: consumers::Publishes::Yes,
-        metrics: Default::default(),
-    };
+    let wiring = consumers::Wiring::new(sdk, &vars, consumers::Publishes::Yes, Default::default());
     let built = consumers::ALL
         .iter()
         .map(|registration| registration.build(&wiring))

@@ -5,6 +5,7 @@
 //! `scripts/test.sh` starts (DynamoDB Local, kinesis-mock, moto, the Tansu Kafka broker).
 
 mod chaos;
+mod consumer_list;
 mod multi_region;
 mod template_exports;
 mod template_global_tables;
@@ -15,18 +16,22 @@ mod template_rules;
 use replay::audit::{AuditReport, audit};
 use test_support::stack::TestStack;
 
-/// The audit of everything the stack's outbox holds, against `bus` and both consumers: the
-/// oracle of the chaos suite.
+/// The audit of everything the stack's outbox holds, against `bus` and every consumer of the
+/// product: the oracle of the chaos suite.
 async fn audit_everything(stack: &TestStack, bus: &replay::Bus<'_>) -> AuditReport {
-    let projector = consumers::Projector::new(stack.read_model());
-    let notifier = consumers::Notifier::new(stack.notifications().await);
+    let mut built = Vec::new();
+    for registration in consumers::ALL {
+        built.push(stack.consumer(registration).await);
+    }
+    let consumers: Vec<&dyn replay::audit::AppliedVersions> =
+        built.iter().map(|c| c as &dyn replay::audit::AppliedVersions).collect();
     audit(
         &stack.dynamodb,
         bus,
         &stack.name("OUTBOX_TABLE"),
         time::OffsetDateTime::UNIX_EPOCH,
         time::OffsetDateTime::now_utc(),
-        &[&projector, &notifier],
+        &consumers,
         &replay::audit::BornIn::Anywhere,
     )
     .await

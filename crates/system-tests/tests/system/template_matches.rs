@@ -337,12 +337,9 @@ fn every_function_environment_satisfies_its_typed_config_on_either_bus() {
                     Some(consumer) => consumers::ConsumerConfig::from_vars(&vars, consumer.table)
                         .map_err(|e| e.to_string())
                         .and_then(|_| {
-                            let wiring = consumers::Wiring {
-                                sdk: &offline_sdk(),
-                                vars: &vars,
-                                publishes: consumers::Publishes::Yes,
-                                metrics: Default::default(),
-                            };
+                            let sdk = offline_sdk();
+                            let wiring =
+                                consumers::Wiring::new(&sdk, &vars, consumers::Publishes::Yes, Default::default());
                             consumer.build(&wiring).map(|_| ()).map_err(|e| e.to_string())
                         }),
                     None => panic!("{id}: no config check for {other}; add one"),
