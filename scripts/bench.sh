@@ -16,7 +16,8 @@
 #   scripts/bench.sh buses [EVENTS] [RATE]     the same relay workloads on Kinesis and on Kafka (Tansu), and
 #                                              API 201 → projector applied on each bus (10000, 20)
 #   scripts/bench.sh functions [RUNS]          zipped arm64 size, init time, peak RSS (5 runs)
-#   scripts/bench.sh consumers [EVENTS] [BATCH] projector and notifier CPU and capacity per event (10000, 100)
+#   scripts/bench.sh consumers [EVENTS] [BATCH] every registered consumer's CPU, capacity and AWS calls per
+#                                              event (10000, 100)
 #   scripts/bench.sh cost [RESERVATIONS] [CANCELS]
 #                                              measured capacity units and CPU → docs/cost.md, the bill
 #                                              per million reservations for each relay (1000, 250)
@@ -539,8 +540,9 @@ PY
 
 bench_consumers() {
   local events="${1:-10000}" batch="${2:-100}" results
-  fresh_engines
-  log "consumers: $events events, batches of $batch, in memory and on DynamoDB Local"
+  # The notifier publishes to its topic, on moto's SNS: the consumers are built as their Lambdas are.
+  fresh_engines_and_sns
+  log "consumers: $events events, batches of $batch, in memory and on the local stack"
   results="$("$bin/consumer-bench" --events "$events" --batch-size "$batch")"
   echo "$results"
   python3 - "$results" "$machine" "$day" "$(command_line consumers "$events" "$batch")" <<'PY' | write_section "## Consumers: cost per event"
@@ -551,34 +553,40 @@ print(f"""## Consumers: cost per event
 
 Command: `{command}` (release build, one thread). Run on {day}: {machine}.
 
-The same {r['events']} Kinesis events (three quarters creates, then cancels of a third of them, the
-envelopes as the relay writes them) in {r['invocations']} invocations of {r['batch_size']}, through each consumer's
+Every consumer the product registers (`consumers::ALL`), built by its registration. The same
+{r['events']} Kinesis events (three quarters creates, then cancels of a third of them, the envelopes
+as the relay writes them) in {r['invocations']} invocations of {r['batch_size']}, through each consumer's
 handler as the Lambda runtime would run it (event JSON → `KinesisEvent`, the handler, response →
 JSON).
 
-- **In memory**: the adapters' in-memory twins (the same version rule): the handler's own work,
-  process CPU per event, median of {r['memory_passes']} passes, each on an empty store.
-- **DynamoDB Local**: the real adapters through the SDK, each pass on fresh tables, mean of
-  {r['dynamodb_passes']} passes after a warm-up. The notifier's channel accepts every notification in
-  memory (SNS is not measured here). Capacity is what DynamoDB Local reports per call
-  (`ReturnConsumedCapacity=TOTAL`), per applied event.
+- **In memory**: the consumer on its in-memory stores (the same version rule), where its
+  registration has them: the handler's own work, process CPU per event, median of
+  {r['memory_passes']} passes, each on an empty store.
+- **Local stack**: the consumer built as its Lambda builds it, through the SDK, each pass on a
+  fresh table, mean of {r['dynamodb_passes']} passes after a warm-up: DynamoDB Local, and the notifier's
+  topic on moto's SNS (another process on the same cores). Capacity is what DynamoDB Local reports
+  per call (`ReturnConsumedCapacity=TOTAL`), per applied event; the calls are every AWS request
+  the consumer sent, of any service, counted on the wire.
 
-| consumer | in memory: CPU µs/event | in memory: events/s | DynamoDB Local: CPU ms/event (SDK incl.) | DynamoDB Local: events/s | RRU/event | WRU/event | calls/event |
+| consumer | in memory: CPU µs/event | in memory: events/s | local stack: CPU ms/event (SDK incl.) | local stack: events/s | RRU/event | WRU/event | AWS calls/event |
 |---|---|---|---|---|---|---|---|""")
-for name in ("projector", "notifier"):
-    c = r[name]
+for name, c in r["consumers"].items():
     units = c["units_per_event"]
-    calls = sum(op["calls"] for op in units["by_operation"].values())
-    ops = ", ".join(f"{op} {v['calls']:.0f}" for op, v in sorted(units["by_operation"].items()))
-    print(f"| {name} | {c['memory']['cpu_ms_per_event'] * 1000:.1f} | {c['memory']['events_per_second']:,.0f} | "
+    memory = c["memory"]
+    calls = c["calls_per_event"]
+    ops = ", ".join(f"{call} {round(n, 2):g}" for call, n in sorted(calls.items()))
+    in_memory = (f"{memory['cpu_ms_per_event'] * 1000:.1f} | {memory['events_per_second']:,.0f}"
+                 if memory else "— | —")
+    print(f"| {name} | {in_memory} | "
           f"{c['dynamodb']['cpu_ms_per_event']:.3f} | {c['dynamodb']['events_per_second']:,.0f} | "
-          f"{units['read']:.2f} | {units['write']:.2f} | {calls:.0f} ({ops}) |")
+          f"{units['read']:.2f} | {units['write']:.2f} | {sum(calls.values()):.2f} ({ops}) |")
 print("""
 The projector writes one item per event with a condition on the version. The notifier makes three
 steps per notification (docs/adr/0005-notification-delivery.md): it claims the reservation's next
 version on its progress item (an update), publishes, then advances the progress and stores the
 sent notification in one transaction: sending each notification once costs those writes.
-DynamoDB Local runs on the same two cores; its latency, not the handler, sets the events/s.
+DynamoDB Local and moto run on the same two cores; their latency, not the handler, sets the
+events/s.
 docs/cost.md prices the consumers with the CPU of a shorter run of its own (`scripts/bench.sh cost`),
 on its own day: this machine's speed varies from day to day, so compare figures of one run.""")
 PY
@@ -590,8 +598,8 @@ bench_cost() {
   fresh_engines
   log "cost: capacity units of $reservations reservations and $cancels cancels in each relay mode, then the poller idle"
   "$bin/pipeline-bench" capacity --reservations "$reservations" --cancels "$cancels" >"$out/capacity.json"
-  fresh_engines
-  log "cost: the consumers' units and CPU per event"
+  fresh_engines_and_sns
+  log "cost: the consumers' units, calls and CPU per event"
   "$bin/consumer-bench" --events 2000 --memory-passes 1 --dynamodb-passes 1 >"$out/consumers.json"
   fresh_engines_and_kafka
   log "cost: the relay's CPU per event, on Kinesis and on Kafka"

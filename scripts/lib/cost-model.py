@@ -73,6 +73,9 @@ EVENTS_PER_INVOCATION = 1
 MEMORY_GB = 256 / 1024  # the template's MemorySize
 # What an invocation waits on AWS, which the local engines do not show: assumed, not measured.
 AWS_CALL_MS = {"PutRecords": 20, "Produce": 10, "DynamoDB": 6, "Publish": 20}
+# The consumers' calls, as consumer-bench counts them (`service.Operation`): what each waits on AWS,
+# and what it costs beyond the Lambda and DynamoDB's units (priced from the measured capacity).
+CONSUMER_CALL_WAIT_MS = {"dynamodb": AWS_CALL_MS["DynamoDB"], "sns.Publish": AWS_CALL_MS["Publish"]}
 HOURS_PER_MONTH = 730
 GB = 1024**3
 
@@ -93,7 +96,9 @@ def per(mode, key):
 record_bytes = capacity["stream"]["kinesis"]["mean_record_bytes"]
 billed_kb = math.ceil(record_bytes / 1024)  # on-demand rounds each record up to 1 KB
 kinesis_ingest = EVENTS * billed_kb * 1024 / GB * PRICE["kinesis_on_demand_ingest_per_gb"]
-kinesis_retrieval = 2 * EVENTS * record_bytes / GB * PRICE["kinesis_on_demand_retrieval_per_gb"]  # projector + notifier
+measured_consumers = consumers["consumers"]  # every consumer of the product, by name
+CONSUMER_COUNT = len(measured_consumers)
+kinesis_retrieval = CONSUMER_COUNT * EVENTS * record_bytes / GB * PRICE["kinesis_on_demand_retrieval_per_gb"]  # each reads the stream
 kinesis_stream_month = HOURS_PER_MONTH * PRICE["kinesis_on_demand_stream_hour"]
 
 relay_cpu_ms = relay["kinesis"]["relay_cpu_ms_per_event"]
@@ -104,12 +109,30 @@ relay_kafka_cpu_ms = (relay.get("kafka") or {}).get("relay_cpu_ms_per_event", re
 kafka_record_bytes = record_bytes + 102
 KAFKA_PARTITIONS = 4
 kafka_in = EVENTS * kafka_record_bytes / GB
-kafka_out = 2 * kafka_in  # projector + notifier
-projector_cpu_ms = consumers["projector"]["dynamodb"]["cpu_ms_per_event"]
-notifier_cpu_ms = consumers["notifier"]["dynamodb"]["cpu_ms_per_event"]
-projector_units = consumers["projector"]["units_per_event"]
-notifier_units = consumers["notifier"]["units_per_event"]
+kafka_out = CONSUMER_COUNT * kafka_in  # each consumer reads the topic
 invocations = EVENTS / EVENTS_PER_INVOCATION
+
+
+def consumer_call(call, key):
+    """What a consumer's call waits on AWS, or costs besides: refused loudly when not written down,
+    so that a new consumer's calls are never priced at nothing."""
+    table = CONSUMER_CALL_WAIT_MS if key == "wait" else CONSUMER_CALL_PRICE
+    for name in (call, call.split(".")[0]):
+        if name in table:
+            return table[name]
+    sys.exit(f"cost-model.py: no {'assumed wait' if key == 'wait' else 'price'} for the consumers' call {call}; add it to {'CONSUMER_CALL_WAIT_MS' if key == 'wait' else 'CONSUMER_CALL_PRICE'}")
+
+
+# Per call, beyond DynamoDB's units: a publish to the notifications FIFO topic is delivered to its
+# subscriber queue, where it is received and deleted (one message a request).
+CONSUMER_CALL_PRICE = {
+    "dynamodb": ("DynamoDB", 0.0),  # its units are priced from the measured capacity
+    "sns.Publish": (
+        "SNS + SQS",
+        (PRICE["sns_fifo_publish_per_million"] + 2 * PRICE["sqs_fifo_per_million"]) / 1e6
+        + record_bytes / GB * PRICE["sns_fifo_payload_per_gb"],
+    ),
+}
 
 api = {
     mode: ddb_cost(
@@ -118,15 +141,17 @@ api = {
     )
     for mode in ("stream", "polling")
 }
-consumers_cost = {
-    "Lambda": lambda_cost(invocations, projector_cpu_ms + AWS_CALL_MS["DynamoDB"] * projector_units["by_operation"].get("PutItem", {}).get("calls", 1))
-    + lambda_cost(invocations, notifier_cpu_ms + AWS_CALL_MS["DynamoDB"] * 2 + AWS_CALL_MS["Publish"]),
-    "DynamoDB": ddb_cost(EVENTS * (projector_units["read"] + notifier_units["read"]), EVENTS * (projector_units["write"] + notifier_units["write"])),
-    "Kinesis": kinesis_retrieval,
-    # One publish per notification; the subscriber receives and deletes it, one message a request.
-    "SNS + SQS": EVENTS * (PRICE["sns_fifo_publish_per_million"] + 2 * PRICE["sqs_fifo_per_million"]) / 1e6
-    + EVENTS * record_bytes / GB * PRICE["sns_fifo_payload_per_gb"],
-}
+consumers_cost = {"Lambda": 0.0, "DynamoDB": 0.0, "Kinesis": kinesis_retrieval}
+for measured in measured_consumers.values():
+    calls = measured["calls_per_event"]
+    wait_ms = sum(n * consumer_call(call, "wait") for call, n in calls.items())
+    consumers_cost["Lambda"] += lambda_cost(invocations, measured["dynamodb"]["cpu_ms_per_event"] + wait_ms * EVENTS_PER_INVOCATION)
+    units = measured["units_per_event"]
+    consumers_cost["DynamoDB"] += ddb_cost(EVENTS * units["read"], EVENTS * units["write"])
+    for call, n in calls.items():
+        label, price = consumer_call(call, "price")
+        if price:
+            consumers_cost[label] = consumers_cost.get(label, 0.0) + EVENTS * n * price
 
 poll = per("polling", "per_relayed_event")
 idle = capacity["polling"].get("idle", {})
@@ -222,11 +247,18 @@ for label, key in [("per reservation (API)", "per_reservation"), ("per cancel (A
     s, p = per("stream", key), per("polling", key)
     lines.append(f"| {label} | {s['read']:.2f} RRU, {s['write']:.2f} WRU | {p['read']:.2f} RRU, {p['write']:.2f} WRU |")
 lines += [
-    f"| per applied event, projector | {projector_units['read']:.2f} RRU, {projector_units['write']:.2f} WRU | same |",
-    f"| per applied event, notifier | {notifier_units['read']:.2f} RRU, {notifier_units['write']:.2f} WRU | same |",
+    f"| per applied event, {name} | {m['units_per_event']['read']:.2f} RRU, {m['units_per_event']['write']:.2f} WRU | same |"
+    for name, m in measured_consumers.items()
+]
+lines += [
     f"| Kinesis record (envelope + key) | {record_bytes:.0f} bytes: {capacity['stream']['kinesis']['put_payload_units_per_event']:.0f} PUT payload unit, {billed_kb} KB billed on-demand | same |",
     f"| relay CPU per event (SDK included, against kinesis-mock) | {relay_cpu_ms:.4f} ms | — |",
-    f"| projector / notifier CPU per event (SDK included, against DynamoDB Local) | {projector_cpu_ms:.3f} / {notifier_cpu_ms:.3f} ms | same |",
+    f"| {' / '.join(measured_consumers)} CPU per event (SDK included, on the local stack) | "
+    + " / ".join(f"{m['dynamodb']['cpu_ms_per_event']:.3f}" for m in measured_consumers.values())
+    + " ms | same |",
+    "| the consumers' AWS calls per event | "
+    + "; ".join(f"{name}: " + ", ".join(f"{call} {n:.2f}" for call, n in sorted(m["calls_per_event"].items())) for name, m in measured_consumers.items())
+    + " | same |",
     "",
     "The stream relay makes no DynamoDB call at all: Lambda reads the table's stream for it, and reads",
     "by Lambda triggers are not billed. The API's transaction costs more in polling mode because the",
@@ -234,7 +266,7 @@ lines += [
     "publishing (docs/adr/0004-polling-publisher.md).",
     "",
     f"The CPU per event is this run's own (the consumers: {consumers['events']:,} events, {consumers['dynamodb_passes']} "
-    f"pass{'es' if consumers['dynamodb_passes'] != 1 else ''} on DynamoDB Local), on the machine named above.",
+    f"pass{'es' if consumers['dynamodb_passes'] != 1 else ''} on the local stack, every consumer the product registers), on the machine named above.",
     "docs/benchmarks.md measures the relay and the consumers in longer runs (\"Relay\", \"Consumers\"),",
     "each section with its own date and machine; figures of different runs differ as much as the",
     "machine's speed does from day to day, so compare figures of one run.",
@@ -244,7 +276,8 @@ lines += [
     f"US dollars per million reservations. Prices: on-demand list prices of us-east-1 as written down on",
     f"{PRICES_AS_OF} (table below); check them before budgeting. Lambda durations are the measured CPU time",
     f"plus an **assumed** wait on AWS per call ({AWS_CALL_MS['PutRecords']} ms for PutRecords, {AWS_CALL_MS['DynamoDB']} ms for a DynamoDB",
-    f"call, {AWS_CALL_MS['Publish']} ms for an SNS publish), rounded up to the billed millisecond, at {int(MEMORY_GB * 1024)} MB arm64.",
+    f"call, {AWS_CALL_MS['Publish']} ms for an SNS publish), rounded up to the billed millisecond, at {int(MEMORY_GB * 1024)} MB arm64;",
+    "the consumers' calls are the ones counted per event in this run.",
     "",
     "| relay | " + " | ".join(columns) + " | total | order per reservation |",
     "|---|" + "---|" * (len(columns) + 2),
@@ -273,7 +306,7 @@ lines += [
     "",
     "Consumers (the same in every row; on Kafka without the Kinesis reads, whose data out is in the Kafka column): "
     + ", ".join(f"{k} {v:.2f}" for k, v in consumers_cost.items())
-    + ". SNS + SQS is the notifier's FIFO topic and its subscriber queue (one publish; the subscriber's receive and delete, one message a request).",
+    + ". SNS + SQS is the notifier's FIFO topic and its subscriber queue (each counted publish; the subscriber's receive and delete, one message a request).",
     "",
     "**Fixed per month, whatever the volume**: the on-demand Kinesis stream, "
     f"${kinesis_stream_month:.2f} ({HOURS_PER_MONTH} stream-hours), in every row but the MSK ones. The polling publisher is never idle: at "
@@ -286,11 +319,11 @@ lines += [
     f"${kafka_fixed['serverless']:.2f} (the cluster-hours and {KAFKA_PARTITIONS} partitions), or a small provisioned "
     f"cluster of 3 kafka.t3.small brokers with 10 GB each ${kafka_fixed['t3_small']:.2f} (3 kafka.m7g.large for production: "
     f"${kafka_fixed['m7g_large']:.2f}); in both cases the consumers' MSK mappings in provisioned mode (the error-handling "
-    f"controls need it), one Event Poller Unit shared by the two (their poller group), ${kafka_fixed['pollers']:.2f}; and the SQS "
+    f"controls need it), one Event Poller Unit shared by the {CONSUMER_COUNT} (their poller group), ${kafka_fixed['pollers']:.2f}; and the SQS "
     f"interface endpoint their on-failure destination needs in the cluster's VPC, two AZs, ${kafka_fixed['endpoint']:.2f} "
     "(a NAT gateway, if the relay's subnets use one instead of endpoints, costs more). Most Kafka users bring a cluster "
     "they already pay for: then only the pollers and the endpoint are this product's. The Kafka rows' data: "
-    f"{kafka_record_bytes:.0f} bytes a record (the Kinesis record and the headers), written once and read by two consumers; "
+    f"{kafka_record_bytes:.0f} bytes a record (the Kinesis record and the headers), written once and read by {CONSUMER_COUNT} consumers; "
     f"relay CPU {relay_kafka_cpu_ms:.4f} ms per event against the local broker, plus an **assumed** {AWS_CALL_MS['Produce']} ms "
     "for a produce.",
     "",
