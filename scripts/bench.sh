@@ -563,14 +563,17 @@ JSON).
   registration has them: the handler's own work, process CPU per event, median of
   {r['memory_passes']} passes, each on an empty store.
 - **Local stack**: the consumer built as its Lambda builds it, through the SDK, each pass on a
-  fresh table, mean of {r['dynamodb_passes']} passes after a warm-up: DynamoDB Local, and the notifier's
-  topic on moto's SNS (another process on the same cores). Capacity is what DynamoDB Local reports
-  per call (`ReturnConsumedCapacity=TOTAL`), per applied event; the calls are every AWS request
-  the consumer sent, of any service, counted on the wire.
+  fresh table, mean of {r['dynamodb_passes']} passes after a warm-up: DynamoDB Local, and moto's SNS
+  for the notifier's topic, another process on the same cores (a topic no queue subscribes to:
+  moto delivers to a subscribed queue inside each publish, ever slower as the queue fills, where
+  AWS answers first). Capacity is what DynamoDB Local reports per call
+  (`ReturnConsumedCapacity=TOTAL`), per applied event; the calls are every AWS request the
+  consumer sent, of any service, counted on the wire.
 
 | consumer | in memory: CPU µs/event | in memory: events/s | local stack: CPU ms/event (SDK incl.) | local stack: events/s | RRU/event | WRU/event | AWS calls/event |
 |---|---|---|---|---|---|---|---|""")
-for name, c in r["consumers"].items():
+for c in r["consumers"]:
+    name = c["name"]
     units = c["units_per_event"]
     memory = c["memory"]
     calls = c["calls_per_event"]

@@ -96,7 +96,7 @@ def per(mode, key):
 record_bytes = capacity["stream"]["kinesis"]["mean_record_bytes"]
 billed_kb = math.ceil(record_bytes / 1024)  # on-demand rounds each record up to 1 KB
 kinesis_ingest = EVENTS * billed_kb * 1024 / GB * PRICE["kinesis_on_demand_ingest_per_gb"]
-measured_consumers = consumers["consumers"]  # every consumer of the product, by name
+measured_consumers = {c["name"]: c for c in consumers["consumers"]}  # every consumer, in the list's order
 CONSUMER_COUNT = len(measured_consumers)
 kinesis_retrieval = CONSUMER_COUNT * EVENTS * record_bytes / GB * PRICE["kinesis_on_demand_retrieval_per_gb"]  # each reads the stream
 kinesis_stream_month = HOURS_PER_MONTH * PRICE["kinesis_on_demand_stream_hour"]

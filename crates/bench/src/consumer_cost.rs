@@ -6,8 +6,9 @@
 //!    handler alone, counting what the Lambda runtime does too (event JSON → `KinesisEvent`,
 //!    response → JSON);
 //! 2. built as its Lambda builds it, on the local stack (DynamoDB Local; moto's SNS, on a topic
-//!    no queue subscribes to: `TestStack::vars_without_subscribers`), each pass on a fresh table: CPU per event with the SDK's, the DynamoDB capacity
-//!    the engine reports per applied event, and every AWS call it makes, of any service.
+//!    no queue subscribes to: `TestStack::vars_without_subscribers`), each pass on a fresh
+//!    table: CPU per event with the SDK's, the DynamoDB capacity the engine reports per applied
+//!    event, and every AWS call it makes, of any service.
 //!
 //! Run it on one thread: process CPU time is then the handler's (plus the SDK's) own.
 
@@ -179,12 +180,12 @@ async fn measure(registration: &Registration, stack: &TestStack, batches: &[Vec<
 pub async fn run(args: &Args) -> Result<Value> {
     let batches = lambda_events(args.events, args.batch_size);
     let stack = TestStack::start().await;
-    let mut measured = serde_json::Map::new();
+    // In the list's order, each named: the documents show them as the product lists them.
+    let mut measured = Vec::new();
     for registration in consumers::ALL {
-        measured.insert(
-            registration.name.to_owned(),
-            measure(registration, &stack, &batches, args).await?,
-        );
+        let mut figures = measure(registration, &stack, &batches, args).await?;
+        figures["name"] = json!(registration.name);
+        measured.push(figures);
     }
     Ok(json!({
         "events": args.events,
