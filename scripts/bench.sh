@@ -15,7 +15,8 @@
 #   scripts/bench.sh relay [EVENTS] [BATCH]    relay CPU per event and rate vs raw PutRecords (10000, 100)
 #   scripts/bench.sh buses [EVENTS] [RATE]     the same relay workloads on Kinesis and on Kafka (Tansu), and
 #                                              API 201 → projector applied on each bus (10000, 20)
-#   scripts/bench.sh functions [RUNS]          zipped arm64 size, init time, peak RSS (5 runs)
+#   scripts/bench.sh functions [RUNS]          each function's zipped arm64 size, init time, peak RSS, the
+#                                              registered consumers' included (5 runs)
 #   scripts/bench.sh consumers [EVENTS] [BATCH] every registered consumer's CPU, capacity and AWS calls per
 #                                              event (10000, 100)
 #   scripts/bench.sh cost [RESERVATIONS] [CANCELS]
@@ -473,7 +474,9 @@ PY
 }
 
 bench_functions() {
-  local runs="${1:-5}" kinds=(api relay poller projector notifier) sizes="" results=""
+  local runs="${1:-5}" kinds sizes="" results=""
+  # The product's functions, then every consumer in the one list (consumers::ALL).
+  mapfile -t kinds < <(printf '%s\n' api relay poller && "$bin/pipeline-bench" consumers)
   log "functions: arm64 packages (scripts/build.sh)"
   "$ROOT/scripts/build.sh" >"$logs/build.log" 2>&1 || { tail -20 "$logs/build.log"; die "scripts/build.sh failed"; }
   for kind in "${kinds[@]}"; do
@@ -529,8 +532,9 @@ for r in rows:
           f"{r['first_invocation_done_ms']['p50']:.1f} | {r['peak_rss_mib']['max']:.1f} |")
 print("""
 The first event includes the first connection to DynamoDB Local or kinesis-mock; on Lambda it is
-a TLS connection to the regional endpoint and takes longer. The projector and notifier fixtures
-hold a record that is not an event: it goes to the dead-letter file, so theirs is the cheapest path.
+a TLS connection to the regional endpoint and takes longer. Each consumer's first event (AWS's
+sample Kinesis event) holds a record that is not an event: it goes to the dead-letter file, so
+theirs is the cheapest path.
 The emulator gives each event a deadline 1.5 s away, inside the poller's 3 s margin, so the poller
 answers at once instead of polling until its deadline. The relay with `EVENT_BUS=kafka` connects to
 the broker (plaintext here; TLS and an MSK IAM token on AWS) and to its topic's partitions before it

@@ -145,7 +145,7 @@ consumers_cost = {"Lambda": 0.0, "DynamoDB": 0.0, "Kinesis": kinesis_retrieval}
 for measured in measured_consumers.values():
     calls = measured["calls_per_event"]
     wait_ms = sum(n * consumer_call(call, "wait") for call, n in calls.items())
-    consumers_cost["Lambda"] += lambda_cost(invocations, measured["dynamodb"]["cpu_ms_per_event"] + wait_ms * EVENTS_PER_INVOCATION)
+    consumers_cost["Lambda"] += lambda_cost(invocations, (measured["dynamodb"]["cpu_ms_per_event"] + wait_ms) * EVENTS_PER_INVOCATION)
     units = measured["units_per_event"]
     consumers_cost["DynamoDB"] += ddb_cost(EVENTS * units["read"], EVENTS * units["write"])
     for call, n in calls.items():

@@ -10,13 +10,44 @@ use std::time::Duration;
 use test_support::events::fixtures;
 use tokio::time::Instant;
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+/// A function of the product: the API, the relay, the poller, or a consumer of the one list
+/// (`consumers::ALL`), by name.
+#[derive(Clone, Copy)]
 pub enum FunctionKind {
     Api,
     Relay,
-    Projector,
-    Notifier,
     Poller,
+    Consumer(&'static consumers::Registration),
+}
+
+impl FunctionKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Relay => "relay",
+            Self::Poller => "poller",
+            Self::Consumer(registration) => registration.name,
+        }
+    }
+}
+
+impl std::str::FromStr for FunctionKind {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        match name {
+            "api" => Ok(Self::Api),
+            "relay" => Ok(Self::Relay),
+            "poller" => Ok(Self::Poller),
+            name => consumers::named(name).map(Self::Consumer).ok_or_else(|| {
+                let consumers: Vec<&str> = consumers::ALL.iter().map(|r| r.name).collect();
+                format!(
+                    "no function '{name}': api, relay, poller or a consumer ({})",
+                    consumers.join(", ")
+                )
+            }),
+        }
+    }
 }
 
 /// The first event each function gets: a real shape for its trigger.
@@ -44,9 +75,7 @@ fn first_event(kind: FunctionKind) -> serde_json::Value {
             "isBase64Encoded": false
         }),
         FunctionKind::Relay => serde_json::from_str(fixtures::OUTBOX_INSERT).expect("fixture"),
-        FunctionKind::Projector | FunctionKind::Notifier => {
-            serde_json::from_str(fixtures::KINESIS_EVENT_AWS_SAMPLE).expect("fixture")
-        }
+        FunctionKind::Consumer(_) => serde_json::from_str(fixtures::KINESIS_EVENT_AWS_SAMPLE).expect("fixture"),
         FunctionKind::Poller => json!({ "source": "aws.events", "detail-type": "Scheduled Event", "detail": {} }),
     }
 }
@@ -101,7 +130,7 @@ async fn start_once(
         match signal {
             Some(Signal::Ready(at)) => ready = Some(at.duration_since(spawned)),
             Some(Signal::Answered(at)) => answered = Some(at.duration_since(spawned)),
-            Some(Signal::Failed(body)) => bail!("{kind:?} answered its first event with an error: {body}"),
+            Some(Signal::Failed(body)) => bail!("{} answered its first event with an error: {body}", kind.name()),
             None => bail!("the Runtime API stopped"),
         }
     }

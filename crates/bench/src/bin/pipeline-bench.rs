@@ -8,9 +8,11 @@
 //!       what the relay asks of DynamoDB while nothing happens, by operation
 //!   pipeline-bench transactions --clients C --seconds S
 //!       raw TransactWriteItems of the API's three items, no HTTP and no handler
-//!   pipeline-bench init --binary PATH --kind api|relay|projector|notifier|poller --runs N
+//!   pipeline-bench init --binary PATH --kind api|relay|poller|<consumer> --runs N
 //!       a function's start under a Lambda Runtime API: process start → first
 //!       `GET /runtime/invocation/next`, the first invocation, and peak RSS
+//!   pipeline-bench consumers
+//!       the registered consumers' names (`consumers::ALL`), one a line
 //!   pipeline-bench capacity --reservations N --cancels M
 //!       DynamoDB capacity units per reservation, cancel and relayed event in each relay mode,
 //!       and Kinesis PUT payload units per event
@@ -68,10 +70,13 @@ enum Command {
         #[arg(long, default_value_t = 250)]
         cancels: usize,
     },
+    /// The registered consumers' names, one a line (`scripts/bench.sh functions` starts each).
+    Consumers,
     Init {
         #[arg(long)]
         binary: std::path::PathBuf,
-        #[arg(long, value_enum)]
+        /// api, relay, poller, or a registered consumer's name.
+        #[arg(long)]
         kind: FunctionKind,
         #[arg(long, default_value_t = 5)]
         runs: usize,
@@ -110,6 +115,12 @@ async fn main() -> std::process::ExitCode {
         } => bench::idle::run(mode, Duration::from_millis(interval_ms), seconds).await,
         Command::Transactions { clients, seconds } => bench::transactions::run(clients, seconds).await,
         Command::Init { binary, kind, runs } => bench::function_start::run(binary, kind, runs).await,
+        Command::Consumers => {
+            consumers::ALL
+                .iter()
+                .for_each(|registration| println!("{}", registration.name));
+            Ok(())
+        }
         Command::Capacity { reservations, cancels } => bench::capacity::run(reservations, cancels)
             .await
             .map(|result| println!("{result}")),
