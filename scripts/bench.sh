@@ -474,9 +474,11 @@ PY
 }
 
 bench_functions() {
-  local runs="${1:-5}" kinds sizes="" results=""
-  # The product's functions, then every consumer in the one list (consumers::ALL).
-  mapfile -t kinds < <(printf '%s\n' api relay poller && "$bin/pipeline-bench" consumers)
+  local runs="${1:-5}" kinds consumers sizes="" results=""
+  # The product's functions, then every consumer in the one list (consumers::ALL); a failure to
+  # list them stops the run rather than leaving them out.
+  consumers="$("$bin/pipeline-bench" consumers)"
+  mapfile -t kinds < <(printf '%s\n' api relay poller "$consumers")
   log "functions: arm64 packages (scripts/build.sh)"
   "$ROOT/scripts/build.sh" >"$logs/build.log" 2>&1 || { tail -20 "$logs/build.log"; die "scripts/build.sh failed"; }
   for kind in "${kinds[@]}"; do
