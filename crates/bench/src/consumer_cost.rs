@@ -20,7 +20,7 @@ use aws_lambda_events::event::kinesis::KinesisEvent;
 use consumers::{BoxConsumer, Consumer, ConsumerHandler, Publishes, Registration, Wiring};
 use dead_letters::MemoryDeadLetters;
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use test_support::events::{envelope_json, kinesis_record};
 use test_support::stack::TestStack;
 
@@ -130,7 +130,13 @@ fn calls_per_event(snapshots: &[BTreeMap<String, u64>], events: usize) -> Value 
 }
 
 /// One consumer's figures: in memory (if it has in-memory stores) and on the local stack.
-async fn measure(registration: &Registration, stack: &TestStack, batches: &[Vec<u8>], args: &Args) -> Result<Value> {
+async fn measure(
+    registration: &Registration,
+    stack: &TestStack,
+    stack_vars: &HashMap<String, String>,
+    batches: &[Vec<u8>],
+    args: &Args,
+) -> Result<Value> {
     let memory = match registration.in_memory {
         Some(make) => Some(per_event(
             args.events,
@@ -145,7 +151,7 @@ async fn measure(registration: &Registration, stack: &TestStack, batches: &[Vec<
     let (mut passes, mut units, mut counted) = (Vec::new(), Vec::new(), Vec::new());
     // The first pass warms connections and the engines; it is not counted.
     for n in 0..=args.dynamodb_passes {
-        let mut vars = stack.vars_without_subscribers().await;
+        let mut vars = stack_vars.clone();
         let table = stack
             .create_table_like(registration.table.var, &format!("bench{n}"))
             .await;
@@ -180,10 +186,11 @@ async fn measure(registration: &Registration, stack: &TestStack, batches: &[Vec<
 pub async fn run(args: &Args) -> Result<Value> {
     let batches = lambda_events(args.events, args.batch_size);
     let stack = TestStack::start().await;
+    let vars = stack.vars_without_subscribers().await;
     // In the list's order, each named: the documents show them as the product lists them.
     let mut measured = Vec::new();
     for registration in consumers::ALL {
-        let mut figures = measure(registration, &stack, &batches, args).await?;
+        let mut figures = measure(registration, &stack, &vars, &batches, args).await?;
         figures["name"] = json!(registration.name);
         measured.push(figures);
     }

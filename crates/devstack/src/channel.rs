@@ -21,17 +21,7 @@ pub async fn provision(
     topic_name: &str,
     queue_name: &str,
 ) -> Result<ChannelResources> {
-    let topic_arn = sns
-        .create_topic()
-        .name(topic_name)
-        .attributes("FifoTopic", "true")
-        // Deduplication by the id the notifier gives (the event id), not by content.
-        .attributes("ContentBasedDeduplication", "false")
-        .send()
-        .await
-        .with_context(|| format!("creating topic {topic_name}"))?
-        .topic_arn
-        .context("CreateTopic returned no ARN")?;
+    let topic_arn = create_topic(sns, topic_name).await?;
     let queue_url = sqs
         .create_queue()
         .queue_name(queue_name)
@@ -68,6 +58,20 @@ pub async fn provision(
             .with_context(|| format!("subscribing {queue_name} to {topic_name}"))?;
     }
     Ok(ChannelResources { topic_arn, queue_url })
+}
+
+/// Creates the notifications FIFO topic `topic_name` unless it exists; its ARN.
+pub async fn create_topic(sns: &aws_sdk_sns::Client, topic_name: &str) -> Result<String> {
+    sns.create_topic()
+        .name(topic_name)
+        .attributes("FifoTopic", "true")
+        // Deduplication by the id the notifier gives (the event id), not by content.
+        .attributes("ContentBasedDeduplication", "false")
+        .send()
+        .await
+        .with_context(|| format!("creating topic {topic_name}"))?
+        .topic_arn
+        .context("CreateTopic returned no ARN")
 }
 
 /// One message as the subscriber queue delivered it.

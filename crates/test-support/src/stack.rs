@@ -397,6 +397,14 @@ impl TestStack {
         )
     }
 
+    /// `name` with this stack's prefix, as its notifications topic and queue are named.
+    fn channel_name(&self, name: &str) -> String {
+        let prefix = self
+            .name("NOTIFICATIONS_TABLE")
+            .replace(settings::names::NOTIFICATIONS_TABLE.default, "");
+        format!("{prefix}{name}")
+    }
+
     /// This stack's notifications topic and its subscriber queue (SNS and SQS on moto in
     /// `scripts/test.sh`), created on first use.
     pub async fn channel(&self) -> &devstack::channel::ChannelResources {
@@ -406,12 +414,11 @@ impl TestStack {
                     std::env::var("AWS_ENDPOINT_URL_SNS").is_ok_and(|v| !v.is_empty()),
                     "AWS_ENDPOINT_URL_SNS is not set: the notifications tests need the embedded stack's SNS; run them with scripts/test.sh"
                 );
-                let prefix = self.name("NOTIFICATIONS_TABLE").replace(settings::names::NOTIFICATIONS_TABLE.default, "");
                 devstack::channel::provision(
                     &aws_sdk_sns::Client::new(&self.sdk),
                     &aws_sdk_sqs::Client::new(&self.sdk),
-                    &format!("{prefix}{}", settings::names::NOTIFICATIONS_TOPIC.default),
-                    &format!("{prefix}{}", settings::names::NOTIFICATIONS_QUEUE.default),
+                    &self.channel_name(settings::names::NOTIFICATIONS_TOPIC.default),
+                    &self.channel_name(settings::names::NOTIFICATIONS_QUEUE.default),
                 )
                 .await
                 .expect("creating the notifications topic and queue on the local stack")
@@ -451,22 +458,13 @@ impl TestStack {
     /// subscriber, 14 once a subscribed queue held 600), where AWS answers the publish first.
     pub async fn vars_without_subscribers(&self) -> HashMap<String, String> {
         let mut vars = self.vars().await;
-        let prefix = self
-            .name("NOTIFICATIONS_TABLE")
-            .replace(settings::names::NOTIFICATIONS_TABLE.default, "");
-        let topic_arn = aws_sdk_sns::Client::new(&self.sdk)
-            .create_topic()
-            .name(format!(
-                "{prefix}unsubscribed-{}",
-                settings::names::NOTIFICATIONS_TOPIC.default
-            ))
-            .attributes("FifoTopic", "true")
-            .attributes("ContentBasedDeduplication", "false")
-            .send()
+        let name = self.channel_name(&format!(
+            "unsubscribed-{}",
+            settings::names::NOTIFICATIONS_TOPIC.default
+        ));
+        let topic_arn = devstack::channel::create_topic(&aws_sdk_sns::Client::new(&self.sdk), &name)
             .await
-            .expect("creating a notifications topic on the local stack")
-            .topic_arn
-            .expect("CreateTopic returns the topic's ARN");
+            .expect("creating a notifications topic on the local stack");
         vars.insert(settings::names::NOTIFICATIONS_TOPIC_ARN.to_owned(), topic_arn);
         vars
     }
